@@ -1,0 +1,146 @@
+/**
+ * Intake (DESIGN.md §1 steps 2–6) as plain functions: validate, apply the idempotency rules,
+ * store the job, hand its first directive to the dispatcher. Knows nothing of HTTP.
+ */
+import type { ProtocolRegistry, RegisteredProtocol } from "../config/protocols.ts";
+import {
+  IdempotencyKeyInFlightError,
+  IdempotencyKeyReusedError,
+  UnknownRequestTypeError,
+  ValidationFailedError,
+  type FieldViolation,
+} from "../domain/errors.ts";
+import { newJobId } from "../domain/ids.ts";
+import type { IdempotencyRecord, Job, JobAggregate } from "../domain/model.ts";
+import { partitionKeyFor, planJob } from "../domain/plan-job.ts";
+import type { LedgerStore } from "../ledger/store.ts";
+import type { Dispatcher, DispatchItem } from "../outbox/dispatcher.ts";
+import type { CommandEnvelope } from "../validation/envelope.ts";
+import { requestFingerprint, resolveIdempotencyKey } from "../validation/idempotency.ts";
+
+export interface SubmitCommand {
+  envelope: CommandEnvelope;
+  /** The `Idempotency-Key` header, if any. */
+  idempotencyKeyHeader: string | null;
+  /** A valid W3C traceparent, if the request had one. */
+  traceparent: string | null;
+}
+
+export interface SubmitResult {
+  job: Job;
+  /** True when the key had been used for this request before: no new job was created. */
+  replayed: boolean;
+}
+
+export interface CommandServiceOptions {
+  store: LedgerStore;
+  protocols: ProtocolRegistry;
+  /** Null when no broker is configured: entries stay pending. */
+  dispatcher: Dispatcher | null;
+  retryDelaySeconds: number;
+  /**
+   * How long a claimed key without its job counts as "still being stored" (409). After that the
+   * writer is presumed dead and a retry of the same request completes the job under the claimed id.
+   */
+  claimTimeoutSeconds?: number;
+  now?: () => Date;
+}
+
+export interface CommandService {
+  submit(command: SubmitCommand): Promise<SubmitResult>;
+}
+
+const DEFAULT_CLAIM_TIMEOUT_SECONDS = 10;
+
+export function createCommandService(options: CommandServiceOptions): CommandService {
+  const { store, protocols, dispatcher } = options;
+  const now = options.now ?? (() => new Date());
+  const claimTimeoutMs = (options.claimTimeoutSeconds ?? DEFAULT_CLAIM_TIMEOUT_SECONDS) * 1000;
+
+  function validate(envelope: CommandEnvelope): RegisteredProtocol {
+    const protocol = protocols.get(envelope.requestType);
+    if (!protocol) {
+      throw new UnknownRequestTypeError(`no protocol is registered for requestType '${envelope.requestType}'`, {
+        errors: [{ path: "/requestType", message: `unknown request type; known: ${protocols.list().map((p) => p.requestType).join(", ")}` }],
+      });
+    }
+    const violations: FieldViolation[] = protocol.checkPayload(envelope.payload);
+    // A payload may satisfy its schemas and still lack the value a step partitions by.
+    for (const step of protocol.steps) {
+      if (step.partitionKey.kind !== "pointer") continue;
+      const path = `/payload${step.partitionKey.pointer}`;
+      if (partitionKeyFor(step.partitionKey, "", envelope.tenantId, envelope.payload) === undefined && !violations.some((v) => v.path === path)) {
+        violations.push({ path, message: `must be a string or number: it is the partition key of step '${step.name}'` });
+      }
+    }
+    if (violations.length > 0) {
+      throw new ValidationFailedError(`the payload violates the schemas of '${protocol.requestType}'`, { errors: violations });
+    }
+    return protocol;
+  }
+
+  async function storeAndDispatch(jobId: string, command: SubmitCommand, protocol: RegisteredProtocol, key: string | null): Promise<Job> {
+    const { envelope } = command;
+    const planned = planJob({
+      jobId,
+      command: {
+        requestType: envelope.requestType,
+        tenantId: envelope.tenantId,
+        correlationId: envelope.correlationId ?? null,
+        idempotencyKey: key,
+        payload: envelope.payload,
+      },
+      protocol,
+      traceparent: command.traceparent,
+      now: now(),
+      retryDelaySeconds: options.retryDelaySeconds,
+    });
+    const stored = await store.createJob(planned);
+    dispatcher?.dispatch(pendingDirectives(stored));
+    return stored.job;
+  }
+
+  /** An existing claim: the same request replays its job, a different one is refused. */
+  async function answerExistingClaim(existing: IdempotencyRecord, fingerprint: string, command: SubmitCommand, protocol: RegisteredProtocol): Promise<SubmitResult> {
+    if (existing.fingerprint !== fingerprint) {
+      throw new IdempotencyKeyReusedError("this Idempotency-Key was used for a different request of this tenant");
+    }
+    const aggregate = await store.getJob(existing.jobId);
+    if (aggregate) return { job: aggregate.job, replayed: true };
+    const age = now().getTime() - Date.parse(existing.createdAt);
+    if (age < claimTimeoutMs) {
+      throw new IdempotencyKeyInFlightError("the first request with this Idempotency-Key is still being stored", {
+        retryAfterSeconds: Math.max(1, Math.ceil((claimTimeoutMs - age) / 1000)),
+      });
+    }
+    // The first writer stopped between the claim and the job: finish its work under its job id.
+    const job = await storeAndDispatch(existing.jobId, command, protocol, existing.key);
+    return { job, replayed: true };
+  }
+
+  return {
+    async submit(command) {
+      const { envelope } = command;
+      const key = resolveIdempotencyKey(command.idempotencyKeyHeader, envelope.idempotencyKey);
+      const protocol = validate(envelope);
+      const jobId = newJobId();
+      if (key !== null) {
+        const fingerprint = requestFingerprint(envelope);
+        const claim = await store.claimIdempotencyKey({ tenantId: envelope.tenantId, key, fingerprint, jobId, createdAt: now().toISOString() });
+        if (!claim.claimed) return answerExistingClaim(claim.existing, fingerprint, command, protocol);
+      }
+      const job = await storeAndDispatch(jobId, command, protocol, key);
+      return { job, replayed: false };
+    },
+  };
+}
+
+/** Directives of a stored job that nobody has tried to publish yet. */
+function pendingDirectives(aggregate: JobAggregate): DispatchItem[] {
+  return aggregate.outbox
+    .filter((entry) => entry.status === "pending" && entry.attempts === 0)
+    .flatMap((entry) => {
+      const step = aggregate.steps.find((s) => s.stepId === entry.stepId);
+      return step ? [{ job: aggregate.job, step, entry }] : [];
+    });
+}

@@ -1,0 +1,157 @@
+/**
+ * Settings from LUCIUS_* variables (DESIGN.md §9): parsed once, every problem collected and
+ * reported together so that one failed start names every wrong variable.
+ */
+
+export type StorageBackend = "memory" | "table" | "ledger";
+export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+
+export interface Settings {
+  storageBackend: StorageBackend;
+  tableConnection: string | null;
+  tables: {
+    jobs: string;
+    steps: string;
+    outbox: string;
+    ledger: string;
+    idempotency: string;
+    jobIndex: string;
+  };
+  admin: { enabled: boolean; apiKey: string | null };
+  serviceBusConnection: string | null;
+  outbox: {
+    publishTimeoutSeconds: number;
+    retryEnabled: boolean;
+    retryIntervalSeconds: number;
+    retryBatchSize: number;
+    retryDelaySeconds: number;
+    maxAttempts: number;
+  };
+  host: string;
+  port: number;
+  protocolsFile: string | null;
+  maxBodyBytes: number;
+  logLevel: LogLevel;
+}
+
+export class SettingsError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "SettingsError";
+  }
+}
+
+export const MIN_ADMIN_KEY_LENGTH = 16;
+const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
+const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
+
+type Env = Record<string, string | undefined>;
+
+/** Reads variables and records problems instead of throwing at the first one. */
+class EnvReader {
+  readonly problems: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  /** An empty value counts as unset: container templates often export empty variables. */
+  raw(name: string): string | undefined {
+    const value = this.env[name]?.trim();
+    return value === undefined || value === "" ? undefined : value;
+  }
+
+  string(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  optional(name: string): string | null {
+    return this.raw(name) ?? null;
+  }
+
+  oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const lower = value.toLowerCase() as T;
+    if (allowed.includes(lower)) return lower;
+    this.problems.push(`${name}=${JSON.stringify(value)}: must be one of ${allowed.join(", ")}`);
+    return fallback;
+  }
+
+  boolean(name: string, fallback: boolean): boolean {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const lower = value.toLowerCase();
+    if (["true", "1", "yes", "on"].includes(lower)) return true;
+    if (["false", "0", "no", "off"].includes(lower)) return false;
+    this.problems.push(`${name}=${JSON.stringify(value)}: must be true or false`);
+    return fallback;
+  }
+
+  number(name: string, fallback: number, rule: { min: number; max: number; integer?: boolean }): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const parsed = Number(value);
+    const kind = rule.integer ? "an integer" : "a number";
+    if (!Number.isFinite(parsed) || (rule.integer && !Number.isInteger(parsed)) || parsed < rule.min || parsed > rule.max) {
+      this.problems.push(`${name}=${JSON.stringify(value)}: must be ${kind} from ${rule.min} to ${rule.max}`);
+      return fallback;
+    }
+    return parsed;
+  }
+
+  tableName(name: string, fallback: string): string {
+    const value = this.string(name, fallback);
+    if (!TABLE_NAME.test(value)) {
+      this.problems.push(`${name}=${JSON.stringify(value)}: an Azure table name is 3-63 letters or digits, starting with a letter`);
+    }
+    return value;
+  }
+}
+
+export function loadSettings(env: Env): Settings {
+  const read = new EnvReader(env);
+  const storageBackend = read.oneOf("LUCIUS_STORAGE_BACKEND", BACKENDS, "memory");
+  const tableConnection = read.optional("LUCIUS_TABLE_CONNECTION");
+  const settings: Settings = {
+    storageBackend,
+    tableConnection,
+    tables: {
+      jobs: read.tableName("LUCIUS_JOBS_TABLE", "LuciusJobs"),
+      steps: read.tableName("LUCIUS_STEPS_TABLE", "LuciusSteps"),
+      outbox: read.tableName("LUCIUS_OUTBOX_TABLE", "LuciusOutbox"),
+      ledger: read.tableName("LUCIUS_LEDGER_TABLE", "LuciusLedger"),
+      idempotency: read.tableName("LUCIUS_IDEMPOTENCY_TABLE", "LuciusIdempotency"),
+      jobIndex: read.tableName("LUCIUS_JOB_INDEX_TABLE", "LuciusJobIndex"),
+    },
+    admin: {
+      enabled: read.boolean("LUCIUS_ADMIN_ENABLED", false),
+      apiKey: read.optional("LUCIUS_ADMIN_API_KEY"),
+    },
+    serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
+    outbox: {
+      publishTimeoutSeconds: read.number("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, { min: 0.05, max: 300 }),
+      retryEnabled: read.boolean("LUCIUS_OUTBOX_RETRY_ENABLED", true),
+      retryIntervalSeconds: read.number("LUCIUS_OUTBOX_RETRY_INTERVAL", 5.0, { min: 0.05, max: 3600 }),
+      retryBatchSize: read.number("LUCIUS_OUTBOX_RETRY_BATCH_SIZE", 100, { min: 1, max: 1000, integer: true }),
+      retryDelaySeconds: read.number("LUCIUS_OUTBOX_RETRY_DELAY", 30.0, { min: 0, max: 86400 }),
+      maxAttempts: read.number("LUCIUS_OUTBOX_MAX_ATTEMPTS", 3, { min: 1, max: 1000, integer: true }),
+    },
+    host: read.string("LUCIUS_HOST", "0.0.0.0"),
+    port: read.number("LUCIUS_PORT", 8000, { min: 0, max: 65535, integer: true }),
+    protocolsFile: read.optional("LUCIUS_PROTOCOLS_FILE"),
+    maxBodyBytes: read.number("LUCIUS_MAX_BODY_BYTES", 262144, { min: 1024, max: 64 * 1024 * 1024, integer: true }),
+    logLevel: read.oneOf("LUCIUS_LOG_LEVEL", LOG_LEVELS, "info"),
+  };
+
+  if (storageBackend !== "memory" && tableConnection === null) {
+    read.problems.push(`LUCIUS_STORAGE_BACKEND=${storageBackend} needs LUCIUS_TABLE_CONNECTION (an Azure Storage connection string)`);
+  }
+  if (settings.admin.enabled) {
+    if (settings.admin.apiKey === null) {
+      read.problems.push("LUCIUS_ADMIN_ENABLED=true needs LUCIUS_ADMIN_API_KEY");
+    } else if (settings.admin.apiKey.length < MIN_ADMIN_KEY_LENGTH) {
+      read.problems.push(`LUCIUS_ADMIN_API_KEY: must be at least ${MIN_ADMIN_KEY_LENGTH} characters`);
+    }
+  }
+  if (read.problems.length > 0) throw new SettingsError(read.problems);
+  return settings;
+}

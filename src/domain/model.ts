@@ -1,0 +1,105 @@
+/**
+ * The orchestrator's vocabulary (DESIGN.md §2). Entities are plain data so that every backend
+ * stores exactly what the transition functions produced.
+ */
+
+export type JobStatus = "accepted" | "in_progress" | "succeeded" | "failed" | "cancelled";
+export type StepStatus = "pending" | "initiated" | "succeeded" | "failed" | "cancelled";
+export type OutboxStatus = "pending" | "sent" | "failed";
+
+/** JSON object as received from a client: the command payload. */
+export type JsonObject = { [key: string]: unknown };
+
+/**
+ * Opaque concurrency token of a stored entity (an Azure ETag, a counter in memory).
+ * Absent on an entity that was never stored.
+ */
+export interface Versioned {
+  etag?: string;
+}
+
+export interface Job extends Versioned {
+  jobId: string;
+  tenantId: string;
+  requestType: string;
+  protocolVersion: number;
+  correlationId: string | null;
+  idempotencyKey: string | null;
+  payload: JsonObject;
+  status: JobStatus;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface Step extends Versioned {
+  jobId: string;
+  stepId: string;
+  index: number;
+  name: string;
+  topic: string;
+  status: StepStatus;
+  updatedAt: string;
+}
+
+export interface OutboxEntry extends Versioned {
+  outboxId: string;
+  jobId: string;
+  stepId: string;
+  topic: string;
+  partitionKey: string;
+  /** W3C trace context of the request that created the entry, carried to the message. */
+  traceparent: string | null;
+  status: OutboxStatus;
+  attempts: number;
+  nextAttemptAt: string | null;
+  lastError: string | null;
+  sentAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A job and everything that belongs to it, as one unit of storage. */
+export interface JobAggregate {
+  job: Job;
+  steps: Step[];
+  outbox: OutboxEntry[];
+}
+
+/** (tenantId, key) → the request it was first used for and the job it created. */
+export interface IdempotencyRecord extends Versioned {
+  tenantId: string;
+  key: string;
+  fingerprint: string;
+  jobId: string;
+  createdAt: string;
+}
+
+/** One row of the per-tenant job listing, newest first. */
+export interface JobSummary {
+  jobId: string;
+  tenantId: string;
+  requestType: string;
+  correlationId: string | null;
+  createdAt: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+/** Where a step's messages are partitioned: by job, by tenant, or by a value in the payload. */
+export type PartitionKeyRule = { kind: "jobId" } | { kind: "tenantId" } | { kind: "pointer"; pointer: string };
+
+export interface ProtocolStep {
+  name: string;
+  topic: string;
+  partitionKey: PartitionKeyRule;
+}
+
+export interface Protocol {
+  requestType: string;
+  version: number;
+  description: string;
+  steps: ProtocolStep[];
+}

@@ -1,0 +1,86 @@
+import { outboxIdFor, stepIdFor } from "./ids.ts";
+import { resolvePointer } from "./json-pointer.ts";
+import type { JobAggregate, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, Step } from "./model.ts";
+
+export interface PlannedCommand {
+  requestType: string;
+  tenantId: string;
+  correlationId: string | null;
+  idempotencyKey: string | null;
+  payload: JsonObject;
+}
+
+export interface PlanJobOptions {
+  jobId: string;
+  command: PlannedCommand;
+  protocol: Protocol;
+  traceparent: string | null;
+  now: Date;
+  /** A fresh entry is due for the sweeper only this long after creation, so the fast path is not raced. */
+  retryDelaySeconds: number;
+}
+
+/** The partition key a step's message gets; undefined when the payload lacks the pointed value. */
+export function partitionKeyFor(rule: PartitionKeyRule, jobId: string, tenantId: string, payload: JsonObject): string | undefined {
+  switch (rule.kind) {
+    case "jobId":
+      return jobId;
+    case "tenantId":
+      return tenantId;
+    case "pointer": {
+      const value = resolvePointer(payload, rule.pointer);
+      return typeof value === "string" || typeof value === "number" ? String(value) : undefined;
+    }
+  }
+}
+
+/** Builds a new job, all its steps, and the directive of its first step. Pure. */
+export function planJob(options: PlanJobOptions): JobAggregate {
+  const { jobId, command, protocol } = options;
+  const now = options.now.toISOString();
+  const steps: Step[] = protocol.steps.map((definition, index) => ({
+    jobId,
+    stepId: stepIdFor(jobId, index),
+    index,
+    name: definition.name,
+    topic: definition.topic,
+    status: "pending",
+    updatedAt: now,
+  }));
+  const first = steps[0];
+  const firstDefinition = protocol.steps[0];
+  if (!first || !firstDefinition) throw new Error(`protocol ${protocol.requestType} has no steps`);
+  const partitionKey = partitionKeyFor(firstDefinition.partitionKey, jobId, command.tenantId, command.payload);
+  if (partitionKey === undefined) throw new Error(`payload has no partition key for step ${first.name}`);
+  const entry: OutboxEntry = {
+    outboxId: outboxIdFor(jobId, first.index),
+    jobId,
+    stepId: first.stepId,
+    topic: first.topic,
+    partitionKey,
+    traceparent: options.traceparent,
+    status: "pending",
+    attempts: 0,
+    nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),
+    lastError: null,
+    sentAt: null,
+    createdAt: now,
+    updatedAt: now,
+  };
+  return {
+    job: {
+      jobId,
+      tenantId: command.tenantId,
+      requestType: command.requestType,
+      protocolVersion: protocol.version,
+      correlationId: command.correlationId,
+      idempotencyKey: command.idempotencyKey,
+      payload: command.payload,
+      status: "accepted",
+      createdAt: now,
+      updatedAt: now,
+    },
+    steps,
+    outbox: [entry],
+  };
+}

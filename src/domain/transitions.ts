@@ -1,0 +1,101 @@
+/**
+ * The state machines of DESIGN.md §4 as pure functions. Every backend stores only what these
+ * functions return; each refuses a transition the machine does not allow.
+ */
+import { InvalidTransitionError } from "./errors.ts";
+import type { Job, JobStatus, OutboxEntry, OutboxStatus, Step, StepStatus } from "./model.ts";
+
+const jobTransitions: Record<JobStatus, readonly JobStatus[]> = {
+  accepted: ["in_progress", "failed", "cancelled"],
+  in_progress: ["succeeded", "failed", "cancelled"],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+};
+
+const stepTransitions: Record<StepStatus, readonly StepStatus[]> = {
+  pending: ["initiated", "cancelled"],
+  initiated: ["succeeded", "failed", "cancelled"],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+};
+
+const outboxTransitions: Record<OutboxStatus, readonly OutboxStatus[]> = {
+  pending: ["sent", "failed"],
+  sent: [],
+  failed: ["pending"],
+};
+
+function assertAllowed<S extends string>(kind: string, table: Record<S, readonly S[]>, from: S, to: S): void {
+  if (!table[from].includes(to)) {
+    throw new InvalidTransitionError(`${kind} cannot go from '${from}' to '${to}'`);
+  }
+}
+
+export function canTransitionJob(from: JobStatus, to: JobStatus): boolean {
+  return jobTransitions[from].includes(to);
+}
+
+/** accepted → in_progress; a job already in progress stays as it is (a later step started). */
+export function startJob(job: Job, now: string): Job {
+  if (job.status === "in_progress") return job;
+  assertAllowed("job", jobTransitions, job.status, "in_progress");
+  return { ...job, status: "in_progress", updatedAt: now };
+}
+
+/** pending → initiated: the step's directive reached the broker. */
+export function initiateStep(step: Step, now: string): Step {
+  assertAllowed("step", stepTransitions, step.status, "initiated");
+  return { ...step, status: "initiated", updatedAt: now };
+}
+
+/** pending → sent, counting the attempt that succeeded. */
+export function markOutboxSent(entry: OutboxEntry, now: string): OutboxEntry {
+  assertAllowed("outbox entry", outboxTransitions, entry.status, "sent");
+  return { ...entry, status: "sent", attempts: entry.attempts + 1, sentAt: now, nextAttemptAt: null, updatedAt: now };
+}
+
+export interface PublishFailure {
+  error: string;
+  retryable: boolean;
+  now: string;
+  /** When the entry becomes due again if it stays pending. */
+  nextAttemptAt: string;
+  maxAttempts: number;
+}
+
+/**
+ * A failed publish: the entry stays pending with its next due time, or becomes `failed` when the
+ * error is permanent or the attempts are used up.
+ */
+export function recordPublishFailure(entry: OutboxEntry, failure: PublishFailure): OutboxEntry {
+  const attempts = entry.attempts + 1;
+  const exhausted = !failure.retryable || attempts >= failure.maxAttempts;
+  const status: OutboxStatus = exhausted ? "failed" : "pending";
+  if (status !== entry.status) assertAllowed("outbox entry", outboxTransitions, entry.status, status);
+  else if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry is '${entry.status}', not pending`);
+  return {
+    ...entry,
+    status,
+    attempts,
+    lastError: failure.error,
+    nextAttemptAt: exhausted ? null : failure.nextAttemptAt,
+    updatedAt: failure.now,
+  };
+}
+
+/** failed → pending with a fresh attempt count, due now (an operator's retry). */
+export function resetFailedEntry(entry: OutboxEntry, now: string): OutboxEntry {
+  assertAllowed("outbox entry", outboxTransitions, entry.status, "pending");
+  return { ...entry, status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now };
+}
+
+/** What the fast path or the sweeper stores once a step's directive was published. */
+export function applyPublished(parts: { job: Job; step: Step; entry: OutboxEntry }, now: string) {
+  return {
+    job: startJob(parts.job, now),
+    step: initiateStep(parts.step, now),
+    entry: markOutboxSent(parts.entry, now),
+  };
+}

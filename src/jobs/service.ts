@@ -1,0 +1,69 @@
+/** Reading jobs back (DESIGN.md §3): one job with its steps and outbox, or a tenant's listing. */
+import { NotFoundError } from "../domain/errors.ts";
+import type { JobAggregate, JobSummary, Page } from "../domain/model.ts";
+import type { LedgerStore } from "../ledger/store.ts";
+
+export interface JobView {
+  jobId: string;
+  tenantId: string;
+  requestType: string;
+  correlationId: string | null;
+  status: string;
+  createdAt: string;
+  updatedAt: string;
+  steps: { stepId: string; index: number; name: string; topic: string; status: string; updatedAt: string }[];
+  outbox: {
+    outboxId: string;
+    stepId: string;
+    topic: string;
+    partitionKey: string;
+    status: string;
+    attempts: number;
+    nextAttemptAt: string | null;
+    lastError: string | null;
+    sentAt: string | null;
+  }[];
+}
+
+export interface JobService {
+  get(jobId: string): Promise<JobView>;
+  list(tenantId: string, limit: number, cursor: string | null): Promise<Page<JobSummary>>;
+}
+
+export function createJobService(options: { store: LedgerStore }): JobService {
+  const { store } = options;
+  return {
+    async get(jobId) {
+      const aggregate = await store.getJob(jobId);
+      if (!aggregate) throw new NotFoundError(`job ${jobId} does not exist`);
+      return toView(aggregate);
+    },
+    list: (tenantId, limit, cursor) => store.listJobs(tenantId, { limit, cursor }),
+  };
+}
+
+export function toView({ job, steps, outbox }: JobAggregate): JobView {
+  return {
+    jobId: job.jobId,
+    tenantId: job.tenantId,
+    requestType: job.requestType,
+    correlationId: job.correlationId,
+    status: job.status,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    steps: [...steps]
+      .sort((a, b) => a.index - b.index)
+      .map((s) => ({ stepId: s.stepId, index: s.index, name: s.name, topic: s.topic, status: s.status, updatedAt: s.updatedAt })),
+    outbox: outbox.map((o) => ({
+      outboxId: o.outboxId,
+      stepId: o.stepId,
+      topic: o.topic,
+      partitionKey: o.partitionKey,
+      status: o.status,
+      attempts: o.attempts,
+      nextAttemptAt: o.nextAttemptAt,
+      lastError: o.lastError,
+      sentAt: o.sentAt,
+    })),
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * In-process backend: nothing survives a restart. Entities are copied in and out so that a
+ * caller can never change stored state without going through saveChanges.
+ */
+import { ConcurrencyConflictError, MalformedRequestError } from "../domain/errors.ts";
+import type { IdempotencyRecord, JobAggregate, JobSummary, Page, Versioned } from "../domain/model.ts";
+import { decodeCursor, encodeCursor, type ClaimResult, type JobChanges, type LedgerStore, type PageRequest } from "./store.ts";
+
+export function createMemoryStore(): LedgerStore {
+  let version = 0;
+  const nextEtag = () => `W/"${++version}"`;
+  const jobs = new Map<string, JobAggregate>();
+  const idempotency = new Map<string, IdempotencyRecord>();
+  /** tenantId → job ids, ascending (ids are time-ordered). */
+  const jobIndex = new Map<string, string[]>();
+
+  const stamp = <T extends Versioned>(entity: T): T => ({ ...structuredClone(entity), etag: nextEtag() });
+
+  function insertSorted(ids: string[], id: string): void {
+    let low = 0;
+    let high = ids.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (ids[mid]! < id) low = mid + 1;
+      else high = mid;
+    }
+    if (ids[low] !== id) ids.splice(low, 0, id);
+  }
+
+  function assertCurrent(stored: Versioned | undefined, given: Versioned, what: string): void {
+    if (!stored || stored.etag !== given.etag) throw new ConcurrencyConflictError(`${what} was changed by another writer`);
+  }
+
+  return {
+    async init() {},
+
+    async claimIdempotencyKey(record): Promise<ClaimResult> {
+      const key = `${record.tenantId}\u0000${record.key}`;
+      const existing = idempotency.get(key);
+      if (existing) return { claimed: false, existing: structuredClone(existing) };
+      const stored = stamp(record);
+      idempotency.set(key, stored);
+      return { claimed: true, record: structuredClone(stored) };
+    },
+
+    async createJob(aggregate) {
+      const existing = jobs.get(aggregate.job.jobId);
+      if (existing) return structuredClone(existing);
+      const stored: JobAggregate = {
+        job: stamp(aggregate.job),
+        steps: aggregate.steps.map(stamp),
+        outbox: aggregate.outbox.map(stamp),
+      };
+      jobs.set(stored.job.jobId, stored);
+      const ids = jobIndex.get(stored.job.tenantId) ?? [];
+      insertSorted(ids, stored.job.jobId);
+      jobIndex.set(stored.job.tenantId, ids);
+      return structuredClone(stored);
+    },
+
+    async getJob(jobId) {
+      const stored = jobs.get(jobId);
+      return stored ? structuredClone(stored) : null;
+    },
+
+    async listJobs(tenantId, page: PageRequest): Promise<Page<JobSummary>> {
+      const ids = jobIndex.get(tenantId) ?? [];
+      let end = ids.length;
+      if (page.cursor !== null) {
+        const after = decodeCursor(page.cursor);
+        if (after === null) throw new MalformedRequestError("cursor is not one this service issued", { errors: [{ path: "/query/cursor", message: "invalid cursor" }] });
+        end = ids.findLastIndex((id) => id < after) + 1;
+      }
+      const start = Math.max(0, end - page.limit);
+      const items = ids.slice(start, end).reverse().map((id) => {
+        const { job } = jobs.get(id)!;
+        return { jobId: job.jobId, tenantId: job.tenantId, requestType: job.requestType, correlationId: job.correlationId, createdAt: job.createdAt };
+      });
+      const last = items.at(-1);
+      return { items, nextCursor: start > 0 && last ? encodeCursor(last.jobId) : null };
+    },
+
+    async saveChanges(jobId, changes: JobChanges) {
+      const stored = jobs.get(jobId);
+      if (!stored) throw new ConcurrencyConflictError(`job ${jobId} does not exist`);
+      // Check every condition before writing anything: all or nothing, like a ledger transaction.
+      if (changes.job) assertCurrent(stored.job, changes.job, `job ${jobId}`);
+      const stepAt = (changes.steps ?? []).map((step) => {
+        const index = stored.steps.findIndex((s) => s.stepId === step.stepId);
+        assertCurrent(stored.steps[index], step, `step ${step.stepId}`);
+        return index;
+      });
+      const outboxAt = (changes.outbox ?? []).map((entry) => {
+        const index = stored.outbox.findIndex((o) => o.outboxId === entry.outboxId);
+        // An entry without an etag is new (a later step's directive).
+        if (index < 0 && entry.etag === undefined) return -1;
+        assertCurrent(stored.outbox[index], entry, `outbox entry ${entry.outboxId}`);
+        return index;
+      });
+      const saved: Required<JobChanges> = { job: stored.job, steps: [], outbox: [] };
+      if (changes.job) saved.job = stored.job = stamp(changes.job);
+      (changes.steps ?? []).forEach((step, i) => {
+        const fresh = stamp(step);
+        stored.steps[stepAt[i]!] = fresh;
+        saved.steps.push(fresh);
+      });
+      (changes.outbox ?? []).forEach((entry, i) => {
+        const fresh = stamp(entry);
+        if (outboxAt[i]! < 0) stored.outbox.push(fresh);
+        else stored.outbox[outboxAt[i]!] = fresh;
+        saved.outbox.push(fresh);
+      });
+      return structuredClone(saved);
+    },
+
+    async ping() {},
+    async close() {},
+  };
+}

@@ -1,0 +1,28 @@
+/**
+ * Structured JSON logs with pino: one line per event, levels from LUCIUS_LOG_LEVEL. Services
+ * take the `Logger` type, never pino itself.
+ */
+import pino from "pino";
+import type { LogLevel } from "../config/settings.ts";
+
+export type Logger = pino.Logger;
+
+export interface LoggerOptions {
+  level: LogLevel;
+  /** Where lines go; stdout when absent. */
+  destination?: pino.DestinationStream;
+}
+
+export function createLogger(options: LoggerOptions): Logger {
+  return pino(
+    {
+      level: options.level,
+      base: { service: "lucius" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    options.destination ?? pino.destination({ sync: true }),
+  );
+}
+
+export const silentLogger: Logger = pino({ level: "silent" });

@@ -1,0 +1,78 @@
+/**
+ * Entry point: settings, wiring, the socket, signals. Bun-specific code lives here.
+ */
+import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
+import { loadSettings, SettingsError } from "./config/settings.ts";
+import { StoreUnavailableInBuildError } from "./ledger/create-store.ts";
+import { createLogger } from "./logging/logger.ts";
+import { createRuntime, StartupError } from "./runtime.ts";
+
+/** Bun's own limit is only a backstop: ours, lower, answers with a problem+json 413. */
+function bunBodyLimit(maxBodyBytes: number): number {
+  return Math.max(2 * maxBodyBytes, maxBodyBytes + 65536);
+}
+
+async function main(): Promise<void> {
+  let settings;
+  let protocols;
+  try {
+    settings = loadSettings(Bun.env);
+    protocols = loadProtocols(settings.protocolsFile);
+  } catch (error) {
+    if (error instanceof SettingsError || error instanceof ProtocolFileError) {
+      console.error(`lucius: cannot start: ${error.message}`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const logger = createLogger({ level: settings.logLevel });
+  let runtime;
+  try {
+    runtime = await createRuntime({ settings, protocols, logger });
+  } catch (error) {
+    if (error instanceof StartupError || error instanceof StoreUnavailableInBuildError) {
+      logger.fatal(error.message);
+      console.error(`lucius: cannot start: ${error.message}`);
+      process.exit(1);
+    }
+    throw error;
+  }
+
+  const server = Bun.serve({
+    hostname: settings.host,
+    port: settings.port,
+    maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes),
+    fetch: runtime.app.fetch,
+  });
+
+  logger.info(
+    {
+      url: server.url.href,
+      storage: settings.storageBackend,
+      protocols: protocols.list().map((p) => p.requestType),
+      protocolSource: protocols.source,
+    },
+    "lucius listening",
+  );
+  if (!runtime.dispatcher) {
+    logger.warn("publishing disabled: LUCIUS_SERVICEBUS_CONNECTION is not set, so outbox entries stay pending");
+  }
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) {
+      logger.warn({ signal }, "second signal: exiting without waiting");
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
+    await server.stop(false);
+    await runtime.stop();
+    logger.info("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+await main();

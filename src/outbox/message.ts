@@ -1,0 +1,33 @@
+import type { Job, OutboxEntry, Step } from "../domain/model.ts";
+import type { OutboundMessage } from "./publisher.ts";
+
+/** The Service Bus message for one outbox entry (DESIGN.md §6); its id is the outbox id. */
+export function buildMessage(job: Job, step: Step, entry: OutboxEntry): OutboundMessage {
+  const applicationProperties: Record<string, string> = {
+    jobId: job.jobId,
+    stepId: step.stepId,
+    stepName: step.name,
+    requestType: job.requestType,
+    tenantId: job.tenantId,
+  };
+  if (entry.traceparent) applicationProperties.traceparent = entry.traceparent;
+  return {
+    messageId: entry.outboxId,
+    body: {
+      jobId: job.jobId,
+      stepId: step.stepId,
+      stepName: step.name,
+      stepIndex: step.index,
+      outboxId: entry.outboxId,
+      requestType: job.requestType,
+      tenantId: job.tenantId,
+      correlationId: job.correlationId,
+      payload: job.payload,
+    },
+    contentType: "application/json",
+    subject: `${job.requestType}/${step.name}`,
+    correlationId: job.correlationId ?? job.jobId,
+    partitionKey: entry.partitionKey,
+    applicationProperties,
+  };
+}

@@ -1,0 +1,44 @@
+/** The publishing port: the Service Bus adapter implements it, tests use a recording one. */
+
+/** The message of DESIGN.md §6, independent of any SDK. */
+export interface OutboundMessage {
+  messageId: string;
+  body: {
+    jobId: string;
+    stepId: string;
+    stepName: string;
+    stepIndex: number;
+    outboxId: string;
+    requestType: string;
+    tenantId: string;
+    correlationId: string | null;
+    payload: Record<string, unknown>;
+  };
+  contentType: "application/json";
+  subject: string;
+  correlationId: string;
+  partitionKey: string;
+  applicationProperties: Record<string, string>;
+}
+
+export type PublishOutcome = { ok: true } | { ok: false; error: string; retryable: boolean };
+
+export interface Publisher {
+  /**
+   * Publishes messages to one topic. Returns one outcome per message, in order, so that one bad
+   * message fails alone; throws (PublishError or anything else) when the whole call failed.
+   * `signal` aborts when the caller stops waiting.
+   */
+  publish(topic: string, messages: OutboundMessage[], signal: AbortSignal): Promise<PublishOutcome[]>;
+  /** Throws when the broker cannot be reached: for /readyz. */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A publish failure with its classification (DESIGN.md §8). Anything else thrown counts as retryable. */
+export class PublishError extends Error {
+  constructor(message: string, readonly retryable: boolean, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "PublishError";
+  }
+}

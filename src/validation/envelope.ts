@@ -1,0 +1,20 @@
+/** The command envelope of DESIGN.md §3 as a TypeBox schema: unknown fields are refused. */
+import { Type, type Static } from "@sinclair/typebox";
+
+export const REQUEST_TYPE_PATTERN = "^[a-z][a-z0-9._-]{0,63}$";
+export const TENANT_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
+/** 1–255 printable ASCII characters (space to tilde). */
+export const IDEMPOTENCY_KEY_PATTERN = "^[\\x20-\\x7E]{1,255}$";
+
+export const CommandEnvelope = Type.Object(
+  {
+    requestType: Type.String({ pattern: REQUEST_TYPE_PATTERN, description: "names the protocol to run" }),
+    tenantId: Type.String({ pattern: TENANT_ID_PATTERN }),
+    correlationId: Type.Optional(Type.String({ maxLength: 128 })),
+    idempotencyKey: Type.Optional(Type.String({ pattern: IDEMPOTENCY_KEY_PATTERN })),
+    payload: Type.Object({}, { additionalProperties: true, description: "validated against every step's payload schema" }),
+  },
+  { additionalProperties: false },
+);
+
+export type CommandEnvelope = Static<typeof CommandEnvelope>;
