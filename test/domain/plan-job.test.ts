@@ -1,0 +1,53 @@
+import { describe, expect, test } from "bun:test";
+import { outboxIdFor, stepIdFor } from "../../src/domain/ids.ts";
+import type { Protocol } from "../../src/domain/model.ts";
+import { partitionKeyFor, planJob } from "../../src/domain/plan-job.ts";
+
+const protocol: Protocol = {
+  requestType: "document.ingest",
+  version: 2,
+  description: "",
+  steps: [
+    { name: "enrich", topic: "semantic-intelligence", partitionKey: { kind: "pointer", pointer: "/doc/id" } },
+    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" } },
+  ],
+};
+const jobId = "0190d9a0-0000-7000-8000-000000000001";
+const options = {
+  jobId,
+  command: { requestType: "document.ingest", tenantId: "acme", correlationId: null, idempotencyKey: "k", payload: { doc: { id: "d-7" } } },
+  protocol,
+  traceparent: null,
+  now: new Date("2026-01-01T00:00:00.000Z"),
+  retryDelaySeconds: 30,
+};
+
+describe("planJob", () => {
+  test("creates every step pending and a directive for the first step only", () => {
+    const { job, steps, outbox } = planJob(options);
+    expect(job).toMatchObject({ jobId, status: "accepted", protocolVersion: 2, idempotencyKey: "k" });
+    expect(steps.map((s) => [s.index, s.name, s.status])).toEqual([[0, "enrich", "pending"], [1, "embed", "pending"]]);
+    expect(outbox).toHaveLength(1);
+    expect(outbox[0]).toMatchObject({ stepId: steps[0]!.stepId, topic: "semantic-intelligence", partitionKey: "d-7", nextAttemptAt: "2026-01-01T00:00:30.000Z" });
+  });
+
+  test("the same job id always yields the same step and outbox ids (a retried write creates no duplicates)", () => {
+    const a = planJob(options);
+    const b = planJob({ ...options, now: new Date("2026-01-02T00:00:00.000Z") });
+    expect(b.steps.map((s) => s.stepId)).toEqual(a.steps.map((s) => s.stepId));
+    expect(b.outbox[0]!.outboxId).toBe(a.outbox[0]!.outboxId);
+    expect(new Set([stepIdFor(jobId, 0), stepIdFor(jobId, 1), outboxIdFor(jobId, 0), outboxIdFor(jobId, 0, 1)]).size).toBe(4);
+  });
+});
+
+describe("partitionKeyFor", () => {
+  test("jobId, tenantId and pointer rules", () => {
+    expect(partitionKeyFor({ kind: "jobId" }, "j", "t", {})).toBe("j");
+    expect(partitionKeyFor({ kind: "tenantId" }, "j", "t", {})).toBe("t");
+    expect(partitionKeyFor({ kind: "pointer", pointer: "/a~1b/0" }, "j", "t", { "a/b": [42] })).toBe("42");
+  });
+  test("a missing or non-scalar pointed value has no key", () => {
+    expect(partitionKeyFor({ kind: "pointer", pointer: "/missing" }, "j", "t", {})).toBeUndefined();
+    expect(partitionKeyFor({ kind: "pointer", pointer: "/obj" }, "j", "t", { obj: {} })).toBeUndefined();
+  });
+});

@@ -1,0 +1,77 @@
+import { describe, expect, test } from "bun:test";
+import { InvalidTransitionError } from "../../src/domain/errors.ts";
+import type { Job, OutboxEntry, Step } from "../../src/domain/model.ts";
+import { applyPublished, initiateStep, markOutboxSent, recordPublishFailure, resetFailedEntry, startJob } from "../../src/domain/transitions.ts";
+
+const T0 = "2026-01-01T00:00:00.000Z";
+const T1 = "2026-01-01T00:00:01.000Z";
+
+const job: Job = {
+  jobId: "j", tenantId: "acme", requestType: "document.ocr", protocolVersion: 1, correlationId: null,
+  idempotencyKey: null, payload: {}, status: "accepted", createdAt: T0, updatedAt: T0,
+};
+const step: Step = { jobId: "j", stepId: "s", index: 0, name: "ocr", topic: "ocr-requests", status: "pending", updatedAt: T0 };
+const entry: OutboxEntry = {
+  outboxId: "o", jobId: "j", stepId: "s", topic: "ocr-requests", partitionKey: "j", traceparent: null, status: "pending",
+  attempts: 0, nextAttemptAt: T1, lastError: null, sentAt: null, createdAt: T0, updatedAt: T0,
+};
+const failure = { error: "boom", retryable: true, now: T1, nextAttemptAt: "2026-01-01T00:00:31.000Z", maxAttempts: 3 };
+
+describe("job", () => {
+  test("accepted → in_progress", () => {
+    expect(startJob(job, T1)).toMatchObject({ status: "in_progress", updatedAt: T1 });
+  });
+  test("in_progress stays in_progress, unchanged (a later step started)", () => {
+    const running = { ...job, status: "in_progress" as const };
+    expect(startJob(running, T1)).toBe(running);
+  });
+  test.each(["succeeded", "failed", "cancelled"] as const)("%s is terminal", (status) => {
+    expect(() => startJob({ ...job, status }, T1)).toThrow(InvalidTransitionError);
+  });
+  test("does not mutate its input", () => {
+    startJob(job, T1);
+    expect(job.status).toBe("accepted");
+  });
+});
+
+describe("step", () => {
+  test("pending → initiated", () => {
+    expect(initiateStep(step, T1)).toMatchObject({ status: "initiated", updatedAt: T1 });
+  });
+  test.each(["initiated", "succeeded", "failed", "cancelled"] as const)("%s cannot be initiated", (status) => {
+    expect(() => initiateStep({ ...step, status }, T1)).toThrow(InvalidTransitionError);
+  });
+});
+
+describe("outbox entry", () => {
+  test("pending → sent counts the attempt and clears the due time", () => {
+    expect(markOutboxSent(entry, T1)).toMatchObject({ status: "sent", attempts: 1, sentAt: T1, nextAttemptAt: null });
+  });
+  test.each(["sent", "failed"] as const)("%s cannot be sent again", (status) => {
+    expect(() => markOutboxSent({ ...entry, status }, T1)).toThrow(InvalidTransitionError);
+  });
+  test("a retryable failure below the cap stays pending with its error and next due time", () => {
+    expect(recordPublishFailure(entry, failure)).toMatchObject({ status: "pending", attempts: 1, lastError: "boom", nextAttemptAt: failure.nextAttemptAt });
+  });
+  test("the failure that reaches LUCIUS_OUTBOX_MAX_ATTEMPTS parks the entry as failed", () => {
+    const second = recordPublishFailure(recordPublishFailure(entry, failure), failure);
+    expect(second.status).toBe("pending");
+    expect(recordPublishFailure(second, failure)).toMatchObject({ status: "failed", attempts: 3, nextAttemptAt: null, lastError: "boom" });
+  });
+  test("a permanent failure parks the entry at once", () => {
+    expect(recordPublishFailure(entry, { ...failure, retryable: false, error: "topic not found" })).toMatchObject({ status: "failed", attempts: 1, lastError: "topic not found" });
+  });
+  test("a failure cannot be recorded on a sent or failed entry", () => {
+    expect(() => recordPublishFailure({ ...entry, status: "sent" }, failure)).toThrow(InvalidTransitionError);
+    expect(() => recordPublishFailure({ ...entry, status: "failed" }, failure)).toThrow(InvalidTransitionError);
+  });
+  test("an operator's retry moves failed → pending with a fresh count, due now", () => {
+    expect(resetFailedEntry({ ...entry, status: "failed", attempts: 3 }, T1)).toMatchObject({ status: "pending", attempts: 0, nextAttemptAt: T1 });
+    expect(() => resetFailedEntry({ ...entry, status: "sent" }, T1)).toThrow(InvalidTransitionError);
+  });
+});
+
+test("applyPublished moves all three together", () => {
+  const next = applyPublished({ job, step, entry }, T1);
+  expect([next.job.status, next.step.status, next.entry.status]).toEqual(["in_progress", "initiated", "sent"]);
+});

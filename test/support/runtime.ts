@@ -1,0 +1,47 @@
+import { bundledRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
+import { loadSettings, type Settings } from "../../src/config/settings.ts";
+import type { LedgerStore } from "../../src/ledger/store.ts";
+import { silentLogger } from "../../src/logging/logger.ts";
+import type { Publisher } from "../../src/outbox/publisher.ts";
+import { createRuntime } from "../../src/runtime.ts";
+
+export interface TestRuntimeOptions {
+  env?: Record<string, string>;
+  publisher?: Publisher | null;
+  store?: LedgerStore;
+  protocols?: ProtocolRegistry;
+  now?: () => Date;
+}
+
+/** Compiling the bundled schemas once per file keeps each test's start cheap. */
+let bundled: ProtocolRegistry | undefined;
+
+export async function startTestRuntime(options: TestRuntimeOptions = {}) {
+  const settings: Settings = loadSettings({ LUCIUS_PORT: "0", ...options.env });
+  const runtime = await createRuntime({
+    settings,
+    protocols: options.protocols ?? (bundled ??= bundledRegistry()),
+    logger: silentLogger,
+    publisher: options.publisher ?? null,
+    ...(options.store ? { store: options.store } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  const request = (path: string, init: RequestInit = {}) => runtime.app.handle(new Request(`http://localhost${path}`, init));
+  const postCommand = (body: unknown, headers: Record<string, string> = {}) =>
+    request("/v1/commands", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+    });
+  return { runtime, settings, request, postCommand };
+}
+
+export function ingestCommand(overrides: Record<string, unknown> = {}) {
+  return {
+    requestType: "document.ingest",
+    tenantId: "acme",
+    correlationId: "c-42",
+    payload: { documentId: "d1", documentUri: "https://files.example/y.pdf", contentType: "application/pdf" },
+    ...overrides,
+  };
+}
