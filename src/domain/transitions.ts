@@ -70,11 +70,11 @@ export interface PublishFailure {
  * error is permanent or the attempts are used up.
  */
 export function recordPublishFailure(entry: OutboxEntry, failure: PublishFailure): OutboxEntry {
+  // Only a pending entry is ever published, so only a pending one can record a failure.
+  if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry is '${entry.status}', not pending`);
   const attempts = entry.attempts + 1;
   const exhausted = !failure.retryable || attempts >= failure.maxAttempts;
   const status: OutboxStatus = exhausted ? "failed" : "pending";
-  if (status !== entry.status) assertAllowed("outbox entry", outboxTransitions, entry.status, status);
-  else if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry is '${entry.status}', not pending`);
   return {
     ...entry,
     status,

@@ -14,7 +14,15 @@ const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormat
 export type PayloadCheck = (payload: unknown) => FieldViolation[];
 
 export function createSchemaCompiler() {
-  const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+  const ajv = new Ajv2020({
+    allErrors: true,
+    // Unknown keywords (a typo such as "requried") fail at start; valid but loose schemas pass.
+    strictSchema: true,
+    strictRequired: false,
+    strictTypes: false,
+    strictTuples: false,
+    allowUnionTypes: true,
+  });
   addFormats(ajv);
   return {
     /** Throws with Ajv's reason when `schema` is not a valid JSON Schema. */

@@ -1,0 +1,90 @@
+import { describe, expect, test } from "bun:test";
+import { loadSettings, SettingsError } from "../../src/config/settings.ts";
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadSettings(env);
+  } catch (error) {
+    if (error instanceof SettingsError) return error.problems;
+    throw error;
+  }
+  throw new Error("expected a SettingsError");
+}
+
+describe("loadSettings", () => {
+  test("an empty environment gives the contract's defaults", () => {
+    const settings = loadSettings({});
+    expect(settings).toMatchObject({
+      storageBackend: "memory",
+      tableConnection: null,
+      admin: { enabled: false, apiKey: null },
+      serviceBusConnection: null,
+      outbox: { publishTimeoutSeconds: 2, retryEnabled: true, retryIntervalSeconds: 5, retryBatchSize: 100, retryDelaySeconds: 30, maxAttempts: 3 },
+      host: "0.0.0.0",
+      port: 8000,
+      protocolsFile: null,
+      maxBodyBytes: 262144,
+      logLevel: "info",
+    });
+    expect(Object.values(settings.tables).every((name) => /^Lucius[A-Za-z]+$/.test(name))).toBe(true);
+  });
+
+  test("reads every variable", () => {
+    const settings = loadSettings({
+      LUCIUS_STORAGE_BACKEND: "LEDGER",
+      LUCIUS_TABLE_CONNECTION: "UseDevelopmentStorage=true",
+      LUCIUS_LEDGER_TABLE: "ledger2",
+      LUCIUS_ADMIN_ENABLED: "true",
+      LUCIUS_ADMIN_API_KEY: "0123456789abcdef",
+      LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "0.5",
+      LUCIUS_OUTBOX_RETRY_ENABLED: "false",
+      LUCIUS_OUTBOX_MAX_ATTEMPTS: "7",
+      LUCIUS_PORT: "9000",
+      LUCIUS_LOG_LEVEL: "debug",
+      LUCIUS_PROTOCOLS_FILE: "/etc/lucius/protocols.json",
+    });
+    expect(settings).toMatchObject({
+      storageBackend: "ledger",
+      tables: { ledger: "ledger2" },
+      admin: { enabled: true, apiKey: "0123456789abcdef" },
+      outbox: { publishTimeoutSeconds: 0.5, retryEnabled: false, maxAttempts: 7 },
+      port: 9000,
+      logLevel: "debug",
+      protocolsFile: "/etc/lucius/protocols.json",
+    });
+  });
+
+  test("an empty variable counts as unset", () => {
+    expect(loadSettings({ LUCIUS_PORT: "", LUCIUS_SERVICEBUS_CONNECTION: " " })).toMatchObject({ port: 8000, serviceBusConnection: null });
+  });
+
+  test("reports every wrong variable together, each by name", () => {
+    const problems = problemsOf({
+      LUCIUS_PORT: "eighty",
+      LUCIUS_OUTBOX_MAX_ATTEMPTS: "2.5",
+      LUCIUS_OUTBOX_RETRY_ENABLED: "sometimes",
+      LUCIUS_LOG_LEVEL: "loud",
+      LUCIUS_JOBS_TABLE: "bad-name",
+      LUCIUS_MAX_BODY_BYTES: "-1",
+    });
+    for (const name of ["LUCIUS_PORT", "LUCIUS_OUTBOX_MAX_ATTEMPTS", "LUCIUS_OUTBOX_RETRY_ENABLED", "LUCIUS_LOG_LEVEL", "LUCIUS_JOBS_TABLE", "LUCIUS_MAX_BODY_BYTES"]) {
+      expect(problems.some((p) => p.startsWith(name))).toBe(true);
+    }
+    expect(problems).toHaveLength(6);
+  });
+
+  test("a table backend without a connection names both variables", () => {
+    const [problem] = problemsOf({ LUCIUS_STORAGE_BACKEND: "table" });
+    expect(problem).toContain("LUCIUS_STORAGE_BACKEND=table");
+    expect(problem).toContain("LUCIUS_TABLE_CONNECTION");
+  });
+
+  test("admin enabled without a key, or with a short one, is refused", () => {
+    expect(problemsOf({ LUCIUS_ADMIN_ENABLED: "true" })[0]).toContain("LUCIUS_ADMIN_API_KEY");
+    expect(problemsOf({ LUCIUS_ADMIN_ENABLED: "1", LUCIUS_ADMIN_API_KEY: "short" })[0]).toContain("LUCIUS_ADMIN_API_KEY");
+  });
+
+  test("an unknown backend is refused", () => {
+    expect(problemsOf({ LUCIUS_STORAGE_BACKEND: "cosmos" })[0]).toStartWith("LUCIUS_STORAGE_BACKEND");
+  });
+});

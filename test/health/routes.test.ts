@@ -1,0 +1,54 @@
+import { describe, expect, test } from "bun:test";
+import { StorageUnavailableError } from "../../src/domain/errors.ts";
+import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import { createRecordingPublisher } from "../support/recording-publisher.ts";
+import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+
+describe("health", () => {
+  test("/healthz answers 200 while the process runs", async () => {
+    const { request } = await startTestRuntime();
+    expect((await request("/healthz")).status).toBe(200);
+  });
+
+  test("/readyz is 200 with storage and publisher answering", async () => {
+    const { request } = await startTestRuntime({ publisher: createRecordingPublisher().publisher });
+    const response = await request("/readyz");
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: "ready", checks: { storage: "ok", publisher: "ok" } });
+  });
+
+  test("/readyz is 503 naming storage when the store does not answer", async () => {
+    const store = { ...createMemoryStore(), ping: async () => { throw new StorageUnavailableError("connect ECONNREFUSED"); } };
+    const { request } = await startTestRuntime({ store });
+    const response = await request("/readyz");
+    expect(response.status).toBe(503);
+    expect(response.headers.get("content-type")).toBe("application/problem+json");
+    const body = (await response.json()) as { detail: string; checks: Record<string, string> };
+    expect(body.detail).toContain("storage");
+    expect(body.checks.storage).toStartWith("failing");
+  });
+
+  test("/readyz is 503 naming the publisher when the broker is down", async () => {
+    const recording = createRecordingPublisher();
+    recording.failWith("connection refused", true);
+    const { request } = await startTestRuntime({ publisher: recording.publisher });
+    const response = await request("/readyz");
+    expect(response.status).toBe(503);
+    expect(((await response.json()) as { detail: string }).detail).toBe("failing: publisher");
+  });
+
+  test("/readyz is 503 once shutdown began; stop() waits for the in-flight publish and closes the publisher", async () => {
+    const recording = createRecordingPublisher();
+    const release = recording.stall();
+    const { request, postCommand, runtime } = await startTestRuntime({ publisher: recording.publisher });
+    const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
+    let stopped = false;
+    const stopping = runtime.stop().then(() => (stopped = true));
+    expect((await request("/readyz")).status).toBe(503);
+    expect(stopped).toBe(false);
+    release();
+    await stopping;
+    expect(recording.closed).toBe(true);
+    expect((await runtime.store.getJob(jobId))?.outbox[0]?.status).toBe("sent");
+  });
+});

@@ -1,0 +1,67 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { eventually } from "./support/eventually.ts";
+import { ingestCommand } from "./support/runtime.ts";
+import { runServiceExpectingExit, startService } from "./support/service-process.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "lucius-main-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("start", () => {
+  test("says once that nothing is published without LUCIUS_SERVICEBUS_CONNECTION, and serves", async () => {
+    const service = await startService();
+    try {
+      expect(service.logs.find((l) => l.msg === "lucius listening")).toMatchObject({ storage: "memory", protocols: ["document.ocr", "document.ingest"] });
+      await eventually(() => service.logs.some((l) => String(l.msg).includes("LUCIUS_SERVICEBUS_CONNECTION")), { what: "the publishing notice" });
+      expect((await fetch(new URL("/healthz", service.url))).status).toBe(200);
+      const notices = service.logs.filter((l) => String(l.msg).includes("LUCIUS_SERVICEBUS_CONNECTION"));
+      expect(notices).toHaveLength(1);
+      expect((await fetch(new URL("/healthz", service.url))).status).toBe(200);
+    } finally {
+      service.proc.kill("SIGTERM");
+      await service.proc.exited;
+    }
+  });
+
+  test("bad configuration exits 1 naming every wrong variable", async () => {
+    const { code, stderr } = await runServiceExpectingExit({ LUCIUS_PORT: "99999", LUCIUS_STORAGE_BACKEND: "table", LUCIUS_LOG_LEVEL: "chatty", LUCIUS_ADMIN_ENABLED: "true" });
+    expect(code).toBe(1);
+    for (const name of ["LUCIUS_PORT", "LUCIUS_TABLE_CONNECTION", "LUCIUS_LOG_LEVEL", "LUCIUS_ADMIN_API_KEY"]) expect(stderr).toContain(name);
+  });
+
+  test("a broken protocol file exits 1 naming the file and the problem", async () => {
+    const path = join(dir, "protocols.json");
+    writeFileSync(path, JSON.stringify({ protocols: [{ requestType: "a.b", version: 1, steps: [{ name: "x", topic: "t", payloadSchema: "nope.json" }] }] }));
+    const { code, stderr } = await runServiceExpectingExit({ LUCIUS_PROTOCOLS_FILE: path });
+    expect(code).toBe(1);
+    expect(stderr).toContain(path);
+    expect(stderr).toContain("nope.json");
+  });
+
+  test("LUCIUS_PROTOCOLS_FILE replaces the bundled protocols", async () => {
+    const path = join(dir, "custom.json");
+    writeFileSync(path, JSON.stringify({ protocols: [{ requestType: "invoice.parse", version: 1, steps: [{ name: "parse", topic: "invoices", payloadSchema: { type: "object", required: ["invoiceId"] } }] }] }));
+    const service = await startService({ LUCIUS_PROTOCOLS_FILE: path });
+    try {
+      const post = (body: unknown) => fetch(new URL("/v1/commands", service.url), { method: "POST", body: JSON.stringify(body) });
+      expect((await post({ requestType: "invoice.parse", tenantId: "acme", payload: { invoiceId: "i1" } })).status).toBe(202);
+      expect((await post(ingestCommand())).status).toBe(422);
+    } finally {
+      service.proc.kill("SIGTERM");
+      await service.proc.exited;
+    }
+  });
+});
+
+describe("stop", () => {
+  test.each(["SIGTERM", "SIGINT"] as const)("%s stops the service gracefully with exit code 0", async (signal) => {
+    const service = await startService();
+    const response = await fetch(new URL("/v1/commands", service.url), { method: "POST", body: JSON.stringify(ingestCommand()) });
+    expect(response.status).toBe(202);
+    service.proc.kill(signal);
+    expect(await service.proc.exited).toBe(0);
+    await eventually(() => service.logs.some((l) => l.msg === "stopped"), { what: "the stopped log line" });
+  });
+});

@@ -1,0 +1,118 @@
+import { describe, expect, test } from "bun:test";
+import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import { silentLogger } from "../../src/logging/logger.ts";
+import { createDispatcher, type DispatchItem } from "../../src/outbox/dispatcher.ts";
+import { markOutboxSent } from "../../src/domain/transitions.ts";
+import { sampleJob } from "../ledger/store-contract.ts";
+import { eventually } from "../support/eventually.ts";
+import { createRecordingPublisher } from "../support/recording-publisher.ts";
+
+async function setup(options: { publishTimeoutSeconds?: number; maxAttempts?: number } = {}) {
+  const store = createMemoryStore();
+  const recording = createRecordingPublisher();
+  const dispatcher = createDispatcher({
+    store,
+    publisher: recording.publisher,
+    logger: silentLogger,
+    publishTimeoutSeconds: options.publishTimeoutSeconds ?? 2,
+    retryDelaySeconds: 30,
+    maxAttempts: options.maxAttempts ?? 3,
+    random: () => 0,
+  });
+  async function stored(count: number, topicOf?: (i: number) => string): Promise<DispatchItem[]> {
+    const items: DispatchItem[] = [];
+    for (let i = 0; i < count; i++) {
+      const planned = sampleJob();
+      if (topicOf) planned.outbox[0]!.topic = planned.steps[0]!.topic = topicOf(i);
+      const { job, steps, outbox } = await store.createJob(planned);
+      items.push({ job, step: steps[0]!, entry: outbox[0]! });
+    }
+    return items;
+  }
+  const entryOf = async (item: DispatchItem) => (await store.getJob(item.job.jobId))!.outbox[0]!;
+  return { store, recording, dispatcher, stored, entryOf };
+}
+
+describe("dispatcher", () => {
+  test("publishes per topic in batches of at most 100 and marks every entry sent", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup();
+    const items = await stored(250, (i) => (i % 5 === 0 ? "topic-b" : "topic-a"));
+    const release = recording.stall();
+    dispatcher.dispatch(items.slice(0, 1));
+    dispatcher.dispatch(items.slice(1));
+    release();
+    await dispatcher.drain();
+    expect(recording.published).toHaveLength(250);
+    expect(new Set(recording.published.map((p) => p.message.messageId)).size).toBe(250);
+    expect(recording.calls.every((c) => c.count <= 100)).toBe(true);
+    // The first call went alone; what arrived meanwhile was gathered into full batches.
+    expect(recording.calls.length).toBeLessThan(10);
+    for (const item of items) expect((await entryOf(item)).status).toBe("sent");
+    expect(recording.published.filter((p) => p.topic === "topic-b")).toHaveLength(50);
+  });
+
+  test("a publish that outlives LUCIUS_OUTBOX_PUBLISH_TIMEOUT is abandoned and recorded as a retryable failure", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup({ publishTimeoutSeconds: 0.1 });
+    const [item] = await stored(1);
+    recording.stall();
+    const started = Date.now();
+    dispatcher.dispatch([item!]);
+    await dispatcher.drain();
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(await entryOf(item!)).toMatchObject({ status: "pending", attempts: 1, lastError: "publish timed out after 0.1s" });
+  });
+
+  test("a permanent failure parks the entry as failed at once with the reason", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup();
+    const [item] = await stored(1);
+    recording.failWith("messaging entity 'ocr-requests' not found", false);
+    dispatcher.dispatch([item!]);
+    await dispatcher.drain();
+    expect(await entryOf(item!)).toMatchObject({ status: "failed", attempts: 1, lastError: "messaging entity 'ocr-requests' not found", nextAttemptAt: null });
+  });
+
+  test("one refused message fails alone; the rest of its batch is sent", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup();
+    const items = await stored(3);
+    const tooLarge = items[1]!.entry.outboxId;
+    recording.rejectWhen((m) => (m.messageId === tooLarge ? { ok: false, error: "message too large", retryable: false } : null));
+    dispatcher.dispatch(items);
+    await dispatcher.drain();
+    expect((await Promise.all(items.map(entryOf))).map((e) => e.status)).toEqual(["sent", "failed", "sent"]);
+  });
+
+  test("a retryable failure backs off from LUCIUS_OUTBOX_RETRY_DELAY", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup();
+    const [item] = await stored(1);
+    recording.failWith("connection refused", true);
+    const before = Date.now();
+    dispatcher.dispatch([item!]);
+    await dispatcher.drain();
+    const entry = await entryOf(item!);
+    // random() = 0 gives half the base delay.
+    expect(Date.parse(entry.nextAttemptAt!) - before).toBeWithin(14_000, 16_000);
+  });
+
+  test("an entry that someone else already sent is left as they stored it", async () => {
+    const { store, dispatcher, stored, entryOf } = await setup();
+    const [item] = await stored(1);
+    const other = await store.saveChanges(item!.job.jobId, { outbox: [markOutboxSent(item!.entry, "2026-01-01T00:00:00.000Z")] });
+    dispatcher.dispatch([item!]);
+    await dispatcher.drain();
+    expect(await entryOf(item!)).toMatchObject({ status: "sent", sentAt: "2026-01-01T00:00:00.000Z", etag: other.outbox[0]!.etag });
+  });
+
+  test("drain resolves only after in-flight publishes are stored", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup();
+    const [item] = await stored(1);
+    const release = recording.stall();
+    dispatcher.dispatch([item!]);
+    let drained = false;
+    const draining = dispatcher.drain().then(() => (drained = true));
+    await eventually(() => recording.calls.length === 1);
+    expect(drained).toBe(false);
+    release();
+    await draining;
+    expect((await entryOf(item!)).status).toBe("sent");
+  });
+});
