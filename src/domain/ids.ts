@@ -1,4 +1,4 @@
-import { v5 as uuidv5, v7 as uuidv7 } from "uuid";
+import { v7 as uuidv7 } from "uuid";
 
 /** Time-ordered, so the job index sorts newest first by id alone. */
 export function newJobId(): string {
@@ -7,13 +7,15 @@ export function newJobId(): string {
 
 /**
  * Step and outbox ids derive from the job id, so a retried write of the same job produces the
- * same entities (and the same Service Bus messageId) instead of duplicates.
+ * same entities (and the same Service Bus messageId) instead of duplicates. Plain suffixes, not
+ * UUIDv5: as unique as the job id, readable in logs, and hashing four ids per command cost a
+ * third of the intake's CPU time. No character Azure forbids in keys (`/ \ # ?`).
  */
 export function stepIdFor(jobId: string, stepIndex: number): string {
-  return uuidv5(`step/${stepIndex}`, jobId);
+  return `${jobId}.s${stepIndex}`;
 }
 
 /** `dispatch` counts the directives issued for one step: 0 for its first run. */
 export function outboxIdFor(jobId: string, stepIndex: number, dispatch = 0): string {
-  return uuidv5(`outbox/${stepIndex}/${dispatch}`, jobId);
+  return `${jobId}.s${stepIndex}.d${dispatch}`;
 }

@@ -1,6 +1,7 @@
 /**
- * In-process backend: nothing survives a restart. Entities are copied in and out so that a
- * caller can never change stored state without going through saveChanges.
+ * In-process backend: nothing survives a restart. Stored entities are frozen (the payload
+ * deeply, after a copy), so they are handed out without copies and still never change except
+ * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError, MalformedRequestError } from "../domain/errors.ts";
 import type { IdempotencyRecord, JobAggregate, JobSummary, Page, Versioned } from "../domain/model.ts";
@@ -14,7 +15,8 @@ export function createMemoryStore(): LedgerStore {
   /** tenantId → job ids, ascending (ids are time-ordered). */
   const jobIndex = new Map<string, string[]>();
 
-  const stamp = <T extends Versioned>(entity: T): T => ({ ...structuredClone(entity), etag: nextEtag() });
+  const stamp = <T extends Versioned>(entity: T): T => Object.freeze({ ...entity, etag: nextEtag() });
+  const view = (aggregate: JobAggregate): JobAggregate => ({ job: aggregate.job, steps: [...aggregate.steps], outbox: [...aggregate.outbox] });
 
   function insertSorted(ids: string[], id: string): void {
     let low = 0;
@@ -37,17 +39,17 @@ export function createMemoryStore(): LedgerStore {
     async claimIdempotencyKey(record): Promise<ClaimResult> {
       const key = `${record.tenantId}\u0000${record.key}`;
       const existing = idempotency.get(key);
-      if (existing) return { claimed: false, existing: structuredClone(existing) };
+      if (existing) return { claimed: false, existing };
       const stored = stamp(record);
       idempotency.set(key, stored);
-      return { claimed: true, record: structuredClone(stored) };
+      return { claimed: true, record: stored };
     },
 
     async createJob(aggregate) {
       const existing = jobs.get(aggregate.job.jobId);
-      if (existing) return structuredClone(existing);
+      if (existing) return view(existing);
       const stored: JobAggregate = {
-        job: stamp(aggregate.job),
+        job: stamp({ ...aggregate.job, payload: deepFreeze(jsonCopy(aggregate.job.payload)) }),
         steps: aggregate.steps.map(stamp),
         outbox: aggregate.outbox.map(stamp),
       };
@@ -55,12 +57,12 @@ export function createMemoryStore(): LedgerStore {
       const ids = jobIndex.get(stored.job.tenantId) ?? [];
       insertSorted(ids, stored.job.jobId);
       jobIndex.set(stored.job.tenantId, ids);
-      return structuredClone(stored);
+      return view(stored);
     },
 
     async getJob(jobId) {
       const stored = jobs.get(jobId);
-      return stored ? structuredClone(stored) : null;
+      return stored ? view(stored) : null;
     },
 
     async listJobs(tenantId, page: PageRequest): Promise<Page<JobSummary>> {
@@ -110,10 +112,23 @@ export function createMemoryStore(): LedgerStore {
         else stored.outbox[outboxAt[i]!] = fresh;
         saved.outbox.push(fresh);
       });
-      return structuredClone(saved);
+      return saved;
     },
 
     async ping() {},
     async close() {},
   };
+}
+
+/** The payload arrived as parsed JSON: a JSON round trip is an exact, fast deep copy of it. */
+function jsonCopy<T>(value: T): T {
+  return JSON.parse(JSON.stringify(value)) as T;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const member of Object.values(value)) deepFreeze(member);
+  }
+  return value;
 }

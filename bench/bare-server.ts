@@ -1,0 +1,13 @@
+/** The baseline: a bare Bun.serve handler that parses the same JSON and answers 202. */
+const server = Bun.serve({
+  hostname: "127.0.0.1",
+  port: 0,
+  async fetch(request) {
+    const body = (await request.json()) as { requestType: string; tenantId: string };
+    return Response.json(
+      { jobId: crypto.randomUUID(), status: "accepted", requestType: body.requestType, tenantId: body.tenantId, createdAt: new Date().toISOString() },
+      { status: 202 },
+    );
+  },
+});
+console.log(JSON.stringify({ msg: "lucius listening", url: server.url.href }));
