@@ -28,7 +28,6 @@ async function start(script: string, env: Record<string, string> = {}) {
     text += new TextDecoder().decode(value);
   }
   reader.releaseLock();
-  // The service logs at "error" level here, so read the URL the way an operator would: ask.
   const line = text.split("\n").find((l) => l.includes("listening"));
   if (!line) throw new Error(`${script} did not print its URL`);
   return { proc, url: new URL(JSON.parse(line).url as string) };
@@ -49,38 +48,48 @@ const requestsFor = (url: URL): MakeRequest => {
 const fmt = (r: LoadResult) =>
   `${r.perSecond.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(2).padStart(6)} ms  p99 ${r.p99Ms.toFixed(2).padStart(6)} ms  (${r.requests} ok, ${r.errors} errors)`;
 
-// The service must log its URL even at "error" level: start it at info and let it be quiet after.
-const service = await start("../src/main.ts", { LUCIUS_LOG_LEVEL: "info" });
-const bare = await start("./bare-server.ts");
-const targets = { service: requestsFor(service.url), bare: requestsFor(bare.url) };
+const fmt2 = (n: number) => n.toFixed(2);
+const best = (runs: LoadResult[]) => runs.reduce((a, b) => (b.perSecond > a.perSecond ? b : a));
 
-try {
-  console.log(`intake benchmark: ${concurrency} concurrent connections, ${seconds}s per run, Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
-  for (const make of Object.values(targets)) await closedLoop(make, { concurrency, seconds: 1, expectStatus: 202 });
-
-  // Interleave the runs so that a noisy neighbour hurts both alike.
-  const peak = { service: [] as LoadResult[], bare: [] as LoadResult[] };
-  for (let round = 0; round < 2; round++) {
-    peak.bare.push(await closedLoop(targets.bare, { concurrency, seconds, expectStatus: 202 }));
-    peak.service.push(await closedLoop(targets.service, { concurrency, seconds, expectStatus: 202 }));
+/** Fresh processes for each phase: the memory store keeps every job, and a heap grown by the
+ *  peak phase's ~100,000 jobs would put its garbage-collection pauses into the latency phase. */
+async function withTargets<T>(run: (targets: { service: MakeRequest; bare: MakeRequest }) => Promise<T>): Promise<T> {
+  const service = await start("../src/main.ts", { LUCIUS_LOG_LEVEL: "info" });
+  const bare = await start("./bare-server.ts");
+  try {
+    const targets = { service: requestsFor(service.url), bare: requestsFor(bare.url) };
+    for (const make of Object.values(targets)) await closedLoop(make, { concurrency, seconds: 1, expectStatus: 202 });
+    return await run(targets);
+  } finally {
+    service.proc.kill("SIGTERM");
+    bare.proc.kill("SIGTERM");
+    await Promise.all([service.proc.exited, bare.proc.exited]);
   }
-  const best = (runs: LoadResult[]) => runs.reduce((a, b) => (b.perSecond > a.perSecond ? b : a));
-  const servicePeak = best(peak.service);
-  const barePeak = best(peak.bare);
-  console.log("\npeak (closed loop, best of 2)");
-  console.log(`  bare Bun.serve   ${fmt(barePeak)}`);
-  console.log(`  lucius intake    ${fmt(servicePeak)}`);
-  console.log(`  ratio service/bare throughput: ${(servicePeak.perSecond / barePeak.perSecond).toFixed(2)}`);
-
-  const rate = Math.floor(servicePeak.perSecond / 2);
-  const halfService = await openLoop(targets.service, { ratePerSecond: rate, seconds, expectStatus: 202 });
-  const halfBare = await openLoop(targets.bare, { ratePerSecond: rate, seconds, expectStatus: 202 });
-  console.log(`\nat half of the service's peak (open loop, ${rate} req/s)`);
-  console.log(`  bare Bun.serve   ${fmt(halfBare)}`);
-  console.log(`  lucius intake    ${fmt(halfService)}`);
-  console.log(`  ratio service/bare p99: ${(halfService.p99Ms / halfBare.p99Ms).toFixed(2)}`);
-} finally {
-  service.proc.kill("SIGTERM");
-  bare.proc.kill("SIGTERM");
-  await Promise.all([service.proc.exited, bare.proc.exited]);
 }
+
+console.log(`intake benchmark: ${concurrency} concurrent connections, ${seconds}s per run, Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
+console.log("service: memory backend, no publisher, a unique Idempotency-Key per request; load generator in this process");
+
+const peak = await withTargets(async (targets) => {
+  // Interleave the runs so that a noisy neighbour hurts both alike.
+  const runs = { service: [] as LoadResult[], bare: [] as LoadResult[] };
+  for (let round = 0; round < 2; round++) {
+    runs.bare.push(await closedLoop(targets.bare, { concurrency, seconds, expectStatus: 202 }));
+    runs.service.push(await closedLoop(targets.service, { concurrency, seconds, expectStatus: 202 }));
+  }
+  return { service: best(runs.service), bare: best(runs.bare) };
+});
+console.log("\npeak (closed loop, best of 2)");
+console.log(`  bare Bun.serve   ${fmt(peak.bare)}`);
+console.log(`  lucius intake    ${fmt(peak.service)}`);
+console.log(`  ratio service/bare throughput: ${fmt2(peak.service.perSecond / peak.bare.perSecond)}`);
+
+const rate = Math.floor(peak.service.perSecond / 2);
+const half = await withTargets(async (targets) => ({
+  service: await openLoop(targets.service, { ratePerSecond: rate, seconds, expectStatus: 202, maxInFlight: concurrency }),
+  bare: await openLoop(targets.bare, { ratePerSecond: rate, seconds, expectStatus: 202, maxInFlight: concurrency }),
+}));
+console.log(`\nat half of the service's peak (open loop, ${rate} req/s, fresh processes)`);
+console.log(`  bare Bun.serve   ${fmt(half.bare)}`);
+console.log(`  lucius intake    ${fmt(half.service)}`);
+console.log(`  ratio service/bare p50: ${fmt2(half.service.p50Ms / half.bare.p50Ms)}, p99: ${fmt2(half.service.p99Ms / half.bare.p99Ms)}`);
