@@ -11,10 +11,10 @@ import {
   type FieldViolation,
 } from "../domain/errors.ts";
 import { newJobId } from "../domain/ids.ts";
-import type { IdempotencyRecord, Job, JobAggregate } from "../domain/model.ts";
+import type { IdempotencyRecord, Job, JobAggregate, OutboxWork } from "../domain/model.ts";
 import { partitionKeyFor, planJob } from "../domain/plan-job.ts";
 import type { LedgerStore } from "../ledger/store.ts";
-import type { Dispatcher, DispatchItem } from "../outbox/dispatcher.ts";
+import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { CommandEnvelope } from "../validation/envelope.ts";
 import { requestFingerprint, resolveIdempotencyKey } from "../validation/idempotency.ts";
 
@@ -79,9 +79,9 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
     return protocol;
   }
 
-  async function storeAndDispatch(jobId: string, command: SubmitCommand, protocol: RegisteredProtocol, key: string | null): Promise<Job> {
+  function plan(jobId: string, command: SubmitCommand, protocol: RegisteredProtocol, key: string | null): JobAggregate {
     const { envelope } = command;
-    const planned = planJob({
+    return planJob({
       jobId,
       command: {
         requestType: envelope.requestType,
@@ -95,9 +95,11 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       now: now(),
       retryDelaySeconds: options.retryDelaySeconds,
     });
-    const stored = await store.createJob(planned);
-    dispatcher?.dispatch(pendingDirectives(stored));
-    return stored.job;
+  }
+
+  function dispatchNew(aggregate: JobAggregate): Job {
+    dispatcher?.dispatch(pendingDirectives(aggregate));
+    return aggregate.job;
   }
 
   /** An existing claim: the same request replays its job, a different one is refused. */
@@ -114,8 +116,9 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       });
     }
     // The first writer stopped between the claim and the job: finish its work under its job id.
-    const job = await storeAndDispatch(existing.jobId, command, protocol, existing.key);
-    return { job, replayed: true };
+    const result = await store.createJob(plan(existing.jobId, command, protocol, existing.key), null);
+    if (result.outcome !== "stored") throw new Error("a create without a claim cannot find the key taken");
+    return { job: dispatchNew(result.aggregate), replayed: true };
   }
 
   return {
@@ -124,19 +127,18 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       const key = resolveIdempotencyKey(command.idempotencyKeyHeader, envelope.idempotencyKey);
       const protocol = validate(envelope);
       const jobId = newJobId();
-      if (key !== null) {
-        const fingerprint = requestFingerprint(envelope);
-        const claim = await store.claimIdempotencyKey({ tenantId: envelope.tenantId, key, fingerprint, jobId, createdAt: now().toISOString() });
-        if (!claim.claimed) return answerExistingClaim(claim.existing, fingerprint, command, protocol);
-      }
-      const job = await storeAndDispatch(jobId, command, protocol, key);
-      return { job, replayed: false };
+      const planned = plan(jobId, command, protocol, key);
+      const fingerprint = key === null ? null : requestFingerprint(envelope);
+      const claim = key === null || fingerprint === null ? null : { tenantId: envelope.tenantId, key, fingerprint, jobId, createdAt: planned.job.createdAt };
+      const result = await store.createJob(planned, claim);
+      if (result.outcome === "key-taken") return answerExistingClaim(result.existing, fingerprint!, command, protocol);
+      return { job: dispatchNew(result.aggregate), replayed: false };
     },
   };
 }
 
 /** Directives of a stored job that nobody has tried to publish yet. */
-function pendingDirectives(aggregate: JobAggregate): DispatchItem[] {
+function pendingDirectives(aggregate: JobAggregate): OutboxWork[] {
   return aggregate.outbox
     .filter((entry) => entry.status === "pending" && entry.attempts === 0)
     .flatMap((entry) => {

@@ -65,6 +65,13 @@ export interface JobAggregate {
   outbox: OutboxEntry[];
 }
 
+/** One directive with what its message needs: the dispatcher's and the sweeper's unit of work. */
+export interface OutboxWork {
+  job: Job;
+  step: Step;
+  entry: OutboxEntry;
+}
+
 /** (tenantId, key) → the request it was first used for and the job it created. */
 export interface IdempotencyRecord extends Versioned {
   tenantId: string;

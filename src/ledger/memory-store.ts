@@ -4,8 +4,8 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError, MalformedRequestError } from "../domain/errors.ts";
-import type { IdempotencyRecord, JobAggregate, JobSummary, Page, Versioned } from "../domain/model.ts";
-import { decodeCursor, encodeCursor, type ClaimResult, type JobChanges, type LedgerStore, type PageRequest } from "./store.ts";
+import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxWork, Page, Versioned } from "../domain/model.ts";
+import { decodeCursor, encodeCursor, type CreateJobResult, type JobChanges, type LedgerStore, type PageRequest } from "./store.ts";
 
 export function createMemoryStore(): LedgerStore {
   let version = 0;
@@ -14,6 +14,8 @@ export function createMemoryStore(): LedgerStore {
   const idempotency = new Map<string, IdempotencyRecord>();
   /** tenantId → job ids, ascending (ids are time-ordered). */
   const jobIndex = new Map<string, string[]>();
+  /** outboxId → jobId of every pending entry: what findDueOutbox looks through. */
+  const pending = new Map<string, string>();
 
   const stamp = <T extends Versioned>(entity: T): T => Object.freeze({ ...entity, etag: nextEtag() });
   const view = (aggregate: JobAggregate): JobAggregate => ({ job: aggregate.job, steps: [...aggregate.steps], outbox: [...aggregate.outbox] });
@@ -29,6 +31,13 @@ export function createMemoryStore(): LedgerStore {
     if (ids[low] !== id) ids.splice(low, 0, id);
   }
 
+  function trackPending(jobId: string, entries: readonly { outboxId: string; status: string }[]): void {
+    for (const entry of entries) {
+      if (entry.status === "pending") pending.set(entry.outboxId, jobId);
+      else pending.delete(entry.outboxId);
+    }
+  }
+
   function assertCurrent(stored: Versioned | undefined, given: Versioned, what: string): void {
     if (!stored || stored.etag !== given.etag) throw new ConcurrencyConflictError(`${what} was changed by another writer`);
   }
@@ -36,28 +45,26 @@ export function createMemoryStore(): LedgerStore {
   return {
     async init() {},
 
-    async claimIdempotencyKey(record): Promise<ClaimResult> {
-      const key = `${record.tenantId}\u0000${record.key}`;
-      const existing = idempotency.get(key);
-      if (existing) return { claimed: false, existing };
-      const stored = stamp(record);
-      idempotency.set(key, stored);
-      return { claimed: true, record: stored };
-    },
-
-    async createJob(aggregate) {
+    async createJob(aggregate, claim): Promise<CreateJobResult> {
+      if (claim) {
+        const key = `${claim.tenantId}\u0000${claim.key}`;
+        const existing = idempotency.get(key);
+        if (existing) return { outcome: "key-taken", existing };
+        idempotency.set(key, stamp(claim));
+      }
       const existing = jobs.get(aggregate.job.jobId);
-      if (existing) return view(existing);
+      if (existing) return { outcome: "stored", aggregate: view(existing) };
       const stored: JobAggregate = {
         job: stamp({ ...aggregate.job, payload: deepFreeze(jsonCopy(aggregate.job.payload)) }),
         steps: aggregate.steps.map(stamp),
         outbox: aggregate.outbox.map(stamp),
       };
       jobs.set(stored.job.jobId, stored);
+      trackPending(stored.job.jobId, stored.outbox);
       const ids = jobIndex.get(stored.job.tenantId) ?? [];
       insertSorted(ids, stored.job.jobId);
       jobIndex.set(stored.job.tenantId, ids);
-      return view(stored);
+      return { outcome: "stored", aggregate: view(stored) };
     },
 
     async getJob(jobId) {
@@ -94,8 +101,10 @@ export function createMemoryStore(): LedgerStore {
       });
       const outboxAt = (changes.outbox ?? []).map((entry) => {
         const index = stored.outbox.findIndex((o) => o.outboxId === entry.outboxId);
-        // An entry without an etag is new (a later step's directive).
-        if (index < 0 && entry.etag === undefined) return -1;
+        if (entry.etag === undefined) {
+          if (index >= 0) throw new ConcurrencyConflictError(`outbox entry ${entry.outboxId} exists already`);
+          return -1;
+        }
         assertCurrent(stored.outbox[index], entry, `outbox entry ${entry.outboxId}`);
         return index;
       });
@@ -112,7 +121,20 @@ export function createMemoryStore(): LedgerStore {
         else stored.outbox[outboxAt[i]!] = fresh;
         saved.outbox.push(fresh);
       });
+      trackPending(jobId, saved.outbox);
       return saved;
+    },
+
+    async findDueOutbox(now, limit) {
+      const cutoff = now.toISOString();
+      const due: OutboxWork[] = [];
+      for (const [outboxId, jobId] of pending) {
+        const { job, steps, outbox } = jobs.get(jobId)!;
+        const entry = outbox.find((o) => o.outboxId === outboxId)!;
+        const step = steps.find((s) => s.stepId === entry.stepId);
+        if (step && entry.nextAttemptAt !== null && entry.nextAttemptAt <= cutoff) due.push({ job, step, entry });
+      }
+      return due.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
     },
 
     async ping() {},

@@ -2,9 +2,13 @@
  * The storage port. Every backend (memory, table, ledger) implements it and passes the same
  * contract suite (test/ledger/store-contract.ts).
  */
-import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, Page, Step } from "../domain/model.ts";
+import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Step } from "../domain/model.ts";
 
-export type ClaimResult = { claimed: true; record: IdempotencyRecord } | { claimed: false; existing: IdempotencyRecord };
+export type CreateJobResult =
+  /** The job is stored (now, or by an earlier attempt with the same job id). */
+  | { outcome: "stored"; aggregate: JobAggregate }
+  /** The idempotency key was claimed before, by this record; nothing was stored. */
+  | { outcome: "key-taken"; existing: IdempotencyRecord };
 
 export interface PageRequest {
   limit: number;
@@ -16,6 +20,7 @@ export interface PageRequest {
 export interface JobChanges {
   job?: Job;
   steps?: Step[];
+  /** An entry without an etag is new (a later step's directive) and is inserted. */
   outbox?: OutboxEntry[];
 }
 
@@ -24,28 +29,31 @@ export interface LedgerStore {
   init(): Promise<void>;
 
   /**
-   * Inserts the record unless (tenantId, key) exists; then returns the existing one unchanged.
-   * Exactly one of any number of concurrent claims of one key wins.
+   * Stores a new job with its steps, outbox entries and job index row, after claiming `claim`'s
+   * (tenantId, key) when given: of any number of concurrent claims of one key exactly one
+   * stores its job, the others get the winner's record. Storing the same job id again (a retry
+   * after a crash) completes what is missing and changes nothing that exists.
    */
-  claimIdempotencyKey(record: IdempotencyRecord): Promise<ClaimResult>;
+  createJob(aggregate: JobAggregate, claim: IdempotencyRecord | null): Promise<CreateJobResult>;
 
-  /**
-   * Stores a new job with its steps, outbox entries and job index row. Storing the same job id
-   * again (a retry after a crash) completes what is missing and changes nothing that exists.
-   * Returns the stored entities with their etags.
-   */
-  createJob(aggregate: JobAggregate): Promise<JobAggregate>;
-
+  /** The job and everything of it, with etags; null until the job is wholly stored. */
   getJob(jobId: string): Promise<JobAggregate | null>;
 
   /** The tenant's jobs from the job index, newest first. */
   listJobs(tenantId: string, page: PageRequest): Promise<Page<JobSummary>>;
 
   /**
-   * Writes the given entities of one job, each conditional on its etag: all of them or, on a
-   * stale etag, none (ConcurrencyConflictError). Returns them with their new etags.
+   * Writes the given entities of one job, each conditional on its etag. A stale etag throws
+   * ConcurrencyConflictError and leaves that entity unchanged (backends that can, write all or
+   * nothing). Returns the written entities with their new etags.
    */
   saveChanges(jobId: string, changes: JobChanges): Promise<Required<JobChanges>>;
+
+  /**
+   * Pending entries whose `nextAttemptAt` has passed, earliest first, with their job and step.
+   * Costs O(pending entries), never O(all jobs ever stored).
+   */
+  findDueOutbox(now: Date, limit: number): Promise<OutboxWork[]>;
 
   /** Throws StorageUnavailableError when the backend does not answer. */
   ping(): Promise<void>;

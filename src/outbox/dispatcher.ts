@@ -5,7 +5,7 @@
  * instead of concurrent calls.
  */
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
-import type { Job, OutboxEntry, Step } from "../domain/model.ts";
+import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import { applyPublished, recordPublishFailure } from "../domain/transitions.ts";
 import type { LedgerStore } from "../ledger/store.ts";
 import type { Logger } from "../logging/logger.ts";
@@ -20,12 +20,6 @@ const BACKOFF_CAP_SECONDS = 15 * 60;
 /** Re-reads after a lost conditional write before giving the entry to the sweeper. */
 const SAVE_ATTEMPTS = 3;
 
-export interface DispatchItem {
-  job: Job;
-  step: Step;
-  entry: OutboxEntry;
-}
-
 export interface DispatcherOptions {
   store: LedgerStore;
   publisher: Publisher;
@@ -39,7 +33,7 @@ export interface DispatcherOptions {
 
 export interface Dispatcher {
   /** Hands directives over; returns at once. */
-  dispatch(items: DispatchItem[]): void;
+  dispatch(items: OutboxWork[]): void;
   /** Resolves when nothing handed over is still being published or stored. */
   drain(): Promise<void>;
 }
@@ -47,7 +41,7 @@ export interface Dispatcher {
 export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const { store, publisher, logger } = options;
   const now = options.now ?? (() => new Date());
-  const queues = new Map<string, DispatchItem[]>();
+  const queues = new Map<string, OutboxWork[]>();
   const flushing = new Set<string>();
   const inFlight = new Set<Promise<unknown>>();
 
@@ -58,7 +52,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     return work;
   }
 
-  async function publishBatch(topic: string, items: DispatchItem[]): Promise<PublishOutcome[]> {
+  async function publishBatch(topic: string, items: OutboxWork[]): Promise<PublishOutcome[]> {
     const controller = new AbortController();
     const timeoutMs = options.publishTimeoutSeconds * 1000;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -83,7 +77,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   /** Stores one outcome; on a lost conditional write, re-reads and applies it again. */
-  async function storeOutcome(item: DispatchItem, outcome: PublishOutcome): Promise<OutboxEntry> {
+  async function storeOutcome(item: OutboxWork, outcome: PublishOutcome): Promise<OutboxEntry> {
     let current = item;
     for (let attempt = 1; ; attempt++) {
       const at = now();
@@ -121,7 +115,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     }
   }
 
-  async function reload(item: DispatchItem): Promise<DispatchItem | null> {
+  async function reload(item: OutboxWork): Promise<OutboxWork | null> {
     const aggregate = await store.getJob(item.job.jobId);
     const step = aggregate?.steps.find((s) => s.stepId === item.step.stepId);
     const entry = aggregate?.outbox.find((o) => o.outboxId === item.entry.outboxId);
@@ -131,7 +125,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     return { job: aggregate.job, step, entry };
   }
 
-  async function publishAndStore(topic: string, items: DispatchItem[]): Promise<(OutboxEntry | null)[]> {
+  async function publishAndStore(topic: string, items: OutboxWork[]): Promise<(OutboxEntry | null)[]> {
     const outcomes = await publishBatch(topic, items);
     return Promise.all(
       items.map(async (item, i) => {
@@ -161,8 +155,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     }
   }
 
-  function groupByTopic(items: DispatchItem[]): Map<string, DispatchItem[]> {
-    const groups = new Map<string, DispatchItem[]>();
+  function groupByTopic(items: OutboxWork[]): Map<string, OutboxWork[]> {
+    const groups = new Map<string, OutboxWork[]>();
     for (const item of items) {
       const group = groups.get(item.entry.topic) ?? [];
       group.push(item);

@@ -174,12 +174,16 @@ describe("POST /v1/commands: idempotency", () => {
     const memory = createMemoryStore();
     const gate = deferred();
     const entered = deferred();
+    let calls = 0;
     const slow: LedgerStore = {
       ...memory,
-      async createJob(aggregate) {
+      // The first create claims its key at once but stores its job only when the gate opens.
+      async createJob(aggregate, claim) {
+        if (calls++ > 0) return memory.createJob(aggregate, claim);
+        await memory.createJob({ job: { ...aggregate.job, jobId: `${aggregate.job.jobId}-decoy` }, steps: [], outbox: [] }, claim);
         entered.resolve();
         await gate.promise;
-        return memory.createJob(aggregate);
+        return memory.createJob(aggregate, null);
       },
     };
     const { postCommand } = await startTestRuntime({ store: slow });
@@ -215,9 +219,12 @@ describe("POST /v1/commands: idempotency", () => {
     let crash = true;
     const crashing: LedgerStore = {
       ...memory,
-      async createJob(aggregate) {
-        if (crash) throw new StorageUnavailableError("connection reset");
-        return memory.createJob(aggregate);
+      async createJob(aggregate, claim) {
+        if (!crash) return memory.createJob(aggregate, claim);
+        // The claim lands, the job does not: store a decoy job under the claim instead.
+        const decoy = { job: { ...aggregate.job, jobId: `${aggregate.job.jobId}-decoy` }, steps: [], outbox: [] };
+        await memory.createJob(decoy, claim);
+        throw new StorageUnavailableError("connection reset");
       },
     };
     const { postCommand } = await startTestRuntime({ store: crashing, now: () => clock });
@@ -228,9 +235,8 @@ describe("POST /v1/commands: idempotency", () => {
     const retried = await postCommand(ingestCommand(), { "idempotency-key": "k-1" });
     expect(retried.status).toBe(202);
     const { jobId } = (await retried.json()) as { jobId: string };
-    const claim = await memory.claimIdempotencyKey({ tenantId: "acme", key: "k-1", fingerprint: "-", jobId: "-", createdAt: "-" });
-    expect(claim.claimed).toBe(false);
-    expect(!claim.claimed && claim.existing.jobId).toBe(jobId);
+    const probe = await memory.createJob({ job: { ...(await memory.getJob(jobId))!.job, jobId: "probe" }, steps: [], outbox: [] }, { tenantId: "acme", key: "k-1", fingerprint: "-", jobId: "-", createdAt: "-" });
+    expect(probe.outcome === "key-taken" && probe.existing.jobId).toBe(jobId);
     expect((await memory.getJob(jobId))?.outbox).toHaveLength(1);
   });
 });
@@ -288,9 +294,9 @@ describe("POST /v1/commands: storage down", () => {
     let down = true;
     const flaky: LedgerStore = {
       ...memory,
-      async createJob(aggregate) {
+      async createJob(aggregate, claim) {
         if (down) throw new StorageUnavailableError("table service did not answer", { retryAfterSeconds: 2 });
-        return memory.createJob(aggregate);
+        return memory.createJob(aggregate, claim);
       },
     };
     const { postCommand } = await startTestRuntime({ store: flaky, env: {} });

@@ -3,11 +3,11 @@
  * `describeStoreContract` with a factory that gives a fresh, empty store.
  */
 import { describe, expect, test } from "bun:test";
-import { ConcurrencyConflictError } from "../../src/domain/errors.ts";
-import { newJobId } from "../../src/domain/ids.ts";
-import type { JobAggregate } from "../../src/domain/model.ts";
+import { ConcurrencyConflictError, MalformedRequestError } from "../../src/domain/errors.ts";
+import { newJobId, outboxIdFor } from "../../src/domain/ids.ts";
+import type { IdempotencyRecord, JobAggregate, JsonObject } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
-import { applyPublished, recordPublishFailure } from "../../src/domain/transitions.ts";
+import { applyPublished, markOutboxSent, recordPublishFailure } from "../../src/domain/transitions.ts";
 import type { LedgerStore } from "../../src/ledger/store.ts";
 
 const protocol = {
@@ -20,15 +20,22 @@ const protocol = {
   ],
 };
 
-export function sampleJob(tenantId = "acme", overrides: { jobId?: string; now?: Date } = {}): JobAggregate {
+export function sampleJob(tenantId = "acme", overrides: { jobId?: string; now?: Date; payload?: JsonObject; retryDelaySeconds?: number } = {}): JobAggregate {
   return planJob({
     jobId: overrides.jobId ?? newJobId(),
-    command: { requestType: "document.ingest", tenantId, correlationId: "c", idempotencyKey: null, payload: { documentId: "d1", nested: { list: [1, "two"] } } },
+    command: { requestType: "document.ingest", tenantId, correlationId: "c", idempotencyKey: null, payload: overrides.payload ?? { documentId: "d1", nested: { list: [1, "two"] } } },
     protocol,
-    traceparent: null,
+    traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     now: overrides.now ?? new Date(),
-    retryDelaySeconds: 30,
+    retryDelaySeconds: overrides.retryDelaySeconds ?? 30,
   });
+}
+
+/** Stores a job and returns it with its etags. */
+export async function storeJob(store: LedgerStore, aggregate = sampleJob(), claim: IdempotencyRecord | null = null): Promise<JobAggregate> {
+  const result = await store.createJob(aggregate, claim);
+  if (result.outcome !== "stored") throw new Error("expected the job to be stored");
+  return result.aggregate;
 }
 
 const withoutEtags = (aggregate: JobAggregate) => ({
@@ -37,18 +44,35 @@ const withoutEtags = (aggregate: JobAggregate) => ({
   outbox: aggregate.outbox.map((o) => ({ ...o, etag: undefined })),
 });
 
+const claimFor = (aggregate: JobAggregate, key = "k-1"): IdempotencyRecord => ({
+  tenantId: aggregate.job.tenantId,
+  key,
+  fingerprint: `f-${aggregate.job.jobId}`,
+  jobId: aggregate.job.jobId,
+  createdAt: aggregate.job.createdAt,
+});
+
 export function describeStoreContract(name: string, makeStore: () => Promise<LedgerStore>) {
   describe(`LedgerStore contract: ${name}`, () => {
     test("createJob stores job, steps and outbox exactly, and getJob returns them with etags", async () => {
       const store = await makeStore();
       const planned = sampleJob();
-      const stored = await store.createJob(planned);
+      const stored = await storeJob(store, planned);
       expect(stored.job.etag).toBeString();
       expect(stored.outbox[0]?.etag).toBeString();
       const read = await store.getJob(planned.job.jobId);
       expect(read).not.toBeNull();
       expect(withoutEtags(read!)).toEqual(withoutEtags(planned) as never);
       expect(read!.job.etag).toBe(stored.job.etag!);
+      expect(read!.outbox[0]!.etag).toBe(stored.outbox[0]!.etag!);
+    });
+
+    test("a large, nested, non-ASCII payload comes back exactly", async () => {
+      const store = await makeStore();
+      const payload = { documentId: "d1", text: "ü€😀".repeat(25_000), big: "x".repeat(70_000), list: [{ a: null, b: [true, 1.5] }] };
+      const planned = sampleJob("acme", { payload });
+      await storeJob(store, planned);
+      expect((await store.getJob(planned.job.jobId))!.job.payload).toEqual(payload);
     });
 
     test("getJob of an unknown id is null", async () => {
@@ -59,31 +83,35 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
     test("createJob of an existing job id changes nothing and returns what is stored", async () => {
       const store = await makeStore();
       const planned = sampleJob();
-      const first = await store.createJob(planned);
-      const again = await store.createJob({ ...planned, job: { ...planned.job, correlationId: "other" } });
+      const first = await storeJob(store, planned);
+      const again = await storeJob(store, { ...planned, job: { ...planned.job, correlationId: "other" } });
       expect(again.job.correlationId).toBe("c");
       expect(again.job.etag).toBe(first.job.etag!);
       expect((await store.listJobs("acme", { limit: 10, cursor: null })).items).toHaveLength(1);
     });
 
-    test("claimIdempotencyKey: the first claim wins, later ones see it unchanged; keys are per tenant", async () => {
+    test("a claimed key: the first job is stored, a second job under the key is not; keys are per tenant", async () => {
       const store = await makeStore();
-      const record = { tenantId: "acme", key: "k-1", fingerprint: "f1", jobId: "j1", createdAt: new Date().toISOString() };
-      expect((await store.claimIdempotencyKey(record)).claimed).toBe(true);
-      const second = await store.claimIdempotencyKey({ ...record, fingerprint: "f2", jobId: "j2" });
-      expect(second.claimed).toBe(false);
-      expect(!second.claimed && [second.existing.fingerprint, second.existing.jobId]).toEqual(["f1", "j1"]);
-      expect((await store.claimIdempotencyKey({ ...record, tenantId: "globex" })).claimed).toBe(true);
+      const first = sampleJob();
+      await storeJob(store, first, claimFor(first));
+      const second = sampleJob();
+      const result = await store.createJob(second, claimFor(second));
+      expect(result.outcome).toBe("key-taken");
+      expect(result.outcome === "key-taken" && [result.existing.jobId, result.existing.fingerprint]).toEqual([first.job.jobId, `f-${first.job.jobId}`]);
+      expect(await store.getJob(second.job.jobId)).toBeNull();
+      const other = sampleJob("globex");
+      expect((await store.createJob(other, claimFor(other))).outcome).toBe("stored");
     });
 
-    test("claimIdempotencyKey: of 20 concurrent claims of one key exactly one wins", async () => {
+    test("of 20 concurrent creates under one key exactly one stores its job", async () => {
       const store = await makeStore();
-      const claims = await Promise.all(
-        Array.from({ length: 20 }, (_, i) => store.claimIdempotencyKey({ tenantId: "acme", key: "race", fingerprint: "f", jobId: `j${i}`, createdAt: new Date().toISOString() })),
-      );
-      expect(claims.filter((c) => c.claimed)).toHaveLength(1);
-      const winner = claims.find((c) => c.claimed)!;
-      for (const c of claims) if (!c.claimed) expect(c.existing.jobId).toBe(winner.claimed ? winner.record.jobId : "");
+      const jobs = Array.from({ length: 20 }, () => sampleJob());
+      const results = await Promise.all(jobs.map((job) => store.createJob(job, claimFor(job, "race"))));
+      const stored = results.filter((r) => r.outcome === "stored");
+      expect(stored).toHaveLength(1);
+      const winner = stored[0]!.outcome === "stored" ? stored[0]!.aggregate.job.jobId : "";
+      for (const r of results) if (r.outcome === "key-taken") expect(r.existing.jobId).toBe(winner);
+      expect((await store.listJobs("acme", { limit: 100, cursor: null })).items.map((i) => i.jobId)).toEqual([winner]);
     });
 
     test("listJobs pages a tenant's jobs newest first and only that tenant's", async () => {
@@ -93,49 +121,57 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
       for (let i = 0; i < 7; i++) {
         const job = sampleJob("acme", { now: new Date(base + i) });
         ids.push(job.job.jobId);
-        await store.createJob(job);
+        await storeJob(store, job);
       }
-      await store.createJob(sampleJob("globex"));
+      await storeJob(store, sampleJob("globex"));
       const seen: string[] = [];
       let cursor: string | null = null;
+      let pages = 0;
       do {
         const page: Awaited<ReturnType<LedgerStore["listJobs"]>> = await store.listJobs("acme", { limit: 3, cursor });
         expect(page.items.length).toBeLessThanOrEqual(3);
         seen.push(...page.items.map((item) => item.jobId));
         cursor = page.nextCursor;
+        pages++;
       } while (cursor);
       expect(seen).toEqual([...ids].reverse());
+      expect(pages).toBe(3);
       const first = (await store.listJobs("acme", { limit: 1, cursor: null })).items[0];
       expect(first).toEqual({ jobId: ids.at(-1)!, tenantId: "acme", requestType: "document.ingest", correlationId: "c", createdAt: expect.any(String) });
     });
 
+    test("listJobs refuses a cursor it did not issue", async () => {
+      const store = await makeStore();
+      await expect(store.listJobs("acme", { limit: 3, cursor: "%%%" })).rejects.toBeInstanceOf(MalformedRequestError);
+    });
+
     test("saveChanges writes the published state and returns new etags", async () => {
       const store = await makeStore();
-      const { job, steps, outbox } = await store.createJob(sampleJob());
+      const { job, steps, outbox } = await storeJob(store);
       const next = applyPublished({ job, step: steps[0]!, entry: outbox[0]! }, new Date().toISOString());
       const saved = await store.saveChanges(job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
       expect(saved.job.etag).not.toBe(job.etag!);
       const read = (await store.getJob(job.jobId))!;
       expect([read.job.status, read.steps[0]!.status, read.steps[1]!.status, read.outbox[0]!.status]).toEqual(["in_progress", "initiated", "pending", "sent"]);
       expect(read.outbox[0]!.etag).toBe(saved.outbox[0]!.etag!);
+      expect(read.job.etag).toBe(saved.job.etag!);
     });
 
-    test("saveChanges with a stale etag is a conflict and writes nothing of the change", async () => {
+    test("saveChanges with a stale etag is a conflict and leaves the stale entity unchanged", async () => {
       const store = await makeStore();
-      const { job, steps, outbox } = await store.createJob(sampleJob());
+      const { job, outbox } = await storeJob(store);
       const now = new Date().toISOString();
       const failed = recordPublishFailure(outbox[0]!, { error: "x", retryable: true, now, nextAttemptAt: now, maxAttempts: 3 });
       await store.saveChanges(job.jobId, { outbox: [failed] });
-      // A second writer still holding the old etags of entry and job.
-      const next = applyPublished({ job, step: steps[0]!, entry: outbox[0]! }, now);
-      await expect(store.saveChanges(job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] })).rejects.toBeInstanceOf(ConcurrencyConflictError);
+      // A second writer still holding the old etag of the entry.
+      await expect(store.saveChanges(job.jobId, { outbox: [markOutboxSent(outbox[0]!, now)] })).rejects.toBeInstanceOf(ConcurrencyConflictError);
       const read = (await store.getJob(job.jobId))!;
-      expect([read.job.status, read.steps[0]!.status, read.outbox[0]!.status, read.outbox[0]!.attempts]).toEqual(["accepted", "pending", "pending", 1]);
+      expect([read.outbox[0]!.status, read.outbox[0]!.attempts]).toEqual(["pending", 1]);
     });
 
     test("of two concurrent writers holding the same etag exactly one succeeds", async () => {
       const store = await makeStore();
-      const { job, outbox } = await store.createJob(sampleJob());
+      const { job, outbox } = await storeJob(store);
       const now = new Date().toISOString();
       const attempt = (error: string) =>
         store.saveChanges(job.jobId, { outbox: [recordPublishFailure(outbox[0]!, { error, retryable: true, now, nextAttemptAt: now, maxAttempts: 3 })] });
@@ -145,13 +181,42 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
       expect((await store.getJob(job.jobId))!.outbox[0]!.attempts).toBe(1);
     });
 
-    test("saveChanges can add a new outbox entry (a later step's directive)", async () => {
+    test("saveChanges inserts a new outbox entry, and refuses to insert one that exists", async () => {
       const store = await makeStore();
-      const { job, outbox } = await store.createJob(sampleJob());
+      const { job, outbox } = await storeJob(store);
       const { etag: _old, ...template } = outbox[0]!;
-      const added = { ...template, outboxId: `${template.outboxId}-2`, status: "pending" as const };
-      await store.saveChanges(job.jobId, { outbox: [added] });
+      const added = { ...template, outboxId: outboxIdFor(job.jobId, 1), stepId: template.stepId, status: "pending" as const };
+      const saved = await store.saveChanges(job.jobId, { outbox: [added] });
+      expect(saved.outbox[0]!.etag).toBeString();
       expect((await store.getJob(job.jobId))!.outbox.map((o) => o.outboxId).sort()).toEqual([outbox[0]!.outboxId, added.outboxId].sort());
+      await expect(store.saveChanges(job.jobId, { outbox: [added] })).rejects.toBeInstanceOf(ConcurrencyConflictError);
+    });
+
+    test("findDueOutbox returns pending entries due by now, earliest first, with job and step, up to the limit", async () => {
+      const store = await makeStore();
+      const t0 = new Date("2026-01-01T00:00:00.000Z");
+      const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
+      // Due at +10, +20, +30, +40 (created at +0..+3 with a 10 s delay each... see below).
+      const jobs = [];
+      for (let i = 0; i < 4; i++) jobs.push(await storeJob(store, sampleJob("acme", { now: at(i * 10), retryDelaySeconds: 10 })));
+      // One sent, one rescheduled to +100: neither is due at +35.
+      const sent = jobs[0]!;
+      const next = applyPublished({ job: sent.job, step: sent.steps[0]!, entry: sent.outbox[0]! }, at(11).toISOString());
+      await store.saveChanges(sent.job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
+      const later = jobs[1]!;
+      await store.saveChanges(later.job.jobId, {
+        outbox: [recordPublishFailure(later.outbox[0]!, { error: "x", retryable: true, now: at(20).toISOString(), nextAttemptAt: at(100).toISOString(), maxAttempts: 3 })],
+      });
+
+      const due = await store.findDueOutbox(at(35), 10);
+      expect(due.map((d) => d.entry.outboxId)).toEqual([jobs[2]!.outbox[0]!.outboxId]);
+      expect(due[0]!.job.jobId).toBe(jobs[2]!.job.jobId);
+      expect(due[0]!.step.stepId).toBe(jobs[2]!.outbox[0]!.stepId);
+      expect(due[0]!.entry.etag).toBeString();
+
+      const all = await store.findDueOutbox(at(200), 10);
+      expect(all.map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId, jobs[1]!.job.jobId]);
+      expect((await store.findDueOutbox(at(200), 2)).map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId]);
     });
 
     test("ping answers while the store is up", async () => {

@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { createMemoryStore } from "../../src/ledger/memory-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
-import { createDispatcher, type DispatchItem } from "../../src/outbox/dispatcher.ts";
+import { createDispatcher } from "../../src/outbox/dispatcher.ts";
+import type { OutboxWork } from "../../src/domain/model.ts";
 import { markOutboxSent } from "../../src/domain/transitions.ts";
-import { sampleJob } from "../ledger/store-contract.ts";
+import { sampleJob, storeJob } from "../ledger/store-contract.ts";
 import { eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
 
@@ -19,17 +20,17 @@ async function setup(options: { publishTimeoutSeconds?: number; maxAttempts?: nu
     maxAttempts: options.maxAttempts ?? 3,
     random: () => 0,
   });
-  async function stored(count: number, topicOf?: (i: number) => string): Promise<DispatchItem[]> {
-    const items: DispatchItem[] = [];
+  async function stored(count: number, topicOf?: (i: number) => string): Promise<OutboxWork[]> {
+    const items: OutboxWork[] = [];
     for (let i = 0; i < count; i++) {
       const planned = sampleJob();
       if (topicOf) planned.outbox[0]!.topic = planned.steps[0]!.topic = topicOf(i);
-      const { job, steps, outbox } = await store.createJob(planned);
+      const { job, steps, outbox } = await storeJob(store, planned);
       items.push({ job, step: steps[0]!, entry: outbox[0]! });
     }
     return items;
   }
-  const entryOf = async (item: DispatchItem) => (await store.getJob(item.job.jobId))!.outbox[0]!;
+  const entryOf = async (item: OutboxWork) => (await store.getJob(item.job.jobId))!.outbox[0]!;
   return { store, recording, dispatcher, stored, entryOf };
 }
 
