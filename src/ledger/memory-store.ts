@@ -5,7 +5,7 @@
  */
 import { ConcurrencyConflictError, MalformedRequestError } from "../domain/errors.ts";
 import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxWork, Page, Versioned } from "../domain/model.ts";
-import { decodeCursor, encodeCursor, type CreateJobResult, type JobChanges, type LedgerStore, type PageRequest } from "./store.ts";
+import { decodeCursor, encodeCursor, type CreateJobResult, type JobChanges, type LedgerStore, type PageRequest, type SavedChanges } from "./store.ts";
 
 export function createMemoryStore(): LedgerStore {
   let version = 0;
@@ -108,7 +108,7 @@ export function createMemoryStore(): LedgerStore {
         assertCurrent(stored.outbox[index], entry, `outbox entry ${entry.outboxId}`);
         return index;
       });
-      const saved: Required<JobChanges> = { job: stored.job, steps: [], outbox: [] };
+      const saved: SavedChanges = { steps: [], outbox: [] };
       if (changes.job) saved.job = stored.job = stamp(changes.job);
       (changes.steps ?? []).forEach((step, i) => {
         const fresh = stamp(step);

@@ -24,6 +24,13 @@ export interface JobChanges {
   outbox?: OutboxEntry[];
 }
 
+/** What saveChanges wrote, with new etags. */
+export interface SavedChanges {
+  job?: Job;
+  steps: Step[];
+  outbox: OutboxEntry[];
+}
+
 export interface LedgerStore {
   /** Creates what the backend needs (tables); safe to call on every start. */
   init(): Promise<void>;
@@ -47,7 +54,7 @@ export interface LedgerStore {
    * ConcurrencyConflictError and leaves that entity unchanged (backends that can, write all or
    * nothing). Returns the written entities with their new etags.
    */
-  saveChanges(jobId: string, changes: JobChanges): Promise<Required<JobChanges>>;
+  saveChanges(jobId: string, changes: JobChanges): Promise<SavedChanges>;
 
   /**
    * Pending entries whose `nextAttemptAt` has passed, earliest first, with their job and step.

@@ -150,11 +150,11 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
       const { job, steps, outbox } = await storeJob(store);
       const next = applyPublished({ job, step: steps[0]!, entry: outbox[0]! }, new Date().toISOString());
       const saved = await store.saveChanges(job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
-      expect(saved.job.etag).not.toBe(job.etag!);
+      expect(saved.job!.etag).not.toBe(job.etag!);
       const read = (await store.getJob(job.jobId))!;
       expect([read.job.status, read.steps[0]!.status, read.steps[1]!.status, read.outbox[0]!.status]).toEqual(["in_progress", "initiated", "pending", "sent"]);
       expect(read.outbox[0]!.etag).toBe(saved.outbox[0]!.etag!);
-      expect(read.job.etag).toBe(saved.job.etag!);
+      expect(read.job.etag).toBe(saved.job!.etag!);
     });
 
     test("saveChanges with a stale etag is a conflict and leaves the stale entity unchanged", async () => {

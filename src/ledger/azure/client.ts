@@ -1,0 +1,135 @@
+/**
+ * What both Azure backends share about talking to Table Storage: clients, error mapping, paging.
+ */
+import { TableClient, type TableEntityResult } from "@azure/data-tables";
+import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../domain/errors.ts";
+import { StorageLimitError } from "./limits.ts";
+
+export interface AzureTableOptions {
+  /** An Azure Storage connection string (Azurite's works too). */
+  connection: string;
+  /** SDK retries of a failed call (throttling, connection loss). */
+  maxRetries?: number;
+  /** Per-try timeout of one HTTP call. */
+  timeoutMs?: number;
+  /** Sees every client once it is made: tests and benchmarks add pipeline policies here. */
+  configureClient?: (client: TableClient) => void;
+}
+
+export type PipelinePolicy = Parameters<TableClient["pipeline"]["addPolicy"]>[0];
+
+/** Seconds a client is asked to wait after storage did not answer. */
+export const STORAGE_RETRY_AFTER_SECONDS = 2;
+
+export function createTableClient(tableName: string, options: AzureTableOptions): TableClient {
+  const insecure = /TableEndpoint=http:|UseDevelopmentStorage=true|DefaultEndpointsProtocol=http;/i.test(options.connection);
+  const client = TableClient.fromConnectionString(options.connection, tableName, {
+    allowInsecureConnection: insecure,
+    retryOptions: { maxRetries: options.maxRetries ?? 2, retryDelayInMs: 200, maxRetryDelayInMs: 2000 },
+  });
+  const timeoutMs = options.timeoutMs ?? 5000;
+  client.pipeline.addPolicy({
+    name: "luciusTryTimeout",
+    sendRequest(request, next) {
+      request.timeout = timeoutMs;
+      return next(request);
+    },
+  });
+  client.pipeline.addPolicy(asciiJsonBodies, { afterPhase: "Serialize" });
+  options.configureClient?.(client);
+  return client;
+}
+
+/**
+ * Sends JSON bodies as pure ASCII (`\u` escapes: the same JSON value). Azurite decodes each
+ * TCP chunk of a request body on its own (`segments.join("")` in its generated serializer), so a
+ * multi-byte character split across two chunks is stored corrupted; Azure is unaffected either way.
+ * Batch bodies (multipart, with lengths inside) are read whole by Azurite and left alone.
+ */
+const asciiJsonBodies: PipelinePolicy = {
+  name: "luciusAsciiJsonBodies",
+  sendRequest(request, next) {
+    const json = request.headers.get("content-type")?.startsWith("application/json") ?? false;
+    if (json && typeof request.body === "string" && /[^\x00-\x7f]/.test(request.body)) {
+      request.body = request.body.replace(/[^\x00-\x7f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
+      // Serialization already counted the original body.
+      if (request.headers.has("content-length")) request.headers.set("content-length", String(request.body.length));
+    }
+    return next(request);
+  },
+};
+
+export function statusOf(error: unknown): number | undefined {
+  const status = (error as { statusCode?: unknown })?.statusCode;
+  return typeof status === "number" ? status : undefined;
+}
+
+/** The storage error code, wherever this SDK put it (see notes/azure-tables.md). */
+export function codeOf(error: unknown): string | undefined {
+  const e = error as { code?: unknown; details?: { errorCode?: unknown; odataError?: { code?: unknown } } };
+  const code = e?.details?.errorCode ?? e?.details?.odataError?.code ?? e?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * Turns what the SDK throws into domain errors. Unavailable or throttled storage is a 503 with
+ * Retry-After; a lost condition is a conflict; a limit is the client's; anything else is ours
+ * and carries no Azure text outward (the original stays as `cause` for the log).
+ */
+export function toDomainError(error: unknown, what: string): Error {
+  if (error instanceof StorageLimitError) return new PayloadTooLargeError(`${what}: ${error.message}`, { cause: error });
+  if (error instanceof ConcurrencyConflictError || error instanceof StorageUnavailableError) return error;
+  const status = statusOf(error);
+  if (status === 409 || status === 412) return new ConcurrencyConflictError(`${what}: changed by another writer`, { cause: error });
+  if (status === undefined || status === 408 || status === 429 || status >= 500) {
+    return new StorageUnavailableError(`${what}: table storage did not answer`, { retryAfterSeconds: STORAGE_RETRY_AFTER_SECONDS, cause: error });
+  }
+  return new StorageRejectedError(`${what}: table storage refused the request (${status} ${codeOf(error) ?? ""})`.trim(), { cause: error });
+}
+
+/** Storage refused a request we should not have sent: a bug of ours, logged, answered as 500. */
+export class StorageRejectedError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StorageRejectedError";
+  }
+}
+
+/** Runs `work`, mapping whatever it throws. */
+export async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw toDomainError(error, what);
+  }
+}
+
+/** Every entity a query matches, page after page (Azure may return short or empty pages with a continuation). */
+export async function queryAll<T extends object>(client: TableClient, filter: string, options: { select?: string[]; limit?: number } = {}): Promise<TableEntityResult<T>[]> {
+  const results: TableEntityResult<T>[] = [];
+  const pages = client.listEntities<T>({ queryOptions: { filter, ...(options.select ? { select: options.select } : {}) } }).byPage({ maxPageSize: Math.min(1000, options.limit ?? 1000) });
+  for await (const page of pages) {
+    results.push(...page);
+    if (options.limit !== undefined && results.length >= options.limit) return results.slice(0, options.limit);
+  }
+  return results;
+}
+
+/** Inserts unless an entity with those keys exists; true when this call inserted it. */
+export async function insertIfAbsent(client: TableClient, entity: { partitionKey: string; rowKey: string }): Promise<{ inserted: boolean; etag?: string }> {
+  try {
+    const response = await client.createEntity(entity);
+    return { inserted: true, ...(response.etag ? { etag: response.etag } : {}) };
+  } catch (error) {
+    if (statusOf(error) === 409) return { inserted: false };
+    throw error;
+  }
+}
+
+export async function deleteIfPresent(client: TableClient, partitionKey: string, rowKey: string): Promise<void> {
+  try {
+    await client.deleteEntity(partitionKey, rowKey);
+  } catch (error) {
+    if (statusOf(error) !== 404) throw error;
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * Domain entities ↔ table entities, shared by the `table` and `ledger` layouts (they differ only
+ * in keys). Nulls are left out (the SDK drops them anyway); JSON goes in as chunked strings.
+ */
+import type { TableEntityResult } from "@azure/data-tables";
+import type { IdempotencyRecord, Job, JobStatus, JobSummary, OutboxEntry, OutboxStatus, Step, StepStatus } from "../../domain/model.ts";
+import { chunkString, joinChunks, type Entity } from "./limits.ts";
+
+type Keys = { partitionKey: string; rowKey: string };
+type Stored = TableEntityResult<Record<string, unknown>>;
+
+/** Kind marker on every row, so one partition of the ledger table can hold several kinds. */
+export const KIND = { job: "job", step: "step", outbox: "outbox" } as const;
+
+function optional(value: string | null): string | undefined {
+  return value === null ? undefined : value;
+}
+
+/** The SDK types keys as optional; stored rows always have them. */
+export function keysOf(entity: Stored): { partitionKey: string; rowKey: string } {
+  return { partitionKey: entity.partitionKey ?? "", rowKey: entity.rowKey ?? "" };
+}
+
+function text(entity: Stored, name: string): string {
+  const value = entity[name];
+  if (typeof value !== "string") throw new Error(`stored ${entity.rowKey} lacks ${name}`);
+  return value;
+}
+
+function nullableText(entity: Stored, name: string): string | null {
+  const value = entity[name];
+  return typeof value === "string" ? value : null;
+}
+
+function integer(entity: Stored, name: string): number {
+  return Number(entity[name]);
+}
+
+function etagOf(entity: Stored): string {
+  return entity.etag;
+}
+
+export function jobToEntity(job: Job, keys: Keys): Entity {
+  return {
+    ...keys,
+    kind: KIND.job,
+    jobId: job.jobId,
+    tenantId: job.tenantId,
+    requestType: job.requestType,
+    protocolVersion: job.protocolVersion,
+    correlationId: optional(job.correlationId),
+    idempotencyKey: optional(job.idempotencyKey),
+    status: job.status,
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    ...chunkString("payload", JSON.stringify(job.payload)),
+  };
+}
+
+export function entityToJob(entity: Stored): Job {
+  return {
+    jobId: text(entity, "jobId"),
+    tenantId: text(entity, "tenantId"),
+    requestType: text(entity, "requestType"),
+    protocolVersion: integer(entity, "protocolVersion"),
+    correlationId: nullableText(entity, "correlationId"),
+    idempotencyKey: nullableText(entity, "idempotencyKey"),
+    payload: JSON.parse(joinChunks(entity, "payload") ?? "{}"),
+    status: text(entity, "status") as JobStatus,
+    createdAt: text(entity, "createdAt"),
+    updatedAt: text(entity, "updatedAt"),
+    etag: etagOf(entity),
+  };
+}
+
+export function stepToEntity(step: Step, keys: Keys): Entity {
+  return {
+    ...keys,
+    kind: KIND.step,
+    jobId: step.jobId,
+    stepId: step.stepId,
+    index: step.index,
+    name: step.name,
+    topic: step.topic,
+    status: step.status,
+    updatedAt: step.updatedAt,
+  };
+}
+
+export function entityToStep(entity: Stored): Step {
+  return {
+    jobId: text(entity, "jobId"),
+    stepId: text(entity, "stepId"),
+    index: integer(entity, "index"),
+    name: text(entity, "name"),
+    topic: text(entity, "topic"),
+    status: text(entity, "status") as StepStatus,
+    updatedAt: text(entity, "updatedAt"),
+    etag: etagOf(entity),
+  };
+}
+
+export function outboxToEntity(entry: OutboxEntry, keys: Keys): Entity {
+  return {
+    ...keys,
+    kind: KIND.outbox,
+    jobId: entry.jobId,
+    outboxId: entry.outboxId,
+    stepId: entry.stepId,
+    topic: entry.topic,
+    partitionKey_: entry.partitionKey,
+    traceparent: optional(entry.traceparent),
+    status: entry.status,
+    attempts: entry.attempts,
+    nextAttemptAt: optional(entry.nextAttemptAt),
+    sentAt: optional(entry.sentAt),
+    createdAt: entry.createdAt,
+    updatedAt: entry.updatedAt,
+    ...(entry.lastError === null ? {} : chunkString("lastError", entry.lastError)),
+  };
+}
+
+export function entityToOutbox(entity: Stored): OutboxEntry {
+  return {
+    outboxId: text(entity, "outboxId"),
+    jobId: text(entity, "jobId"),
+    stepId: text(entity, "stepId"),
+    topic: text(entity, "topic"),
+    partitionKey: text(entity, "partitionKey_"),
+    traceparent: nullableText(entity, "traceparent"),
+    status: text(entity, "status") as OutboxStatus,
+    attempts: integer(entity, "attempts"),
+    nextAttemptAt: nullableText(entity, "nextAttemptAt"),
+    lastError: joinChunks(entity, "lastError") ?? null,
+    sentAt: nullableText(entity, "sentAt"),
+    createdAt: text(entity, "createdAt"),
+    updatedAt: text(entity, "updatedAt"),
+    etag: etagOf(entity),
+  };
+}
+
+/** Keys may not contain `/ \ # ?`; an idempotency key may. base64url keeps it exact and legal. */
+export function idempotencyKeys(tenantId: string, key: string): Keys {
+  return { partitionKey: tenantId, rowKey: Buffer.from(key, "utf8").toString("base64url") };
+}
+
+export function idempotencyToEntity(record: IdempotencyRecord): Entity {
+  return { ...idempotencyKeys(record.tenantId, record.key), key: record.key, fingerprint: record.fingerprint, jobId: record.jobId, createdAt: record.createdAt };
+}
+
+export function entityToIdempotency(entity: Stored): IdempotencyRecord {
+  return {
+    tenantId: keysOf(entity).partitionKey,
+    key: text(entity, "key"),
+    fingerprint: text(entity, "fingerprint"),
+    jobId: text(entity, "jobId"),
+    createdAt: text(entity, "createdAt"),
+    etag: etagOf(entity),
+  };
+}
+
+/**
+ * Job index rows sort newest first: the row key is the (time-ordered) job id with every hex
+ * digit complemented, so ascending row keys are descending job ids.
+ */
+export function indexRowKey(jobId: string): string {
+  return jobId.replace(/[0-9a-f]/g, (digit) => (15 - parseInt(digit, 16)).toString(16));
+}
+
+export function summaryToEntity(job: Job): Entity {
+  return {
+    partitionKey: job.tenantId,
+    rowKey: indexRowKey(job.jobId),
+    jobId: job.jobId,
+    requestType: job.requestType,
+    correlationId: optional(job.correlationId),
+    createdAt: job.createdAt,
+  };
+}
+
+export function entityToSummary(entity: Stored): JobSummary {
+  return {
+    jobId: text(entity, "jobId"),
+    tenantId: keysOf(entity).partitionKey,
+    requestType: text(entity, "requestType"),
+    correlationId: nullableText(entity, "correlationId"),
+    createdAt: text(entity, "createdAt"),
+  };
+}

@@ -1,0 +1,146 @@
+/**
+ * The tables both Azure layouts keep beside their job rows: idempotency records, the per-tenant
+ * job index, and the due-entry index the sweeper reads.
+ *
+ * Due index: one marker per pending outbox entry, in partitions `~due-0`…`~due-3` of the table
+ * that holds the outbox rows (`~` cannot start a job id, so they never meet). Its row key is the
+ * outbox id, so writing or deleting a marker needs nothing but the entry; `dueAt` is a property,
+ * and a sweep reads only the markers due by now: O(pending), never O(all jobs ever). A marker is
+ * written before its entry (a crash leaves an orphan marker, cleaned by the sweep, never an
+ * entry nobody finds) and deleted after its entry stops being pending.
+ */
+import { odata, type TableClient } from "@azure/data-tables";
+import { MalformedRequestError } from "../../domain/errors.ts";
+import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page } from "../../domain/model.ts";
+import { decodeCursor, encodeCursor, type PageRequest } from "../store.ts";
+import { deleteIfPresent, guarded, insertIfAbsent, queryAll } from "./client.ts";
+import { entityToIdempotency, entityToSummary, idempotencyKeys, idempotencyToEntity, keysOf, summaryToEntity } from "./entities.ts";
+import { checkEntity } from "./limits.ts";
+
+const DUE_SHARDS = 4;
+
+export interface DueMarker {
+  jobId: string;
+  outboxId: string;
+  dueAt: string;
+  /** When the marker was first written: an orphan is removed only once it is old enough. */
+  createdAt: string;
+}
+
+export type ClaimOutcome = { claimed: true } | { claimed: false; existing: IdempotencyRecord };
+
+function dueShard(outboxId: string): string {
+  let hash = 0;
+  for (let i = 0; i < outboxId.length; i++) hash = (hash * 31 + outboxId.charCodeAt(i)) >>> 0;
+  return `~due-${hash % DUE_SHARDS}`;
+}
+
+export function createIndexes(clients: { idempotency: TableClient; jobIndex: TableClient; due: TableClient }) {
+  const { idempotency, jobIndex, due } = clients;
+
+  return {
+    async claim(record: IdempotencyRecord): Promise<ClaimOutcome> {
+      return guarded("claim idempotency key", async () => {
+        const entity = idempotencyToEntity(record);
+        checkEntity(entity);
+        if ((await insertIfAbsent(idempotency, entity)).inserted) return { claimed: true };
+        const keys = idempotencyKeys(record.tenantId, record.key);
+        return { claimed: false, existing: entityToIdempotency(await idempotency.getEntity(keys.partitionKey, keys.rowKey)) };
+      });
+    },
+
+    async writeIndexRow(job: Job): Promise<void> {
+      await guarded("write job index", () => jobIndex.upsertEntity(summaryToEntity(job), "Replace"));
+    },
+
+    async listJobs(tenantId: string, page: PageRequest): Promise<Page<JobSummary>> {
+      let after = "";
+      if (page.cursor !== null) {
+        const decoded = decodeCursor(page.cursor);
+        if (decoded === null) throw new MalformedRequestError("cursor is not one this service issued", { errors: [{ path: "/query/cursor", message: "invalid cursor" }] });
+        after = decoded;
+      }
+      const rows = await guarded("list jobs", () => queryAll(jobIndex, odata`PartitionKey eq ${tenantId} and RowKey gt ${after}`, { limit: page.limit + 1 }));
+      const items = rows.slice(0, page.limit);
+      return { items: items.map(entityToSummary), nextCursor: rows.length > page.limit ? encodeCursor(keysOf(items.at(-1)!).rowKey) : null };
+    },
+
+    /** Upserts the markers of pending entries; call before writing the entries. */
+    async markDue(entries: readonly OutboxEntry[], now: string): Promise<void> {
+      const pending = entries.filter((e) => e.status === "pending" && e.nextAttemptAt !== null);
+      await guarded("write due markers", () =>
+        Promise.all(
+          pending.map((entry) =>
+            due.upsertEntity({ partitionKey: dueShard(entry.outboxId), rowKey: entry.outboxId, jobId: entry.jobId, dueAt: entry.nextAttemptAt!, createdAt: now }, "Merge"),
+          ),
+        ),
+      );
+    },
+
+    /** Deletes the markers of entries that are no longer pending; call after writing the entries. */
+    async unmarkDue(entries: readonly OutboxEntry[]): Promise<void> {
+      const settled = entries.filter((e) => e.status !== "pending");
+      await guarded("delete due markers", () => Promise.all(settled.map((entry) => deleteIfPresent(due, dueShard(entry.outboxId), entry.outboxId))));
+    },
+
+    async deleteMarker(outboxId: string): Promise<void> {
+      await guarded("delete due marker", () => deleteIfPresent(due, dueShard(outboxId), outboxId));
+    },
+
+    /** Markers due by `now` across all shards, earliest first. */
+    async dueMarkers(now: string): Promise<DueMarker[]> {
+      const shards = Array.from({ length: DUE_SHARDS }, (_, i) => `~due-${i}`);
+      const rows = await guarded("read due markers", () =>
+        Promise.all(shards.map((shard) => queryAll<Record<string, unknown>>(due, odata`PartitionKey eq ${shard} and dueAt le ${now}`))),
+      );
+      return rows
+        .flat()
+        .map((row) => ({ jobId: String(row.jobId), outboxId: keysOf(row).rowKey, dueAt: String(row.dueAt), createdAt: String(row.createdAt) }))
+        .sort((a, b) => a.dueAt.localeCompare(b.dueAt));
+    },
+  };
+}
+
+export type Indexes = ReturnType<typeof createIndexes>;
+
+/** Jobs loaded at once while a sweep resolves its markers. */
+const LOAD_CONCURRENCY = 16;
+
+/**
+ * The due work behind the markers due by `now`, cleaning as it goes: an orphan marker (its job
+ * was never stored) once older than `orphanGraceMs`, a marker of an entry no longer pending, and
+ * a marker whose entry was rescheduled (rewritten with the entry's own due time).
+ */
+export async function findDueWork(
+  indexes: Indexes,
+  loadJob: (jobId: string) => Promise<JobAggregate | null>,
+  now: Date,
+  limit: number,
+  orphanGraceMs: number,
+): Promise<OutboxWork[]> {
+  const cutoff = now.toISOString();
+  const markers = await indexes.dueMarkers(cutoff);
+  const work: OutboxWork[] = [];
+  const cleanup: Promise<unknown>[] = [];
+  for (let i = 0; i < markers.length && work.length < limit; i += LOAD_CONCURRENCY) {
+    const batch = markers.slice(i, i + LOAD_CONCURRENCY);
+    const jobs = await Promise.all(batch.map((marker) => loadJob(marker.jobId)));
+    batch.forEach((marker, b) => {
+      const aggregate = jobs[b];
+      const entry = aggregate?.outbox.find((o) => o.outboxId === marker.outboxId);
+      const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
+      if (!aggregate || !entry || !step) {
+        if (now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(indexes.deleteMarker(marker.outboxId));
+      } else if (entry.status !== "pending") {
+        cleanup.push(indexes.deleteMarker(marker.outboxId));
+      } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > cutoff) {
+        cleanup.push(indexes.markDue([entry], marker.createdAt));
+      } else {
+        work.push({ job: aggregate.job, step, entry });
+      }
+    });
+  }
+  // Cleaning is best effort: what fails now is met again by the next sweep.
+  await Promise.allSettled(cleanup);
+  return work.slice(0, limit);
+}

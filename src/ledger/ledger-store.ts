@@ -1,0 +1,157 @@
+/**
+ * The `ledger` backend: Job, Step and Outbox rows of one job share a partition of one table, so
+ * a job is created in one entity-group transaction, and so is every later change of several of
+ * its rows. Idempotency records and the job index keep their own tables.
+ *
+ * Intake costs two sequential round trips: (1) the idempotency claim beside the due markers,
+ * (2) the job transaction beside the job index row.
+ *
+ * Row keys: `JOB`, `STEP_<index, 4 digits>_<stepId>`, `OUTBOX_<outboxId>`. DESIGN.md §7 writes
+ * them with `#`, which Azure forbids in keys (and Azurite refuses with 400 InvalidInput);
+ * `_` keeps their order and shape.
+ */
+import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
+import { ConcurrencyConflictError } from "../domain/errors.ts";
+import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
+import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./azure/client.ts";
+import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./azure/entities.ts";
+import { createIndexes, findDueWork } from "./azure/indexes.ts";
+import { checkTransaction, type Entity } from "./azure/limits.ts";
+import type { CreateJobResult, JobChanges, LedgerStore } from "./store.ts";
+
+export const KEY_SEPARATOR = "_";
+export const JOB_ROW = "JOB";
+export const stepRow = (step: Pick<Step, "index" | "stepId">) => ["STEP", String(step.index).padStart(4, "0"), step.stepId].join(KEY_SEPARATOR);
+export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
+
+export interface LedgerStoreOptions extends AzureTableOptions {
+  tables: { ledger: string; idempotency: string; jobIndex: string };
+  /** A due marker whose job does not exist is removed once this old. */
+  orphanGraceSeconds?: number;
+}
+
+export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
+  const ledger = createTableClient(options.tables.ledger, options);
+  const idempotency = createTableClient(options.tables.idempotency, options);
+  const jobIndex = createTableClient(options.tables.jobIndex, options);
+  const indexes = createIndexes({ idempotency, jobIndex, due: ledger });
+  const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
+
+  function decode(jobId: string, rows: Awaited<ReturnType<typeof queryAll<Record<string, unknown>>>>): JobAggregate | null {
+    const jobRow = rows.find((r) => r.kind === KIND.job);
+    if (!jobRow) return null;
+    return {
+      job: entityToJob(jobRow),
+      steps: rows.filter((r) => r.kind === KIND.step).map(entityToStep).sort((a, b) => a.index - b.index),
+      outbox: rows.filter((r) => r.kind === KIND.outbox).map(entityToOutbox),
+    };
+  }
+
+  async function getJob(jobId: string): Promise<JobAggregate | null> {
+    return decode(jobId, await guarded("read job", () => queryAll<Record<string, unknown>>(ledger, odata`PartitionKey eq ${jobId}`)));
+  }
+
+  function withEtags(entities: Entity[], responses: TableTransactionEntityResponse[]): Map<string, string> {
+    const etags = new Map<string, string>();
+    entities.forEach((entity, i) => {
+      const etag = responses.find((r) => r.rowKey === entity.rowKey)?.etag ?? responses[i]?.etag;
+      if (etag) etags.set(entity.rowKey, etag);
+    });
+    return etags;
+  }
+
+  return {
+    async init() {
+      await guarded("create tables", () => Promise.all([ledger.createTable(), idempotency.createTable(), jobIndex.createTable()]));
+    },
+
+    async createJob(aggregate, claim): Promise<CreateJobResult> {
+      const { job } = aggregate;
+      const partitionKey = job.jobId;
+      const entities = [
+        jobToEntity(job, { partitionKey, rowKey: JOB_ROW }),
+        ...aggregate.steps.map((step) => stepToEntity(step, { partitionKey, rowKey: stepRow(step) })),
+        ...aggregate.outbox.map((entry) => outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) })),
+      ];
+      await guarded("store job", async () => checkTransaction(entities));
+
+      // Round trip 1: claim the key while the due markers go in (before their entries).
+      const [claimed] = await Promise.all([claim ? indexes.claim(claim) : Promise.resolve({ claimed: true as const }), indexes.markDue(aggregate.outbox, job.createdAt)]);
+      if (!claimed.claimed) {
+        // The markers point at a job that will never be stored; remove them off the answer's path.
+        void Promise.allSettled(aggregate.outbox.map((entry) => indexes.deleteMarker(entry.outboxId)));
+        return { outcome: "key-taken", existing: claimed.existing };
+      }
+
+      // Round trip 2: the job in one transaction, beside its index row.
+      const [transaction, indexRow] = await Promise.allSettled([
+        ledger.submitTransaction(entities.map((entity): TransactionAction => ["create", entity])),
+        indexes.writeIndexRow(job),
+      ]);
+      if (transaction.status === "rejected") {
+        // The job exists: an earlier attempt with this id committed it (atomically, so wholly).
+        const stored = statusOf(transaction.reason) === 409 ? await getJob(job.jobId) : null;
+        if (!stored) throw toDomainError(transaction.reason, "store job");
+        if (indexRow.status === "rejected") throw indexRow.reason;
+        return { outcome: "stored", aggregate: stored };
+      }
+      // Committed but not listed yet: the client's retry (same key) writes the row again.
+      if (indexRow.status === "rejected") throw indexRow.reason;
+      const etags = withEtags(entities, transaction.value.subResponses);
+      return {
+        outcome: "stored",
+        aggregate: {
+          job: { ...job, etag: etags.get(JOB_ROW)! },
+          steps: aggregate.steps.map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),
+          outbox: aggregate.outbox.map((entry) => ({ ...entry, etag: etags.get(outboxRow(entry))! })),
+        },
+      };
+    },
+
+    getJob,
+
+    listJobs: (tenantId, page) => indexes.listJobs(tenantId, page),
+
+    async saveChanges(jobId, changes: JobChanges) {
+      const partitionKey = jobId;
+      const actions: TransactionAction[] = [];
+      const entities: Entity[] = [];
+      const add = (entity: Entity, etag: string | undefined) => {
+        entities.push(entity);
+        actions.push(etag === undefined ? ["create", entity] : ["update", entity, "Replace", { etag }]);
+      };
+      if (changes.job) add(jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag);
+      for (const step of changes.steps ?? []) add(stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag);
+      for (const entry of changes.outbox ?? []) add(outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag);
+      await guarded("save job changes", async () => checkTransaction(entities));
+
+      const outbox = changes.outbox ?? [];
+      await indexes.markDue(outbox, new Date().toISOString());
+      const response = await guarded("save job changes", async () => {
+        try {
+          return await ledger.submitTransaction(actions);
+        } catch (error) {
+          // A stale etag (412), a row gone (404) or one already there (409): someone else wrote first.
+          const status = statusOf(error);
+          if (status === 412 || status === 404 || status === 409) throw new ConcurrencyConflictError(`job ${jobId} was changed by another writer`, { cause: error });
+          throw error;
+        }
+      });
+      await indexes.unmarkDue(outbox);
+      const etags = withEtags(entities, response.subResponses);
+      return {
+        ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
+        steps: (changes.steps ?? []).map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),
+        outbox: outbox.map((entry) => ({ ...entry, etag: etags.get(outboxRow(entry))! })),
+      };
+    },
+
+    findDueOutbox: (now, limit) => findDueWork(indexes, getJob, now, limit, orphanGraceMs),
+
+    async ping() {
+      await guarded("ping", () => queryAll(ledger, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));
+    },
+
+    async close() {},
+  };
+}

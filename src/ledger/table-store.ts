@@ -1,0 +1,156 @@
+/**
+ * The `table` backend: one table per kind. Writes across tables cannot be atomic, so they are
+ * ordered so that a crash between any two leaves a state that a retry of the same request, or
+ * the sweeper, completes:
+ *
+ *   1. idempotency claim ∥ due markers  — a crash here leaves a claim without a job (a retry
+ *      after the claim timeout takes it over) and orphan markers (the sweep removes them);
+ *   2. steps ∥ outbox entries          — invisible until the job row exists: getJob answers
+ *      null, the sweep skips them, a retry inserts what is missing;
+ *   3. job row ∥ job index row         — the job row is the commit point: from here the job is
+ *      read, listed and swept.
+ *
+ * Later changes write the job, then steps, then outbox entries last: an entry that is still
+ * pending after a crash is published again by the sweeper (same messageId), which then finds
+ * the step already initiated and only marks the entry sent.
+ */
+import { odata, type TableClient } from "@azure/data-tables";
+import { ConcurrencyConflictError } from "../domain/errors.ts";
+import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
+import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./azure/client.ts";
+import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./azure/entities.ts";
+import { createIndexes, findDueWork } from "./azure/indexes.ts";
+import { checkEntity, type Entity } from "./azure/limits.ts";
+import type { CreateJobResult, JobChanges, LedgerStore, SavedChanges } from "./store.ts";
+
+const JOB_ROW = "job";
+const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
+const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => entry.outboxId;
+
+export interface TableStoreOptions extends AzureTableOptions {
+  tables: { jobs: string; steps: string; outbox: string; idempotency: string; jobIndex: string };
+  /** A due marker whose job does not exist is removed once this old. */
+  orphanGraceSeconds?: number;
+}
+
+export function createTableStore(options: TableStoreOptions): LedgerStore {
+  const jobs = createTableClient(options.tables.jobs, options);
+  const steps = createTableClient(options.tables.steps, options);
+  const outbox = createTableClient(options.tables.outbox, options);
+  const idempotency = createTableClient(options.tables.idempotency, options);
+  const jobIndex = createTableClient(options.tables.jobIndex, options);
+  const indexes = createIndexes({ idempotency, jobIndex, due: outbox });
+  const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
+
+  /** Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. */
+  async function insertOrKeep(client: TableClient, entity: Entity): Promise<string> {
+    checkEntity(entity);
+    const result = await insertIfAbsent(client, entity);
+    if (result.etag) return result.etag;
+    return (await client.getEntity(entity.partitionKey, entity.rowKey)).etag;
+  }
+
+  async function replace(client: TableClient, entity: Entity, etag: string | undefined, what: string): Promise<string> {
+    checkEntity(entity);
+    try {
+      if (etag === undefined) {
+        const created = await client.createEntity(entity);
+        return created.etag ?? "";
+      }
+      const updated = await client.updateEntity(entity, "Replace", { etag });
+      return updated.etag ?? "";
+    } catch (error) {
+      const status = statusOf(error);
+      if (status === 412 || status === 404 || status === 409) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
+      throw error;
+    }
+  }
+
+  async function getJob(jobId: string): Promise<JobAggregate | null> {
+    return guarded("read job", async () => {
+      const [jobRows, stepRows, outboxRows] = await Promise.all([
+        queryAll<Record<string, unknown>>(jobs, odata`PartitionKey eq ${jobId} and RowKey eq ${JOB_ROW}`),
+        queryAll<Record<string, unknown>>(steps, odata`PartitionKey eq ${jobId}`),
+        queryAll<Record<string, unknown>>(outbox, odata`PartitionKey eq ${jobId}`),
+      ]);
+      const jobRow = jobRows[0];
+      if (!jobRow) return null;
+      return { job: entityToJob(jobRow), steps: stepRows.map(entityToStep).sort((a, b) => a.index - b.index), outbox: outboxRows.map(entityToOutbox) };
+    });
+  }
+
+  return {
+    async init() {
+      await guarded("create tables", () => Promise.all([jobs, steps, outbox, idempotency, jobIndex].map((client) => client.createTable())));
+    },
+
+    async createJob(aggregate, claim): Promise<CreateJobResult> {
+      const { job } = aggregate;
+      const partitionKey = job.jobId;
+      const jobEntity = jobToEntity(job, { partitionKey, rowKey: JOB_ROW });
+      const stepEntities = aggregate.steps.map((step) => stepToEntity(step, { partitionKey, rowKey: stepRow(step) }));
+      const outboxEntities = aggregate.outbox.map((entry) => outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }));
+      await guarded("store job", async () => [jobEntity, ...stepEntities, ...outboxEntities].forEach(checkEntity));
+
+      const [claimed] = await Promise.all([claim ? indexes.claim(claim) : Promise.resolve({ claimed: true as const }), indexes.markDue(aggregate.outbox, job.createdAt)]);
+      if (!claimed.claimed) {
+        void Promise.allSettled(aggregate.outbox.map((entry) => indexes.deleteMarker(entry.outboxId)));
+        return { outcome: "key-taken", existing: claimed.existing };
+      }
+      return guarded("store job", async () => {
+        const [stepEtags, outboxEtags] = await Promise.all([
+          Promise.all(stepEntities.map((entity) => insertOrKeep(steps, entity))),
+          Promise.all(outboxEntities.map((entity) => insertOrKeep(outbox, entity))),
+        ]);
+        const [inserted] = await Promise.all([insertIfAbsent(jobs, jobEntity), indexes.writeIndexRow(job)]);
+        if (!inserted.etag) {
+          // An earlier attempt with this id got as far as the commit point: the job is whole.
+          const stored = await getJob(job.jobId);
+          if (stored) return { outcome: "stored", aggregate: stored };
+        }
+        return {
+          outcome: "stored",
+          aggregate: {
+            job: { ...job, etag: inserted.etag ?? "" },
+            steps: aggregate.steps.map((step, i) => ({ ...step, etag: stepEtags[i]! })),
+            outbox: aggregate.outbox.map((entry, i) => ({ ...entry, etag: outboxEtags[i]! })),
+          },
+        };
+      });
+    },
+
+    getJob,
+
+    listJobs: (tenantId, page) => indexes.listJobs(tenantId, page),
+
+    async saveChanges(jobId, changes: JobChanges): Promise<SavedChanges> {
+      const partitionKey = jobId;
+      const entries = changes.outbox ?? [];
+      await indexes.markDue(entries, new Date().toISOString());
+      const saved = await guarded("save job changes", async () => {
+        const result: SavedChanges = { steps: [], outbox: [] };
+        if (changes.job) {
+          const etag = await replace(jobs, jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag, `job ${jobId}`);
+          result.job = { ...changes.job, etag };
+        }
+        result.steps = await Promise.all(
+          (changes.steps ?? []).map(async (step) => ({ ...step, etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`) })),
+        );
+        result.outbox = await Promise.all(
+          entries.map(async (entry) => ({ ...entry, etag: await replace(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag, `outbox entry ${entry.outboxId}`) })),
+        );
+        return result;
+      });
+      await indexes.unmarkDue(entries);
+      return saved;
+    },
+
+    findDueOutbox: (now, limit) => findDueWork(indexes, getJob, now, limit, orphanGraceMs),
+
+    async ping() {
+      await guarded("ping", () => queryAll(jobs, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));
+    },
+
+    async close() {},
+  };
+}

@@ -1,0 +1,14 @@
+// Azurite ships JavaScript without declarations; these are the parts test/support/azurite.ts uses.
+declare module "azurite/dist/src/table/TableServer.js" {
+  export default class TableServer {
+    constructor(configuration: unknown);
+    start(): Promise<void>;
+    close(): Promise<void>;
+    getHttpServerAddress(): string;
+  }
+}
+declare module "azurite/dist/src/table/TableConfiguration.js" {
+  export default class TableConfiguration {
+    constructor(...args: unknown[]);
+  }
+}
