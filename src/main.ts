@@ -3,7 +3,8 @@
  */
 import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
 import { loadSettings, SettingsError } from "./config/settings.ts";
-import { StoreUnavailableInBuildError } from "./ledger/create-store.ts";
+import { StorageUnavailableError } from "./domain/errors.ts";
+import { StorageRejectedError } from "./ledger/azure/client.ts";
 import { createLogger } from "./logging/logger.ts";
 import { createRuntime, StartupError } from "./runtime.ts";
 
@@ -30,7 +31,7 @@ async function main(): Promise<void> {
   try {
     runtime = await createRuntime({ settings, protocols, logger });
   } catch (error) {
-    if (error instanceof StartupError || error instanceof StoreUnavailableInBuildError) {
+    if (error instanceof StartupError || error instanceof StorageUnavailableError || error instanceof StorageRejectedError) {
       logger.fatal(error.message);
       console.error(`lucius: cannot start: ${error.message}`);
       process.exit(1);

@@ -107,18 +107,19 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
     if (existing.fingerprint !== fingerprint) {
       throw new IdempotencyKeyReusedError("this Idempotency-Key was used for a different request of this tenant");
     }
-    const aggregate = await store.getJob(existing.jobId);
-    if (aggregate) return { job: aggregate.job, replayed: true };
+    const stored = await store.getJob(existing.jobId);
     const age = now().getTime() - Date.parse(existing.createdAt);
-    if (age < claimTimeoutMs) {
+    if (!stored && age < claimTimeoutMs) {
       throw new IdempotencyKeyInFlightError("the first request with this Idempotency-Key is still being stored", {
         retryAfterSeconds: Math.max(1, Math.ceil((claimTimeoutMs - age) / 1000)),
       });
     }
-    // The first writer stopped between the claim and the job: finish its work under its job id.
+    // Store the job again under the claimed id: this completes whatever a writer that stopped
+    // part-way left undone (the job itself after the claim timeout, or its index row), and
+    // changes nothing that exists.
     const result = await store.createJob(plan(existing.jobId, command, protocol, existing.key), null);
     if (result.outcome !== "stored") throw new Error("a create without a claim cannot find the key taken");
-    return { job: dispatchNew(result.aggregate), replayed: true };
+    return { job: stored ? result.aggregate.job : dispatchNew(result.aggregate), replayed: true };
   }
 
   return {

@@ -91,11 +91,15 @@ export function resetFailedEntry(entry: OutboxEntry, now: string): OutboxEntry {
   return { ...entry, status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now };
 }
 
-/** What the fast path or the sweeper stores once a step's directive was published. */
+/**
+ * What the fast path or the sweeper stores once a step's directive was published. A step found
+ * already initiated stays as it is: on the `table` backend a crash can land between the step's
+ * write and the entry's, and the sweep's re-publish then only has the entry left to mark.
+ */
 export function applyPublished(parts: { job: Job; step: Step; entry: OutboxEntry }, now: string) {
   return {
     job: startJob(parts.job, now),
-    step: initiateStep(parts.step, now),
+    step: parts.step.status === "initiated" ? parts.step : initiateStep(parts.step, now),
     entry: markOutboxSent(parts.entry, now),
   };
 }

@@ -1,18 +1,18 @@
 import type { Settings } from "../config/settings.ts";
+import { createLedgerStore } from "./ledger-store.ts";
 import { createMemoryStore } from "./memory-store.ts";
 import type { LedgerStore } from "./store.ts";
-
-export class StoreUnavailableInBuildError extends Error {}
+import { createTableStore } from "./table-store.ts";
 
 /** The only place that knows the concrete storage adapters. */
 export function createStore(settings: Settings): LedgerStore {
+  const { tables, tableConnection } = settings;
   switch (settings.storageBackend) {
     case "memory":
       return createMemoryStore();
     case "table":
+      return createTableStore({ connection: tableConnection!, tables });
     case "ledger":
-      throw new StoreUnavailableInBuildError(
-        `LUCIUS_STORAGE_BACKEND=${settings.storageBackend}: the Azure Table backends are not part of this build yet; use memory`,
-      );
+      return createLedgerStore({ connection: tableConnection!, tables });
   }
 }

@@ -34,6 +34,8 @@ export interface DispatcherOptions {
 export interface Dispatcher {
   /** Hands directives over; returns at once. */
   dispatch(items: OutboxWork[]): void;
+  /** Publishes now, in batches per topic, and resolves once every outcome is stored (the sweeper's path). */
+  publishNow(items: OutboxWork[]): Promise<void>;
   /** Resolves when nothing handed over is still being published or stored. */
   drain(): Promise<void>;
 }
@@ -87,7 +89,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
           const next = applyPublished({ job: current.job, step: current.step, entry: current.entry }, stamp);
           const saved = await store.saveChanges(current.job.jobId, {
             ...(next.job !== current.job ? { job: next.job } : {}),
-            steps: [next.step],
+            ...(next.step !== current.step ? { steps: [next.step] } : {}),
             outbox: [next.entry],
           });
           return saved.outbox[0]!;
@@ -173,6 +175,14 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         queues.set(topic, queue);
         if (!flushing.has(topic)) track(flush(topic));
       }
+    },
+
+    async publishNow(items) {
+      const batches: Promise<unknown>[] = [];
+      for (const [topic, group] of groupByTopic(items)) {
+        for (let i = 0; i < group.length; i += MAX_BATCH_MESSAGES) batches.push(track(publishAndStore(topic, group.slice(i, i + MAX_BATCH_MESSAGES))));
+      }
+      await Promise.all(batches);
     },
 
     async drain() {

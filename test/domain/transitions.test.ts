@@ -75,3 +75,11 @@ test("applyPublished moves all three together", () => {
   const next = applyPublished({ job, step, entry }, T1);
   expect([next.job.status, next.step.status, next.entry.status]).toEqual(["in_progress", "initiated", "sent"]);
 });
+
+test("applyPublished leaves an already initiated step as it is and still marks the entry sent", () => {
+  const initiated = { ...step, status: "initiated" as const };
+  const next = applyPublished({ job: { ...job, status: "in_progress" }, step: initiated, entry }, T1);
+  expect(next.step).toBe(initiated);
+  expect(next.entry.status).toBe("sent");
+  expect(() => applyPublished({ job, step: { ...step, status: "succeeded" }, entry }, T1)).toThrow(InvalidTransitionError);
+});
