@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { azurite, freshTables } from "./support/azurite.ts";
 import { eventually } from "./support/eventually.ts";
 import { ingestCommand } from "./support/runtime.ts";
 import { runServiceExpectingExit, startService } from "./support/service-process.ts";
@@ -63,5 +64,49 @@ describe("stop", () => {
     service.proc.kill(signal);
     expect(await service.proc.exited).toBe(0);
     await eventually(() => service.logs.some((l) => l.msg === "stopped"), { what: "the stopped log line" });
+  });
+});
+
+describe("Azure backends", () => {
+  test.each(["table", "ledger"] as const)("LUCIUS_STORAGE_BACKEND=%s: a job accepted before a restart is there after it", async (backend) => {
+    const { connection } = await azurite();
+    const tables = freshTables();
+    const env = {
+      LUCIUS_STORAGE_BACKEND: backend,
+      LUCIUS_TABLE_CONNECTION: connection,
+      LUCIUS_JOBS_TABLE: tables.jobs,
+      LUCIUS_STEPS_TABLE: tables.steps,
+      LUCIUS_OUTBOX_TABLE: tables.outbox,
+      LUCIUS_LEDGER_TABLE: tables.ledger,
+      LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
+      LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
+    };
+    const first = await startService(env);
+    const accepted = await fetch(new URL("/v1/commands", first.url), { method: "POST", headers: { "idempotency-key": "restart" }, body: JSON.stringify(ingestCommand()) });
+    expect(accepted.status).toBe(202);
+    const { jobId } = (await accepted.json()) as { jobId: string };
+    first.proc.kill("SIGTERM");
+    expect(await first.proc.exited).toBe(0);
+
+    const second = await startService(env);
+    try {
+      expect(((await (await fetch(new URL(`/v1/jobs/${jobId}`, second.url))).json()) as { status: string }).status).toBe("accepted");
+      const replay = await fetch(new URL("/v1/commands", second.url), { method: "POST", headers: { "idempotency-key": "restart" }, body: JSON.stringify(ingestCommand()) });
+      expect(replay.headers.get("idempotent-replayed")).toBe("true");
+      expect(((await replay.json()) as { jobId: string }).jobId).toBe(jobId);
+      expect((await fetch(new URL("/readyz", second.url))).status).toBe(200);
+    } finally {
+      second.proc.kill("SIGTERM");
+      await second.proc.exited;
+    }
+  });
+
+  test("storage that does not answer at start stops the service with exit code 1 and a message", async () => {
+    const { code, stderr } = await runServiceExpectingExit({
+      LUCIUS_STORAGE_BACKEND: "ledger",
+      LUCIUS_TABLE_CONNECTION: (await azurite()).connection.replace(/:\d+\//, ":1/"),
+    });
+    expect(code).toBe(1);
+    expect(stderr).toContain("table storage did not answer");
   });
 });

@@ -40,7 +40,9 @@ const ProtocolDefinition = Type.Object(
     requestType: Type.String({ pattern: REQUEST_TYPE_PATTERN }),
     version: Type.Integer({ minimum: 1 }),
     description: Type.Optional(Type.String()),
-    steps: Type.Array(StepDefinition, { minItems: 1, maxItems: 100 }),
+    // The ledger backend creates a job (1 row), its steps and first directive (1 row) in one
+    // transaction of at most 100 operations.
+    steps: Type.Array(StepDefinition, { minItems: 1, maxItems: 98 }),
   },
   { additionalProperties: false },
 );

@@ -42,6 +42,15 @@ export class SettingsError extends Error {
 }
 
 export const MIN_ADMIN_KEY_LENGTH = 16;
+
+/**
+ * The sweeper's due-entry index lives in a table of its own beside the outbox rows (`table`) or
+ * the ledger (`ledger`), named after it: its queries then read only index rows, on Azure and on
+ * Azurite (which scans a whole table for any query).
+ */
+export function dueIndexTable(outboxOrLedgerTable: string): string {
+  return `${outboxOrLedgerTable}Due`;
+}
 const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
@@ -98,10 +107,12 @@ class EnvReader {
     return parsed;
   }
 
-  tableName(name: string, fallback: string): string {
+  tableName(name: string, fallback: string, options: { withDueIndex?: boolean } = {}): string {
     const value = this.string(name, fallback);
     if (!TABLE_NAME.test(value)) {
       this.problems.push(`${name}=${JSON.stringify(value)}: an Azure table name is 3-63 letters or digits, starting with a letter`);
+    } else if (options.withDueIndex && !TABLE_NAME.test(dueIndexTable(value))) {
+      this.problems.push(`${name}=${JSON.stringify(value)}: at most 60 characters, so that its due-index table ${dueIndexTable(value)} is a valid name`);
     }
     return value;
   }
@@ -117,8 +128,8 @@ export function loadSettings(env: Env): Settings {
     tables: {
       jobs: read.tableName("LUCIUS_JOBS_TABLE", "LuciusJobs"),
       steps: read.tableName("LUCIUS_STEPS_TABLE", "LuciusSteps"),
-      outbox: read.tableName("LUCIUS_OUTBOX_TABLE", "LuciusOutbox"),
-      ledger: read.tableName("LUCIUS_LEDGER_TABLE", "LuciusLedger"),
+      outbox: read.tableName("LUCIUS_OUTBOX_TABLE", "LuciusOutbox", { withDueIndex: true }),
+      ledger: read.tableName("LUCIUS_LEDGER_TABLE", "LuciusLedger", { withDueIndex: true }),
       idempotency: read.tableName("LUCIUS_IDEMPOTENCY_TABLE", "LuciusIdempotency"),
       jobIndex: read.tableName("LUCIUS_JOB_INDEX_TABLE", "LuciusJobIndex"),
     },

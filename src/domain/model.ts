@@ -45,6 +45,8 @@ export interface OutboxEntry extends Versioned {
   outboxId: string;
   jobId: string;
   stepId: string;
+  /** The index of the step it starts: lets storage find the step row without a query. */
+  stepIndex: number;
   topic: string;
   partitionKey: string;
   /** W3C trace context of the request that created the entry, carried to the message. */

@@ -56,6 +56,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     outboxId: outboxIdFor(jobId, first.index),
     jobId,
     stepId: first.stepId,
+    stepIndex: first.index,
     topic: first.topic,
     partitionKey,
     traceparent: options.traceparent,

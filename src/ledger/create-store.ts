@@ -1,4 +1,4 @@
-import type { Settings } from "../config/settings.ts";
+import { dueIndexTable, type Settings } from "../config/settings.ts";
 import { createLedgerStore } from "./ledger-store.ts";
 import { createMemoryStore } from "./memory-store.ts";
 import type { LedgerStore } from "./store.ts";
@@ -11,8 +11,8 @@ export function createStore(settings: Settings): LedgerStore {
     case "memory":
       return createMemoryStore();
     case "table":
-      return createTableStore({ connection: tableConnection!, tables });
+      return createTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox) } });
     case "ledger":
-      return createLedgerStore({ connection: tableConnection!, tables });
+      return createLedgerStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.ledger) } });
   }
 }

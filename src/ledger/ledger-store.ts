@@ -15,7 +15,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, readRow } from "./azure/indexes.ts";
 import { checkTransaction, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore } from "./store.ts";
 
@@ -25,7 +25,8 @@ export const stepRow = (step: Pick<Step, "index" | "stepId">) => ["STEP", String
 export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
 
 export interface LedgerStoreOptions extends AzureTableOptions {
-  tables: { ledger: string; idempotency: string; jobIndex: string };
+  /** `due`: the due-entry index (see dueIndexTable). */
+  tables: { ledger: string; idempotency: string; jobIndex: string; due: string };
   /** A due marker whose job does not exist is removed once this old. */
   orphanGraceSeconds?: number;
 }
@@ -34,7 +35,8 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
   const ledger = createTableClient(options.tables.ledger, options);
   const idempotency = createTableClient(options.tables.idempotency, options);
   const jobIndex = createTableClient(options.tables.jobIndex, options);
-  const indexes = createIndexes({ idempotency, jobIndex, due: ledger });
+  const due = createTableClient(options.tables.due, options);
+  const indexes = createIndexes({ idempotency, jobIndex, due });
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
 
   function decode(jobId: string, rows: Awaited<ReturnType<typeof queryAll<Record<string, unknown>>>>): JobAggregate | null {
@@ -62,7 +64,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([ledger.createTable(), idempotency.createTable(), jobIndex.createTable()]));
+      await guarded("create tables", () => Promise.all([ledger, idempotency, jobIndex, due].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -146,7 +148,22 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
       };
     },
 
-    findDueOutbox: (now, limit) => findDueWork(indexes, getJob, now, limit, orphanGraceMs),
+    findDueOutbox: (now, limit) =>
+      findDueWork(
+        indexes,
+        (marker) =>
+          guarded("read due work", async () => {
+            const [job, step, entry] = await Promise.all([
+              readRow(ledger, marker.jobId, JOB_ROW, entityToJob),
+              readRow(ledger, marker.jobId, stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
+              readRow(ledger, marker.jobId, outboxRow({ outboxId: marker.outboxId }), entityToOutbox),
+            ]);
+            return { job, step, entry };
+          }),
+        now,
+        limit,
+        orphanGraceMs,
+      ),
 
     async ping() {
       await guarded("ping", () => queryAll(ledger, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

@@ -19,7 +19,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, readRow } from "./azure/indexes.ts";
 import { checkEntity, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore, SavedChanges } from "./store.ts";
 
@@ -28,7 +28,8 @@ const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).
 const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => entry.outboxId;
 
 export interface TableStoreOptions extends AzureTableOptions {
-  tables: { jobs: string; steps: string; outbox: string; idempotency: string; jobIndex: string };
+  /** `due`: the due-entry index (see dueIndexTable). */
+  tables: { jobs: string; steps: string; outbox: string; idempotency: string; jobIndex: string; due: string };
   /** A due marker whose job does not exist is removed once this old. */
   orphanGraceSeconds?: number;
 }
@@ -39,7 +40,8 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
   const outbox = createTableClient(options.tables.outbox, options);
   const idempotency = createTableClient(options.tables.idempotency, options);
   const jobIndex = createTableClient(options.tables.jobIndex, options);
-  const indexes = createIndexes({ idempotency, jobIndex, due: outbox });
+  const due = createTableClient(options.tables.due, options);
+  const indexes = createIndexes({ idempotency, jobIndex, due });
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
 
   /** Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. */
@@ -81,7 +83,7 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([jobs, steps, outbox, idempotency, jobIndex].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([jobs, steps, outbox, idempotency, jobIndex, due].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -145,7 +147,22 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
       return saved;
     },
 
-    findDueOutbox: (now, limit) => findDueWork(indexes, getJob, now, limit, orphanGraceMs),
+    findDueOutbox: (now, limit) =>
+      findDueWork(
+        indexes,
+        (marker) =>
+          guarded("read due work", async () => {
+            const [job, step, entry] = await Promise.all([
+              readRow(jobs, marker.jobId, JOB_ROW, entityToJob),
+              readRow(steps, marker.jobId, stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
+              readRow(outbox, marker.jobId, outboxRow({ outboxId: marker.outboxId }), entityToOutbox),
+            ]);
+            return { job, step, entry };
+          }),
+        now,
+        limit,
+        orphanGraceMs,
+      ),
 
     async ping() {
       await guarded("ping", () => queryAll(jobs, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

@@ -12,7 +12,7 @@ const job: Job = {
 };
 const step: Step = { jobId: "j", stepId: "s", index: 0, name: "ocr", topic: "ocr-requests", status: "pending", updatedAt: T0 };
 const entry: OutboxEntry = {
-  outboxId: "o", jobId: "j", stepId: "s", topic: "ocr-requests", partitionKey: "j", traceparent: null, status: "pending",
+  outboxId: "o", jobId: "j", stepId: "s", stepIndex: 0, topic: "ocr-requests", partitionKey: "j", traceparent: null, status: "pending",
   attempts: 0, nextAttemptAt: T1, lastError: null, sentAt: null, createdAt: T0, updatedAt: T0,
 };
 const failure = { error: "boom", retryable: true, now: T1, nextAttemptAt: "2026-01-01T00:00:31.000Z", maxAttempts: 3 };

@@ -48,5 +48,6 @@ export function freshTables() {
     ledger: `${prefix}Ledger`,
     idempotency: `${prefix}Idem`,
     jobIndex: `${prefix}Index`,
+    due: `${prefix}Due`,
   };
 }

@@ -2,18 +2,18 @@
  * The tables both Azure layouts keep beside their job rows: idempotency records, the per-tenant
  * job index, and the due-entry index the sweeper reads.
  *
- * Due index: one marker per pending outbox entry, in partitions `~due-0`…`~due-3` of the table
- * that holds the outbox rows (`~` cannot start a job id, so they never meet). Its row key is the
- * outbox id, so writing or deleting a marker needs nothing but the entry; `dueAt` is a property,
- * and a sweep reads only the markers due by now: O(pending), never O(all jobs ever). A marker is
- * written before its entry (a crash leaves an orphan marker, cleaned by the sweep, never an
- * entry nobody finds) and deleted after its entry stops being pending.
+ * Due index: one marker per pending outbox entry, in a table of its own (see dueIndexTable),
+ * spread over partitions `due-0`…`due-3`. Its row key is the outbox id, so writing or deleting a
+ * marker needs nothing but the entry; `dueAt` is a property, and a sweep reads only the markers
+ * due by now, then the rows they point at by point reads: O(pending), never O(all jobs ever). A
+ * marker is written before its entry (a crash leaves an orphan marker, cleaned by the sweep,
+ * never an entry nobody finds) and deleted after its entry stops being pending.
  */
-import { odata, type TableClient } from "@azure/data-tables";
+import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import { MalformedRequestError } from "../../domain/errors.ts";
-import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page } from "../../domain/model.ts";
+import type { IdempotencyRecord, Job, JobSummary, OutboxEntry, OutboxWork, Page, Step } from "../../domain/model.ts";
 import { decodeCursor, encodeCursor, type PageRequest } from "../store.ts";
-import { deleteIfPresent, guarded, insertIfAbsent, queryAll } from "./client.ts";
+import { deleteIfPresent, guarded, insertIfAbsent, queryAll, statusOf } from "./client.ts";
 import { entityToIdempotency, entityToSummary, idempotencyKeys, idempotencyToEntity, keysOf, summaryToEntity } from "./entities.ts";
 import { checkEntity } from "./limits.ts";
 
@@ -22,6 +22,8 @@ const DUE_SHARDS = 4;
 export interface DueMarker {
   jobId: string;
   outboxId: string;
+  stepId: string;
+  stepIndex: number;
   dueAt: string;
   /** When the marker was first written: an orphan is removed only once it is old enough. */
   createdAt: string;
@@ -32,7 +34,7 @@ export type ClaimOutcome = { claimed: true } | { claimed: false; existing: Idemp
 function dueShard(outboxId: string): string {
   let hash = 0;
   for (let i = 0; i < outboxId.length; i++) hash = (hash * 31 + outboxId.charCodeAt(i)) >>> 0;
-  return `~due-${hash % DUE_SHARDS}`;
+  return `due-${hash % DUE_SHARDS}`;
 }
 
 export function createIndexes(clients: { idempotency: TableClient; jobIndex: TableClient; due: TableClient }) {
@@ -71,7 +73,10 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
       await guarded("write due markers", () =>
         Promise.all(
           pending.map((entry) =>
-            due.upsertEntity({ partitionKey: dueShard(entry.outboxId), rowKey: entry.outboxId, jobId: entry.jobId, dueAt: entry.nextAttemptAt!, createdAt: now }, "Merge"),
+            due.upsertEntity(
+              { partitionKey: dueShard(entry.outboxId), rowKey: entry.outboxId, jobId: entry.jobId, stepId: entry.stepId, stepIndex: entry.stepIndex, dueAt: entry.nextAttemptAt!, createdAt: now },
+              "Merge",
+            ),
           ),
         ),
       );
@@ -89,13 +94,13 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
 
     /** Markers due by `now` across all shards, earliest first. */
     async dueMarkers(now: string): Promise<DueMarker[]> {
-      const shards = Array.from({ length: DUE_SHARDS }, (_, i) => `~due-${i}`);
+      const shards = Array.from({ length: DUE_SHARDS }, (_, i) => `due-${i}`);
       const rows = await guarded("read due markers", () =>
         Promise.all(shards.map((shard) => queryAll<Record<string, unknown>>(due, odata`PartitionKey eq ${shard} and dueAt le ${now}`))),
       );
       return rows
         .flat()
-        .map((row) => ({ jobId: String(row.jobId), outboxId: keysOf(row).rowKey, dueAt: String(row.dueAt), createdAt: String(row.createdAt) }))
+        .map((row) => ({ jobId: String(row.jobId), outboxId: keysOf(row).rowKey, stepId: String(row.stepId), stepIndex: Number(row.stepIndex), dueAt: String(row.dueAt), createdAt: String(row.createdAt) }))
         .sort((a, b) => a.dueAt.localeCompare(b.dueAt));
     },
   };
@@ -103,44 +108,54 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
 
 export type Indexes = ReturnType<typeof createIndexes>;
 
-/** Jobs loaded at once while a sweep resolves its markers. */
+/** Markers resolved at once while a sweep reads the rows they point at. */
 const LOAD_CONCURRENCY = 16;
+
+/** The rows a marker points at, each null when absent. */
+export interface MarkedRows {
+  job: Job | null;
+  step: Step | null;
+  entry: OutboxEntry | null;
+}
 
 /**
  * The due work behind the markers due by `now`, cleaning as it goes: an orphan marker (its job
  * was never stored) once older than `orphanGraceMs`, a marker of an entry no longer pending, and
  * a marker whose entry was rescheduled (rewritten with the entry's own due time).
  */
-export async function findDueWork(
-  indexes: Indexes,
-  loadJob: (jobId: string) => Promise<JobAggregate | null>,
-  now: Date,
-  limit: number,
-  orphanGraceMs: number,
-): Promise<OutboxWork[]> {
+export async function findDueWork(indexes: Indexes, load: (marker: DueMarker) => Promise<MarkedRows>, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
   const cutoff = now.toISOString();
   const markers = await indexes.dueMarkers(cutoff);
   const work: OutboxWork[] = [];
   const cleanup: Promise<unknown>[] = [];
   for (let i = 0; i < markers.length && work.length < limit; i += LOAD_CONCURRENCY) {
     const batch = markers.slice(i, i + LOAD_CONCURRENCY);
-    const jobs = await Promise.all(batch.map((marker) => loadJob(marker.jobId)));
+    const loaded = await Promise.all(batch.map(load));
     batch.forEach((marker, b) => {
-      const aggregate = jobs[b];
-      const entry = aggregate?.outbox.find((o) => o.outboxId === marker.outboxId);
-      const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
-      if (!aggregate || !entry || !step) {
-        if (now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(indexes.deleteMarker(marker.outboxId));
+      const { job, step, entry } = loaded[b]!;
+      if (!job || !entry || !step) {
+        // The job row is the commit point: without it, the entry may still be on its way.
+        if (job || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(indexes.deleteMarker(marker.outboxId));
       } else if (entry.status !== "pending") {
         cleanup.push(indexes.deleteMarker(marker.outboxId));
       } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > cutoff) {
         cleanup.push(indexes.markDue([entry], marker.createdAt));
       } else {
-        work.push({ job: aggregate.job, step, entry });
+        work.push({ job, step, entry });
       }
     });
   }
   // Cleaning is best effort: what fails now is met again by the next sweep.
   await Promise.allSettled(cleanup);
   return work.slice(0, limit);
+}
+
+/** A point read that answers null for a missing row. */
+export async function readRow<T>(client: TableClient, partitionKey: string, rowKey: string, decode: (row: TableEntityResult<Record<string, unknown>>) => T): Promise<T | null> {
+  try {
+    return decode(await client.getEntity<Record<string, unknown>>(partitionKey, rowKey));
+  } catch (error) {
+    if (statusOf(error) === 404) return null;
+    throw error;
+  }
 }

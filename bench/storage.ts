@@ -1,0 +1,156 @@
+/**
+ * Storage cost of the intake and of a sweep, on Azurite (a Node child process):
+ *  1. storage calls and sequential round trips per accepted command, per backend, counted with
+ *     an HTTP pipeline policy on the SDK clients;
+ *  2. one sweep over the due index with 10 due entries among 1,000 vs 50,000 sent entries (ledger).
+ *
+ *   bun run bench:storage [--commands 200]
+ */
+import { parseArgs } from "node:util";
+import type { TableClient } from "@azure/data-tables";
+import { bundledRegistry } from "../src/config/protocols.ts";
+import { loadSettings } from "../src/config/settings.ts";
+import { createLedgerStore } from "../src/ledger/ledger-store.ts";
+import { createMemoryStore } from "../src/ledger/memory-store.ts";
+import type { LedgerStore } from "../src/ledger/store.ts";
+import { createTableStore } from "../src/ledger/table-store.ts";
+import { createTableClient } from "../src/ledger/azure/client.ts";
+import { outboxToEntity } from "../src/ledger/azure/entities.ts";
+import { outboxRow } from "../src/ledger/ledger-store.ts";
+import { silentLogger } from "../src/logging/logger.ts";
+import { createRuntime } from "../src/runtime.ts";
+import { newJobId, outboxIdFor, stepIdFor } from "../src/domain/ids.ts";
+import { freshTables } from "../test/support/azurite.ts";
+import { startAzuriteProcess } from "./azurite-process.ts";
+
+const { values } = parseArgs({ options: { commands: { type: "string", default: "200" } } });
+const commands = Number(values.commands);
+
+interface Call {
+  start: number;
+  end: number;
+}
+
+/** Records every HTTP call's interval so that round trips can be counted per command. */
+function callRecorder() {
+  let calls: Call[] = [];
+  return {
+    configureClient(client: TableClient) {
+      client.pipeline.addPolicy({
+        name: "benchCount",
+        async sendRequest(request, next) {
+          const call: Call = { start: performance.now(), end: Number.POSITIVE_INFINITY };
+          calls.push(call);
+          try {
+            return await next(request);
+          } finally {
+            call.end = performance.now();
+          }
+        },
+      });
+    },
+    take(): Call[] {
+      const taken = calls;
+      calls = [];
+      return taken;
+    },
+  };
+}
+
+/** The longest chain of calls each starting after the previous ended: sequential round trips. */
+function sequentialRoundTrips(calls: Call[]): number {
+  let chain = 0;
+  let lastEnd = Number.NEGATIVE_INFINITY;
+  for (const call of [...calls].sort((a, b) => a.end - b.end)) {
+    if (call.start >= lastEnd) {
+      chain++;
+      lastEnd = call.end;
+    }
+  }
+  return chain;
+}
+
+const percentile = (values: number[], p: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor((p / 100) * values.length))]!;
+const median = (values: number[]) => percentile(values, 50);
+
+const azurite = await startAzuriteProcess();
+try {
+  console.log(`storage benchmark on Azurite (Node child process), Bun ${Bun.version}`);
+  console.log(`\n1. intake: ${commands} commands each with an Idempotency-Key, one at a time, no publisher`);
+  console.log("   backend  calls/command  sequential round trips before the 202  p50 ms  p99 ms");
+  const protocols = bundledRegistry();
+  for (const backend of ["memory", "table", "ledger"] as const) {
+    const recorder = callRecorder();
+    const tables = freshTables();
+    const options = { connection: azurite.connection, tables, configureClient: recorder.configureClient };
+    const store: LedgerStore = backend === "memory" ? createMemoryStore() : backend === "table" ? createTableStore(options) : createLedgerStore(options);
+    const runtime = await createRuntime({ settings: loadSettings({}), protocols, logger: silentLogger, store, publisher: null });
+    recorder.take();
+    const perCommand: { calls: number; trips: number; ms: number }[] = [];
+    for (let i = 0; i < commands; i++) {
+      const started = performance.now();
+      const response = await runtime.app.handle(
+        new Request("http://localhost/v1/commands", {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": `bench-${i}` },
+          body: JSON.stringify({ requestType: "document.ingest", tenantId: "bench", payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" } }),
+        }),
+      );
+      const ms = performance.now() - started;
+      if (response.status !== 202) throw new Error(`intake answered ${response.status}: ${await response.text()}`);
+      const calls = recorder.take();
+      perCommand.push({ calls: calls.length, trips: sequentialRoundTrips(calls), ms });
+    }
+    const measured = perCommand.slice(Math.floor(commands / 10)); // first tenth is warm-up
+    const avg = (f: (c: (typeof measured)[0]) => number) => measured.reduce((sum, c) => sum + f(c), 0) / measured.length;
+    console.log(
+      `   ${backend.padEnd(7)}  ${avg((c) => c.calls).toFixed(2).padStart(13)}  ${avg((c) => c.trips).toFixed(2).padStart(37)}  ${median(measured.map((c) => c.ms)).toFixed(2).padStart(6)}  ${percentile(measured.map((c) => c.ms), 99).toFixed(2).padStart(6)}`,
+    );
+  }
+
+  console.log("\n2. sweep over the due index (ledger): 10 due entries among N sent entries");
+  const sweepTimes: Record<number, number> = {};
+  for (const sent of [1_000, 50_000]) {
+    const tables = freshTables();
+    const store = createLedgerStore({ connection: azurite.connection, tables });
+    await store.init();
+    // History: sent outbox rows, 100 per job partition in single transactions (no markers: sent entries have none).
+    const ledger = createTableClient(tables.ledger, { connection: azurite.connection });
+    const fill: Promise<unknown>[] = [];
+    const now = new Date();
+    for (let p = 0; p < sent / 100; p++) {
+      const jobId = newJobId();
+      const rows = Array.from({ length: 100 }, (_, i) =>
+        outboxToEntity(
+          { outboxId: outboxIdFor(jobId, i), jobId, stepId: stepIdFor(jobId, i), stepIndex: i, topic: "ocr-requests", partitionKey: jobId, traceparent: null, status: "sent", attempts: 1, nextAttemptAt: null, lastError: null, sentAt: now.toISOString(), createdAt: now.toISOString(), updatedAt: now.toISOString() },
+          { partitionKey: jobId, rowKey: outboxRow({ outboxId: outboxIdFor(jobId, i) }) },
+        ),
+      );
+      fill.push(ledger.submitTransaction(rows.map((row) => ["create", row])));
+      if (fill.length >= 16) await Promise.all(fill.splice(0));
+    }
+    await Promise.all(fill);
+    // The due entries go in through the real intake path, due 30 s after creation.
+    const { planJob } = await import("../src/domain/plan-job.ts");
+    const protocol = protocols.get("document.ingest")!;
+    for (let i = 0; i < 10; i++) {
+      await store.createJob(
+        planJob({ jobId: newJobId(), command: { requestType: "document.ingest", tenantId: "bench", correlationId: null, idempotencyKey: null, payload: { documentId: `d${i}` } }, protocol, traceparent: null, now, retryDelaySeconds: 30 }),
+        null,
+      );
+    }
+    const sweepAt = new Date(now.getTime() + 60_000);
+    const times: number[] = [];
+    for (let run = 0; run < 21; run++) {
+      const started = performance.now();
+      const due = await store.findDueOutbox(sweepAt, 100);
+      times.push(performance.now() - started);
+      if (due.length !== 10) throw new Error(`expected 10 due entries, found ${due.length}`);
+    }
+    sweepTimes[sent] = median(times.slice(1));
+    console.log(`   ${String(sent).padStart(6)} sent: median sweep ${sweepTimes[sent]!.toFixed(2)} ms (20 runs)`);
+  }
+  console.log(`   ratio 50,000 / 1,000: ${(sweepTimes[50_000]! / sweepTimes[1_000]!).toFixed(2)}`);
+} finally {
+  await azurite.stop();
+}
