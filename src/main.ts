@@ -6,7 +6,7 @@ import { loadSettings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
 import { StorageRejectedError } from "./ledger/azure/client.ts";
 import { createLogger } from "./logging/logger.ts";
-import { createRuntime, StartupError } from "./runtime.ts";
+import { createRuntime } from "./runtime.ts";
 
 /** Bun's own limit is only a backstop: ours, lower, answers with a problem+json 413. */
 function bunBodyLimit(maxBodyBytes: number): number {
@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   try {
     runtime = await createRuntime({ settings, protocols, logger });
   } catch (error) {
-    if (error instanceof StartupError || error instanceof StorageUnavailableError || error instanceof StorageRejectedError) {
+    if (error instanceof StorageUnavailableError || error instanceof StorageRejectedError) {
       logger.fatal(error.message);
       console.error(`lucius: cannot start: ${error.message}`);
       process.exit(1);
@@ -57,6 +57,10 @@ async function main(): Promise<void> {
   );
   if (!runtime.dispatcher) {
     logger.warn("publishing disabled: LUCIUS_SERVICEBUS_CONNECTION is not set, so outbox entries stay pending");
+  } else {
+    // The endpoint only: the connection string carries the key.
+    const endpoint = /Endpoint=([^;]+)/i.exec(settings.serviceBusConnection ?? "")?.[1] ?? "(unknown endpoint)";
+    logger.info({ endpoint }, "publishing to Azure Service Bus");
   }
 
   let stopping = false;

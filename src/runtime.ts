@@ -12,6 +12,7 @@ import type { LedgerStore } from "./ledger/store.ts";
 import type { Logger } from "./logging/logger.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
+import { createServiceBusPublisher } from "./outbox/service-bus-publisher.ts";
 
 export interface RuntimeOptions {
   settings: Settings;
@@ -32,19 +33,20 @@ export interface Runtime {
   stop(): Promise<void>;
 }
 
-export class StartupError extends Error {}
-
-function selectPublisher(settings: Settings, injected: Publisher | null | undefined): Publisher | null {
-  if (injected !== undefined) return injected;
-  if (settings.serviceBusConnection !== null) {
-    throw new StartupError("LUCIUS_SERVICEBUS_CONNECTION is set, but this build has no Service Bus publisher yet; unset it to run without publishing");
-  }
-  return null;
+function selectPublisher(options: RuntimeOptions): Publisher | null {
+  if (options.publisher !== undefined) return options.publisher;
+  const { settings, protocols, logger } = options;
+  if (settings.serviceBusConnection === null) return null;
+  return createServiceBusPublisher({
+    connectionString: settings.serviceBusConnection,
+    readinessTopic: protocols.list()[0]?.steps[0]?.topic ?? null,
+    logger,
+  });
 }
 
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { settings, logger } = options;
-  const publisher = selectPublisher(settings, options.publisher);
+  const publisher = selectPublisher(options);
   const store = options.store ?? createStore(settings);
   await store.init();
   const dispatcher = publisher

@@ -7,7 +7,7 @@
  * Not a Service Bus: no $management (peek, renew-lock, schedule), no sessions, no filters.
  */
 import { randomUUID } from "node:crypto";
-import type { Server } from "node:net";
+import type { Server, Socket } from "node:net";
 import rhea, { type Connection, type Delivery, type EventContext, type Sender } from "rhea";
 
 /** rhea's typings leave out what a broker needs: link internals, message headers, outcomes. */
@@ -331,8 +331,13 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
 
   let server: Server;
   let port = options.port ?? 0;
+  const sockets = new Set<Socket>();
   async function listen(): Promise<void> {
     server = container.listen({ host, port }) as unknown as Server;
+    server.on("connection", (socket: Socket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    });
     await new Promise<void>((resolve, reject) => {
       server.once("listening", resolve);
       server.once("error", reject);
@@ -341,11 +346,12 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
   }
   await listen();
 
+  /** Closes every connection at once, as a broker that went away would. */
   const dropAll = () => {
-    for (const connection of connections) {
-      connection.close({ condition: "amqp:connection:forced", description: "dev broker: dropped" });
-    }
+    for (const connection of connections) connection.close({ condition: "amqp:connection:forced", description: "dev broker: dropped" });
     connections.clear();
+    for (const socket of sockets) socket.destroy();
+    sockets.clear();
   };
 
   return {

@@ -7,7 +7,9 @@ import { createRuntime } from "../../src/runtime.ts";
 
 export interface TestRuntimeOptions {
   env?: Record<string, string>;
+  /** In-process publisher; absent: none, unless `publisherFromSettings` asks for the configured one. */
   publisher?: Publisher | null;
+  publisherFromSettings?: boolean;
   store?: LedgerStore;
   protocols?: ProtocolRegistry;
   now?: () => Date;
@@ -22,7 +24,7 @@ export async function startTestRuntime(options: TestRuntimeOptions = {}) {
     settings,
     protocols: options.protocols ?? (bundled ??= bundledRegistry()),
     logger: silentLogger,
-    publisher: options.publisher ?? null,
+    ...(options.publisherFromSettings ? {} : { publisher: options.publisher ?? null }),
     ...(options.store ? { store: options.store } : {}),
     ...(options.now ? { now: options.now } : {}),
   });

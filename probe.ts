@@ -1,0 +1,10 @@
+import { startBroker } from "./test/support/service-bus.ts";
+import { startTestRuntime, ingestCommand } from "./test/support/runtime.ts";
+const bus = await startBroker();
+const service = await startTestRuntime({ env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString }, publisherFromSettings: true });
+const r = await service.postCommand(ingestCommand());
+await service.runtime.dispatcher!.drain();
+console.log("drained");
+let t = performance.now();
+await service.runtime.stop(); console.log("runtime stopped", (performance.now() - t).toFixed(0));
+await bus.stop();
