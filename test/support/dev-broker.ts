@@ -159,10 +159,13 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
       }
       window.set(id, now);
     }
-    acceptedLog.set(entity, [...(acceptedLog.get(entity) ?? []), message]);
+    let log = acceptedLog.get(entity);
+    if (!log) acceptedLog.set(entity, (log = []));
+    log.push(message);
     const targets = topics.get(entity) ?? [queues.get(entity)!];
     for (const queue of targets) {
-      queue.available.push({ message: structuredClone(message), sequenceNumber: ++sequence, enqueuedAt: new Date(), deliveryCount: 0 });
+      // Shared between subscriptions: a stored message is never changed in place, only copied.
+      queue.available.push({ message, sequenceNumber: ++sequence, enqueuedAt: new Date(), deliveryCount: 0 });
       pump(queue);
     }
   }
@@ -335,6 +338,8 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
   async function listen(): Promise<void> {
     server = container.listen({ host, port }) as unknown as Server;
     server.on("connection", (socket: Socket) => {
+      // Nagle's algorithm against the client's delayed ACKs costs 40 ms per batch round trip.
+      socket.setNoDelay(true);
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
     });
