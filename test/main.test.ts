@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { azurite, freshTables } from "./support/azurite.ts";
+import { startBroker } from "./support/service-bus.ts";
 import { eventually } from "./support/eventually.ts";
 import { ingestCommand } from "./support/runtime.ts";
 import { runServiceExpectingExit, startService } from "./support/service-process.ts";
@@ -108,5 +109,28 @@ describe("Azure backends", () => {
     });
     expect(code).toBe(1);
     expect(stderr).toContain("table storage did not answer");
+  });
+});
+
+describe("Service Bus", () => {
+  test("with LUCIUS_SERVICEBUS_CONNECTION the service publishes, logs the endpoint but never the key, and stops cleanly", async () => {
+    const bus = await startBroker();
+    try {
+      const connection = bus.broker.connectionString.replace("SharedAccessKey=dev", "SharedAccessKey=s3cr3t-k3y");
+      const service = await startService({ LUCIUS_SERVICEBUS_CONNECTION: connection });
+      const accepted = await fetch(new URL("/v1/commands", service.url), { method: "POST", body: JSON.stringify(ingestCommand()) });
+      expect(accepted.status).toBe(202);
+      const { jobId } = (await accepted.json()) as { jobId: string };
+      const [message] = await bus.receive("ocr-requests", 1);
+      expect((message?.body as { jobId: string }).jobId).toBe(jobId);
+      expect((await fetch(new URL("/readyz", service.url))).status).toBe(200);
+      service.proc.kill("SIGTERM");
+      expect(await service.proc.exited).toBe(0);
+      await eventually(() => service.logs.some((l) => l.msg === "stopped"));
+      expect(service.logs.find((l) => l.msg === "publishing to Azure Service Bus")).toMatchObject({ endpoint: `sb://127.0.0.1:${bus.broker.port}` });
+      expect(JSON.stringify(service.logs)).not.toContain("s3cr3t");
+    } finally {
+      await bus.stop();
+    }
   });
 });
