@@ -15,7 +15,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, readRow } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, type RowLayout } from "./azure/indexes.ts";
 import { checkTransaction, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore } from "./store.ts";
 
@@ -38,6 +38,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
   const due = createTableClient(options.tables.due, options);
   const indexes = createIndexes({ idempotency, jobIndex, due });
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
+  const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
   function decode(jobId: string, rows: Awaited<ReturnType<typeof queryAll<Record<string, unknown>>>>): JobAggregate | null {
     const jobRow = rows.find((r) => r.kind === KIND.job);
@@ -148,22 +149,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
       };
     },
 
-    findDueOutbox: (now, limit) =>
-      findDueWork(
-        indexes,
-        (marker) =>
-          guarded("read due work", async () => {
-            const [job, step, entry] = await Promise.all([
-              readRow(ledger, marker.jobId, JOB_ROW, entityToJob),
-              readRow(ledger, marker.jobId, stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
-              readRow(ledger, marker.jobId, outboxRow({ outboxId: marker.outboxId }), entityToOutbox),
-            ]);
-            return { job, step, entry };
-          }),
-        now,
-        limit,
-        orphanGraceMs,
-      ),
+    findDueOutbox: (now, limit) => findDueWork(indexes, layout, now, limit, orphanGraceMs),
 
     async ping() {
       await guarded("ping", () => queryAll(ledger, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

@@ -19,7 +19,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, readRow } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, type RowLayout } from "./azure/indexes.ts";
 import { checkEntity, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore, SavedChanges } from "./store.ts";
 
@@ -43,6 +43,7 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
   const due = createTableClient(options.tables.due, options);
   const indexes = createIndexes({ idempotency, jobIndex, due });
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
+  const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
 
   /** Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. */
   async function insertOrKeep(client: TableClient, entity: Entity): Promise<string> {
@@ -147,22 +148,7 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
       return saved;
     },
 
-    findDueOutbox: (now, limit) =>
-      findDueWork(
-        indexes,
-        (marker) =>
-          guarded("read due work", async () => {
-            const [job, step, entry] = await Promise.all([
-              readRow(jobs, marker.jobId, JOB_ROW, entityToJob),
-              readRow(steps, marker.jobId, stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
-              readRow(outbox, marker.jobId, outboxRow({ outboxId: marker.outboxId }), entityToOutbox),
-            ]);
-            return { job, step, entry };
-          }),
-        now,
-        limit,
-        orphanGraceMs,
-      ),
+    findDueOutbox: (now, limit) => findDueWork(indexes, layout, now, limit, orphanGraceMs),
 
     async ping() {
       await guarded("ping", () => queryAll(jobs, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

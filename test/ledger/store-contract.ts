@@ -52,8 +52,26 @@ const claimFor = (aggregate: JobAggregate, key = "k-1"): IdempotencyRecord => ({
   createdAt: aggregate.job.createdAt,
 });
 
-export function describeStoreContract(name: string, makeStore: () => Promise<LedgerStore>) {
+export interface StoreCapabilities {
+  /** saveChanges writes all of its entities or none (memory, ledger); `table` cannot. */
+  atomicChanges: boolean;
+}
+
+export function describeStoreContract(name: string, makeStore: () => Promise<LedgerStore>, capabilities: StoreCapabilities) {
   describe(`LedgerStore contract: ${name}`, () => {
+    if (capabilities.atomicChanges) {
+      test("saveChanges with one stale etag writes nothing of the change", async () => {
+        const store = await makeStore();
+        const { job, steps, outbox } = await storeJob(store);
+        const now = new Date().toISOString();
+        await store.saveChanges(job.jobId, { outbox: [recordPublishFailure(outbox[0]!, { error: "x", retryable: true, now, nextAttemptAt: now, maxAttempts: 3 })] });
+        const next = applyPublished({ job, step: steps[0]!, entry: outbox[0]! }, now);
+        await expect(store.saveChanges(job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] })).rejects.toBeInstanceOf(ConcurrencyConflictError);
+        const read = (await store.getJob(job.jobId))!;
+        expect([read.job.status, read.steps[0]!.status, read.outbox[0]!.status]).toEqual(["accepted", "pending", "pending"]);
+      });
+    }
+
     test("createJob stores job, steps and outbox exactly, and getJob returns them with etags", async () => {
       const store = await makeStore();
       const planned = sampleJob();

@@ -14,7 +14,7 @@ import { MalformedRequestError } from "../../domain/errors.ts";
 import type { IdempotencyRecord, Job, JobSummary, OutboxEntry, OutboxWork, Page, Step } from "../../domain/model.ts";
 import { decodeCursor, encodeCursor, type PageRequest } from "../store.ts";
 import { deleteIfPresent, guarded, insertIfAbsent, queryAll, statusOf } from "./client.ts";
-import { entityToIdempotency, entityToSummary, idempotencyKeys, idempotencyToEntity, keysOf, summaryToEntity } from "./entities.ts";
+import { entityToIdempotency, entityToJob, entityToOutbox, entityToStep, entityToSummary, idempotencyKeys, idempotencyToEntity, keysOf, summaryToEntity } from "./entities.ts";
 import { checkEntity } from "./limits.ts";
 
 const DUE_SHARDS = 4;
@@ -118,19 +118,40 @@ export interface MarkedRows {
   entry: OutboxEntry | null;
 }
 
+/** Where a layout keeps a job's rows (all in the job's partition) and under which row keys. */
+export interface RowLayout {
+  clients: { job: TableClient; step: TableClient; outbox: TableClient };
+  jobRow: string;
+  stepRow(step: Pick<Step, "index" | "stepId">): string;
+  outboxRow(entry: Pick<OutboxEntry, "outboxId">): string;
+}
+
+/** The job, step and entry a marker points at, by three point reads in parallel. */
+export function readMarkedRows(layout: RowLayout, marker: DueMarker): Promise<MarkedRows> {
+  const { clients } = layout;
+  return guarded("read due work", async () => {
+    const [job, step, entry] = await Promise.all([
+      readRow(clients.job, marker.jobId, layout.jobRow, entityToJob),
+      readRow(clients.step, marker.jobId, layout.stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
+      readRow(clients.outbox, marker.jobId, layout.outboxRow({ outboxId: marker.outboxId }), entityToOutbox),
+    ]);
+    return { job, step, entry };
+  });
+}
+
 /**
  * The due work behind the markers due by `now`, cleaning as it goes: an orphan marker (its job
  * was never stored) once older than `orphanGraceMs`, a marker of an entry no longer pending, and
  * a marker whose entry was rescheduled (rewritten with the entry's own due time).
  */
-export async function findDueWork(indexes: Indexes, load: (marker: DueMarker) => Promise<MarkedRows>, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
+export async function findDueWork(indexes: Indexes, layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
   const cutoff = now.toISOString();
   const markers = await indexes.dueMarkers(cutoff);
   const work: OutboxWork[] = [];
   const cleanup: Promise<unknown>[] = [];
   for (let i = 0; i < markers.length && work.length < limit; i += LOAD_CONCURRENCY) {
     const batch = markers.slice(i, i + LOAD_CONCURRENCY);
-    const loaded = await Promise.all(batch.map(load));
+    const loaded = await Promise.all(batch.map((marker) => readMarkedRows(layout, marker)));
     batch.forEach((marker, b) => {
       const { job, step, entry } = loaded[b]!;
       if (!job || !entry || !step) {
