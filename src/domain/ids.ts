@@ -15,6 +15,12 @@ export function stepIdFor(jobId: string, stepIndex: number): string {
   return `${jobId}.s${stepIndex}`;
 }
 
+/** The job an outbox id belongs to (the inverse of outboxIdFor); null for an id not of that shape. */
+export function jobIdOfOutbox(outboxId: string): string | null {
+  const match = /^(.+)\.s\d+\.d\d+$/.exec(outboxId);
+  return match ? match[1]! : null;
+}
+
 /** `dispatch` counts the directives issued for one step: 0 for its first run. */
 export function outboxIdFor(jobId: string, stepIndex: number, dispatch = 0): string {
   return `${jobId}.s${stepIndex}.d${dispatch}`;

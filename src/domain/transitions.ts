@@ -85,6 +85,16 @@ export function recordPublishFailure(entry: OutboxEntry, failure: PublishFailure
   };
 }
 
+/**
+ * A sweeper's lease: a pending entry is claimed by moving its due time to the end of the lease,
+ * written conditionally on its etag. Other sweepers no longer see it as due; if the holder dies,
+ * the entry falls due again when the lease ends. Not an attempt: only outcomes count.
+ */
+export function leaseEntry(entry: OutboxEntry, now: string, until: string): OutboxEntry {
+  if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry is '${entry.status}', not pending`);
+  return { ...entry, nextAttemptAt: until, updatedAt: now };
+}
+
 /** failed → pending with a fresh attempt count, due now (an operator's retry). */
 export function resetFailedEntry(entry: OutboxEntry, now: string): OutboxEntry {
   assertAllowed("outbox entry", outboxTransitions, entry.status, "pending");

@@ -15,7 +15,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, type RowLayout } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, listOutboxWith, outboxStatsWith, type RowLayout } from "./azure/indexes.ts";
 import { checkTransaction, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore } from "./store.ts";
 
@@ -150,6 +150,10 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
     },
 
     findDueOutbox: (now, limit) => findDueWork(indexes, layout, now, limit, orphanGraceMs),
+
+    listOutbox: (status, page) => listOutboxWith(indexes, { ...layout, sentFilter: odata`kind eq ${KIND.outbox} and status eq ${"sent"}` }, status, page),
+
+    outboxStats: (now) => outboxStatsWith(indexes, layout, now),
 
     async ping() {
       await guarded("ping", () => queryAll(ledger, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

@@ -4,7 +4,7 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError, MalformedRequestError } from "../domain/errors.ts";
-import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxWork, Page, Versioned } from "../domain/model.ts";
+import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../domain/model.ts";
 import { decodeCursor, encodeCursor, type CreateJobResult, type JobChanges, type LedgerStore, type PageRequest, type SavedChanges } from "./store.ts";
 
 export function createMemoryStore(): LedgerStore {
@@ -14,8 +14,9 @@ export function createMemoryStore(): LedgerStore {
   const idempotency = new Map<string, IdempotencyRecord>();
   /** tenantId → job ids, ascending (ids are time-ordered). */
   const jobIndex = new Map<string, string[]>();
-  /** outboxId → jobId of every pending entry: what findDueOutbox looks through. */
+  /** outboxId → jobId of every pending and every failed entry: what sweeps and operators look through. */
   const pending = new Map<string, string>();
+  const failed = new Map<string, string>();
 
   const stamp = <T extends Versioned>(entity: T): T => Object.freeze({ ...entity, etag: nextEtag() });
   const view = (aggregate: JobAggregate): JobAggregate => ({ job: aggregate.job, steps: [...aggregate.steps], outbox: [...aggregate.outbox] });
@@ -31,11 +32,21 @@ export function createMemoryStore(): LedgerStore {
     if (ids[low] !== id) ids.splice(low, 0, id);
   }
 
-  function trackPending(jobId: string, entries: readonly { outboxId: string; status: string }[]): void {
+  /** outboxId → jobId of every entry, in creation order: the `sent` listing. */
+  const allEntries = new Map<string, string>();
+
+  function track(jobId: string, entries: readonly { outboxId: string; status: string }[]): void {
     for (const entry of entries) {
-      if (entry.status === "pending") pending.set(entry.outboxId, jobId);
-      else pending.delete(entry.outboxId);
+      allEntries.set(entry.outboxId, jobId);
+      for (const [status, index] of [["pending", pending], ["failed", failed]] as const) {
+        if (entry.status === status) index.set(entry.outboxId, jobId);
+        else index.delete(entry.outboxId);
+      }
     }
+  }
+
+  function entryOf(outboxId: string, jobId: string) {
+    return jobs.get(jobId)?.outbox.find((o) => o.outboxId === outboxId);
   }
 
   function assertCurrent(stored: Versioned | undefined, given: Versioned, what: string): void {
@@ -60,7 +71,7 @@ export function createMemoryStore(): LedgerStore {
         outbox: aggregate.outbox.map(stamp),
       };
       jobs.set(stored.job.jobId, stored);
-      trackPending(stored.job.jobId, stored.outbox);
+      track(stored.job.jobId, stored.outbox);
       const ids = jobIndex.get(stored.job.tenantId) ?? [];
       insertSorted(ids, stored.job.jobId);
       jobIndex.set(stored.job.tenantId, ids);
@@ -121,7 +132,7 @@ export function createMemoryStore(): LedgerStore {
         else stored.outbox[outboxAt[i]!] = fresh;
         saved.outbox.push(fresh);
       });
-      trackPending(jobId, saved.outbox);
+      track(jobId, saved.outbox);
       return saved;
     },
 
@@ -135,6 +146,38 @@ export function createMemoryStore(): LedgerStore {
         if (step && entry.nextAttemptAt !== null && entry.nextAttemptAt <= cutoff) due.push({ job, step, entry });
       }
       return due.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
+    },
+
+    async listOutbox(status, page) {
+      const index = status === "pending" ? pending : status === "failed" ? failed : allEntries;
+      const ids = [...index.keys()].sort();
+      let start = 0;
+      if (page.cursor !== null) {
+        const after = decodeCursor(page.cursor);
+        if (after === null) throw new MalformedRequestError("cursor is not one this service issued", { errors: [{ path: "/query/cursor", message: "invalid cursor" }] });
+        start = ids.findIndex((id) => id > after);
+        if (start < 0) start = ids.length;
+      }
+      const items: OutboxEntry[] = [];
+      let i = start;
+      for (; i < ids.length && items.length < page.limit; i++) {
+        const entry = entryOf(ids[i]!, index.get(ids[i]!)!);
+        if (entry && entry.status === status) items.push(entry);
+      }
+      return { items, nextCursor: i < ids.length && items.length > 0 ? encodeCursor(items.at(-1)!.outboxId) : null };
+    },
+
+    async outboxStats(now) {
+      let oldest: string | null = null;
+      for (const [outboxId, jobId] of pending) {
+        const createdAt = entryOf(outboxId, jobId)!.createdAt;
+        if (oldest === null || createdAt < oldest) oldest = createdAt;
+      }
+      return {
+        pending: pending.size,
+        failed: failed.size,
+        oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, (now.getTime() - Date.parse(oldest)) / 1000),
+      };
     },
 
     async ping() {},

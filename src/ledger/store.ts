@@ -2,7 +2,7 @@
  * The storage port. Every backend (memory, table, ledger) implements it and passes the same
  * contract suite (test/ledger/store-contract.ts).
  */
-import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Step } from "../domain/model.ts";
+import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxStatus, OutboxWork, Page, Step } from "../domain/model.ts";
 
 export type CreateJobResult =
   /** The job is stored (now, or by an earlier attempt with the same job id). */
@@ -22,6 +22,13 @@ export interface JobChanges {
   steps?: Step[];
   /** An entry without an etag is new (a later step's directive) and is inserted. */
   outbox?: OutboxEntry[];
+}
+
+export interface OutboxStats {
+  pending: number;
+  failed: number;
+  /** Null when nothing is pending. */
+  oldestPendingAgeSeconds: number | null;
 }
 
 /** What saveChanges wrote, with new etags. */
@@ -61,6 +68,15 @@ export interface LedgerStore {
    * Costs O(pending entries), never O(all jobs ever stored).
    */
   findDueOutbox(now: Date, limit: number): Promise<OutboxWork[]>;
+
+  /**
+   * Outbox entries of one status for the operator, in a stable order, paged. `pending` and
+   * `failed` come from indexes (cost grows with those entries); `sent` may read the history.
+   */
+  listOutbox(status: OutboxStatus, page: PageRequest): Promise<Page<OutboxEntry>>;
+
+  /** Counts of pending and failed entries, and the age of the oldest pending one. */
+  outboxStats(now: Date): Promise<OutboxStats>;
 
   /** Throws StorageUnavailableError when the backend does not answer. */
   ping(): Promise<void>;

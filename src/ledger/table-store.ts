@@ -19,7 +19,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, type RowLayout } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, listOutboxWith, outboxStatsWith, type RowLayout } from "./azure/indexes.ts";
 import { checkEntity, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore, SavedChanges } from "./store.ts";
 
@@ -149,6 +149,10 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
     },
 
     findDueOutbox: (now, limit) => findDueWork(indexes, layout, now, limit, orphanGraceMs),
+
+    listOutbox: (status, page) => listOutboxWith(indexes, { ...layout, sentFilter: odata`status eq ${"sent"}` }, status, page),
+
+    outboxStats: (now) => outboxStatsWith(indexes, layout, now),
 
     async ping() {
       await guarded("ping", () => queryAll(jobs, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

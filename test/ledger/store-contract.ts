@@ -237,6 +237,44 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
       expect((await store.findDueOutbox(at(200), 2)).map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId]);
     });
 
+    test("listOutbox pages pending, failed and sent entries; outboxStats counts them", async () => {
+      const store = await makeStore();
+      const t0 = new Date("2026-01-01T00:00:00.000Z");
+      const jobs = [];
+      for (let i = 0; i < 5; i++) jobs.push(await storeJob(store, sampleJob("acme", { now: new Date(t0.getTime() + i * 1000) })));
+      const at = new Date(t0.getTime() + 10_000).toISOString();
+      // Two sent, one failed, two left pending.
+      for (const sent of jobs.slice(0, 2)) {
+        const next = applyPublished({ job: sent.job, step: sent.steps[0]!, entry: sent.outbox[0]! }, at);
+        await store.saveChanges(sent.job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
+      }
+      await store.saveChanges(jobs[2]!.job.jobId, { outbox: [recordPublishFailure(jobs[2]!.outbox[0]!, { error: "gone", retryable: false, now: at, nextAttemptAt: at, maxAttempts: 3 })] });
+
+      const collect = async (status: "pending" | "failed" | "sent") => {
+        const seen: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const page: Awaited<ReturnType<LedgerStore["listOutbox"]>> = await store.listOutbox(status, { limit: 1, cursor });
+          expect(page.items.length).toBeLessThanOrEqual(1);
+          expect(page.items.every((entry) => entry.status === status)).toBe(true);
+          seen.push(...page.items.map((entry) => entry.outboxId));
+          cursor = page.nextCursor;
+        } while (cursor);
+        return seen.sort();
+      };
+      expect(await collect("pending")).toEqual([jobs[3]!.outbox[0]!.outboxId, jobs[4]!.outbox[0]!.outboxId].sort());
+      expect(await collect("failed")).toEqual([jobs[2]!.outbox[0]!.outboxId]);
+      expect(await collect("sent")).toEqual([jobs[0]!.outbox[0]!.outboxId, jobs[1]!.outbox[0]!.outboxId].sort());
+      const stats = await store.outboxStats(new Date(t0.getTime() + 60_000));
+      expect(stats).toEqual({ pending: 2, failed: 1, oldestPendingAgeSeconds: 57 });
+      expect(await store.outboxStats(new Date(t0.getTime() + 60_000)).then((s) => s.failed)).toBe(1);
+    });
+
+    test("outboxStats of an empty store", async () => {
+      const store = await makeStore();
+      expect(await store.outboxStats(new Date())).toEqual({ pending: 0, failed: 0, oldestPendingAgeSeconds: null });
+    });
+
     test("ping answers while the store is up", async () => {
       const store = await makeStore();
       await store.ping();

@@ -11,8 +11,8 @@
  */
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import { MalformedRequestError } from "../../domain/errors.ts";
-import type { IdempotencyRecord, Job, JobSummary, OutboxEntry, OutboxWork, Page, Step } from "../../domain/model.ts";
-import { decodeCursor, encodeCursor, type PageRequest } from "../store.ts";
+import type { IdempotencyRecord, Job, JobSummary, OutboxEntry, OutboxStatus, OutboxWork, Page, Step } from "../../domain/model.ts";
+import { decodeCursor, encodeCursor, type OutboxStats, type PageRequest } from "../store.ts";
 import { deleteIfPresent, guarded, insertIfAbsent, queryAll, statusOf } from "./client.ts";
 import { entityToIdempotency, entityToJob, entityToOutbox, entityToStep, entityToSummary, idempotencyKeys, idempotencyToEntity, keysOf, summaryToEntity } from "./entities.ts";
 import { checkEntity } from "./limits.ts";
@@ -20,13 +20,32 @@ import { checkEntity } from "./limits.ts";
 const DUE_SHARDS = 4;
 
 export interface DueMarker {
+  partitionKey: string;
   jobId: string;
   outboxId: string;
   stepId: string;
   stepIndex: number;
   dueAt: string;
-  /** When the marker was first written: an orphan is removed only once it is old enough. */
+  /** When the marker was last written: an orphan is removed only once it is old enough. */
   createdAt: string;
+  /** When its entry was created: the age of the oldest pending entry. */
+  entryCreatedAt: string;
+}
+
+const FAILED_PARTITION = "failed";
+
+function toMarker(row: TableEntityResult<Record<string, unknown>>): DueMarker {
+  const { partitionKey, rowKey } = keysOf(row);
+  return {
+    partitionKey,
+    jobId: String(row.jobId),
+    outboxId: rowKey,
+    stepId: String(row.stepId),
+    stepIndex: Number(row.stepIndex),
+    dueAt: String(row.dueAt ?? ""),
+    createdAt: String(row.createdAt),
+    entryCreatedAt: String(row.entryCreatedAt ?? row.createdAt),
+  };
 }
 
 export type ClaimOutcome = { claimed: true } | { claimed: false; existing: IdempotencyRecord };
@@ -67,14 +86,26 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
       return { items: items.map(entityToSummary), nextCursor: rows.length > page.limit ? encodeCursor(keysOf(items.at(-1)!).rowKey) : null };
     },
 
-    /** Upserts the markers of pending entries; call before writing the entries. */
+    /**
+     * Upserts the markers of pending entries (due index) and of failed ones (the operator's
+     * list); call before writing the entries.
+     */
     async markDue(entries: readonly OutboxEntry[], now: string): Promise<void> {
-      const pending = entries.filter((e) => e.status === "pending" && e.nextAttemptAt !== null);
-      await guarded("write due markers", () =>
+      const marked = entries.filter((e) => (e.status === "pending" && e.nextAttemptAt !== null) || e.status === "failed");
+      await guarded("write outbox markers", () =>
         Promise.all(
-          pending.map((entry) =>
+          marked.map((entry) =>
             due.upsertEntity(
-              { partitionKey: dueShard(entry.outboxId), rowKey: entry.outboxId, jobId: entry.jobId, stepId: entry.stepId, stepIndex: entry.stepIndex, dueAt: entry.nextAttemptAt!, createdAt: now },
+              {
+                partitionKey: entry.status === "failed" ? FAILED_PARTITION : dueShard(entry.outboxId),
+                rowKey: entry.outboxId,
+                jobId: entry.jobId,
+                stepId: entry.stepId,
+                stepIndex: entry.stepIndex,
+                dueAt: entry.nextAttemptAt ?? undefined,
+                entryCreatedAt: entry.createdAt,
+                createdAt: now,
+              },
               "Merge",
             ),
           ),
@@ -92,6 +123,10 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
       await guarded("delete due marker", () => deleteIfPresent(due, dueShard(outboxId), outboxId));
     },
 
+    async deleteFailedMarker(outboxId: string): Promise<void> {
+      await guarded("delete failed marker", () => deleteIfPresent(due, FAILED_PARTITION, outboxId));
+    },
+
     /** Markers due by `now` across all shards, earliest first. */
     async dueMarkers(now: string): Promise<DueMarker[]> {
       const shards = Array.from({ length: DUE_SHARDS }, (_, i) => `due-${i}`);
@@ -100,8 +135,20 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
       );
       return rows
         .flat()
-        .map((row) => ({ jobId: String(row.jobId), outboxId: keysOf(row).rowKey, stepId: String(row.stepId), stepIndex: Number(row.stepIndex), dueAt: String(row.dueAt), createdAt: String(row.createdAt) }))
+        .map(toMarker)
         .sort((a, b) => a.dueAt.localeCompare(b.dueAt));
+    },
+
+    /** Markers of one kind after a cursor, in key order: pending (all due shards) or failed. */
+    async markersAfter(kind: "pending" | "failed", after: { partitionKey: string; rowKey: string } | null, limit: number): Promise<DueMarker[]> {
+      const range = kind === "failed" ? odata`PartitionKey eq ${FAILED_PARTITION}` : odata`PartitionKey ge ${"due-"} and PartitionKey lt ${"due."}`;
+      const resume = after ? odata` and (PartitionKey gt ${after.partitionKey} or (PartitionKey eq ${after.partitionKey} and RowKey gt ${after.rowKey}))` : "";
+      return (await guarded("read outbox markers", () => queryAll<Record<string, unknown>>(due, range + resume, { limit }))).map(toMarker);
+    },
+
+    /** Every pending marker (count and oldest entry): O(pending). */
+    async pendingMarkers(): Promise<DueMarker[]> {
+      return (await guarded("read due markers", () => queryAll<Record<string, unknown>>(due, odata`PartitionKey ge ${"due-"} and PartitionKey lt ${"due."}`))).map(toMarker);
     },
   };
 }
@@ -179,4 +226,49 @@ export async function readRow<T>(client: TableClient, partitionKey: string, rowK
     if (statusOf(error) === 404) return null;
     throw error;
   }
+}
+
+/**
+ * The operator's outbox listing on an Azure layout. Pending and failed come from the markers
+ * (then point reads; stale markers skipped); sent reads the outbox rows with Azure's own
+ * continuation token as the cursor, since sent entries keep no index.
+ */
+export async function listOutboxWith(indexes: Indexes, layout: RowLayout & { sentFilter: string }, status: OutboxStatus, page: PageRequest): Promise<Page<OutboxEntry>> {
+  let cursor: string | null = null;
+  if (page.cursor !== null) {
+    cursor = decodeCursor(page.cursor);
+    if (cursor === null) throw new MalformedRequestError("cursor is not one this service issued", { errors: [{ path: "/query/cursor", message: "invalid cursor" }] });
+  }
+  if (status === "sent") {
+    const pages = layout.clients.outbox
+      .listEntities<Record<string, unknown>>({ queryOptions: { filter: layout.sentFilter } })
+      .byPage({ maxPageSize: page.limit, ...(cursor ? { continuationToken: cursor } : {}) });
+    const first = await guarded("list sent entries", async () => (await pages.next()).value as (TableEntityResult<Record<string, unknown>>[] & { continuationToken?: string }) | undefined);
+    const items = (first ?? []).map(entityToOutbox);
+    return { items, nextCursor: first?.continuationToken ? encodeCursor(first.continuationToken) : null };
+  }
+  const after = cursor ? (JSON.parse(cursor) as { partitionKey: string; rowKey: string }) : null;
+  const markers = await indexes.markersAfter(status, after, page.limit);
+  const rows = await Promise.all(markers.map((marker) => readMarkedRows(layout, marker)));
+  const items = rows.map((r) => r.entry).filter((entry): entry is OutboxEntry => entry !== null && entry.status === status);
+  // A failed entry an operator reset keeps its marker until met here.
+  if (status === "failed") {
+    await Promise.allSettled(markers.filter((_, i) => rows[i]!.entry?.status !== "failed").map((marker) => indexes.deleteFailedMarker(marker.outboxId)));
+  }
+  const last = markers.at(-1);
+  return { items, nextCursor: markers.length === page.limit && last ? encodeCursor(JSON.stringify({ partitionKey: last.partitionKey, rowKey: last.outboxId })) : null };
+}
+
+/** Pending count and oldest from the due markers; failed counted from markers still failed. */
+export async function outboxStatsWith(indexes: Indexes, layout: RowLayout, now: Date): Promise<OutboxStats> {
+  const pending = await indexes.pendingMarkers();
+  let failed = 0;
+  for (let after: DueMarker | undefined, batch: DueMarker[]; ; after = batch.at(-1)) {
+    batch = await indexes.markersAfter("failed", after ? { partitionKey: after.partitionKey, rowKey: after.outboxId } : null, 1000);
+    const rows = await Promise.all(batch.map((marker) => readMarkedRows(layout, marker)));
+    failed += rows.filter((r) => r.entry?.status === "failed").length;
+    if (batch.length < 1000) break;
+  }
+  const oldest = pending.reduce<string | null>((min, m) => (min === null || m.entryCreatedAt < min ? m.entryCreatedAt : min), null);
+  return { pending: pending.length, failed, oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, (now.getTime() - Date.parse(oldest)) / 1000) };
 }
