@@ -3,6 +3,8 @@
  * knows no concrete adapter.
  */
 import { Elysia, ValidationError } from "elysia";
+import { adminRoutes } from "./admin/routes.ts";
+import type { AdminService } from "./admin/service.ts";
 import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
 import { DomainError, type FieldViolation } from "./domain/errors.ts";
@@ -15,6 +17,8 @@ import type { Logger } from "./logging/logger.ts";
 export interface AppOptions {
   commands: CommandService;
   jobs: JobService;
+  /** Absent: the admin routes do not exist (404). */
+  admin?: { service: AdminService; apiKey: string };
   health: HealthOptions;
   logger: Logger;
   maxBodyBytes: number;
@@ -45,7 +49,8 @@ export function createApp(options: AppOptions) {
     })
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
-    .use(jobRoutes(options.jobs));
+    .use(jobRoutes(options.jobs))
+    .use(options.admin ? adminRoutes(options.admin.service, { apiKey: options.admin.apiKey, logger }) : new Elysia());
 }
 
 export type App = ReturnType<typeof createApp>;

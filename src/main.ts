@@ -46,9 +46,11 @@ async function main(): Promise<void> {
     fetch: runtime.app.fetch,
   });
 
+  runtime.start();
   logger.info(
     {
       url: server.url.href,
+      retryLoop: runtime.sweeper ? `every ${settings.outbox.retryIntervalSeconds}s` : "off",
       storage: settings.storageBackend,
       protocols: protocols.list().map((p) => p.requestType),
       protocolSource: protocols.source,

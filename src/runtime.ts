@@ -2,6 +2,7 @@
  * Wires settings to adapters and services, and stops them in order. Runtime-neutral: main.ts
  * owns the listening socket and the signals.
  */
+import { createAdminService } from "./admin/service.ts";
 import { createApp, type App } from "./app.ts";
 import { createCommandService } from "./commands/service.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
@@ -13,6 +14,7 @@ import type { Logger } from "./logging/logger.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
 import { createServiceBusPublisher } from "./outbox/service-bus-publisher.ts";
+import { createSweeper, leaseSecondsFor, type Sweeper } from "./outbox/sweeper.ts";
 
 export interface RuntimeOptions {
   settings: Settings;
@@ -29,6 +31,10 @@ export interface Runtime {
   app: App;
   store: LedgerStore;
   dispatcher: Dispatcher | null;
+  /** Null when nothing is published or LUCIUS_OUTBOX_RETRY_ENABLED is false. */
+  sweeper: Sweeper | null;
+  /** Starts the background work (the sweeper's timer). */
+  start(): void;
   /** Refuses readiness, then waits for in-flight publishes and closes the adapters. */
   stop(): Promise<void>;
 }
@@ -60,6 +66,18 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         ...(options.now ? { now: options.now } : {}),
       })
     : null;
+  const sweeper =
+    dispatcher && settings.outbox.retryEnabled
+      ? createSweeper({
+          store,
+          dispatcher,
+          logger,
+          intervalSeconds: settings.outbox.retryIntervalSeconds,
+          batchSize: settings.outbox.retryBatchSize,
+          leaseSeconds: leaseSecondsFor(settings.outbox.publishTimeoutSeconds),
+          ...(options.now ? { now: options.now } : {}),
+        })
+      : null;
   let accepting = true;
   const commands = createCommandService({
     store,
@@ -74,6 +92,14 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     commands,
     jobs: createJobService({ store }),
     health: { checks, isAccepting: () => accepting },
+    ...(settings.admin.enabled && settings.admin.apiKey
+      ? {
+          admin: {
+            service: createAdminService({ store, dispatcher, leaseSeconds: leaseSecondsFor(settings.outbox.publishTimeoutSeconds), ...(options.now ? { now: options.now } : {}) }),
+            apiKey: settings.admin.apiKey,
+          },
+        }
+      : {}),
     logger,
     maxBodyBytes: settings.maxBodyBytes,
   });
@@ -81,8 +107,13 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     app,
     store,
     dispatcher,
+    sweeper,
+    start() {
+      sweeper?.start();
+    },
     async stop() {
       accepting = false;
+      await sweeper?.stop();
       await dispatcher?.drain();
       await publisher?.close();
       await store.close();

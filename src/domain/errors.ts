@@ -92,3 +92,10 @@ export class StorageUnavailableError extends DomainError {
   readonly status = 503;
   readonly title = "Storage unavailable";
 }
+
+/** An operation that needs a broker, on a service started without one. */
+export class PublishingDisabledError extends DomainError {
+  readonly code = "publishing-disabled";
+  readonly status = 503;
+  readonly title = "Publishing is not configured";
+}

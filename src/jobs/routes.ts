@@ -7,7 +7,7 @@ export const DEFAULT_PAGE_SIZE = 20;
 export const MAX_PAGE_SIZE = 100;
 
 /** Checked here rather than with t.Integer: Elysia's coerced-number errors lose the field's path. */
-function pageSize(raw: string | undefined): number {
+export function pageSize(raw: string | undefined): number {
   if (raw === undefined) return DEFAULT_PAGE_SIZE;
   const limit = Number(raw);
   if (!/^[0-9]+$/.test(raw) || limit < 1 || limit > MAX_PAGE_SIZE) {

@@ -34,8 +34,11 @@ export interface DispatcherOptions {
 export interface Dispatcher {
   /** Hands directives over; returns at once. */
   dispatch(items: OutboxWork[]): void;
-  /** Publishes now, in batches per topic, and resolves once every outcome is stored (the sweeper's path). */
-  publishNow(items: OutboxWork[]): Promise<void>;
+  /**
+   * Publishes now, in batches per topic, and resolves once every outcome is stored (the
+   * sweeper's and the operator's path): the entries as stored, null where storing failed.
+   */
+  publishNow(items: OutboxWork[]): Promise<(OutboxEntry | null)[]>;
   /** Resolves when nothing handed over is still being published or stored. */
   drain(): Promise<void>;
 }
@@ -178,11 +181,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     },
 
     async publishNow(items) {
-      const batches: Promise<unknown>[] = [];
+      const batches: Promise<(OutboxEntry | null)[]>[] = [];
       for (const [topic, group] of groupByTopic(items)) {
         for (let i = 0; i < group.length; i += MAX_BATCH_MESSAGES) batches.push(track(publishAndStore(topic, group.slice(i, i + MAX_BATCH_MESSAGES))));
       }
-      await Promise.all(batches);
+      return (await Promise.all(batches)).flat();
     },
 
     async drain() {

@@ -1,20 +1,120 @@
 /**
- * The retry loop's unit of work: publish what is due. (The timer, leases between replicas and
- * the operator's view come with the retry-loop issue; this is the part every backend needs.)
+ * The retry loop (DESIGN.md §8): every interval, take up to a batch of due entries, lease each
+ * by an ETag-conditional write, publish the leased ones, store the outcomes. Ticks never
+ * overlap: the next is scheduled when the previous ends.
  */
+import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
+import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
+import { leaseEntry } from "../domain/transitions.ts";
 import type { LedgerStore } from "../ledger/store.ts";
+import type { Logger } from "../logging/logger.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 
-export interface SweepOptions {
-  store: LedgerStore;
-  dispatcher: Dispatcher;
-  batchSize: number;
-  now?: Date;
+export interface PublishSummary {
+  attempted: number;
+  sent: number;
+  failed: number;
 }
 
-/** Publishes up to `batchSize` due entries; resolves with how many it attempted. */
-export async function sweepOnce(options: SweepOptions): Promise<number> {
-  const due = await options.store.findDueOutbox(options.now ?? new Date(), options.batchSize);
-  if (due.length > 0) await options.dispatcher.publishNow(due);
-  return due.length;
+export interface LeaseOptions {
+  store: LedgerStore;
+  dispatcher: Dispatcher;
+  /** How long a lease keeps other sweepers away; a dead holder's lease simply runs out. */
+  leaseSeconds: number;
+  now: Date;
+}
+
+/**
+ * Leases each entry (losers of a race skip it: another sweeper has it), publishes what it
+ * leased, and counts the outcomes.
+ */
+export async function leaseAndPublish(items: OutboxWork[], options: LeaseOptions): Promise<PublishSummary> {
+  const now = options.now.toISOString();
+  const until = new Date(options.now.getTime() + options.leaseSeconds * 1000).toISOString();
+  const leased = await Promise.all(
+    items.map(async (work): Promise<OutboxWork | null> => {
+      try {
+        const saved = await options.store.saveChanges(work.job.jobId, { outbox: [leaseEntry(work.entry, now, until)] });
+        return { ...work, entry: saved.outbox[0]! };
+      } catch (error) {
+        if (error instanceof ConcurrencyConflictError || error instanceof InvalidTransitionError) return null;
+        throw error;
+      }
+    }),
+  );
+  const mine = leased.filter((work): work is OutboxWork => work !== null);
+  const outcomes: (OutboxEntry | null)[] = mine.length > 0 ? await options.dispatcher.publishNow(mine) : [];
+  const sent = outcomes.filter((entry) => entry?.status === "sent").length;
+  return { attempted: mine.length, sent, failed: mine.length - sent };
+}
+
+export interface SweeperOptions {
+  store: LedgerStore;
+  dispatcher: Dispatcher;
+  logger: Logger;
+  intervalSeconds: number;
+  batchSize: number;
+  leaseSeconds: number;
+  now?: () => Date;
+}
+
+export interface Sweeper {
+  /** One sweep now; what the timer runs. */
+  tick(): Promise<PublishSummary>;
+  start(): void;
+  /** Stops scheduling and waits for a running tick to finish. */
+  stop(): Promise<void>;
+}
+
+export function createSweeper(options: SweeperOptions): Sweeper {
+  const now = options.now ?? (() => new Date());
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let running: Promise<unknown> | null = null;
+  let stopped = true;
+
+  async function tick(): Promise<PublishSummary> {
+    const at = now();
+    const due = await options.store.findDueOutbox(at, options.batchSize);
+    const summary = await leaseAndPublish(due, { store: options.store, dispatcher: options.dispatcher, leaseSeconds: options.leaseSeconds, now: at });
+    if (summary.attempted > 0) options.logger.info({ ...summary, due: due.length }, "sweep published due outbox entries");
+    return summary;
+  }
+
+  function schedule(): void {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = tick()
+        .catch((error: unknown) => options.logger.warn({ err: error }, "sweep failed; the next one retries"))
+        .finally(() => {
+          running = null;
+          schedule();
+        });
+    }, options.intervalSeconds * 1000);
+  }
+
+  return {
+    tick,
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      schedule();
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
+
+/** A lease outlives any publish attempt: the publish timeout, with room for storing the outcome. */
+export function leaseSecondsFor(publishTimeoutSeconds: number): number {
+  return Math.max(10, 3 * publishTimeoutSeconds);
+}
+
+/** One sweep, for tests and tools that drive the loop themselves. */
+export async function sweepOnce(options: { store: LedgerStore; dispatcher: Dispatcher; batchSize: number; now?: Date }): Promise<number> {
+  const at = options.now ?? new Date();
+  const due = await options.store.findDueOutbox(at, options.batchSize);
+  return (await leaseAndPublish(due, { store: options.store, dispatcher: options.dispatcher, leaseSeconds: 10, now: at })).attempted;
 }

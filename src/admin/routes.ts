@@ -1,0 +1,85 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Elysia, t } from "elysia";
+import { DomainError } from "../domain/errors.ts";
+import type { Logger } from "../logging/logger.ts";
+import { pageSize } from "../jobs/routes.ts";
+import type { AdminService } from "./service.ts";
+
+export class UnauthorizedError extends DomainError {
+  readonly code = "unauthorized";
+  readonly status = 401;
+  readonly title = "Missing or wrong API key";
+}
+
+/** The key from `X-API-Key` or `Authorization: Bearer`. */
+function presentedKey(headers: Headers): string | null {
+  const header = headers.get("x-api-key");
+  if (header !== null) return header;
+  const bearer = /^Bearer\s+(.+)$/i.exec(headers.get("authorization") ?? "");
+  return bearer ? bearer[1]!.trim() : null;
+}
+
+/** Compares digests, so neither the content nor the length of the key leaks through timing. */
+function sameKey(presented: string, expected: string): boolean {
+  const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
+  return timingSafeEqual(digest(presented), digest(expected));
+}
+
+export function adminRoutes(service: AdminService, options: { apiKey: string; logger: Logger }) {
+  const { logger } = options;
+  return new Elysia({ name: "admin", normalize: false }).group("/v1/admin/outbox", (group) =>
+    group
+      .onBeforeHandle(({ request }) => {
+        const key = presentedKey(request.headers);
+        if (key === null || !sameKey(key, options.apiKey)) {
+          logger.warn({ path: new URL(request.url).pathname, keyPresented: key !== null }, "admin: refused a request without a valid key");
+          throw new UnauthorizedError("send the admin API key in X-API-Key or Authorization: Bearer");
+        }
+      })
+      .get(
+        "",
+        async ({ query }) => {
+          const page = await service.list(query.status ?? "pending", pageSize(query.limit), query.cursor ?? null);
+          logger.info({ action: "list", status: query.status ?? "pending", count: page.items.length }, "admin: listed outbox entries");
+          return page;
+        },
+        {
+          query: t.Object(
+            {
+              status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent")])),
+              limit: t.Optional(t.String()),
+              cursor: t.Optional(t.String({ minLength: 1, maxLength: 4096 })),
+            },
+            { additionalProperties: false },
+          ),
+        },
+      )
+      .get("/stats", async () => {
+        const stats = await service.stats();
+        logger.info({ action: "stats", ...stats }, "admin: read outbox stats");
+        return stats;
+      })
+      .post(
+        "/retry",
+        async ({ body }) => {
+          const summary = await service.retryAll(body?.limit ?? 100, body?.includeFailed ?? false);
+          logger.info({ action: "retry-all", includeFailed: body?.includeFailed ?? false, ...summary }, "admin: retried outbox entries");
+          return summary;
+        },
+        {
+          body: t.Optional(
+            t.Object({ limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })), includeFailed: t.Optional(t.Boolean()) }, { additionalProperties: false }),
+          ),
+        },
+      )
+      .post(
+        "/:outboxId/retry",
+        async ({ params }) => {
+          const result = await service.retryOne(params.outboxId);
+          logger.info({ action: "retry-one", ...result }, "admin: retried an outbox entry");
+          return result;
+        },
+        { params: t.Object({ outboxId: t.String({ minLength: 1, maxLength: 200 }) }) },
+      ),
+  );
+}
