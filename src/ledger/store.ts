@@ -65,7 +65,8 @@ export interface LedgerStore {
 
   /**
    * Pending entries whose `nextAttemptAt` has passed, earliest first, with their job and step.
-   * Costs O(pending entries), never O(all jobs ever stored).
+   * Costs O(pending entries), never O(all jobs ever stored). With many due, a backend may
+   * return a random choice among the most overdue, so that replicas sweeping together spread out.
    */
   findDueOutbox(now: Date, limit: number): Promise<OutboxWork[]>;
 

@@ -107,9 +107,13 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   };
 }
 
-/** A lease outlives any publish attempt: the publish timeout, with room for storing the outcome. */
+/**
+ * A lease must outlive a whole sweep of a batch (leases, publish, outcomes) under load, or a
+ * second sweeper re-publishes what the first is still storing; it is also how long a dead
+ * instance's entries wait. 30 s at least, 5 publish timeouts with longer timeouts.
+ */
 export function leaseSecondsFor(publishTimeoutSeconds: number): number {
-  return Math.max(10, 3 * publishTimeoutSeconds);
+  return Math.max(30, 5 * publishTimeoutSeconds);
 }
 
 /** One sweep, for tests and tools that drive the loop themselves. */

@@ -193,7 +193,7 @@ export function readMarkedRows(layout: RowLayout, marker: DueMarker): Promise<Ma
  */
 export async function findDueWork(indexes: Indexes, layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
   const cutoff = now.toISOString();
-  const markers = await indexes.dueMarkers(cutoff);
+  const markers = spread(await indexes.dueMarkers(cutoff), limit);
   const work: OutboxWork[] = [];
   const cleanup: Promise<unknown>[] = [];
   for (let i = 0; i < markers.length && work.length < limit; i += LOAD_CONCURRENCY) {
@@ -215,7 +215,21 @@ export async function findDueWork(indexes: Indexes, layout: RowLayout, now: Date
   }
   // Cleaning is best effort: what fails now is met again by the next sweep.
   await Promise.allSettled(cleanup);
-  return work.slice(0, limit);
+  return work.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
+}
+
+/**
+ * The earliest `4 × limit` markers in random order: replicas sweeping at the same moment then
+ * mostly lease different entries instead of racing for the same first `limit`, while what is
+ * most overdue still goes first.
+ */
+function spread(markers: DueMarker[], limit: number): DueMarker[] {
+  const candidates = markers.slice(0, limit * 4);
+  for (let i = candidates.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!];
+  }
+  return candidates;
 }
 
 /** A point read that answers null for a missing row. */

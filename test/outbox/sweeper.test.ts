@@ -1,0 +1,244 @@
+/**
+ * The retry loop with the real SDK and the dev broker, on every backend: nothing accepted is
+ * lost, nothing is published by two sweepers at once.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { bundledRegistry } from "../../src/config/protocols.ts";
+import { loadSettings } from "../../src/config/settings.ts";
+import type { OutboxEntry } from "../../src/domain/model.ts";
+import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
+import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import type { LedgerStore } from "../../src/ledger/store.ts";
+import { createTableStore } from "../../src/ledger/table-store.ts";
+import { silentLogger } from "../../src/logging/logger.ts";
+import type { Publisher } from "../../src/outbox/publisher.ts";
+import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
+import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { sampleJob, storeJob } from "../ledger/store-contract.ts";
+import { azurite, freshTables } from "../support/azurite.ts";
+import { deferred, eventually } from "../support/eventually.ts";
+import { ingestCommand } from "../support/runtime.ts";
+import { startBroker } from "../support/service-bus.ts";
+
+type Backend = "memory" | "table" | "ledger";
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+/** A store factory: each call is another instance (another replica) on the same data. */
+async function storesFor(backend: Backend): Promise<() => LedgerStore> {
+  if (backend === "memory") {
+    const shared = createMemoryStore();
+    return () => shared;
+  }
+  const { connection } = await azurite();
+  const tables = freshTables();
+  const first = backend === "table" ? createTableStore({ connection, tables }) : createLedgerStore({ connection, tables });
+  await first.init();
+  let made = 0;
+  return () => (made++ === 0 ? first : backend === "table" ? createTableStore({ connection, tables }) : createLedgerStore({ connection, tables }));
+}
+
+const FAST_RETRY = {
+  LUCIUS_OUTBOX_RETRY_DELAY: "0.2",
+  LUCIUS_OUTBOX_RETRY_INTERVAL: "0.05",
+  LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "0.5",
+};
+
+async function instance(store: LedgerStore, publisher: Publisher, env: Record<string, string> = {}, now?: () => Date): Promise<Runtime & { post(body: unknown): Promise<Response> }> {
+  const runtime = await createRuntime({
+    settings: loadSettings({ ...FAST_RETRY, ...env }),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store,
+    publisher,
+    ...(now ? { now } : {}),
+  });
+  cleanups.push(() => runtime.stop());
+  return Object.assign(runtime, {
+    post: (body: unknown) => runtime.app.handle(new Request("http://localhost/v1/commands", { method: "POST", body: JSON.stringify(body) })),
+  });
+}
+
+function realPublisher(connectionString: string) {
+  const publisher = createServiceBusPublisher({ connectionString, readinessTopic: "ocr-requests", logger: silentLogger });
+  return publisher;
+}
+
+async function entryOf(store: LedgerStore, jobId: string): Promise<OutboxEntry> {
+  return (await store.getJob(jobId))!.outbox[0]!;
+}
+
+for (const backend of ["memory", "table", "ledger"] as const) {
+  describe(`retry loop: ${backend}`, () => {
+    test("broker down while commands are accepted: all 202; broker back: the sweeper delivers each once", async () => {
+      const bus = await startBroker();
+      cleanups.push(() => bus.stop());
+      const store = (await storesFor(backend))();
+      const service = await instance(store, realPublisher(bus.broker.connectionString));
+      await bus.broker.refuseConnections(true);
+      const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => service.post(ingestCommand({ correlationId: `c-${i}` }))));
+      expect(responses.map((r) => r.status)).toEqual(Array(20).fill(202));
+      const jobIds = await Promise.all(responses.map(async (r) => ((await r.json()) as { jobId: string }).jobId));
+      await service.dispatcher!.drain();
+      for (const jobId of jobIds) expect(await entryOf(store, jobId)).toMatchObject({ status: "pending", attempts: 1 });
+
+      await bus.broker.refuseConnections(false);
+      service.start();
+      await eventually(async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.status === "sent"), { timeoutMs: 20_000, what: "every entry sent" });
+      const received = await bus.receive("ocr-requests", 20, { timeoutMs: 5000 });
+      expect(new Set(received.map((m) => m.messageId)).size).toBe(20);
+      expect(received).toHaveLength(20);
+    }, 60_000);
+
+    test("a publish stalled beyond the timeout is retried, not stuck", async () => {
+      const bus = await startBroker();
+      cleanups.push(() => bus.stop());
+      const store = (await storesFor(backend))();
+      const service = await instance(store, realPublisher(bus.broker.connectionString));
+      await service.dispatcher!.drain();
+      bus.broker.stallSends(true);
+      const { jobId } = (await (await service.post(ingestCommand())).json()) as { jobId: string };
+      await eventually(async () => (await entryOf(store, jobId)).attempts === 1, { what: "the stalled attempt recorded" });
+      bus.broker.stallSends(false);
+      service.start();
+      await eventually(async () => (await entryOf(store, jobId)).status === "sent", { timeoutMs: 20_000, what: "the entry sent" });
+      expect((await bus.receive("ocr-requests", 1))[0]?.messageId).toBe((await entryOf(store, jobId)).outboxId);
+    }, 60_000);
+
+    test("an entry that keeps failing is failed after exactly MAX_ATTEMPTS; an admin retry then delivers it", async () => {
+      const bus = await startBroker();
+      cleanups.push(() => bus.stop());
+      const store = (await storesFor(backend))();
+      const service = await instance(store, realPublisher(bus.broker.connectionString), {
+        LUCIUS_OUTBOX_MAX_ATTEMPTS: "3",
+        LUCIUS_ADMIN_ENABLED: "true",
+        LUCIUS_ADMIN_API_KEY: "admin-key-0123456789",
+      });
+      await bus.broker.refuseConnections(true);
+      const { jobId } = (await (await service.post(ingestCommand())).json()) as { jobId: string };
+      service.start();
+      const failed = await eventually(async () => {
+        const entry = await entryOf(store, jobId);
+        return entry.status === "failed" && entry;
+      }, { timeoutMs: 20_000, what: "the entry failed" });
+      expect(failed.attempts).toBe(3);
+      expect(failed.lastError).toBeString();
+      await bus.broker.refuseConnections(false);
+      const retry = await service.app.handle(
+        new Request(`http://localhost/v1/admin/outbox/${failed.outboxId}/retry`, { method: "POST", headers: { "x-api-key": "admin-key-0123456789" } }),
+      );
+      expect(await retry.json()).toEqual({ outboxId: failed.outboxId, status: "sent" });
+      expect((await bus.receive("ocr-requests", 1))[0]?.messageId).toBe(failed.outboxId);
+    }, 60_000);
+
+    test("an instance killed mid-lease: another picks the entry up once the lease has run out", async () => {
+      const bus = await startBroker();
+      cleanups.push(() => bus.stop());
+      const stores = await storesFor(backend);
+      const store = stores();
+      const planned = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+      // Instance A leases the entry, then hangs in its publish: as good as dead.
+      const hung = deferred();
+      const hanging: Publisher = {
+        publish: async (_topic, messages) => (await hung.promise, messages.map(() => ({ ok: false as const, error: "killed", retryable: true }))),
+        check: async () => {},
+        close: async () => {},
+      };
+      const a = await instance(store, hanging, { LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "100" });
+      const aTick = a.sweeper!.tick();
+      await eventually(async () => Date.parse((await entryOf(store, planned.job.jobId)).nextAttemptAt!) > Date.now() + 60_000, { what: "A's lease" });
+      // B, on another instance: nothing is due until the lease runs out.
+      const later = { at: new Date() };
+      const b = await instance(stores(), realPublisher(bus.broker.connectionString), {}, () => later.at);
+      expect((await b.sweeper!.tick()).attempted).toBe(0);
+      later.at = new Date(Date.now() + 601_000);
+      expect(await b.sweeper!.tick()).toEqual({ attempted: 1, sent: 1, failed: 0 });
+      expect((await entryOf(store, planned.job.jobId)).status).toBe("sent");
+      // A wakes up: its outcome loses against B's, the entry stays sent.
+      hung.resolve();
+      await aTick;
+      expect((await entryOf(store, planned.job.jobId)).status).toBe("sent");
+      expect((await bus.receive("ocr-requests", 2, { timeoutMs: 1000 })).map((m) => m.messageId)).toEqual([planned.outbox[0]!.outboxId]);
+    }, 60_000);
+
+    test("three sweepers on one store and one broker drain 1,000 entries, none published by two at once", async () => {
+      const bus = await startBroker();
+      cleanups.push(() => bus.stop());
+      const stores = await storesFor(backend);
+      const seed = stores();
+      const jobIds: string[] = [];
+      for (let i = 0; i < 1000; i += 50) {
+        const batch = await Promise.all(Array.from({ length: 50 }, () => storeJob(seed, sampleJob("acme", { retryDelaySeconds: 0 }))));
+        jobIds.push(...batch.map((j) => j.job.jobId));
+      }
+      const publishes: { sweeper: number; messageId: string; start: number; end: number }[] = [];
+      const recorded = (sweeper: number, inner: Publisher): Publisher => ({
+        async publish(topic, messages, signal) {
+          const start = performance.now();
+          try {
+            return await inner.publish(topic, messages, signal);
+          } finally {
+            const end = performance.now();
+            for (const message of messages) publishes.push({ sweeper, messageId: message.messageId, start, end });
+          }
+        },
+        check: () => inner.check(),
+        close: () => inner.close(),
+      });
+      const sweepers = await Promise.all([0, 1, 2].map(async (n) => instance(n === 0 ? seed : stores(), recorded(n, realPublisher(bus.broker.connectionString)), { LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "100" })));
+      const started = performance.now();
+      for (const s of sweepers) s.start();
+      await eventually(async () => (await seed.outboxStats(new Date())).pending === 0, { timeoutMs: 60_000, what: "nothing pending" });
+      const drainMs = performance.now() - started;
+      for (const s of sweepers) await s.sweeper!.stop();
+
+      const entries = await Promise.all(jobIds.map((id) => entryOf(seed, id)));
+      expect(entries.every((e) => e.status === "sent")).toBe(true);
+      const byMessage = new Map<string, typeof publishes>();
+      for (const p of publishes) byMessage.set(p.messageId, [...(byMessage.get(p.messageId) ?? []), p]);
+      expect(byMessage.size).toBe(1000);
+      for (const [, attempts] of byMessage) {
+        for (const x of attempts) for (const y of attempts) if (x !== y && x.sweeper !== y.sweeper) expect(x.end <= y.start || y.end <= x.start).toBe(true);
+      }
+      const accepted = bus.broker.accepted("ocr-requests");
+      expect(new Set(accepted.map((m) => m.message_id)).size).toBe(1000);
+      console.info(
+        `[three sweepers, ${backend}] 1000 entries drained in ${drainMs.toFixed(0)} ms; publishes attempted ${publishes.length} (ratio ${(publishes.length / 1000).toFixed(3)}); delivered twice before de-duplication: ${bus.broker.duplicates("ocr-requests")}`,
+      );
+    }, 120_000);
+  });
+}
+
+test("a sweeper's ticks never overlap, and stop() waits for the running one", async () => {
+  const store = createMemoryStore();
+  await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+  let running = 0;
+  let overlapped = false;
+  const gate = deferred();
+  const slow: LedgerStore = {
+    ...store,
+    async findDueOutbox(now, limit) {
+      running++;
+      if (running > 1) overlapped = true;
+      await gate.promise;
+      running--;
+      return store.findDueOutbox(now, limit);
+    },
+  };
+  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const runtime = await createRuntime({ settings: loadSettings({ LUCIUS_OUTBOX_RETRY_INTERVAL: "0.05" }), protocols: bundledRegistry(), logger: silentLogger, store: slow, publisher: recording.publisher });
+  runtime.start();
+  await eventually(() => running === 1, { what: "a tick running" });
+  await new Promise((resolve) => setTimeout(resolve, 200)); // four intervals pass while it runs
+  let stopped = false;
+  const stopping = runtime.stop().then(() => (stopped = true));
+  await Promise.resolve();
+  expect(stopped).toBe(false);
+  gate.resolve();
+  await stopping;
+  expect(overlapped).toBe(false);
+  expect(recording.published).toHaveLength(1);
+});
