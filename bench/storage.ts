@@ -122,7 +122,7 @@ try {
       const jobId = newJobId();
       const rows = Array.from({ length: 100 }, (_, i) =>
         outboxToEntity(
-          { outboxId: outboxIdFor(jobId, i), jobId, stepId: stepIdFor(jobId, i), stepIndex: i, topic: "ocr-requests", partitionKey: jobId, traceparent: null, status: "sent", attempts: 1, nextAttemptAt: null, lastError: null, sentAt: now.toISOString(), createdAt: now.toISOString(), updatedAt: now.toISOString() },
+          { outboxId: outboxIdFor(jobId, i), jobId, stepId: stepIdFor(jobId, i), stepIndex: i, topic: "ocr-requests", partitionKey: jobId, traceparent: null, status: "sent", attempts: 1, nextAttemptAt: null, lastError: null, lease: null, sentAt: now.toISOString(), createdAt: now.toISOString(), updatedAt: now.toISOString() },
           { partitionKey: jobId, rowKey: outboxRow({ outboxId: outboxIdFor(jobId, i) }) },
         ),
       );

@@ -54,6 +54,8 @@ export interface OutboxEntry extends Versioned {
   status: OutboxStatus;
   attempts: number;
   nextAttemptAt: string | null;
+  /** The token of the sweep that leased the entry (see leaseEntry); null when none holds it. */
+  lease: string | null;
   lastError: string | null;
   sentAt: string | null;
   createdAt: string;

@@ -65,6 +65,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),
     lastError: null,
     sentAt: null,
+    lease: null,
     createdAt: now,
     updatedAt: now,
   };

@@ -53,7 +53,7 @@ export function initiateStep(step: Step, now: string): Step {
 /** pending → sent, counting the attempt that succeeded. */
 export function markOutboxSent(entry: OutboxEntry, now: string): OutboxEntry {
   assertAllowed("outbox entry", outboxTransitions, entry.status, "sent");
-  return { ...entry, status: "sent", attempts: entry.attempts + 1, sentAt: now, nextAttemptAt: null, updatedAt: now };
+  return { ...entry, status: "sent", attempts: entry.attempts + 1, sentAt: now, nextAttemptAt: null, lease: null, updatedAt: now };
 }
 
 export interface PublishFailure {
@@ -81,6 +81,7 @@ export function recordPublishFailure(entry: OutboxEntry, failure: PublishFailure
     attempts,
     lastError: failure.error,
     nextAttemptAt: exhausted ? null : failure.nextAttemptAt,
+    lease: null,
     updatedAt: failure.now,
   };
 }
@@ -90,15 +91,15 @@ export function recordPublishFailure(entry: OutboxEntry, failure: PublishFailure
  * written conditionally on its etag. Other sweepers no longer see it as due; if the holder dies,
  * the entry falls due again when the lease ends. Not an attempt: only outcomes count.
  */
-export function leaseEntry(entry: OutboxEntry, now: string, until: string): OutboxEntry {
+export function leaseEntry(entry: OutboxEntry, now: string, until: string, token: string): OutboxEntry {
   if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry is '${entry.status}', not pending`);
-  return { ...entry, nextAttemptAt: until, updatedAt: now };
+  return { ...entry, nextAttemptAt: until, lease: token, updatedAt: now };
 }
 
 /** failed → pending with a fresh attempt count, due now (an operator's retry). */
 export function resetFailedEntry(entry: OutboxEntry, now: string): OutboxEntry {
   assertAllowed("outbox entry", outboxTransitions, entry.status, "pending");
-  return { ...entry, status: "pending", attempts: 0, nextAttemptAt: now, updatedAt: now };
+  return { ...entry, status: "pending", attempts: 0, nextAttemptAt: now, lease: null, updatedAt: now };
 }
 
 /**

@@ -129,7 +129,8 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
       await guarded("save job changes", async () => checkTransaction(entities));
 
       const outbox = changes.outbox ?? [];
-      await indexes.markDue(outbox, new Date().toISOString());
+      const now = new Date().toISOString();
+      await indexes.markBeforeWrite(outbox, now);
       const response = await guarded("save job changes", async () => {
         try {
           return await ledger.submitTransaction(actions);
@@ -140,7 +141,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
           throw error;
         }
       });
-      await indexes.unmarkDue(outbox);
+      await indexes.unmarkDue(outbox, now);
       const etags = withEtags(entities, response.subResponses);
       return {
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),

@@ -129,7 +129,8 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
     async saveChanges(jobId, changes: JobChanges): Promise<SavedChanges> {
       const partitionKey = jobId;
       const entries = changes.outbox ?? [];
-      await indexes.markDue(entries, new Date().toISOString());
+      const now = new Date().toISOString();
+      await indexes.markBeforeWrite(entries, now);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
         if (changes.job) {
@@ -144,7 +145,7 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
         );
         return result;
       });
-      await indexes.unmarkDue(entries);
+      await indexes.unmarkDue(entries, now);
       return saved;
     },
 

@@ -3,6 +3,7 @@
  * by an ETag-conditional write, publish the leased ones, store the outcomes. Ticks never
  * overlap: the next is scheduled when the previous ends.
  */
+import { randomUUID } from "node:crypto";
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import { leaseEntry } from "../domain/transitions.ts";
@@ -31,14 +32,22 @@ export interface LeaseOptions {
 export async function leaseAndPublish(items: OutboxWork[], options: LeaseOptions): Promise<PublishSummary> {
   const now = options.now.toISOString();
   const until = new Date(options.now.getTime() + options.leaseSeconds * 1000).toISOString();
+  // Tells this sweep's leases from another replica's written in the same millisecond.
+  const token = randomUUID();
   const leased = await Promise.all(
     items.map(async (work): Promise<OutboxWork | null> => {
+      const lease = leaseEntry(work.entry, now, until, token);
       try {
-        const saved = await options.store.saveChanges(work.job.jobId, { outbox: [leaseEntry(work.entry, now, until)] });
+        const saved = await options.store.saveChanges(work.job.jobId, { outbox: [lease] });
         return { ...work, entry: saved.outbox[0]! };
       } catch (error) {
-        if (error instanceof ConcurrencyConflictError || error instanceof InvalidTransitionError) return null;
-        throw error;
+        if (error instanceof InvalidTransitionError) return null;
+        if (!(error instanceof ConcurrencyConflictError)) throw error;
+        // A write whose answer was lost (a timeout, then the SDK's retry meets our own new
+        // etag) is ours all the same: left alone, the entry would wait out the whole lease.
+        const current = (await options.store.getJob(work.job.jobId))?.outbox.find((o) => o.outboxId === work.entry.outboxId);
+        const ours = current?.status === "pending" && current.lease === token;
+        return ours ? { ...work, entry: current } : null;
       }
     }),
   );

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { InvalidTransitionError } from "../../src/domain/errors.ts";
 import type { Job, OutboxEntry, Step } from "../../src/domain/model.ts";
-import { applyPublished, initiateStep, markOutboxSent, recordPublishFailure, resetFailedEntry, startJob } from "../../src/domain/transitions.ts";
+import { applyPublished, initiateStep, leaseEntry, markOutboxSent, recordPublishFailure, resetFailedEntry, startJob } from "../../src/domain/transitions.ts";
 
 const T0 = "2026-01-01T00:00:00.000Z";
 const T1 = "2026-01-01T00:00:01.000Z";
@@ -13,7 +13,7 @@ const job: Job = {
 const step: Step = { jobId: "j", stepId: "s", index: 0, name: "ocr", topic: "ocr-requests", status: "pending", updatedAt: T0 };
 const entry: OutboxEntry = {
   outboxId: "o", jobId: "j", stepId: "s", stepIndex: 0, topic: "ocr-requests", partitionKey: "j", traceparent: null, status: "pending",
-  attempts: 0, nextAttemptAt: T1, lastError: null, sentAt: null, createdAt: T0, updatedAt: T0,
+  attempts: 0, nextAttemptAt: T1, lastError: null, sentAt: null, lease: null, createdAt: T0, updatedAt: T0,
 };
 const failure = { error: "boom", retryable: true, now: T1, nextAttemptAt: "2026-01-01T00:00:31.000Z", maxAttempts: 3 };
 
@@ -82,4 +82,12 @@ test("applyPublished leaves an already initiated step as it is and still marks t
   expect(next.step).toBe(initiated);
   expect(next.entry.status).toBe("sent");
   expect(() => applyPublished({ job, step: { ...step, status: "succeeded" }, entry }, T1)).toThrow(InvalidTransitionError);
+});
+
+test("a lease moves the due time to the lease's end and carries its token; sent and failure clear it", () => {
+  const leased = leaseEntry(entry, T1, "2026-01-01T00:00:31.000Z", "sweep-1");
+  expect(leased).toMatchObject({ status: "pending", attempts: 0, nextAttemptAt: "2026-01-01T00:00:31.000Z", lease: "sweep-1" });
+  expect(markOutboxSent(leased, T1).lease).toBeNull();
+  expect(recordPublishFailure(leased, failure).lease).toBeNull();
+  expect(() => leaseEntry({ ...entry, status: "sent" }, T1, T1, "x")).toThrow(InvalidTransitionError);
 });

@@ -1,5 +1,5 @@
 /** Polls `probe` until it returns a value that is not undefined/false, or fails after the deadline. */
-export async function eventually<T>(probe: () => T | Promise<T>, options: { timeoutMs?: number; what?: string } = {}): Promise<Exclude<T, undefined | false>> {
+export async function eventually<T>(probe: () => T | Promise<T>, options: { timeoutMs?: number; what?: string; intervalMs?: number } = {}): Promise<Exclude<T, undefined | false>> {
   const deadline = Date.now() + (options.timeoutMs ?? 5000);
   let last: unknown;
   for (;;) {
@@ -12,7 +12,7 @@ export async function eventually<T>(probe: () => T | Promise<T>, options: { time
     if (Date.now() > deadline) {
       throw new Error(`timed out waiting for ${options.what ?? "condition"}${last ? `: ${(last as Error).message}` : ""}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 5));
   }
 }
 

@@ -34,6 +34,8 @@ export interface DueMarker {
 
 const FAILED_PARTITION = "failed";
 
+const isLeased = (entry: OutboxEntry) => entry.status === "pending" && entry.lease !== null;
+
 function toMarker(row: TableEntityResult<Record<string, unknown>>): DueMarker {
   const { partitionKey, rowKey } = keysOf(row);
   return {
@@ -92,6 +94,15 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
      */
     async markDue(entries: readonly OutboxEntry[], now: string): Promise<void> {
       const marked = entries.filter((e) => (e.status === "pending" && e.nextAttemptAt !== null) || e.status === "failed");
+      await this.writeMarkers(marked, now);
+    },
+
+    /** Before writing entries: the markers of pending and failed ones, except leases (see unmarkDue). */
+    async markBeforeWrite(entries: readonly OutboxEntry[], now: string): Promise<void> {
+      await this.markDue(entries.filter((e) => !isLeased(e)), now);
+    },
+
+    async writeMarkers(marked: readonly OutboxEntry[], now: string): Promise<void> {
       await guarded("write outbox markers", () =>
         Promise.all(
           marked.map((entry) =>
@@ -113,10 +124,20 @@ export function createIndexes(clients: { idempotency: TableClient; jobIndex: Tab
       );
     },
 
-    /** Deletes the markers of entries that are no longer pending; call after writing the entries. */
-    async unmarkDue(entries: readonly OutboxEntry[]): Promise<void> {
+    /**
+     * After writing the entries: deletes the markers of entries no longer pending, and moves a
+     * leased entry's marker to the lease's end. (A lease only postpones an entry that already
+     * has a marker, so its marker may follow the write; written before, a replica that lost the
+     * lease race would leave a marker behind for an entry the winner has sent meanwhile.)
+     */
+    async unmarkDue(entries: readonly OutboxEntry[], now: string): Promise<void> {
       const settled = entries.filter((e) => e.status !== "pending");
-      await guarded("delete due markers", () => Promise.all(settled.map((entry) => deleteIfPresent(due, dueShard(entry.outboxId), entry.outboxId))));
+      await guarded("update due markers", () =>
+        Promise.all([
+          ...settled.map((entry) => deleteIfPresent(due, dueShard(entry.outboxId), entry.outboxId)),
+          this.markDue(entries.filter(isLeased), now),
+        ]),
+      );
     },
 
     async deleteMarker(outboxId: string): Promise<void> {
@@ -273,16 +294,25 @@ export async function listOutboxWith(indexes: Indexes, layout: RowLayout & { sen
   return { items, nextCursor: markers.length === page.limit && last ? encodeCursor(JSON.stringify({ partitionKey: last.partitionKey, rowKey: last.outboxId })) : null };
 }
 
-/** Pending count and oldest from the due markers; failed counted from markers still failed. */
+/**
+ * Counts from the markers, each checked against its entry (point reads, O(pending + failed)):
+ * a marker can outlive its entry's state for a while, and stats feed alerts.
+ */
 export async function outboxStatsWith(indexes: Indexes, layout: RowLayout, now: Date): Promise<OutboxStats> {
-  const pending = await indexes.pendingMarkers();
+  const entriesOf = async (markers: DueMarker[]) => {
+    const entries: (OutboxEntry | null)[] = [];
+    for (let i = 0; i < markers.length; i += LOAD_CONCURRENCY) {
+      entries.push(...(await Promise.all(markers.slice(i, i + LOAD_CONCURRENCY).map(async (marker) => (await readMarkedRows(layout, marker)).entry))));
+    }
+    return entries;
+  };
+  const pending = (await entriesOf(await indexes.pendingMarkers())).filter((entry): entry is OutboxEntry => entry?.status === "pending");
   let failed = 0;
   for (let after: DueMarker | undefined, batch: DueMarker[]; ; after = batch.at(-1)) {
     batch = await indexes.markersAfter("failed", after ? { partitionKey: after.partitionKey, rowKey: after.outboxId } : null, 1000);
-    const rows = await Promise.all(batch.map((marker) => readMarkedRows(layout, marker)));
-    failed += rows.filter((r) => r.entry?.status === "failed").length;
+    failed += (await entriesOf(batch)).filter((entry) => entry?.status === "failed").length;
     if (batch.length < 1000) break;
   }
-  const oldest = pending.reduce<string | null>((min, m) => (min === null || m.entryCreatedAt < min ? m.entryCreatedAt : min), null);
+  const oldest = pending.reduce<string | null>((min, entry) => (min === null || entry.createdAt < min ? entry.createdAt : min), null);
   return { pending: pending.length, failed, oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, (now.getTime() - Date.parse(oldest)) / 1000) };
 }
