@@ -13,6 +13,8 @@ import { domainProblem, problemOf } from "./http/problem.ts";
 import { jobRoutes } from "./jobs/routes.ts";
 import type { JobService } from "./jobs/service.ts";
 import type { Logger } from "./logging/logger.ts";
+import type { Metrics } from "./metrics/metrics.ts";
+import { openapiPlugin } from "./http/openapi.ts";
 
 export interface AppOptions {
   commands: CommandService;
@@ -21,7 +23,9 @@ export interface AppOptions {
   admin?: { service: AdminService; apiKey: string };
   health: HealthOptions;
   logger: Logger;
+  metrics: Metrics;
   maxBodyBytes: number;
+  version: string;
 }
 
 export function createApp(options: AppOptions) {
@@ -46,6 +50,10 @@ export function createApp(options: AppOptions) {
           logger.error({ err: error, path: instance, code }, "unhandled error");
           return problemOf("internal-error", 500, "Internal error", "the request could not be completed", instance);
       }
+    })
+    .use(openapiPlugin(options.version))
+    .get("/metrics", async () => new Response(await options.metrics.render(), { headers: { "content-type": options.metrics.contentType } }), {
+      detail: { tags: ["operations"], summary: "Prometheus metrics" },
     })
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
     hostname: settings.host,
     port: settings.port,
     maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes),
-    fetch: runtime.app.fetch,
+    fetch: runtime.fetch,
   });
 
   runtime.start();

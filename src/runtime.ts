@@ -3,6 +3,9 @@
  * owns the listening socket and the signals.
  */
 import { createAdminService } from "./admin/service.ts";
+import { observe } from "./http/observe.ts";
+import { createMetrics, type Metrics } from "./metrics/metrics.ts";
+import { VERSION } from "./version.ts";
 import { createApp, type App } from "./app.ts";
 import { createCommandService } from "./commands/service.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
@@ -29,6 +32,9 @@ export interface RuntimeOptions {
 
 export interface Runtime {
   app: App;
+  /** The app's handler with request ids, request logs and intake metrics: what the server runs. */
+  fetch: (request: Request) => Promise<Response>;
+  metrics: Metrics;
   store: LedgerStore;
   dispatcher: Dispatcher | null;
   /** Null when nothing is published or LUCIUS_OUTBOX_RETRY_ENABLED is false. */
@@ -55,8 +61,11 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const publisher = selectPublisher(options);
   const store = options.store ?? createStore(settings);
   await store.init();
+  const clock = options.now ?? (() => new Date());
+  const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
   const dispatcher = publisher
     ? createDispatcher({
+        onPublished: metrics.published,
         store,
         publisher,
         logger,
@@ -75,6 +84,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
           intervalSeconds: settings.outbox.retryIntervalSeconds,
           batchSize: settings.outbox.retryBatchSize,
           leaseSeconds: leaseSecondsFor(settings.outbox.publishTimeoutSeconds),
+          onTick: metrics.swept,
           ...(options.now ? { now: options.now } : {}),
         })
       : null;
@@ -88,6 +98,16 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   });
   const checks = [{ name: "storage", check: () => store.ping() }];
   if (publisher) checks.push({ name: "publisher", check: () => publisher.check() });
+  const maxAge = settings.outbox.retryEnabled && publisher ? settings.readyMaxPendingAgeSeconds : 0;
+  if (maxAge > 0) {
+    checks.push({
+      name: "outbox",
+      async check() {
+        const { oldestPendingAgeSeconds: age } = await metrics.outboxStats();
+        if (age !== null && age > maxAge) throw new Error(`the oldest pending entry is ${Math.round(age)} s old (limit ${maxAge} s)`);
+      },
+    });
+  }
   const app = createApp({
     commands,
     jobs: createJobService({ store }),
@@ -101,10 +121,14 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         }
       : {}),
     logger,
+    metrics,
     maxBodyBytes: settings.maxBodyBytes,
+    version: VERSION,
   });
   return {
     app,
+    fetch: observe((request) => app.handle(request), { logger, metrics }),
+    metrics,
     store,
     dispatcher,
     sweeper,

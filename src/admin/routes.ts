@@ -4,6 +4,7 @@ import { DomainError } from "../domain/errors.ts";
 import type { Logger } from "../logging/logger.ts";
 import { pageSize } from "../jobs/routes.ts";
 import type { AdminService } from "./service.ts";
+import { adminSecurity, pick, problems } from "../http/openapi.ts";
 
 export class UnauthorizedError extends DomainError {
   readonly code = "unauthorized";
@@ -44,6 +45,7 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           return page;
         },
         {
+          detail: { tags: ["admin"], summary: "Outbox entries by status", security: adminSecurity, responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 401, 503) } },
           query: t.Object(
             {
               status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent")])),
@@ -54,11 +56,15 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           ),
         },
       )
-      .get("/stats", async () => {
-        const stats = await service.stats();
-        logger.info({ action: "stats", ...stats }, "admin: read outbox stats");
-        return stats;
-      })
+      .get(
+        "/stats",
+        async () => {
+          const stats = await service.stats();
+          logger.info({ action: "stats", ...stats }, "admin: read outbox stats");
+          return stats;
+        },
+        { detail: { tags: ["admin"], summary: "Pending and failed counts, oldest pending age", security: adminSecurity, responses: { 200: { description: "{ pending, failed, oldestPendingAgeSeconds }" }, ...pick(problems, 401, 503) } } },
+      )
       .post(
         "/retry",
         async ({ body }) => {
@@ -67,6 +73,7 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           return summary;
         },
         {
+          detail: { tags: ["admin"], summary: "Publish pending (and failed) entries now", security: adminSecurity, responses: { 200: { description: "{ attempted, sent, failed }" }, ...pick(problems, 401, 422, 503) } },
           body: t.Optional(
             t.Object({ limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })), includeFailed: t.Optional(t.Boolean()) }, { additionalProperties: false }),
           ),
@@ -79,7 +86,10 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           logger.info({ action: "retry-one", ...result }, "admin: retried an outbox entry");
           return result;
         },
-        { params: t.Object({ outboxId: t.String({ minLength: 1, maxLength: 200 }) }) },
+        {
+          params: t.Object({ outboxId: t.String({ minLength: 1, maxLength: 200 }) }),
+          detail: { tags: ["admin"], summary: "Publish one entry now (a failed one starts over)", security: adminSecurity, responses: { 200: { description: "{ outboxId, status }" }, ...pick(problems, 401, 404, 409, 503) } },
+        },
       ),
   );
 }

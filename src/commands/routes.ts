@@ -3,6 +3,16 @@ import { readJsonBody } from "../http/json-body.ts";
 import { CommandEnvelope } from "../validation/envelope.ts";
 import { acceptTraceparent } from "../validation/idempotency.ts";
 import type { CommandService } from "./service.ts";
+import { Type } from "@sinclair/typebox";
+import { pick, problems } from "../http/openapi.ts";
+
+const Accepted = Type.Object({
+  jobId: Type.String(),
+  status: Type.Literal("accepted"),
+  requestType: Type.String(),
+  tenantId: Type.String(),
+  createdAt: Type.String({ format: "date-time" }),
+});
 
 export function commandRoutes(service: CommandService, options: { maxBodyBytes: number }) {
   return new Elysia({ name: "commands", normalize: false }).post(
@@ -20,6 +30,19 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
     },
     {
       body: CommandEnvelope,
+      detail: {
+        tags: ["commands"],
+        summary: "Submit a command",
+        description: "Validates the envelope and the payload, stores the job and its first directive, answers 202; publishing follows.",
+        parameters: [
+          { name: "Idempotency-Key", in: "header", required: false, schema: { type: "string", minLength: 1, maxLength: 255 } },
+          { name: "traceparent", in: "header", required: false, schema: { type: "string" } },
+        ],
+        responses: {
+          202: { description: "Accepted (or replayed: header Idempotent-Replayed: true)", content: { "application/json": { schema: Accepted } } },
+          ...pick(problems, 400, 409, 413, 422, 503),
+        },
+      },
       // Our reader replaces Elysia's: it enforces the size limit and ignores a missing Content-Type.
       parse: ({ request }) => readJsonBody(request, options.maxBodyBytes),
     },

@@ -32,6 +32,8 @@ export interface Settings {
   protocolsFile: string | null;
   maxBodyBytes: number;
   logLevel: LogLevel;
+  /** /readyz fails once the oldest pending entry is older than this (seconds); 0 turns the check off. */
+  readyMaxPendingAgeSeconds: number;
 }
 
 export class SettingsError extends Error {
@@ -151,6 +153,7 @@ export function loadSettings(env: Env): Settings {
     protocolsFile: read.optional("LUCIUS_PROTOCOLS_FILE"),
     maxBodyBytes: read.number("LUCIUS_MAX_BODY_BYTES", 262144, { min: 1024, max: 64 * 1024 * 1024, integer: true }),
     logLevel: read.oneOf("LUCIUS_LOG_LEVEL", LOG_LEVELS, "info"),
+    readyMaxPendingAgeSeconds: read.number("LUCIUS_READY_MAX_PENDING_AGE", 600, { min: 0, max: 7 * 86400 }),
   };
 
   if (storageBackend !== "memory" && tableConnection === null) {

@@ -34,7 +34,7 @@ export function healthRoutes(options: HealthOptions) {
   }
 
   return new Elysia({ name: "health" })
-    .get("/healthz", () => ({ status: "ok" }))
+    .get("/healthz", () => ({ status: "ok" }), { detail: { tags: ["operations"], summary: "Liveness: 200 while the process runs" } })
     .get("/readyz", async () => {
       const results = await Promise.all(options.checks.map(async (c) => [c.name, await run(c)] as const));
       const checks = Object.fromEntries(results);
@@ -49,5 +49,5 @@ export function healthRoutes(options: HealthOptions) {
         instance: "/readyz",
         checks,
       });
-    });
+    }, { detail: { tags: ["operations"], summary: "Readiness: storage, broker, outbox age", responses: { 200: { description: "ready" }, 503: { description: "not ready, failing checks named" } } } });
 }

@@ -18,11 +18,20 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
+/** The problem code of each problem answer, for metrics, without reading bodies back. */
+const codes = new WeakMap<Response, string>();
+
+export function problemCodeOf(response: Response): string | undefined {
+  return codes.get(response);
+}
+
 export function problemResponse(problem: Problem, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(problem), {
+  const response = new Response(JSON.stringify(problem), {
     status: problem.status,
     headers: { "content-type": PROBLEM_CONTENT_TYPE, ...headers },
   });
+  codes.set(response, problem.type.slice(problem.type.lastIndexOf(":") + 1));
+  return response;
 }
 
 export function domainProblem(error: DomainError, instance: string): Response {

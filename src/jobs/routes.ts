@@ -2,6 +2,7 @@ import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
 import { TENANT_ID_PATTERN } from "../validation/envelope.ts";
 import type { JobService } from "./service.ts";
+import { pick, problems } from "../http/openapi.ts";
 
 export const DEFAULT_PAGE_SIZE = 20;
 export const MAX_PAGE_SIZE = 100;
@@ -22,6 +23,7 @@ export function jobRoutes(service: JobService) {
   return new Elysia({ name: "jobs", normalize: false })
     .get("/v1/jobs/:jobId", ({ params }) => service.get(params.jobId), {
       params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }) }),
+      detail: { tags: ["jobs"], summary: "One job with its steps and outbox entries", responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) } },
     })
     .get("/v1/jobs", ({ query }) => service.list(query.tenantId, pageSize(query.limit), query.cursor ?? null), {
       query: t.Object(
@@ -32,5 +34,6 @@ export function jobRoutes(service: JobService) {
         },
         { additionalProperties: false },
       ),
+      detail: { tags: ["jobs"], summary: "A tenant's jobs, newest first", responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 503) } },
     });
 }

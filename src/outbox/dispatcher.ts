@@ -29,6 +29,8 @@ export interface DispatcherOptions {
   maxAttempts: number;
   now?: () => Date;
   random?: () => number;
+  /** Told after each publish call: how many messages had each result, and how long it took. */
+  onPublished?: (result: "sent" | "retryable_error" | "permanent_error", count: number, seconds: number) => void;
 }
 
 export interface Dispatcher {
@@ -131,7 +133,14 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   async function publishAndStore(topic: string, items: OutboxWork[]): Promise<(OutboxEntry | null)[]> {
+    const started = performance.now();
     const outcomes = await publishBatch(topic, items);
+    if (options.onPublished) {
+      const seconds = (performance.now() - started) / 1000;
+      const counts = { sent: 0, retryable_error: 0, permanent_error: 0 };
+      for (const outcome of outcomes) counts[outcome.ok ? "sent" : outcome.retryable ? "retryable_error" : "permanent_error"]++;
+      for (const [result, count] of Object.entries(counts)) if (count > 0) options.onPublished(result as keyof typeof counts, count, seconds);
+    }
     return Promise.all(
       items.map(async (item, i) => {
         const outcome = outcomes[i]!;

@@ -65,6 +65,7 @@ export interface SweeperOptions {
   batchSize: number;
   leaseSeconds: number;
   now?: () => Date;
+  onTick?: (result: "ok" | "error") => void;
 }
 
 export interface Sweeper {
@@ -93,7 +94,13 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     if (stopped) return;
     timer = setTimeout(() => {
       running = tick()
-        .catch((error: unknown) => options.logger.warn({ err: error }, "sweep failed; the next one retries"))
+        .then(
+          () => options.onTick?.("ok"),
+          (error: unknown) => {
+            options.onTick?.("error");
+            options.logger.warn({ err: error }, "sweep failed; the next one retries");
+          },
+        )
         .finally(() => {
           running = null;
           schedule();

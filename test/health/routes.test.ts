@@ -14,7 +14,21 @@ describe("health", () => {
     const { request } = await startTestRuntime({ publisher: createRecordingPublisher().publisher });
     const response = await request("/readyz");
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ status: "ready", checks: { storage: "ok", publisher: "ok" } });
+    expect(await response.json()).toEqual({ status: "ready", checks: { storage: "ok", publisher: "ok", outbox: "ok" } });
+  });
+
+  test("/readyz degrades once the oldest pending entry is older than LUCIUS_READY_MAX_PENDING_AGE", async () => {
+    const recording = createRecordingPublisher();
+    recording.rejectWhen(() => ({ ok: false, error: "server busy", retryable: true }));
+    let clock = new Date("2026-01-01T00:00:00.000Z");
+    const { request, postCommand, runtime } = await startTestRuntime({ publisher: recording.publisher, env: { LUCIUS_READY_MAX_PENDING_AGE: "60" }, now: () => clock });
+    await postCommand(ingestCommand());
+    await runtime.dispatcher!.drain();
+    expect((await request("/readyz")).status).toBe(200);
+    clock = new Date(clock.getTime() + 61_000);
+    const response = await request("/readyz");
+    expect(response.status).toBe(503);
+    expect(((await response.json()) as { detail: string; checks: { outbox: string } }).checks.outbox).toContain("oldest pending entry");
   });
 
   test("/readyz is 503 naming storage when the store does not answer", async () => {

@@ -1,0 +1,109 @@
+/**
+ * Prometheus metrics with prom-client (the standard Node client), on a registry of the runtime's
+ * own so that several runtimes in one process (tests) never share counters.
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { OutboxStats } from "../ledger/store.ts";
+
+export interface MetricsOptions {
+  /** Outbox counts; read at most once per `statsTtlMs` (they can cost storage reads). */
+  outboxStats: () => Promise<OutboxStats>;
+  statsTtlMs?: number;
+  /** Milliseconds since the epoch; injected by tests. */
+  now?: () => number;
+}
+
+export type PublishResult = "sent" | "retryable_error" | "permanent_error";
+
+export function createMetrics(options: MetricsOptions) {
+  const registry = new Registry();
+  const ttl = options.statsTtlMs ?? 10_000;
+  const now = options.now ?? Date.now;
+  let cached: { at: number; stats: OutboxStats } | null = null;
+  let refreshing: Promise<OutboxStats> | null = null;
+
+  /** The latest outbox counts, refreshed when older than the TTL; one read at a time. */
+  async function outboxStats(): Promise<OutboxStats> {
+    if (cached && now() - cached.at < ttl) return cached.stats;
+    refreshing ??= options
+      .outboxStats()
+      .then((stats) => {
+        cached = { at: now(), stats };
+        return stats;
+      })
+      .finally(() => {
+        refreshing = null;
+      });
+    return refreshing;
+  }
+
+  const commands = new Counter({
+    name: "lucius_commands_total",
+    help: "Commands by outcome (accepted, replayed, rejected) and, for rejections, the problem type",
+    labelNames: ["outcome", "reason"] as const,
+    registers: [registry],
+  });
+  const intakeLatency = new Histogram({
+    name: "lucius_intake_duration_seconds",
+    help: "Time from request to answer of POST /v1/commands",
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const publishLatency = new Histogram({
+    name: "lucius_publish_duration_seconds",
+    help: "Time of one publish call (a batch of one topic)",
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const published = new Counter({
+    name: "lucius_publish_total",
+    help: "Outbox messages by publish result",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  const sweeps = new Counter({
+    name: "lucius_sweeper_ticks_total",
+    help: "Retry-loop sweeps by result",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: "lucius_outbox_entries",
+    help: "Outbox entries by status (pending, failed)",
+    labelNames: ["status"] as const,
+    registers: [registry],
+    async collect() {
+      const stats = await outboxStats();
+      this.set({ status: "pending" }, stats.pending);
+      this.set({ status: "failed" }, stats.failed);
+    },
+  });
+  new Gauge({
+    name: "lucius_outbox_oldest_pending_age_seconds",
+    help: "Age of the oldest pending outbox entry; 0 when none is pending",
+    registers: [registry],
+    async collect() {
+      this.set((await outboxStats()).oldestPendingAgeSeconds ?? 0);
+    },
+  });
+
+  return {
+    registry,
+    outboxStats,
+    commandAnswered(outcome: "accepted" | "replayed" | "rejected", reason = "", seconds?: number) {
+      commands.inc({ outcome, reason });
+      if (seconds !== undefined) intakeLatency.observe(seconds);
+    },
+    published(result: PublishResult, count: number, seconds: number) {
+      published.inc({ result }, count);
+      publishLatency.observe(seconds);
+    },
+    swept(result: "ok" | "error") {
+      sweeps.inc({ result });
+    },
+    render: () => registry.metrics(),
+    contentType: registry.contentType,
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
