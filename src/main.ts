@@ -1,5 +1,6 @@
 /**
- * Entry point: settings, wiring, the socket, signals. Bun-specific code lives here.
+ * Entry point: the subcommands, and for `serve` settings, wiring, the socket, signals.
+ * Bun-specific code lives here.
  */
 import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
 import { loadSettings, SettingsError } from "./config/settings.ts";
@@ -7,13 +8,15 @@ import { StorageUnavailableError } from "./domain/errors.ts";
 import { StorageRejectedError } from "./ledger/azure/client.ts";
 import { createLogger } from "./logging/logger.ts";
 import { createRuntime } from "./runtime.ts";
+import { configCheck, healthcheck, USAGE } from "./cli.ts";
+import { VERSION } from "./version.ts";
 
 /** Bun's own limit is only a backstop: ours, lower, answers with a problem+json 413. */
 function bunBodyLimit(maxBodyBytes: number): number {
   return Math.max(2 * maxBodyBytes, maxBodyBytes + 65536);
 }
 
-async function main(): Promise<void> {
+async function serve(): Promise<void> {
   let settings;
   let protocols;
   try {
@@ -82,4 +85,33 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void shutdown("SIGINT"));
 }
 
-await main();
+async function main(args: string[]): Promise<number | undefined> {
+  const [command = "serve", ...rest] = args;
+  const out = (line: string) => console.log(line);
+  const err = (line: string) => console.error(line);
+  switch (command) {
+    case "serve":
+      await serve();
+      return undefined;
+    case "healthcheck":
+      return healthcheck(Bun.env, rest.includes("--ready"), err);
+    case "config":
+      if (rest[0] === "check") return configCheck(Bun.env, out, err);
+      break;
+    case "--version":
+    case "-v":
+    case "version":
+      out(VERSION);
+      return 0;
+    case "--help":
+    case "-h":
+    case "help":
+      out(USAGE);
+      return 0;
+  }
+  err(`lucius: unknown command '${args.join(" ")}'\n\n${USAGE}`);
+  return 2;
+}
+
+const code = await main(Bun.argv.slice(2));
+if (code !== undefined) process.exit(code);

@@ -32,7 +32,7 @@ export function observe(handle: Handler, options: { logger: Logger; metrics: Met
     const jobId = /\/v1\/jobs\/([^/]+)/.exec(response.headers.get("location") ?? "")?.[1] ?? JOB_PATH.exec(path)?.[1];
     if (request.method === "POST" && path === "/v1/commands") {
       if (response.status === 202) metrics.commandAnswered(response.headers.get("idempotent-replayed") === "true" ? "replayed" : "accepted", "", seconds);
-      else metrics.commandAnswered("rejected", problemCodeOf(response) ?? String(response.status), seconds);
+      else metrics.commandAnswered("rejected", (await problemCodeOf(response)) ?? String(response.status), seconds);
     }
     logger.info(
       { method: request.method, path, status: response.status, durationMs: Math.round(seconds * 100_000) / 100, requestId, ...(jobId ? { jobId } : {}) },

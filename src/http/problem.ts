@@ -18,20 +18,22 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
-/** The problem code of each problem answer, for metrics, without reading bodies back. */
-const codes = new WeakMap<Response, string>();
-
-export function problemCodeOf(response: Response): string | undefined {
-  return codes.get(response);
+/** The code of a problem answer (the end of its type), read back from a copy of its body. */
+export async function problemCodeOf(response: Response): Promise<string | undefined> {
+  if (!response.headers.get("content-type")?.startsWith(PROBLEM_CONTENT_TYPE)) return undefined;
+  try {
+    const { type } = (await response.clone().json()) as { type?: string };
+    return type?.slice(type.lastIndexOf(":") + 1);
+  } catch {
+    return undefined;
+  }
 }
 
 export function problemResponse(problem: Problem, headers: Record<string, string> = {}): Response {
-  const response = new Response(JSON.stringify(problem), {
+  return new Response(JSON.stringify(problem), {
     status: problem.status,
     headers: { "content-type": PROBLEM_CONTENT_TYPE, ...headers },
   });
-  codes.set(response, problem.type.slice(problem.type.lastIndexOf(":") + 1));
-  return response;
 }
 
 export function domainProblem(error: DomainError, instance: string): Response {
