@@ -16,7 +16,6 @@ import type { LedgerStore } from "./ledger/store.ts";
 import type { Logger } from "./logging/logger.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
-import { createServiceBusPublisher } from "./outbox/service-bus-publisher.ts";
 import { createSweeper, leaseSecondsFor, type Sweeper } from "./outbox/sweeper.ts";
 
 export interface RuntimeOptions {
@@ -45,10 +44,12 @@ export interface Runtime {
   stop(): Promise<void>;
 }
 
-function selectPublisher(options: RuntimeOptions): Publisher | null {
+/** The Service Bus SDK is imported only when a connection is set (it weighs on the start). */
+async function selectPublisher(options: RuntimeOptions): Promise<Publisher | null> {
   if (options.publisher !== undefined) return options.publisher;
   const { settings, protocols, logger } = options;
   if (settings.serviceBusConnection === null) return null;
+  const { createServiceBusPublisher } = await import("./outbox/service-bus-publisher.ts");
   return createServiceBusPublisher({
     connectionString: settings.serviceBusConnection,
     readinessTopic: protocols.list()[0]?.steps[0]?.topic ?? null,
@@ -58,8 +59,8 @@ function selectPublisher(options: RuntimeOptions): Publisher | null {
 
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { settings, logger } = options;
-  const publisher = selectPublisher(options);
-  const store = options.store ?? createStore(settings);
+  const publisher = await selectPublisher(options);
+  const store = options.store ?? (await createStore(settings));
   await store.init();
   const clock = options.now ?? (() => new Date());
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });

@@ -75,6 +75,8 @@ export class ProtocolFileError extends Error {
 
 export interface BuildRegistryOptions {
   source: string;
+  /** Check every payload schema against the JSON Schema meta-schema (default true). */
+  validateSchemas?: boolean;
   /** Returns the JSON Schema at a path relative to the protocol file. Throws when there is none. */
   readSchema(relativePath: string): unknown;
 }
@@ -88,7 +90,7 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
     fail(`does not match the protocol file format: ${problems.join("; ")}`);
   }
   const file = document as ProtocolFileShape;
-  const compiler = createSchemaCompiler();
+  const compiler = createSchemaCompiler({ validateSchemas: options.validateSchemas ?? true });
   const checksByPath = new Map<string, PayloadCheck>();
   const protocols = new Map<string, RegisteredProtocol>();
 
@@ -158,9 +160,11 @@ function dedupe(violations: FieldViolation[]): FieldViolation[] {
   });
 }
 
-export function bundledRegistry(): ProtocolRegistry {
+/** `validateSchemas`: the test suite turns it on; the start skips it (see SchemaCompilerOptions). */
+export function bundledRegistry(options: { validateSchemas?: boolean } = {}): ProtocolRegistry {
   return buildRegistry(bundledDocument, {
     source: "bundled schemas/protocols.json",
+    validateSchemas: options.validateSchemas ?? false,
     readSchema(relativePath) {
       const schema = bundledSchemas[relativePath];
       if (schema === undefined) throw new Error("not bundled");

@@ -16,7 +16,8 @@ function writeProtocols(name: string, content: unknown): string {
 const step = { name: "ocr", topic: "ocr-requests", payloadSchema: { type: "object" } };
 
 describe("the bundled protocols", () => {
-  const registry = bundledRegistry();
+  // The start skips the meta-schema check for these; here it runs.
+  const registry = bundledRegistry({ validateSchemas: true });
   test("ship document.ocr (one step) and document.ingest (three steps in order)", () => {
     expect(registry.get("document.ocr")?.steps.map((s) => s.name)).toEqual(["ocr"]);
     expect(registry.get("document.ingest")?.steps.map((s) => [s.name, s.topic, s.partitionKey])).toEqual([
@@ -25,6 +26,10 @@ describe("the bundled protocols", () => {
       ["enrich", "semantic-intelligence", { kind: "pointer", pointer: "/documentId" }],
     ]);
   });
+  test("are valid JSON Schemas (checked against the 2020-12 meta-schema)", () => {
+    expect(() => bundledRegistry({ validateSchemas: true })).not.toThrow();
+  });
+
   test("accept a realistic payload and refuse the wrong content type and a relative URI", () => {
     const ocr = registry.get("document.ocr")!;
     expect(ocr.checkPayload({ documentId: "d1", documentUri: "https://x/y.pdf", contentType: "image/tiff", language: "de-CH" })).toEqual([]);

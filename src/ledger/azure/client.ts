@@ -4,6 +4,7 @@
 import { TableClient, type TableEntityResult } from "@azure/data-tables";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../domain/errors.ts";
 import { StorageLimitError } from "./limits.ts";
+import { StorageRejectedError } from "../storage-errors.ts";
 
 export interface AzureTableOptions {
   /** An Azure Storage connection string (Azurite's works too). */
@@ -87,13 +88,7 @@ export function toDomainError(error: unknown, what: string): Error {
   return new StorageRejectedError(`${what}: table storage refused the request (${status} ${codeOf(error) ?? ""})`.trim(), { cause: error });
 }
 
-/** Storage refused a request we should not have sent: a bug of ours, logged, answered as 500. */
-export class StorageRejectedError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "StorageRejectedError";
-  }
-}
+export { StorageRejectedError };
 
 /** Runs `work`, mapping whatever it throws. */
 export async function guarded<T>(what: string, work: () => Promise<T>): Promise<T> {
