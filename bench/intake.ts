@@ -2,35 +2,45 @@
  * POST /v1/commands in memory mode under concurrent load over real sockets, beside a bare
  * Bun.serve handler that parses the same JSON and answers 202, in the same run.
  *
- *   bun run bench:intake [--seconds 5] [--concurrency 64]
+ *   bun run bench:intake [--seconds 5] [--concurrency 64] [--log-level warn|info]
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { closedLoop, openLoop, type LoadResult, type MakeRequest } from "./load.ts";
 
 const { values } = parseArgs({
-  options: { seconds: { type: "string", default: "5" }, concurrency: { type: "string", default: "64" } },
+  options: { seconds: { type: "string", default: "5" }, concurrency: { type: "string", default: "64" }, "log-level": { type: "string", default: "warn" } },
 });
 const seconds = Number(values.seconds);
 const concurrency = Number(values.concurrency);
 
+async function freePort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+/** Starts a server on a free port and waits until it answers; its output is not read (a full pipe would stall it). */
 async function start(script: string, env: Record<string, string> = {}) {
+  const port = await freePort();
   const proc = Bun.spawn(["bun", resolve(import.meta.dir, script)], {
-    env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: "0", LUCIUS_LOG_LEVEL: "error", ...env },
-    stdout: "pipe",
+    env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), PORT: String(port), ...env },
+    stdout: "ignore",
     stderr: "inherit",
   });
-  const reader = proc.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${script} exited before listening`);
-    text += new TextDecoder().decode(value);
+  const url = new URL(`http://127.0.0.1:${port}/`);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      await fetch(new URL("/healthz", url));
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`${script} did not start`);
+      await Bun.sleep(20);
+    }
   }
-  reader.releaseLock();
-  const line = text.split("\n").find((l) => l.includes("listening"));
-  if (!line) throw new Error(`${script} did not print its URL`);
-  return { proc, url: new URL(JSON.parse(line).url as string) };
+  return { proc, url };
 }
 
 const payload = { documentId: "d1", documentUri: "https://files.example/y.pdf", contentType: "application/pdf", language: "en" };
@@ -54,7 +64,8 @@ const best = (runs: LoadResult[]) => runs.reduce((a, b) => (b.perSecond > a.perS
 /** Fresh processes for each phase: the memory store keeps every job, and a heap grown by the
  *  peak phase's ~100,000 jobs would put its garbage-collection pauses into the latency phase. */
 async function withTargets<T>(run: (targets: { service: MakeRequest; bare: MakeRequest }) => Promise<T>): Promise<T> {
-  const service = await start("../src/main.ts", { LUCIUS_LOG_LEVEL: "info" });
+  // At "info" every request writes a log line (to /dev/null here): --log-level info measures that too.
+  const service = await start("../src/main.ts", { LUCIUS_LOG_LEVEL: values["log-level"]! });
   const bare = await start("./bare-server.ts");
   try {
     const targets = { service: requestsFor(service.url), bare: requestsFor(bare.url) };
@@ -68,7 +79,7 @@ async function withTargets<T>(run: (targets: { service: MakeRequest; bare: MakeR
 }
 
 console.log(`intake benchmark: ${concurrency} concurrent connections, ${seconds}s per run, Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
-console.log("service: memory backend, no publisher, a unique Idempotency-Key per request; load generator in this process");
+console.log(`service: memory backend, no publisher, a unique Idempotency-Key per request, LUCIUS_LOG_LEVEL=${values["log-level"]}; load generator in this process`);
 
 const peak = await withTargets(async (targets) => {
   // Interleave the runs so that a noisy neighbour hurts both alike.

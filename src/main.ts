@@ -6,7 +6,7 @@ import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
 import { loadSettings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
 import { StorageRejectedError } from "./ledger/storage-errors.ts";
-import { createLogger } from "./logging/logger.ts";
+import { createLogger, flushLogs } from "./logging/logger.ts";
 import { createRuntime } from "./runtime.ts";
 import { configCheck, healthcheck, USAGE } from "./cli.ts";
 import { VERSION } from "./version.ts";
@@ -36,6 +36,7 @@ async function serve(): Promise<void> {
   } catch (error) {
     if (error instanceof StorageUnavailableError || error instanceof StorageRejectedError) {
       logger.fatal(error.message);
+      flushLogs(logger);
       console.error(`lucius: cannot start: ${error.message}`);
       process.exit(1);
     }
@@ -68,10 +69,14 @@ async function serve(): Promise<void> {
     logger.info({ endpoint }, "publishing to Azure Service Bus");
   }
 
+  flushLogs(logger);
+  setInterval(() => flushLogs(logger), 1000).unref();
+
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, "second signal: exiting without waiting");
+      flushLogs(logger);
       process.exit(1);
     }
     stopping = true;
@@ -79,6 +84,7 @@ async function serve(): Promise<void> {
     await server.stop(false);
     await runtime.stop();
     logger.info("stopped");
+    flushLogs(logger);
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
