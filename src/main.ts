@@ -49,12 +49,21 @@ async function serve(): Promise<void> {
     throw error;
   }
 
-  const server = Bun.serve({
-    hostname: settings.host,
-    port: settings.port,
-    maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes),
-    fetch: runtime.fetch,
-  });
+  let server;
+  try {
+    server = Bun.serve({
+      hostname: settings.host,
+      port: settings.port,
+      maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes),
+      fetch: runtime.fetch,
+    });
+  } catch (error) {
+    const reason = `cannot listen on ${settings.host}:${settings.port}: ${(error as Error).message}`;
+    logger.fatal(reason);
+    await flushLogs();
+    console.error(`lucius: cannot start: ${reason}`);
+    process.exit(1);
+  }
 
   runtime.start();
   logger.info(

@@ -134,3 +134,14 @@ describe("Service Bus", () => {
     }
   });
 });
+
+test("a port already in use stops the start with exit code 1 and the reason", async () => {
+  const taken = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
+  try {
+    const { code, stderr } = await runServiceExpectingExit({ LUCIUS_PORT: String(taken.port) });
+    expect(code).toBe(1);
+    expect(stderr).toContain(`cannot listen on 127.0.0.1:${taken.port}`);
+  } finally {
+    taken.stop(true);
+  }
+});
