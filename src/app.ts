@@ -12,6 +12,7 @@ import { healthRoutes, type HealthOptions } from "./health/routes.ts";
 import { domainProblem, problemOf } from "./http/problem.ts";
 import { jobRoutes } from "./jobs/routes.ts";
 import type { JobService } from "./jobs/service.ts";
+import type { StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
 import type { Metrics } from "./metrics/metrics.ts";
 import { openapiPlugin } from "./http/openapi.ts";
@@ -19,6 +20,7 @@ import { openapiPlugin } from "./http/openapi.ts";
 export interface AppOptions {
   commands: CommandService;
   jobs: JobService;
+  stepEvents: StepEventService;
   /** Absent: the admin routes do not exist (404). */
   admin?: { service: AdminService; apiKey: string };
   health: HealthOptions;
@@ -57,7 +59,7 @@ export function createApp(options: AppOptions) {
     })
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
-    .use(jobRoutes(options.jobs))
+    .use(jobRoutes(options.jobs, options.stepEvents))
     .use(options.admin ? adminRoutes(options.admin.service, { apiKey: options.admin.apiKey, logger }) : new Elysia());
 }
 

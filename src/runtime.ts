@@ -11,6 +11,7 @@ import { createCommandService } from "./commands/service.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
 import type { Settings } from "./config/settings.ts";
 import { createJobService } from "./jobs/service.ts";
+import { createStepEventService } from "./jobs/step-events.ts";
 import { createStore } from "./ledger/create-store.ts";
 import type { LedgerStore } from "./ledger/store.ts";
 import type { Logger } from "./logging/logger.ts";
@@ -112,6 +113,13 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const app = createApp({
     commands,
     jobs: createJobService({ store }),
+    stepEvents: createStepEventService({
+      store,
+      protocols: options.protocols,
+      dispatcher,
+      retryDelaySeconds: settings.outbox.retryDelaySeconds,
+      ...(options.now ? { now: options.now } : {}),
+    }),
     health: { checks, isAccepting: () => accepting },
     ...(settings.admin.enabled && settings.admin.apiKey
       ? {

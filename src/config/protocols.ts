@@ -31,6 +31,7 @@ const StepDefinition = Type.Object(
     topic: Type.String({ pattern: TOPIC_PATTERN }),
     payloadSchema: Type.Union([Type.String({ minLength: 1 }), Type.Object({}, { additionalProperties: true })]),
     partitionKey: Type.Optional(Type.String({ minLength: 1 })),
+    maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
   },
   { additionalProperties: false },
 );
@@ -104,7 +105,7 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
       if (names.has(step.name)) fail(`${stepAt}: duplicate step name '${step.name}' in '${definition.requestType}'`);
       names.add(step.name);
       checks.push(compileStepSchema(step.payloadSchema, stepAt));
-      return { name: step.name, topic: step.topic, partitionKey: parsePartitionKey(step.partitionKey, stepAt) };
+      return { name: step.name, topic: step.topic, partitionKey: parsePartitionKey(step.partitionKey, stepAt), maxAttempts: step.maxAttempts ?? 1 };
     });
     protocols.set(definition.requestType, {
       requestType: definition.requestType,

@@ -31,6 +31,13 @@ export interface Job extends Versioned {
   updatedAt: string;
 }
 
+/** What a worker reported about a failed step. */
+export interface StepError {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
 export interface Step extends Versioned {
   jobId: string;
   stepId: string;
@@ -38,6 +45,14 @@ export interface Step extends Versioned {
   name: string;
   topic: string;
   status: StepStatus;
+  /** Directives issued for this step so far (a retryable failure issues another). */
+  attempts: number;
+  result: JsonObject | null;
+  error: StepError | null;
+  /** Event ids already applied to this step (the latest 100): a repeat changes nothing. */
+  events: string[];
+  startedAt: string | null;
+  finishedAt: string | null;
   updatedAt: string;
 }
 
@@ -106,6 +121,8 @@ export interface ProtocolStep {
   name: string;
   topic: string;
   partitionKey: PartitionKeyRule;
+  /** Directives a retryable failure may lead to, the first included (default 1). */
+  maxAttempts: number;
 }
 
 export interface Protocol {

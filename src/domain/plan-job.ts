@@ -1,6 +1,6 @@
 import { outboxIdFor, stepIdFor } from "./ids.ts";
 import { resolvePointer } from "./json-pointer.ts";
-import type { JobAggregate, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, Step } from "./model.ts";
+import type { Job, JobAggregate, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, Step } from "./model.ts";
 
 export interface PlannedCommand {
   requestType: string;
@@ -34,6 +34,45 @@ export function partitionKeyFor(rule: PartitionKeyRule, jobId: string, tenantId:
   }
 }
 
+export interface DirectiveOptions {
+  job: Job;
+  step: Step;
+  rule: PartitionKeyRule;
+  traceparent: string | null;
+  now: Date;
+  retryDelaySeconds: number;
+}
+
+/**
+ * Another directive for a step (the next step's first, or a retry): the step counts it, and the
+ * entry's id says which dispatch it is, so a repeated write is the same entry.
+ */
+export function issueDirective(options: DirectiveOptions): { step: Step; entry: OutboxEntry } {
+  const { job, step } = options;
+  const now = options.now.toISOString();
+  const partitionKey = partitionKeyFor(options.rule, job.jobId, job.tenantId, job.payload) ?? job.jobId;
+  return {
+    step: { ...step, attempts: step.attempts + 1, updatedAt: now },
+    entry: {
+      outboxId: outboxIdFor(job.jobId, step.index, step.attempts),
+      jobId: job.jobId,
+      stepId: step.stepId,
+      stepIndex: step.index,
+      topic: step.topic,
+      partitionKey,
+      traceparent: options.traceparent,
+      status: "pending",
+      attempts: 0,
+      nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),
+      lastError: null,
+      sentAt: null,
+      lease: null,
+      createdAt: now,
+      updatedAt: now,
+    },
+  };
+}
+
 /** Builds a new job, all its steps, and the directive of its first step. Pure. */
 export function planJob(options: PlanJobOptions): JobAggregate {
   const { jobId, command, protocol } = options;
@@ -45,6 +84,12 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     name: definition.name,
     topic: definition.topic,
     status: "pending",
+    attempts: index === 0 ? 1 : 0,
+    result: null,
+    error: null,
+    events: [],
+    startedAt: null,
+    finishedAt: null,
     updatedAt: now,
   }));
   const first = steps[0];

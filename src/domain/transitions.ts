@@ -3,7 +3,7 @@
  * functions return; each refuses a transition the machine does not allow.
  */
 import { InvalidTransitionError } from "./errors.ts";
-import type { Job, JobStatus, OutboxEntry, OutboxStatus, Step, StepStatus } from "./model.ts";
+import type { Job, JobStatus, JsonObject, OutboxEntry, OutboxStatus, Step, StepError, StepStatus } from "./model.ts";
 
 const jobTransitions: Record<JobStatus, readonly JobStatus[]> = {
   accepted: ["in_progress", "failed", "cancelled"],
@@ -47,7 +47,48 @@ export function startJob(job: Job, now: string): Job {
 /** pending → initiated: the step's directive reached the broker. */
 export function initiateStep(step: Step, now: string): Step {
   assertAllowed("step", stepTransitions, step.status, "initiated");
-  return { ...step, status: "initiated", updatedAt: now };
+  return { ...step, status: "initiated", startedAt: step.startedAt ?? now, updatedAt: now };
+}
+
+/** initiated → succeeded, keeping the worker's result. */
+export function succeedStep(step: Step, result: JsonObject | null, now: string): Step {
+  assertAllowed("step", stepTransitions, step.status, "succeeded");
+  return { ...step, status: "succeeded", result, error: null, finishedAt: now, updatedAt: now };
+}
+
+/** initiated → failed, for good. */
+export function failStep(step: Step, error: StepError, now: string): Step {
+  assertAllowed("step", stepTransitions, step.status, "failed");
+  return { ...step, status: "failed", error, finishedAt: now, updatedAt: now };
+}
+
+/** A retryable failure of an initiated step: it stays initiated, its error is recorded. */
+export function recordStepError(step: Step, error: StepError, now: string): Step {
+  if (step.status !== "initiated") throw new InvalidTransitionError(`step is '${step.status}', not initiated`);
+  return { ...step, error, updatedAt: now };
+}
+
+/** pending or initiated → cancelled. */
+export function cancelStep(step: Step, now: string): Step {
+  assertAllowed("step", stepTransitions, step.status, "cancelled");
+  return { ...step, status: "cancelled", finishedAt: now, updatedAt: now };
+}
+
+/** A step event's id, remembered so that a repeat changes nothing (the latest 100 are kept). */
+export function rememberEvent(step: Step, eventId: string, now: string): Step {
+  return { ...step, events: [...step.events, eventId].slice(-100), updatedAt: now };
+}
+
+/** accepted or in_progress → succeeded, failed or cancelled. */
+export function finishJob(job: Job, status: "succeeded" | "failed" | "cancelled", now: string): Job {
+  assertAllowed("job", jobTransitions, job.status, status);
+  return { ...job, status, updatedAt: now };
+}
+
+/** A directive that must no longer go out (its job was cancelled): pending → failed. */
+export function withdrawEntry(entry: OutboxEntry, reason: string, now: string): OutboxEntry {
+  assertAllowed("outbox entry", outboxTransitions, entry.status, "failed");
+  return { ...entry, status: "failed", lastError: reason, nextAttemptAt: null, lease: null, updatedAt: now };
 }
 
 /** pending → sent, counting the attempt that succeeded. */
@@ -109,8 +150,9 @@ export function resetFailedEntry(entry: OutboxEntry, now: string): OutboxEntry {
  */
 export function applyPublished(parts: { job: Job; step: Step; entry: OutboxEntry }, now: string) {
   return {
-    job: startJob(parts.job, now),
-    step: parts.step.status === "initiated" ? parts.step : initiateStep(parts.step, now),
+    // A fast worker may have answered (even finished the job) before this write.
+    job: parts.job.status === "accepted" ? startJob(parts.job, now) : parts.job,
+    step: parts.step.status === "pending" ? initiateStep(parts.step, now) : parts.step,
     entry: markOutboxSent(parts.entry, now),
   };
 }

@@ -2,6 +2,7 @@ import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
 import { TENANT_ID_PATTERN } from "../validation/envelope.ts";
 import type { JobService } from "./service.ts";
+import type { StepEventService } from "./step-events.ts";
 import { pick, problems } from "../http/openapi.ts";
 
 export const DEFAULT_PAGE_SIZE = 20;
@@ -19,8 +20,50 @@ export function pageSize(raw: string | undefined): number {
   return limit;
 }
 
-export function jobRoutes(service: JobService) {
+const StepEventBody = t.Object(
+  {
+    jobId: t.Optional(t.String()),
+    stepId: t.Optional(t.String()),
+    eventId: t.String({ minLength: 1, maxLength: 200 }),
+    status: t.Union([t.Literal("succeeded"), t.Literal("failed"), t.Literal("progress")]),
+    result: t.Optional(t.Object({}, { additionalProperties: true })),
+    error: t.Optional(
+      t.Object({ code: t.String({ minLength: 1, maxLength: 200 }), message: t.String({ maxLength: 4000 }), retryable: t.Optional(t.Boolean()) }, { additionalProperties: false }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export function jobRoutes(service: JobService, events: StepEventService) {
   return new Elysia({ name: "jobs", normalize: false })
+    .post(
+      "/v1/jobs/:jobId/steps/:stepId/events",
+      async ({ params, body, set }) => {
+        for (const field of ["jobId", "stepId"] as const) {
+          if (body[field] !== undefined && body[field] !== params[field]) {
+            throw new MalformedRequestError(`the event's ${field} differs from the path`, { errors: [{ path: `/${field}`, message: "differs from the path" }] });
+          }
+        }
+        const { jobId: _j, stepId: _s, ...event } = body;
+        set.status = 202;
+        return events.handle(params.jobId, params.stepId, event);
+      },
+      {
+        params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }), stepId: t.String({ minLength: 1, maxLength: 100 }) }),
+        body: StepEventBody,
+        parse: "json",
+        detail: {
+          tags: ["jobs"],
+          summary: "A worker reports on a step",
+          description: "succeeded stores the result and dispatches the next step; failed retries (retryable, up to the step's maxAttempts) or fails the job; progress only records. A repeated eventId or a late event changes nothing and says so.",
+          responses: { 202: { description: "{ outcome: applied | duplicate | ignored, jobStatus, stepStatus }" }, ...pick(problems, 400, 404, 409, 422, 503) },
+        },
+      },
+    )
+    .post("/v1/jobs/:jobId/cancel", ({ params }) => events.cancel(params.jobId), {
+      params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }) }),
+      detail: { tags: ["jobs"], summary: "Cancel a job that has not ended", responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 404, 409, 503) } },
+    })
     .get("/v1/jobs/:jobId", ({ params }) => service.get(params.jobId), {
       params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }) }),
       detail: { tags: ["jobs"], summary: "One job with its steps and outbox entries", responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) } },

@@ -1,6 +1,6 @@
 /** Reading jobs back (DESIGN.md §3): one job with its steps and outbox, or a tenant's listing. */
 import { NotFoundError } from "../domain/errors.ts";
-import type { JobAggregate, JobSummary, Page } from "../domain/model.ts";
+import type { JobAggregate, JobSummary, JsonObject, Page, StepError } from "../domain/model.ts";
 import type { LedgerStore } from "../ledger/store.ts";
 
 export interface JobView {
@@ -11,7 +11,19 @@ export interface JobView {
   status: string;
   createdAt: string;
   updatedAt: string;
-  steps: { stepId: string; index: number; name: string; topic: string; status: string; updatedAt: string }[];
+  steps: {
+    stepId: string;
+    index: number;
+    name: string;
+    topic: string;
+    status: string;
+    attempts: number;
+    result: JsonObject | null;
+    error: StepError | null;
+    startedAt: string | null;
+    finishedAt: string | null;
+    updatedAt: string;
+  }[];
   outbox: {
     outboxId: string;
     stepId: string;
@@ -53,7 +65,19 @@ export function toView({ job, steps, outbox }: JobAggregate): JobView {
     updatedAt: job.updatedAt,
     steps: [...steps]
       .sort((a, b) => a.index - b.index)
-      .map((s) => ({ stepId: s.stepId, index: s.index, name: s.name, topic: s.topic, status: s.status, updatedAt: s.updatedAt })),
+      .map((s) => ({
+        stepId: s.stepId,
+        index: s.index,
+        name: s.name,
+        topic: s.topic,
+        status: s.status,
+        attempts: s.attempts,
+        result: s.result,
+        error: s.error,
+        startedAt: s.startedAt,
+        finishedAt: s.finishedAt,
+        updatedAt: s.updatedAt,
+      })),
     outbox: outbox.map((o) => ({
       outboxId: o.outboxId,
       stepId: o.stepId,

@@ -10,7 +10,10 @@ const job: Job = {
   jobId: "j", tenantId: "acme", requestType: "document.ocr", protocolVersion: 1, correlationId: null,
   idempotencyKey: null, payload: {}, status: "accepted", createdAt: T0, updatedAt: T0,
 };
-const step: Step = { jobId: "j", stepId: "s", index: 0, name: "ocr", topic: "ocr-requests", status: "pending", updatedAt: T0 };
+const step: Step = {
+  jobId: "j", stepId: "s", index: 0, name: "ocr", topic: "ocr-requests", status: "pending",
+  attempts: 1, result: null, error: null, events: [], startedAt: null, finishedAt: null, updatedAt: T0,
+};
 const entry: OutboxEntry = {
   outboxId: "o", jobId: "j", stepId: "s", stepIndex: 0, topic: "ocr-requests", partitionKey: "j", traceparent: null, status: "pending",
   attempts: 0, nextAttemptAt: T1, lastError: null, sentAt: null, lease: null, createdAt: T0, updatedAt: T0,
@@ -76,12 +79,13 @@ test("applyPublished moves all three together", () => {
   expect([next.job.status, next.step.status, next.entry.status]).toEqual(["in_progress", "initiated", "sent"]);
 });
 
-test("applyPublished leaves an already initiated step as it is and still marks the entry sent", () => {
+test("applyPublished leaves a step or job a worker already moved on as it is, and still marks the entry sent", () => {
   const initiated = { ...step, status: "initiated" as const };
   const next = applyPublished({ job: { ...job, status: "in_progress" }, step: initiated, entry }, T1);
   expect(next.step).toBe(initiated);
   expect(next.entry.status).toBe("sent");
-  expect(() => applyPublished({ job, step: { ...step, status: "succeeded" }, entry }, T1)).toThrow(InvalidTransitionError);
+  const finished = applyPublished({ job: { ...job, status: "succeeded" }, step: { ...step, status: "succeeded" }, entry }, T1);
+  expect([finished.job.status, finished.step.status, finished.entry.status]).toEqual(["succeeded", "succeeded", "sent"]);
 });
 
 test("a lease moves the due time to the lease's end and carries its token; sent and failure clear it", () => {

@@ -83,7 +83,13 @@ export function stepToEntity(step: Step, keys: Keys): Entity {
     name: step.name,
     topic: step.topic,
     status: step.status,
+    attempts: step.attempts,
+    startedAt: optional(step.startedAt),
+    finishedAt: optional(step.finishedAt),
     updatedAt: step.updatedAt,
+    ...(step.error === null ? {} : { error: JSON.stringify(step.error) }),
+    ...(step.events.length === 0 ? {} : { events: JSON.stringify(step.events) }),
+    ...(step.result === null ? {} : chunkString("result", JSON.stringify(step.result))),
   };
 }
 
@@ -95,9 +101,19 @@ export function entityToStep(entity: Stored): Step {
     name: text(entity, "name"),
     topic: text(entity, "topic"),
     status: text(entity, "status") as StepStatus,
+    attempts: integer(entity, "attempts"),
+    result: parseOr(joinChunks(entity, "result"), null),
+    error: parseOr(nullableText(entity, "error") ?? undefined, null),
+    events: parseOr(nullableText(entity, "events") ?? undefined, []),
+    startedAt: nullableText(entity, "startedAt"),
+    finishedAt: nullableText(entity, "finishedAt"),
     updatedAt: text(entity, "updatedAt"),
     etag: etagOf(entity),
   };
+}
+
+function parseOr<T>(json: string | undefined, fallback: T): T {
+  return json === undefined ? fallback : (JSON.parse(json) as T);
 }
 
 export function outboxToEntity(entry: OutboxEntry, keys: Keys): Entity {

@@ -1,0 +1,96 @@
+/**
+ * What a worker's step event does to a job (issue: close the loop), as one pure function: the
+ * entities to write in one change, or why nothing changes.
+ */
+import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
+import { issueDirective } from "./plan-job.ts";
+import { cancelStep, failStep, finishJob, initiateStep, recordStepError, rememberEvent, succeedStep, withdrawEntry } from "./transitions.ts";
+
+export interface StepEvent {
+  eventId: string;
+  status: "succeeded" | "failed" | "progress";
+  result?: JsonObject;
+  error?: { code: string; message: string; retryable?: boolean };
+}
+
+export type EventOutcome =
+  | { outcome: "applied"; job?: Job; steps: Step[]; outbox: OutboxEntry[] }
+  /** The same eventId was applied before. */
+  | { outcome: "duplicate" }
+  /** The step or its job had already ended: a late event. */
+  | { outcome: "ignored"; reason: string };
+
+export interface ApplyOptions {
+  protocol: Protocol | undefined;
+  now: Date;
+  retryDelaySeconds: number;
+}
+
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: StepEvent, options: ApplyOptions): EventOutcome {
+  const { job } = aggregate;
+  const now = options.now.toISOString();
+  const found = aggregate.steps.find((s) => s.stepId === stepId);
+  if (!found) throw new Error(`step ${stepId} is not part of job ${job.jobId}`);
+  if (found.events.includes(event.eventId)) return { outcome: "duplicate" };
+  if (TERMINAL.has(job.status)) return { outcome: "ignored", reason: `job is ${job.status}` };
+  if (TERMINAL.has(found.status)) return { outcome: "ignored", reason: `step is ${found.status}` };
+
+  let step = rememberEvent(found, event.eventId, now);
+  if (event.status === "progress") return { outcome: "applied", steps: [step], outbox: [] };
+
+  // A worker can answer before the fast path marked its directive sent: the step started.
+  if (step.status === "pending") {
+    if (step.attempts === 0) return { outcome: "ignored", reason: "step has not been dispatched" };
+    step = initiateStep(step, now);
+  }
+  const definitions = options.protocol?.steps ?? [];
+
+  if (event.status === "succeeded") {
+    step = succeedStep(step, event.result ?? null, now);
+    const next = aggregate.steps.find((s) => s.index === step.index + 1);
+    if (!next) return { outcome: "applied", job: finishJob(job, "succeeded", now), steps: [step], outbox: [] };
+    const issued = issueDirective({
+      job,
+      step: next,
+      rule: definitions[next.index]?.partitionKey ?? { kind: "jobId" },
+      traceparent: aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null,
+      now: options.now,
+      retryDelaySeconds: options.retryDelaySeconds,
+    });
+    return { outcome: "applied", steps: [step, issued.step], outbox: [issued.entry] };
+  }
+
+  const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
+  const maxAttempts = definitions[step.index]?.maxAttempts ?? 1;
+  if (error.retryable && step.attempts < maxAttempts) {
+    const issued = issueDirective({
+      job,
+      step: recordStepError(step, error, now),
+      rule: definitions[step.index]?.partitionKey ?? { kind: "jobId" },
+      traceparent: aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null,
+      now: options.now,
+      retryDelaySeconds: options.retryDelaySeconds,
+    });
+    return { outcome: "applied", steps: [issued.step], outbox: [issued.entry] };
+  }
+  step = failStep(step, error, now);
+  const rest = cancelRest(aggregate, now, step.stepId);
+  return { outcome: "applied", job: finishJob(job, "failed", now), steps: [step, ...rest.steps], outbox: rest.outbox };
+}
+
+/** Cancels a job that has not ended: its open steps, and the directives not yet sent. */
+export function cancelJob(aggregate: JobAggregate, now: Date): { job: Job; steps: Step[]; outbox: OutboxEntry[] } | null {
+  if (TERMINAL.has(aggregate.job.status)) return null;
+  const at = now.toISOString();
+  const rest = cancelRest(aggregate, at, null);
+  return { job: finishJob(aggregate.job, "cancelled", at), ...rest };
+}
+
+function cancelRest(aggregate: JobAggregate, now: string, except: string | null) {
+  return {
+    steps: aggregate.steps.filter((s) => s.stepId !== except && (s.status === "pending" || s.status === "initiated")).map((s) => cancelStep(s, now)),
+    outbox: aggregate.outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),
+  };
+}

@@ -1,0 +1,99 @@
+/**
+ * Step events from workers (over HTTP or Service Bus, one function for both) and cancellation:
+ * read the job, let the pure rules decide, write the change conditionally, hand new directives
+ * to the dispatcher. A lost race re-reads and decides again.
+ */
+import type { ProtocolRegistry } from "../config/protocols.ts";
+import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
+import type { JobAggregate, OutboxWork } from "../domain/model.ts";
+import { applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
+import type { LedgerStore, SavedChanges } from "../ledger/store.ts";
+import type { Dispatcher } from "../outbox/dispatcher.ts";
+
+export interface StepEventResult {
+  jobId: string;
+  stepId: string;
+  eventId: string;
+  outcome: "applied" | "duplicate" | "ignored";
+  reason?: string;
+  jobStatus: string;
+  stepStatus: string;
+}
+
+export interface StepEventServiceOptions {
+  store: LedgerStore;
+  protocols: ProtocolRegistry;
+  dispatcher: Dispatcher | null;
+  retryDelaySeconds: number;
+  now?: () => Date;
+}
+
+const ATTEMPTS = 5;
+
+export function createStepEventService(options: StepEventServiceOptions) {
+  const { store, dispatcher } = options;
+  const now = options.now ?? (() => new Date());
+
+  async function load(jobId: string): Promise<JobAggregate> {
+    const aggregate = await store.getJob(jobId);
+    if (!aggregate) throw new NotFoundError(`job ${jobId} does not exist`);
+    return aggregate;
+  }
+
+  /** Publishes the directives a change created, on the fast path (the sweeper backs it up). */
+  function dispatchCreated(before: JobAggregate, saved: SavedChanges): void {
+    if (!dispatcher) return;
+    const job = saved.job ?? before.job;
+    const work: OutboxWork[] = saved.outbox
+      .filter((entry) => entry.status === "pending" && !before.outbox.some((o) => o.outboxId === entry.outboxId))
+      .flatMap((entry) => {
+        const step = saved.steps.find((s) => s.stepId === entry.stepId) ?? before.steps.find((s) => s.stepId === entry.stepId);
+        return step ? [{ job, step, entry }] : [];
+      });
+    if (work.length > 0) dispatcher.dispatch(work);
+  }
+
+  /** Runs `decide` against the current job until its write wins. */
+  async function withRetries<T>(jobId: string, decide: (aggregate: JobAggregate) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await decide(await load(jobId));
+      } catch (error) {
+        if (!(error instanceof ConcurrencyConflictError) || attempt >= ATTEMPTS) throw error;
+      }
+    }
+  }
+
+  return {
+    async handle(jobId: string, stepId: string, event: StepEvent): Promise<StepEventResult> {
+      return withRetries(jobId, async (aggregate) => {
+        const step = aggregate.steps.find((s) => s.stepId === stepId);
+        if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
+        const decided = applyStepEvent(aggregate, stepId, event, {
+          protocol: options.protocols.get(aggregate.job.requestType),
+          now: now(),
+          retryDelaySeconds: options.retryDelaySeconds,
+        });
+        const base = { jobId, stepId, eventId: event.eventId };
+        if (decided.outcome !== "applied") {
+          return { ...base, outcome: decided.outcome, ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}), jobStatus: aggregate.job.status, stepStatus: step.status };
+        }
+        const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
+        dispatchCreated(aggregate, saved);
+        const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
+        return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
+      });
+    },
+
+    async cancel(jobId: string): Promise<{ jobId: string; status: string }> {
+      return withRetries(jobId, async (aggregate) => {
+        const change = cancelJob(aggregate, now());
+        if (!change) throw new InvalidTransitionError(`job ${jobId} has already ended: ${aggregate.job.status}`);
+        const saved = await store.saveChanges(jobId, change);
+        return { jobId, status: saved.job?.status ?? change.job.status };
+      });
+    },
+  };
+}
+
+export type StepEventService = ReturnType<typeof createStepEventService>;
