@@ -1,0 +1,172 @@
+/**
+ * Workers' step events drive a job to its end, on every backend: the next step's directive is
+ * published only after the previous step succeeded, and every transition goes through the outbox.
+ */
+import { describe, expect, test } from "bun:test";
+import { buildRegistry } from "../../src/config/protocols.ts";
+import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
+import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import type { LedgerStore } from "../../src/ledger/store.ts";
+import { createTableStore } from "../../src/ledger/table-store.ts";
+import { azurite, freshTables } from "../support/azurite.ts";
+import { eventually } from "../support/eventually.ts";
+import { createRecordingPublisher } from "../support/recording-publisher.ts";
+import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+
+type Backend = "memory" | "table" | "ledger";
+
+async function storeFor(backend: Backend): Promise<LedgerStore> {
+  if (backend === "memory") return createMemoryStore();
+  const { connection } = await azurite();
+  const options = { connection, tables: freshTables() };
+  return backend === "table" ? createTableStore(options) : createLedgerStore(options);
+}
+
+/** document.ingest as bundled, but `embed` may be tried twice. */
+const retrying = buildRegistry(
+  {
+    protocols: [
+      {
+        requestType: "document.ingest",
+        version: 1,
+        steps: [
+          { name: "ocr", topic: "ocr-requests", payloadSchema: { type: "object", required: ["documentId"] }, partitionKey: "jobId" },
+          { name: "embed", topic: "vector-ingestion", payloadSchema: { type: "object" }, partitionKey: "tenantId", maxAttempts: 2 },
+          { name: "enrich", topic: "semantic-intelligence", payloadSchema: { type: "object" }, partitionKey: "/documentId" },
+        ],
+      },
+    ],
+  },
+  { source: "test", readSchema: () => ({}) },
+);
+
+type View = { status: string; steps: { stepId: string; status: string; attempts: number; result: unknown; error: unknown; startedAt: string | null; finishedAt: string | null }[]; outbox: { outboxId: string; stepId: string; status: string; lastError: string | null }[] };
+
+async function setup(backend: Backend) {
+  const recording = createRecordingPublisher();
+  const service = await startTestRuntime({ store: await storeFor(backend), publisher: recording.publisher, protocols: retrying });
+  const submit = async () => ((await (await service.postCommand(ingestCommand())).json()) as { jobId: string }).jobId;
+  const view = async (jobId: string) => (await (await service.request(`/v1/jobs/${jobId}`)).json()) as View;
+  const event = (jobId: string, stepId: string, body: Record<string, unknown>) =>
+    service.request(`/v1/jobs/${jobId}/steps/${stepId}/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  /** Waits until the step's newest directive is sent, as a worker would before answering. */
+  const dispatched = (jobId: string, stepIndex: number, count = 1) =>
+    eventually(async () => {
+      const v = await view(jobId);
+      const stepId = v.steps[stepIndex]!.stepId;
+      return v.outbox.filter((o) => o.stepId === stepId && o.status === "sent").length === count && v;
+    }, { what: `step ${stepIndex} dispatched ${count}x` });
+  return { ...service, recording, submit, view, event, dispatched };
+}
+
+for (const backend of ["memory", "table", "ledger"] as const) {
+  describe(`step events: ${backend}`, () => {
+    test("each success dispatches the next step; the last one ends the job succeeded, results kept", async () => {
+      const { submit, event, dispatched, view, recording } = await setup(backend);
+      const jobId = await submit();
+      for (let index = 0; index < 3; index++) {
+        const v = await dispatched(jobId, index);
+        expect(v.steps.map((s) => s.status).slice(index + 1).every((s) => s === "pending")).toBe(true);
+        const response = await event(jobId, v.steps[index]!.stepId, { eventId: `e-${index}`, status: "succeeded", result: { pages: index + 1 } });
+        expect(response.status).toBe(202);
+        expect(await response.json()).toMatchObject({ outcome: "applied", stepStatus: "succeeded", jobStatus: index === 2 ? "succeeded" : "in_progress" });
+      }
+      const done = await view(jobId);
+      expect(done.status).toBe("succeeded");
+      expect(done.steps.map((s) => [s.status, s.result, s.attempts])).toEqual([["succeeded", { pages: 1 }, 1], ["succeeded", { pages: 2 }, 1], ["succeeded", { pages: 3 }, 1]]);
+      expect(done.steps.every((s) => s.startedAt !== null && s.finishedAt !== null)).toBe(true);
+      expect(recording.published.map((p) => [p.topic, p.message.subject, p.message.partitionKey])).toEqual([
+        ["ocr-requests", "document.ingest/ocr", jobId],
+        ["vector-ingestion", "document.ingest/embed", "acme"],
+        ["semantic-intelligence", "document.ingest/enrich", "d1"],
+      ]);
+    });
+
+    test("a failure ends the job failed and cancels the steps that never ran; nothing more is dispatched", async () => {
+      const { submit, event, dispatched, view, recording } = await setup(backend);
+      const jobId = await submit();
+      const v = await dispatched(jobId, 0);
+      const response = await event(jobId, v.steps[0]!.stepId, { eventId: "e-1", status: "failed", error: { code: "UNREADABLE", message: "corrupt PDF" } });
+      expect(await response.json()).toMatchObject({ outcome: "applied", stepStatus: "failed", jobStatus: "failed" });
+      const after = await view(jobId);
+      expect(after.steps.map((s) => s.status)).toEqual(["failed", "cancelled", "cancelled"]);
+      expect(after.steps[0]!.error).toEqual({ code: "UNREADABLE", message: "corrupt PDF", retryable: false });
+      expect(recording.published).toHaveLength(1);
+    });
+
+    test("a retryable failure is dispatched again up to the step's maxAttempts, then fails the job", async () => {
+      const { submit, event, dispatched, view, recording } = await setup(backend);
+      const jobId = await submit();
+      let v = await dispatched(jobId, 0);
+      await event(jobId, v.steps[0]!.stepId, { eventId: "ok-0", status: "succeeded" });
+      v = await dispatched(jobId, 1);
+      const embed = v.steps[1]!.stepId;
+      const first = await event(jobId, embed, { eventId: "f-1", status: "failed", error: { code: "BUSY", message: "model overloaded", retryable: true } });
+      expect(await first.json()).toMatchObject({ outcome: "applied", stepStatus: "initiated", jobStatus: "in_progress" });
+      v = await dispatched(jobId, 1, 2);
+      expect(v.steps[1]!.attempts).toBe(2);
+      const second = await event(jobId, embed, { eventId: "f-2", status: "failed", error: { code: "BUSY", message: "still overloaded", retryable: true } });
+      expect(await second.json()).toMatchObject({ outcome: "applied", stepStatus: "failed", jobStatus: "failed" });
+      expect((await view(jobId)).steps.map((s) => s.status)).toEqual(["succeeded", "failed", "cancelled"]);
+      const embedIds = recording.published.filter((p) => p.topic === "vector-ingestion").map((p) => p.message.messageId);
+      expect(new Set(embedIds).size).toBe(2);
+    });
+
+    test("a repeated event and a late event change nothing and say so", async () => {
+      const { submit, event, dispatched, view } = await setup(backend);
+      const jobId = await submit();
+      const v = await dispatched(jobId, 0);
+      const stepId = v.steps[0]!.stepId;
+      await event(jobId, stepId, { eventId: "e-1", status: "progress" });
+      expect(await (await event(jobId, stepId, { eventId: "e-1", status: "progress" })).json()).toMatchObject({ outcome: "duplicate" });
+      await event(jobId, stepId, { eventId: "e-2", status: "succeeded", result: { a: 1 } });
+      const before = await view(jobId);
+      expect(await (await event(jobId, stepId, { eventId: "e-2", status: "succeeded" })).json()).toMatchObject({ outcome: "duplicate" });
+      expect(await (await event(jobId, stepId, { eventId: "e-3", status: "failed", error: { code: "X", message: "late" } })).json()).toMatchObject({ outcome: "ignored", reason: "step is succeeded" });
+      const after = await view(jobId);
+      expect(after.steps[0]).toEqual(before.steps[0]!);
+      expect(after.status).toBe("in_progress");
+    });
+
+    test("an event for a step not dispatched yet is ignored", async () => {
+      const { submit, event, dispatched, view } = await setup(backend);
+      const jobId = await submit();
+      const v = await dispatched(jobId, 0);
+      const response = await event(jobId, v.steps[2]!.stepId, { eventId: "early", status: "succeeded" });
+      expect(await response.json()).toMatchObject({ outcome: "ignored", reason: "step has not been dispatched" });
+      expect((await view(jobId)).steps[2]!.status).toBe("pending");
+    });
+
+    test("cancel ends the job, cancels open steps, withdraws unsent directives; then events are late", async () => {
+      const { submit, event, dispatched, view, request, recording } = await setup(backend);
+      const jobId = await submit();
+      const v = await dispatched(jobId, 0);
+      recording.failWith("broker down", true);
+      await event(jobId, v.steps[0]!.stepId, { eventId: "ok", status: "succeeded" });
+      await eventually(async () => (await view(jobId)).outbox.some((o) => o.stepId === v.steps[1]!.stepId), { what: "the next directive" });
+      const cancelled = await request(`/v1/jobs/${jobId}/cancel`, { method: "POST" });
+      expect(cancelled.status).toBe(200);
+      expect(await cancelled.json()).toEqual({ jobId, status: "cancelled" });
+      const after = await view(jobId);
+      expect(after.steps.map((s) => s.status)).toEqual(["succeeded", "cancelled", "cancelled"]);
+      expect(after.outbox.filter((o) => o.status === "pending")).toEqual([]);
+      expect((await request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(409);
+      expect(await (await event(jobId, v.steps[1]!.stepId, { eventId: "late", status: "succeeded" })).json()).toMatchObject({ outcome: "ignored", reason: "job is cancelled" });
+    });
+  });
+}
+
+describe("step events: bad input", () => {
+  test("unknown job or step is 404; a malformed event 422; a body that names another job 400", async () => {
+    const { submit, event, dispatched } = await setup("memory");
+    const jobId = await submit();
+    const v = await dispatched(jobId, 0);
+    const stepId = v.steps[0]!.stepId;
+    expect((await event("0190d9a0-0000-7000-8000-000000000000", stepId, { eventId: "e", status: "progress" })).status).toBe(404);
+    expect((await event(jobId, "no-such-step", { eventId: "e", status: "progress" })).status).toBe(404);
+    const malformed = await event(jobId, stepId, { eventId: "", status: "done", extra: 1 });
+    expect(malformed.status).toBe(422);
+    expect(((await malformed.json()) as { errors: { path: string }[] }).errors.map((e) => e.path).sort()).toEqual(["/eventId", "/extra", "/status"]);
+    expect((await event(jobId, stepId, { jobId: "other", eventId: "e", status: "progress" })).status).toBe(400);
+  });
+});
