@@ -12,6 +12,7 @@ import type { ProtocolRegistry } from "./config/protocols.ts";
 import type { Settings } from "./config/settings.ts";
 import { createJobService } from "./jobs/service.ts";
 import { createStepEventService } from "./jobs/step-events.ts";
+import type { EventReceiver } from "./events/service-bus-receiver.ts";
 import { createStore } from "./ledger/create-store.ts";
 import type { LedgerStore } from "./ledger/store.ts";
 import type { Logger } from "./logging/logger.ts";
@@ -28,6 +29,8 @@ export interface RuntimeOptions {
   /** Replaces the publisher the settings select; null publishes nothing (tests). */
   publisher?: Publisher | null;
   now?: () => Date;
+  /** Runs between an event's commit and its message's completion (tests inject crashes). */
+  beforeEventComplete?: (eventId: string) => Promise<void> | void;
 }
 
 export interface Runtime {
@@ -68,6 +71,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const dispatcher = publisher
     ? createDispatcher({
         onPublished: metrics.published,
+        replyTo: settings.eventsEntity,
         store,
         publisher,
         logger,
@@ -110,16 +114,28 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       },
     });
   }
+  const stepEvents = createStepEventService({
+    store,
+    protocols: options.protocols,
+    dispatcher,
+    retryDelaySeconds: settings.outbox.retryDelaySeconds,
+    ...(options.now ? { now: options.now } : {}),
+  });
+  let receiver: EventReceiver | null = null;
+  if (settings.eventsEntity && settings.serviceBusConnection) {
+    const { createEventReceiver } = await import("./events/service-bus-receiver.ts");
+    receiver = createEventReceiver({
+      connectionString: settings.serviceBusConnection,
+      entity: settings.eventsEntity,
+      events: stepEvents,
+      logger,
+      ...(options.beforeEventComplete ? { beforeComplete: options.beforeEventComplete } : {}),
+    });
+  }
   const app = createApp({
     commands,
     jobs: createJobService({ store }),
-    stepEvents: createStepEventService({
-      store,
-      protocols: options.protocols,
-      dispatcher,
-      retryDelaySeconds: settings.outbox.retryDelaySeconds,
-      ...(options.now ? { now: options.now } : {}),
-    }),
+    stepEvents,
     health: { checks, isAccepting: () => accepting },
     ...(settings.admin.enabled && settings.admin.apiKey
       ? {
@@ -143,9 +159,11 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     sweeper,
     start() {
       sweeper?.start();
+      receiver?.start();
     },
     async stop() {
       accepting = false;
+      await receiver?.close();
       await sweeper?.stop();
       await dispatcher?.drain();
       await publisher?.close();

@@ -19,6 +19,8 @@ export interface Settings {
   };
   admin: { enabled: boolean; apiKey: string | null };
   serviceBusConnection: string | null;
+  /** Where workers send step events: a queue, or `topic/Subscriptions/name`. */
+  eventsEntity: string | null;
   outbox: {
     publishTimeoutSeconds: number;
     retryEnabled: boolean;
@@ -140,6 +142,7 @@ export function loadSettings(env: Env): Settings {
       apiKey: read.optional("LUCIUS_ADMIN_API_KEY"),
     },
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
+    eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     outbox: {
       publishTimeoutSeconds: read.number("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, { min: 0.05, max: 300 }),
       retryEnabled: read.boolean("LUCIUS_OUTBOX_RETRY_ENABLED", true),
@@ -158,6 +161,12 @@ export function loadSettings(env: Env): Settings {
 
   if (storageBackend !== "memory" && tableConnection === null) {
     read.problems.push(`LUCIUS_STORAGE_BACKEND=${storageBackend} needs LUCIUS_TABLE_CONNECTION (an Azure Storage connection string)`);
+  }
+  if (settings.eventsEntity !== null) {
+    if (settings.serviceBusConnection === null) read.problems.push("LUCIUS_EVENTS_ENTITY needs LUCIUS_SERVICEBUS_CONNECTION");
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,259}(\/subscriptions\/[A-Za-z0-9][A-Za-z0-9._-]{0,49})?$/i.test(settings.eventsEntity)) {
+      read.problems.push(`LUCIUS_EVENTS_ENTITY=${JSON.stringify(settings.eventsEntity)}: a queue name, or topic/Subscriptions/name`);
+    }
   }
   if (settings.admin.enabled) {
     if (settings.admin.apiKey === null) {

@@ -27,6 +27,8 @@ export interface DispatcherOptions {
   publishTimeoutSeconds: number;
   retryDelaySeconds: number;
   maxAttempts: number;
+  /** Set on every message as `replyTo`: where workers send step events. */
+  replyTo?: string | null;
   now?: () => Date;
   random?: () => number;
   /** Told after each publish call: how many messages had each result, and how long it took. */
@@ -70,7 +72,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
       }, timeoutMs);
     });
     try {
-      const messages = items.map((item) => buildMessage(item.job, item.step, item.entry));
+      const messages = items.map((item) => buildMessage(item.job, item.step, item.entry, options.replyTo ?? null));
       const outcomes = await Promise.race([publisher.publish(topic, messages, controller.signal), timeout]);
       if (outcomes.length !== items.length) throw new PublishError(`publisher answered ${outcomes.length} outcomes for ${items.length} messages`, true);
       return outcomes;

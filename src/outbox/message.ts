@@ -2,7 +2,7 @@ import type { Job, OutboxEntry, Step } from "../domain/model.ts";
 import type { OutboundMessage } from "./publisher.ts";
 
 /** The Service Bus message for one outbox entry (DESIGN.md §6); its id is the outbox id. */
-export function buildMessage(job: Job, step: Step, entry: OutboxEntry): OutboundMessage {
+export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: string | null = null): OutboundMessage {
   const applicationProperties: Record<string, string> = {
     jobId: job.jobId,
     stepId: step.stepId,
@@ -29,5 +29,6 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry): Outbound
     correlationId: job.correlationId ?? job.jobId,
     partitionKey: entry.partitionKey,
     applicationProperties,
+    ...(replyTo ? { replyTo } : {}),
   };
 }

@@ -18,6 +18,8 @@ export interface OutboundMessage {
   subject: string;
   correlationId: string;
   partitionKey: string;
+  /** Where workers answer with step events (LUCIUS_EVENTS_ENTITY), when set. */
+  replyTo?: string;
   applicationProperties: Record<string, string>;
 }
 

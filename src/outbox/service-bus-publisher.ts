@@ -40,6 +40,7 @@ export function toServiceBusMessage(message: OutboundMessage): ServiceBusMessage
     correlationId: message.correlationId,
     partitionKey: message.partitionKey,
     applicationProperties: message.applicationProperties,
+    ...(message.replyTo ? { replyTo: message.replyTo } : {}),
   };
 }
 

@@ -13,6 +13,7 @@ export interface TestRuntimeOptions {
   store?: LedgerStore;
   protocols?: ProtocolRegistry;
   now?: () => Date;
+  beforeEventComplete?: (eventId: string) => void | Promise<void>;
 }
 
 /** Compiling the bundled schemas once per file keeps each test's start cheap. */
@@ -27,6 +28,7 @@ export async function startTestRuntime(options: TestRuntimeOptions = {}) {
     ...(options.publisherFromSettings ? {} : { publisher: options.publisher ?? null }),
     ...(options.store ? { store: options.store } : {}),
     ...(options.now ? { now: options.now } : {}),
+    ...(options.beforeEventComplete ? { beforeEventComplete: options.beforeEventComplete } : {}),
   });
   const request = (path: string, init: RequestInit = {}) => runtime.app.handle(new Request(`http://localhost${path}`, init));
   const postCommand = (body: unknown, headers: Record<string, string> = {}) =>

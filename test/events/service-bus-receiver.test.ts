@@ -1,0 +1,117 @@
+/**
+ * Workers on the dev broker, with the real SDK on both sides: they take each step's message
+ * from its topic and answer on `replyTo`; the service runs every protocol to its end.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import type { ServiceBusReceivedMessage } from "@azure/service-bus";
+import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
+import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import type { LedgerStore } from "../../src/ledger/store.ts";
+import { createTableStore } from "../../src/ledger/table-store.ts";
+import { azurite, freshTables } from "../support/azurite.ts";
+import { eventually } from "../support/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import { startBroker } from "../support/service-bus.ts";
+
+type Backend = "memory" | "table" | "ledger";
+const EVENTS = "step-events";
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+async function storeFor(backend: Backend): Promise<LedgerStore> {
+  if (backend === "memory") return createMemoryStore();
+  const { connection } = await azurite();
+  const options = { connection, tables: freshTables() };
+  return backend === "table" ? createTableStore(options) : createLedgerStore(options);
+}
+
+async function setup(backend: Backend, beforeEventComplete?: (eventId: string) => void) {
+  const bus = await startBroker({ queues: [EVENTS] });
+  cleanups.push(() => bus.stop());
+  const service = await startTestRuntime({
+    store: await storeFor(backend),
+    publisherFromSettings: true,
+    env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, LUCIUS_EVENTS_ENTITY: EVENTS },
+    ...(beforeEventComplete ? { beforeEventComplete } : {}),
+  });
+  service.runtime.start();
+  cleanups.push(() => service.runtime.stop());
+  return { bus, ...service };
+}
+
+/** A worker on one topic: answers every message on its replyTo with `answer(message)`. */
+function worker(bus: Awaited<ReturnType<typeof startBroker>>, topic: string, answer: (message: ServiceBusReceivedMessage) => Record<string, unknown>) {
+  const receiver = bus.client.createReceiver(topic, "workers", { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
+  const seen: ServiceBusReceivedMessage[] = [];
+  const subscription = receiver.subscribe(
+    {
+      async processMessage(message) {
+        seen.push(message);
+        const body = message.body as { jobId: string; stepId: string };
+        await bus.client.createSender(message.replyTo!).sendMessages({ body: { jobId: body.jobId, stepId: body.stepId, ...answer(message) }, contentType: "application/json" });
+        await receiver.completeMessage(message);
+      },
+      async processError() {},
+    },
+    { autoCompleteMessages: false },
+  );
+  cleanups.push(async () => {
+    await subscription.close();
+    await receiver.close();
+  });
+  return seen;
+}
+
+const TOPICS = ["ocr-requests", "vector-ingestion", "semantic-intelligence"];
+
+for (const backend of ["memory", "table", "ledger"] as const) {
+  describe(`step events over Service Bus: ${backend}`, () => {
+    test("worker stubs on each topic complete every step; the job ends succeeded", async () => {
+      const { bus, postCommand, runtime } = await setup(backend);
+      const seen = TOPICS.map((topic, i) => worker(bus, topic, (m) => ({ eventId: `${m.messageId}-done`, status: "succeeded", result: { step: i } })));
+      const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
+      await eventually(async () => (await runtime.store.getJob(jobId))?.job.status === "succeeded", { timeoutMs: 15_000, what: "the job succeeded" });
+      const job = (await runtime.store.getJob(jobId))!;
+      expect(job.steps.map((s) => [s.status, s.result])).toEqual([["succeeded", { step: 0 }], ["succeeded", { step: 1 }], ["succeeded", { step: 2 }]]);
+      expect(seen.map((messages) => messages.length)).toEqual([1, 1, 1]);
+      expect(seen.flat().every((m) => m.replyTo === EVENTS)).toBe(true);
+    }, 30_000);
+  });
+}
+
+describe("step events over Service Bus: delivery", () => {
+  test("a malformed event is dead-lettered with the reason", async () => {
+    const { bus } = await setup("memory");
+    await bus.client.createSender(EVENTS).sendMessages({ body: { jobId: "x", status: "finished" }, messageId: "bad-1" });
+    const dead = await eventually(async () => {
+      const got = await bus.client.createReceiver(EVENTS, { subQueueType: "deadLetter", receiveMode: "receiveAndDelete" }).receiveMessages(1, { maxWaitTimeInMs: 300 });
+      return got.length > 0 && got;
+    }, { timeoutMs: 10_000, what: "a dead letter" });
+    expect(dead[0]!.messageId).toBe("bad-1");
+    expect(dead[0]!.deadLetterReason).toBe("MalformedEvent");
+    expect(dead[0]!.deadLetterErrorDescription).toContain("/stepId");
+  });
+
+  test("a crash between the event's commit and its completion: delivered again, applied once", async () => {
+    const completions = new Map<string, number>();
+    const { bus, postCommand, runtime } = await setup("ledger", (eventId) => {
+      completions.set(eventId, (completions.get(eventId) ?? 0) + 1);
+      if (eventId.endsWith("-done") && completions.get(eventId) === 1) throw new Error("process died before completing the message");
+    });
+    worker(bus, "ocr-requests", (m) => ({ eventId: `${m.messageId}-done`, status: "succeeded" }));
+    const next = worker(bus, "vector-ingestion", () => ({ eventId: "never-mind", status: "progress" }));
+    const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
+    await eventually(async () => next.length >= 1, { timeoutMs: 15_000, what: "the next step's message" });
+    // Delivered again, answered "duplicate", completed this time.
+    await eventually(() => [...completions].some(([id, count]) => id.endsWith("-done") && count === 2), { timeoutMs: 10_000, what: "the redelivery" });
+    await eventually(() => bus.broker.depth(EVENTS) === 0, { what: "the event completed" });
+    const job = (await runtime.store.getJob(jobId))!;
+    expect(job.steps[0]!.status).toBe("succeeded");
+    expect(job.steps[0]!.events.filter((e) => e.endsWith("-done"))).toHaveLength(1);
+    expect(job.outbox.filter((o) => o.stepId === job.steps[1]!.stepId)).toHaveLength(1);
+    expect(next.filter((m) => (m.body as { stepIndex: number }).stepIndex === 1)).toHaveLength(1);
+  }, 30_000);
+});
