@@ -84,6 +84,12 @@ describe("loadSettings", () => {
     expect(problemsOf({ LUCIUS_ADMIN_ENABLED: "1", LUCIUS_ADMIN_API_KEY: "short" })[0]).toContain("LUCIUS_ADMIN_API_KEY");
   });
 
+  test("LUCIUS_EVENTS_ENTITY needs a Service Bus connection and a valid entity", () => {
+    expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "step-events" })[0]).toContain("LUCIUS_SERVICEBUS_CONNECTION");
+    expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "bad entity!", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" })[0]).toStartWith("LUCIUS_EVENTS_ENTITY");
+    expect(loadSettings({ LUCIUS_EVENTS_ENTITY: "events/Subscriptions/lucius", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" }).eventsEntity).toBe("events/Subscriptions/lucius");
+  });
+
   test("an unknown backend is refused", () => {
     expect(problemsOf({ LUCIUS_STORAGE_BACKEND: "cosmos" })[0]).toStartWith("LUCIUS_STORAGE_BACKEND");
   });
