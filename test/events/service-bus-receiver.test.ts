@@ -79,6 +79,39 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       expect(seen.map((messages) => messages.length)).toEqual([1, 1, 1]);
       expect(seen.flat().every((m) => m.replyTo === EVENTS)).toBe(true);
     }, 30_000);
+
+    test("a retryable failure with no attempts left fails the job and cancels the rest; a repeated event changes nothing", async () => {
+      const { bus, postCommand, runtime } = await setup(backend);
+      // ocr has maxAttempts 1 in the bundled protocol (re-dispatch is covered in test/jobs/step-events.test.ts).
+      worker(bus, "ocr-requests", (m) => ({ eventId: `${m.messageId}-busy`, status: "failed", error: { code: "BUSY", message: "try again", retryable: true } }));
+      const embed = worker(bus, "vector-ingestion", (m) => ({ eventId: `${m.messageId}-bad`, status: "failed", error: { code: "MODEL", message: "no model", retryable: false } }));
+      const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
+      await eventually(async () => (await runtime.store.getJob(jobId))?.job.status === "failed", { timeoutMs: 15_000, what: "the job failed" });
+      const job = (await runtime.store.getJob(jobId))!;
+      expect(job.steps.map((s) => s.status)).toEqual(["failed", "cancelled", "cancelled"]);
+      expect(job.steps[0]!.error).toEqual({ code: "BUSY", message: "try again", retryable: true });
+      expect(embed).toHaveLength(0);
+      // The same event again: acknowledged, nothing changes.
+      const again = await runtime.app.handle(
+        new Request(`http://localhost/v1/jobs/${jobId}/steps/${job.steps[0]!.stepId}/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ eventId: job.steps[0]!.events[0], status: "succeeded" }) }),
+      );
+      expect(await again.json()).toMatchObject({ outcome: "duplicate" });
+    }, 30_000);
+
+    test("cancel stops the job: the next step is never dispatched", async () => {
+      const { bus, postCommand, runtime, request } = await setup(backend);
+      const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
+      const ocr = worker(bus, "ocr-requests", () => ({ eventId: "late-ok", status: "succeeded" }));
+      const embed = worker(bus, "vector-ingestion", () => ({ eventId: "never", status: "succeeded" }));
+      expect((await request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(200);
+      await eventually(() => ocr.length === 1, { timeoutMs: 10_000, what: "the ocr message" });
+      await eventually(async () => (await runtime.store.getJob(jobId))!.steps[0]!.events.includes("late-ok") || bus.broker.depth(EVENTS) === 0, { timeoutMs: 10_000 });
+      const job = (await runtime.store.getJob(jobId))!;
+      expect(job.job.status).toBe("cancelled");
+      expect(job.steps.map((s) => s.status)).toEqual(["cancelled", "cancelled", "cancelled"]);
+      expect(job.outbox).toHaveLength(1);
+      expect(embed).toHaveLength(0);
+    }, 30_000);
   });
 }
 
