@@ -80,6 +80,8 @@ describe("GET /openapi/json", () => {
       "POST /v1/commands",
       "GET /v1/jobs/{jobId}",
       "GET /v1/jobs",
+      "POST /v1/jobs/{jobId}/steps/{stepId}/events",
+      "POST /v1/jobs/{jobId}/cancel",
       "GET /v1/admin/outbox",
       "GET /v1/admin/outbox/stats",
       "POST /v1/admin/outbox/retry",
