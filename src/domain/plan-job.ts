@@ -77,6 +77,18 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
 export function planJob(options: PlanJobOptions): JobAggregate {
   const { jobId, command, protocol } = options;
   const now = options.now.toISOString();
+  const job: Job = {
+    jobId,
+    tenantId: command.tenantId,
+    requestType: command.requestType,
+    protocolVersion: protocol.version,
+    correlationId: command.correlationId,
+    idempotencyKey: command.idempotencyKey,
+    payload: command.payload,
+    status: "accepted",
+    createdAt: now,
+    updatedAt: now,
+  };
   const steps: Step[] = protocol.steps.map((definition, index) => ({
     jobId,
     stepId: stepIdFor(jobId, index),
@@ -84,7 +96,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     name: definition.name,
     topic: definition.topic,
     status: "pending",
-    attempts: index === 0 ? 1 : 0,
+    attempts: 0,
     result: null,
     error: null,
     events: [],
@@ -95,39 +107,10 @@ export function planJob(options: PlanJobOptions): JobAggregate {
   const first = steps[0];
   const firstDefinition = protocol.steps[0];
   if (!first || !firstDefinition) throw new Error(`protocol ${protocol.requestType} has no steps`);
-  const partitionKey = partitionKeyFor(firstDefinition.partitionKey, jobId, command.tenantId, command.payload);
-  if (partitionKey === undefined) throw new Error(`payload has no partition key for step ${first.name}`);
-  const entry: OutboxEntry = {
-    outboxId: outboxIdFor(jobId, first.index),
-    jobId,
-    stepId: first.stepId,
-    stepIndex: first.index,
-    topic: first.topic,
-    partitionKey,
-    traceparent: options.traceparent,
-    status: "pending",
-    attempts: 0,
-    nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),
-    lastError: null,
-    sentAt: null,
-    lease: null,
-    createdAt: now,
-    updatedAt: now,
-  };
-  return {
-    job: {
-      jobId,
-      tenantId: command.tenantId,
-      requestType: command.requestType,
-      protocolVersion: protocol.version,
-      correlationId: command.correlationId,
-      idempotencyKey: command.idempotencyKey,
-      payload: command.payload,
-      status: "accepted",
-      createdAt: now,
-      updatedAt: now,
-    },
-    steps,
-    outbox: [entry],
-  };
+  if (partitionKeyFor(firstDefinition.partitionKey, jobId, command.tenantId, command.payload) === undefined) {
+    throw new Error(`payload has no partition key for step ${first.name}`);
+  }
+  const issued = issueDirective({ job, step: first, rule: firstDefinition.partitionKey, traceparent: options.traceparent, now: options.now, retryDelaySeconds: options.retryDelaySeconds });
+  steps[0] = issued.step;
+  return { job, steps, outbox: [issued.entry] };
 }

@@ -40,7 +40,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
   const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
-  function decode(jobId: string, rows: Awaited<ReturnType<typeof queryAll<Record<string, unknown>>>>): JobAggregate | null {
+  function decode(rows: Awaited<ReturnType<typeof queryAll<Record<string, unknown>>>>): JobAggregate | null {
     const jobRow = rows.find((r) => r.kind === KIND.job);
     if (!jobRow) return null;
     return {
@@ -51,7 +51,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
   }
 
   async function getJob(jobId: string): Promise<JobAggregate | null> {
-    return decode(jobId, await guarded("read job", () => queryAll<Record<string, unknown>>(ledger, odata`PartitionKey eq ${jobId}`)));
+    return decode(await guarded("read job", () => queryAll<Record<string, unknown>>(ledger, odata`PartitionKey eq ${jobId}`)));
   }
 
   function withEtags(entities: Entity[], responses: TableTransactionEntityResponse[]): Map<string, string> {
