@@ -14,6 +14,8 @@ export interface AdminServiceOptions {
   now?: () => Date;
 }
 
+const ENDED = new Set(["succeeded", "failed", "cancelled"]);
+
 /** Pending entries are taken whatever their due time: "now" means now. */
 const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
 
@@ -57,7 +59,8 @@ export function createAdminService(options: AdminServiceOptions) {
         const failed = await store.listOutbox("failed", { limit: limit - work.length, cursor: null });
         for (const entry of failed.items) {
           const found = await workOf(entry);
-          if (found) work.push(await reset(found, at));
+          // A directive withdrawn because its job ended stays withdrawn.
+          if (found && !ENDED.has(found.job.status)) work.push(await reset(found, at));
         }
       }
       return leaseAndPublish(work, { store, dispatcher: publishing, leaseSeconds: options.leaseSeconds, now: at });
@@ -72,6 +75,7 @@ export function createAdminService(options: AdminServiceOptions) {
       const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
       if (!aggregate || !entry || !step) throw new NotFoundError(`outbox entry ${outboxId} does not exist`);
       if (entry.status === "sent") throw new InvalidTransitionError(`outbox entry ${outboxId} was sent already`);
+      if (ENDED.has(aggregate.job.status)) throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
       const at = now();
       let work: OutboxWork = { job: aggregate.job, step, entry };
       if (entry.status === "failed") work = await reset(work, at);

@@ -142,3 +142,18 @@ describe("admin endpoints", () => {
     expect(JSON.stringify(lines)).not.toContain("wrong-key-0123456789");
   });
 });
+
+test("a directive withdrawn because its job was cancelled is not sent by an admin retry", async () => {
+  const { request, submit, recording, runtime } = await setup();
+  recording.failWith("connection refused", true);
+  const jobId = await submit();
+  await runtime.dispatcher!.drain();
+  const cancelled = await runtime.app.handle(new Request(`http://localhost/v1/jobs/${jobId}/cancel`, { method: "POST" }));
+  expect(cancelled.status).toBe(200);
+  recording.heal();
+  const entry = (await runtime.store.getJob(jobId))!.outbox[0]!;
+  expect(entry.status).toBe("failed");
+  expect((await request(`/v1/admin/outbox/${entry.outboxId}/retry`, { method: "POST" })).status).toBe(409);
+  expect(await (await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({ includeFailed: true }) })).json()).toEqual({ attempted: 0, sent: 0, failed: 0 });
+  expect(recording.published).toHaveLength(0);
+});
