@@ -19,7 +19,7 @@ import { ConcurrencyConflictError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
 import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./azure/client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, listOutboxWith, outboxStatsWith, type RowLayout } from "./azure/indexes.ts";
+import { createIndexes, findDueWork, listOutboxWith, outboxStatsWith, readRow, type RowLayout } from "./azure/indexes.ts";
 import { checkEntity, type Entity } from "./azure/limits.ts";
 import type { CreateJobResult, JobChanges, LedgerStore, SavedChanges } from "./store.ts";
 
@@ -71,14 +71,13 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
 
   async function getJob(jobId: string): Promise<JobAggregate | null> {
     return guarded("read job", async () => {
-      const [jobRows, stepRows, outboxRows] = await Promise.all([
-        queryAll<Record<string, unknown>>(jobs, odata`PartitionKey eq ${jobId} and RowKey eq ${JOB_ROW}`),
+      const [job, stepRows, outboxRows] = await Promise.all([
+        readRow(jobs, jobId, JOB_ROW, entityToJob),
         queryAll<Record<string, unknown>>(steps, odata`PartitionKey eq ${jobId}`),
         queryAll<Record<string, unknown>>(outbox, odata`PartitionKey eq ${jobId}`),
       ]);
-      const jobRow = jobRows[0];
-      if (!jobRow) return null;
-      return { job: entityToJob(jobRow), steps: stepRows.map(entityToStep).sort((a, b) => a.index - b.index), outbox: outboxRows.map(entityToOutbox) };
+      if (!job) return null;
+      return { job, steps: stepRows.map(entityToStep).sort((a, b) => a.index - b.index), outbox: outboxRows.map(entityToOutbox) };
     });
   }
 
