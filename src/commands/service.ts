@@ -129,10 +129,9 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       const protocol = validate(envelope);
       const jobId = newJobId();
       const planned = plan(jobId, command, protocol, key);
-      const fingerprint = key === null ? null : requestFingerprint(envelope);
-      const claim = key === null || fingerprint === null ? null : { tenantId: envelope.tenantId, key, fingerprint, jobId, createdAt: planned.job.createdAt };
+      const claim = key === null ? null : { tenantId: envelope.tenantId, key, fingerprint: requestFingerprint(envelope), jobId, createdAt: planned.job.createdAt };
       const result = await store.createJob(planned, claim);
-      if (result.outcome === "key-taken") return answerExistingClaim(result.existing, fingerprint!, command, protocol);
+      if (result.outcome === "key-taken") return answerExistingClaim(result.existing, claim!.fingerprint, command, protocol);
       return { job: dispatchNew(result.aggregate), replayed: false };
     },
   };

@@ -131,10 +131,3 @@ export function createSweeper(options: SweeperOptions): Sweeper {
 export function leaseSecondsFor(publishTimeoutSeconds: number): number {
   return Math.max(30, 5 * publishTimeoutSeconds);
 }
-
-/** One sweep, for tests and tools that drive the loop themselves. */
-export async function sweepOnce(options: { store: LedgerStore; dispatcher: Dispatcher; batchSize: number; now?: Date }): Promise<number> {
-  const at = options.now ?? new Date();
-  const due = await options.store.findDueOutbox(at, options.batchSize);
-  return (await leaseAndPublish(due, { store: options.store, dispatcher: options.dispatcher, leaseSeconds: 10, now: at })).attempted;
-}

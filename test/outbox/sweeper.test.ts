@@ -98,7 +98,6 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       cleanups.push(() => bus.stop());
       const store = (await storesFor(backend))();
       const service = await instance(store, realPublisher(bus.broker.connectionString));
-      await service.dispatcher!.drain();
       bus.broker.stallSends(true);
       const { jobId } = (await (await service.post(ingestCommand())).json()) as { jobId: string };
       await eventually(async () => (await entryOf(store, jobId)).attempts === 1, { what: "the stalled attempt recorded" });
