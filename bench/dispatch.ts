@@ -8,13 +8,13 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ServiceBusClient } from "@azure/service-bus";
-import { createMemoryStore } from "../src/ledger/memory-store.ts";
+import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
 import { silentLogger } from "../src/logging/logger.ts";
 import { createDispatcher } from "../src/outbox/dispatcher.ts";
 import { buildMessage } from "../src/outbox/message.ts";
 import { createServiceBusPublisher, toServiceBusMessage } from "../src/outbox/service-bus-publisher.ts";
 import type { OutboxWork } from "../src/domain/model.ts";
-import { sampleJob, storeJob } from "../test/ledger/store-contract.ts";
+import { sampleJob, storeJob } from "../test/storage/job-store-contract.ts";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "10000" } } });
 const entries = Number(values.entries);

@@ -10,13 +10,13 @@ import { parseArgs } from "node:util";
 import type { TableClient } from "@azure/data-tables";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { loadSettings } from "../src/config/settings.ts";
-import { createLedgerStore } from "../src/ledger/ledger-store.ts";
-import { createMemoryStore } from "../src/ledger/memory-store.ts";
-import type { LedgerStore } from "../src/ledger/store.ts";
-import { createTableStore } from "../src/ledger/table-store.ts";
-import { createTableClient } from "../src/ledger/azure/client.ts";
-import { outboxToEntity } from "../src/ledger/azure/entities.ts";
-import { outboxRow } from "../src/ledger/ledger-store.ts";
+import { createSingleTableStore } from "../src/storage/azure/single-table-store.ts";
+import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
+import type { JobStore } from "../src/storage/job-store.ts";
+import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts";
+import { createTableClient } from "../src/storage/azure/client.ts";
+import { outboxToEntity } from "../src/storage/azure/entities.ts";
+import { outboxRow } from "../src/storage/azure/single-table-store.ts";
 import { silentLogger } from "../src/logging/logger.ts";
 import { createRuntime } from "../src/runtime.ts";
 import { newJobId, outboxIdFor, stepIdFor } from "../src/domain/ids.ts";
@@ -83,7 +83,7 @@ try {
     const recorder = callRecorder();
     const tables = freshTables();
     const options = { connection: azurite.connection, tables, configureClient: recorder.configureClient };
-    const store: LedgerStore = backend === "memory" ? createMemoryStore() : backend === "table" ? createTableStore(options) : createLedgerStore(options);
+    const store: JobStore = backend === "memory" ? createMemoryStore() : backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
     const runtime = await createRuntime({ settings: loadSettings({}), protocols, logger: silentLogger, store, publisher: null });
     recorder.take();
     const perCommand: { calls: number; trips: number; ms: number }[] = [];
@@ -112,7 +112,7 @@ try {
   const sweepTimes: Record<number, number> = {};
   for (const sent of [1_000, 50_000]) {
     const tables = freshTables();
-    const store = createLedgerStore({ connection: azurite.connection, tables });
+    const store = createSingleTableStore({ connection: azurite.connection, tables });
     await store.init();
     // History: sent outbox rows, 100 per job partition in single transactions (no markers: sent entries have none).
     const ledger = createTableClient(tables.ledger, { connection: azurite.connection });

@@ -9,7 +9,7 @@ import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
 import { DomainError, type FieldViolation } from "./domain/errors.ts";
 import { healthRoutes, type HealthOptions } from "./health/routes.ts";
-import { domainProblem, problemOf } from "./http/problem.ts";
+import { domainProblem, problemOf, statusOfError } from "./http/problem.ts";
 import { jobRoutes } from "./jobs/routes.ts";
 import type { JobService } from "./jobs/service.ts";
 import type { StepEventService } from "./jobs/step-events.ts";
@@ -38,7 +38,7 @@ export function createApp(options: AppOptions) {
       // Elysia wraps what a body parser throws in its ParseError; ours are domain errors.
       const domain = error instanceof DomainError ? error : error instanceof Error && error.cause instanceof DomainError ? error.cause : null;
       if (domain) {
-        if (domain.status >= 500) logger.warn({ err: domain, path: instance }, domain.message);
+        if (statusOfError(domain) >= 500) logger.warn({ err: domain, path: instance }, domain.message);
         return domainProblem(domain, instance);
       }
       if (error instanceof ValidationError) return validationProblem(error, instance);

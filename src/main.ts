@@ -5,7 +5,7 @@
 import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
 import { loadSettings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
-import { StorageRejectedError } from "./ledger/storage-errors.ts";
+import { StorageRejectedError } from "./storage/errors.ts";
 import { createLogger } from "./logging/logger.ts";
 import { createRuntime } from "./runtime.ts";
 import { configCheck, healthcheck, USAGE } from "./cli.ts";

@@ -13,8 +13,8 @@ import type { Settings } from "./config/settings.ts";
 import { createJobService } from "./jobs/service.ts";
 import { createStepEventService } from "./jobs/step-events.ts";
 import type { EventReceiver } from "./events/service-bus-receiver.ts";
-import { createStore } from "./ledger/create-store.ts";
-import type { LedgerStore } from "./ledger/store.ts";
+import { createStore } from "./storage/create-store.ts";
+import type { JobStore } from "./storage/job-store.ts";
 import type { Logger } from "./logging/logger.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
@@ -25,7 +25,7 @@ export interface RuntimeOptions {
   protocols: ProtocolRegistry;
   logger: Logger;
   /** Replaces the store the settings select (tests). */
-  store?: LedgerStore;
+  store?: JobStore;
   /** Replaces the publisher the settings select; null publishes nothing (tests). */
   publisher?: Publisher | null;
   now?: () => Date;
@@ -38,7 +38,7 @@ export interface Runtime {
   /** The app's handler with request ids, request logs and intake metrics: what the server runs. */
   fetch: (request: Request) => Promise<Response>;
   metrics: Metrics;
-  store: LedgerStore;
+  store: JobStore;
   dispatcher: Dispatcher | null;
   /** Null when nothing is published or LUCIUS_OUTBOX_RETRY_ENABLED is false. */
   sweeper: Sweeper | null;

@@ -1,16 +1,10 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Elysia, t } from "elysia";
-import { DomainError } from "../domain/errors.ts";
+import { UnauthorizedError } from "../domain/errors.ts";
 import type { Logger } from "../logging/logger.ts";
 import { pageSize } from "../jobs/routes.ts";
 import type { AdminService } from "./service.ts";
 import { adminSecurity, pick, problems } from "../http/openapi.ts";
-
-export class UnauthorizedError extends DomainError {
-  readonly code = "unauthorized";
-  readonly status = 401;
-  readonly title = "Missing or wrong API key";
-}
 
 /** The key from `X-API-Key` or `Authorization: Bearer`. */
 function presentedKey(headers: Headers): string | null {

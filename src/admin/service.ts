@@ -3,12 +3,12 @@ import { InvalidTransitionError, NotFoundError, PublishingDisabledError } from "
 import { jobIdOfOutbox } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxStatus, OutboxWork, Page } from "../domain/model.ts";
 import { resetFailedEntry } from "../domain/transitions.ts";
-import type { LedgerStore, OutboxStats } from "../ledger/store.ts";
+import type { JobStore, OutboxStats } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import { leaseAndPublish, type PublishSummary } from "../outbox/sweeper.ts";
 
 export interface AdminServiceOptions {
-  store: LedgerStore;
+  store: JobStore;
   dispatcher: Dispatcher | null;
   leaseSeconds: number;
   now?: () => Date;

@@ -1,7 +1,7 @@
 import { Elysia } from "elysia";
 import { readJsonBody } from "../http/json-body.ts";
 import { CommandEnvelope } from "../validation/envelope.ts";
-import { acceptTraceparent } from "../validation/idempotency.ts";
+import { acceptTraceparent, resolveIdempotencyKey } from "../http/request-headers.ts";
 import type { CommandService } from "./service.ts";
 import { Type } from "@sinclair/typebox";
 import { pick, problems } from "../http/openapi.ts";
@@ -20,7 +20,7 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
     async ({ body, request, set }) => {
       const { job, replayed } = await service.submit({
         envelope: body,
-        idempotencyKeyHeader: request.headers.get("idempotency-key"),
+        idempotencyKey: resolveIdempotencyKey(request.headers.get("idempotency-key"), body.idempotencyKey),
         traceparent: acceptTraceparent(request.headers.get("traceparent")),
       });
       set.status = 202;

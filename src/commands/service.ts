@@ -1,5 +1,5 @@
 /**
- * Intake (DESIGN.md §1 steps 2–6) as plain functions: validate, apply the idempotency rules,
+ * Intake as plain functions: validate, apply the idempotency rules,
  * store the job, hand its first directive to the dispatcher. Knows nothing of HTTP.
  */
 import type { ProtocolRegistry, RegisteredProtocol } from "../config/protocols.ts";
@@ -13,15 +13,15 @@ import {
 import { newJobId } from "../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, OutboxWork } from "../domain/model.ts";
 import { partitionKeyFor, planJob } from "../domain/plan-job.ts";
-import type { LedgerStore } from "../ledger/store.ts";
+import type { JobStore } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { CommandEnvelope } from "../validation/envelope.ts";
-import { requestFingerprint, resolveIdempotencyKey } from "../validation/idempotency.ts";
+import { requestFingerprint } from "../validation/idempotency.ts";
 
 export interface SubmitCommand {
   envelope: CommandEnvelope;
-  /** The `Idempotency-Key` header, if any. */
-  idempotencyKeyHeader: string | null;
+  /** The key this request is made under, if any: one job per (tenant, key). */
+  idempotencyKey: string | null;
   /** A valid W3C traceparent, if the request had one. */
   traceparent: string | null;
 }
@@ -33,7 +33,7 @@ export interface SubmitResult {
 }
 
 export interface CommandServiceOptions {
-  store: LedgerStore;
+  store: JobStore;
   protocols: ProtocolRegistry;
   /** Null when no broker is configured: entries stay pending. */
   dispatcher: Dispatcher | null;
@@ -105,12 +105,12 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
   /** An existing claim: the same request replays its job, a different one is refused. */
   async function answerExistingClaim(existing: IdempotencyRecord, fingerprint: string, command: SubmitCommand, protocol: RegisteredProtocol): Promise<SubmitResult> {
     if (existing.fingerprint !== fingerprint) {
-      throw new IdempotencyKeyReusedError("this Idempotency-Key was used for a different request of this tenant");
+      throw new IdempotencyKeyReusedError("this idempotency key was used for a different request of this tenant");
     }
     const stored = await store.getJob(existing.jobId);
     const age = now().getTime() - Date.parse(existing.createdAt);
     if (!stored && age < claimTimeoutMs) {
-      throw new IdempotencyKeyInFlightError("the first request with this Idempotency-Key is still being stored", {
+      throw new IdempotencyKeyInFlightError("the first request with this idempotency key is still being stored", {
         retryAfterSeconds: Math.max(1, Math.ceil((claimTimeoutMs - age) / 1000)),
       });
     }
@@ -125,7 +125,7 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
   return {
     async submit(command) {
       const { envelope } = command;
-      const key = resolveIdempotencyKey(command.idempotencyKeyHeader, envelope.idempotencyKey);
+      const key = command.idempotencyKey;
       const protocol = validate(envelope);
       const jobId = newJobId();
       const planned = plan(jobId, command, protocol, key);

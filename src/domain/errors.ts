@@ -1,23 +1,44 @@
 /**
- * Domain errors: each carries a stable `code` (the last segment of its problem type) and the
- * HTTP status it maps to. Only src/http/problem.ts turns them into responses.
+ * Domain errors: a closed set of codes, each a class so that callers can tell them apart. They say
+ * what went wrong in the orchestrator's own terms; how a code is answered over HTTP (status,
+ * title) is decided in one place, src/http/problem.ts.
  */
 
+export type ErrorCode =
+  | "malformed-request"
+  | "malformed-json"
+  | "payload-too-large"
+  | "validation-failed"
+  | "unknown-request-type"
+  | "idempotency-key-reused"
+  | "idempotency-key-in-flight"
+  | "invalid-cursor"
+  | "not-found"
+  | "unauthorized"
+  | "concurrency-conflict"
+  | "invalid-transition"
+  | "storage-unavailable"
+  | "publishing-disabled";
+
 export interface FieldViolation {
-  /** JSON pointer into the request, e.g. `/payload/documentId`. */
+  /** JSON pointer into the input, e.g. `/payload/documentId`. */
   path: string;
   message: string;
 }
 
+export interface DomainErrorExtras {
+  errors?: FieldViolation[];
+  retryAfterSeconds?: number;
+  cause?: unknown;
+}
+
 export abstract class DomainError extends Error {
-  abstract readonly code: string;
-  abstract readonly status: number;
-  abstract readonly title: string;
+  abstract readonly code: ErrorCode;
   readonly errors?: FieldViolation[];
-  /** Seconds a client should wait before retrying, when the condition is transient. */
+  /** Seconds a caller should wait before trying again, when the condition is transient. */
   readonly retryAfterSeconds?: number;
 
-  constructor(detail: string, extras: { errors?: FieldViolation[]; retryAfterSeconds?: number; cause?: unknown } = {}) {
+  constructor(detail: string, extras: DomainErrorExtras = {}) {
     super(detail, extras.cause === undefined ? undefined : { cause: extras.cause });
     this.name = new.target.name;
     if (extras.errors) this.errors = extras.errors;
@@ -25,77 +46,65 @@ export abstract class DomainError extends Error {
   }
 }
 
+/** Input that cannot be read as asked (a bad parameter, a malformed key). */
 export class MalformedRequestError extends DomainError {
   readonly code = "malformed-request";
-  readonly status = 400;
-  readonly title = "Malformed request";
 }
 
 export class MalformedJsonError extends DomainError {
   readonly code = "malformed-json";
-  readonly status = 400;
-  readonly title = "Malformed JSON body";
 }
 
+/** Input, or an entity built from it, over a size limit. */
 export class PayloadTooLargeError extends DomainError {
   readonly code = "payload-too-large";
-  readonly status = 413;
-  readonly title = "Request body too large";
 }
 
 export class ValidationFailedError extends DomainError {
   readonly code = "validation-failed";
-  readonly status = 422;
-  readonly title = "Request does not match its schema";
 }
 
 export class UnknownRequestTypeError extends DomainError {
   readonly code = "unknown-request-type";
-  readonly status = 422;
-  readonly title = "Unknown request type";
 }
 
 export class IdempotencyKeyReusedError extends DomainError {
   readonly code = "idempotency-key-reused";
-  readonly status = 422;
-  readonly title = "Idempotency key reused with a different request";
 }
 
 export class IdempotencyKeyInFlightError extends DomainError {
   readonly code = "idempotency-key-in-flight";
-  readonly status = 409;
-  readonly title = "A request with this idempotency key is still being processed";
+}
+
+/** A paging cursor this service did not issue. */
+export class InvalidCursorError extends DomainError {
+  readonly code = "invalid-cursor";
 }
 
 export class NotFoundError extends DomainError {
   readonly code = "not-found";
-  readonly status = 404;
-  readonly title = "Not found";
+}
+
+/** A caller without valid credentials. */
+export class UnauthorizedError extends DomainError {
+  readonly code = "unauthorized";
 }
 
 /** A conditional write lost against a concurrent writer (stale ETag or existing key). */
 export class ConcurrencyConflictError extends DomainError {
   readonly code = "concurrency-conflict";
-  readonly status = 409;
-  readonly title = "Conflicting concurrent update";
 }
 
 /** A transition the state machine refuses (e.g. marking a sent entry sent again). */
 export class InvalidTransitionError extends DomainError {
   readonly code = "invalid-transition";
-  readonly status = 409;
-  readonly title = "State transition not allowed";
 }
 
 export class StorageUnavailableError extends DomainError {
   readonly code = "storage-unavailable";
-  readonly status = 503;
-  readonly title = "Storage unavailable";
 }
 
 /** An operation that needs a broker, on a service started without one. */
 export class PublishingDisabledError extends DomainError {
   readonly code = "publishing-disabled";
-  readonly status = 503;
-  readonly title = "Publishing is not configured";
 }

@@ -2,7 +2,7 @@
  * The one place where errors become responses: RFC 9457 problem+json, never a stack trace, never
  * a backend's raw error text.
  */
-import { DomainError, type FieldViolation } from "../domain/errors.ts";
+import type { DomainError, ErrorCode, FieldViolation } from "../domain/errors.ts";
 
 export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_PREFIX = "urn:lucius:problem:";
@@ -36,17 +36,52 @@ export function problemResponse(problem: Problem, headers: Record<string, string
   });
 }
 
+interface ProblemKind {
+  status: number;
+  title: string;
+  /** The problem type's code when it differs from the error's. */
+  type?: string;
+  /** Violations to report when the error carries none. */
+  errors?: FieldViolation[];
+}
+
+/** How each domain error is answered: the only place that knows their HTTP status. */
+const PROBLEM_KINDS: Record<ErrorCode, ProblemKind> = {
+  "malformed-request": { status: 400, title: "Malformed request" },
+  "malformed-json": { status: 400, title: "Malformed JSON body" },
+  "payload-too-large": { status: 413, title: "Request body too large" },
+  "validation-failed": { status: 422, title: "Request does not match its schema" },
+  "unknown-request-type": { status: 422, title: "Unknown request type" },
+  "idempotency-key-reused": { status: 422, title: "Idempotency key reused with a different request" },
+  "idempotency-key-in-flight": { status: 409, title: "A request with this idempotency key is still being processed" },
+  // Every paged route takes its cursor from the query string.
+  "invalid-cursor": { status: 400, title: "Malformed request", type: "malformed-request", errors: [{ path: "/query/cursor", message: "invalid cursor" }] },
+  "not-found": { status: 404, title: "Not found" },
+  unauthorized: { status: 401, title: "Missing or wrong API key" },
+  "concurrency-conflict": { status: 409, title: "Conflicting concurrent update" },
+  "invalid-transition": { status: 409, title: "State transition not allowed" },
+  "storage-unavailable": { status: 503, title: "Storage unavailable" },
+  "publishing-disabled": { status: 503, title: "Publishing is not configured" },
+};
+
+/** The HTTP status a domain error is answered with. */
+export function statusOfError(error: DomainError): number {
+  return PROBLEM_KINDS[error.code].status;
+}
+
 export function domainProblem(error: DomainError, instance: string): Response {
+  const kind = PROBLEM_KINDS[error.code];
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined) headers["retry-after"] = String(error.retryAfterSeconds);
+  const errors = error.errors ?? kind.errors;
   return problemResponse(
     {
-      type: TYPE_PREFIX + error.code,
-      title: error.title,
-      status: error.status,
+      type: TYPE_PREFIX + (kind.type ?? error.code),
+      title: kind.title,
+      status: kind.status,
       detail: error.message,
       instance,
-      ...(error.errors ? { errors: error.errors } : {}),
+      ...(errors ? { errors } : {}),
     },
     headers,
   );

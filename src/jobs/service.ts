@@ -1,7 +1,7 @@
 /** Reading jobs back (DESIGN.md §3): one job with its steps and outbox, or a tenant's listing. */
 import { NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, JobSummary, JsonObject, Page, StepError } from "../domain/model.ts";
-import type { LedgerStore } from "../ledger/store.ts";
+import type { JobStore } from "../storage/job-store.ts";
 
 export interface JobView {
   jobId: string;
@@ -42,7 +42,7 @@ export interface JobService {
   list(tenantId: string, limit: number, cursor: string | null): Promise<Page<JobSummary>>;
 }
 
-export function createJobService(options: { store: LedgerStore }): JobService {
+export function createJobService(options: { store: JobStore }): JobService {
   const { store } = options;
   return {
     async get(jobId) {

@@ -7,7 +7,7 @@ import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxWork } from "../domain/model.ts";
 import { applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
-import type { LedgerStore, SavedChanges } from "../ledger/store.ts";
+import type { JobStore, SavedChanges } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 
 export interface StepEventResult {
@@ -21,7 +21,7 @@ export interface StepEventResult {
 }
 
 export interface StepEventServiceOptions {
-  store: LedgerStore;
+  store: JobStore;
   protocols: ProtocolRegistry;
   dispatcher: Dispatcher | null;
   retryDelaySeconds: number;

@@ -3,7 +3,7 @@
  * own so that several runtimes in one process (tests) never share counters.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { OutboxStats } from "../ledger/store.ts";
+import type { OutboxStats } from "../storage/job-store.ts";
 
 export interface MetricsOptions {
   /** Outbox counts; read at most once per `statsTtlMs` (they can cost storage reads). */

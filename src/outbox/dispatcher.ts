@@ -7,7 +7,7 @@
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import { applyPublished, recordPublishFailure } from "../domain/transitions.ts";
-import type { LedgerStore } from "../ledger/store.ts";
+import type { JobStore } from "../storage/job-store.ts";
 import type { Logger } from "../logging/logger.ts";
 import { backoffSeconds } from "./backoff.ts";
 import { buildMessage } from "./message.ts";
@@ -21,7 +21,7 @@ const BACKOFF_CAP_SECONDS = 15 * 60;
 const SAVE_ATTEMPTS = 3;
 
 export interface DispatcherOptions {
-  store: LedgerStore;
+  store: JobStore;
   publisher: Publisher;
   logger: Logger;
   publishTimeoutSeconds: number;

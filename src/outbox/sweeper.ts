@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import { leaseEntry } from "../domain/transitions.ts";
-import type { LedgerStore } from "../ledger/store.ts";
+import type { JobStore } from "../storage/job-store.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 
@@ -18,7 +18,7 @@ export interface PublishSummary {
 }
 
 export interface LeaseOptions {
-  store: LedgerStore;
+  store: JobStore;
   dispatcher: Dispatcher;
   /** How long a lease keeps other sweepers away; a dead holder's lease simply runs out. */
   leaseSeconds: number;
@@ -58,7 +58,7 @@ export async function leaseAndPublish(items: OutboxWork[], options: LeaseOptions
 }
 
 export interface SweeperOptions {
-  store: LedgerStore;
+  store: JobStore;
   dispatcher: Dispatcher;
   logger: Logger;
   intervalSeconds: number;

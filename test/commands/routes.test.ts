@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
-import type { LedgerStore } from "../../src/ledger/store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
 import { deferred, eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
@@ -175,7 +175,7 @@ describe("POST /v1/commands: idempotency", () => {
     const gate = deferred();
     const entered = deferred();
     let calls = 0;
-    const slow: LedgerStore = {
+    const slow: JobStore = {
       ...memory,
       // The first create claims its key at once but stores its job only when the gate opens.
       async createJob(aggregate, claim) {
@@ -217,7 +217,7 @@ describe("POST /v1/commands: idempotency", () => {
     let clock = new Date("2026-01-01T00:00:00.000Z");
     const memory = createMemoryStore();
     let crash = true;
-    const crashing: LedgerStore = {
+    const crashing: JobStore = {
       ...memory,
       async createJob(aggregate, claim) {
         if (!crash) return memory.createJob(aggregate, claim);
@@ -292,7 +292,7 @@ describe("POST /v1/commands: storage down", () => {
   test("an unavailable store answers 503 with Retry-After and leaves nothing that a retry cannot finish", async () => {
     const memory = createMemoryStore();
     let down = true;
-    const flaky: LedgerStore = {
+    const flaky: JobStore = {
       ...memory,
       async createJob(aggregate, claim) {
         if (down) throw new StorageUnavailableError("table service did not answer", { retryAfterSeconds: 2 });

@@ -4,10 +4,10 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { ServiceBusReceivedMessage } from "@azure/service-bus";
-import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
-import type { LedgerStore } from "../../src/ledger/store.ts";
-import { createTableStore } from "../../src/ledger/table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
@@ -21,11 +21,11 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
 });
 
-async function storeFor(backend: Backend): Promise<LedgerStore> {
+async function storeFor(backend: Backend): Promise<JobStore> {
   if (backend === "memory") return createMemoryStore();
   const { connection } = await azurite();
   const options = { connection, tables: freshTables() };
-  return backend === "table" ? createTableStore(options) : createLedgerStore(options);
+  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
 }
 
 async function setup(backend: Backend, beforeEventComplete?: (eventId: string) => void) {

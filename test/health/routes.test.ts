@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 

@@ -4,10 +4,10 @@
  */
 import { describe, expect, test } from "bun:test";
 import { buildRegistry } from "../../src/config/protocols.ts";
-import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
-import type { LedgerStore } from "../../src/ledger/store.ts";
-import { createTableStore } from "../../src/ledger/table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
@@ -15,11 +15,11 @@ import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 type Backend = "memory" | "table" | "ledger";
 
-async function storeFor(backend: Backend): Promise<LedgerStore> {
+async function storeFor(backend: Backend): Promise<JobStore> {
   if (backend === "memory") return createMemoryStore();
   const { connection } = await azurite();
   const options = { connection, tables: freshTables() };
-  return backend === "table" ? createTableStore(options) : createLedgerStore(options);
+  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
 }
 
 /** document.ingest as bundled, but `embed` may be tried twice. */

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { buildRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import { createDispatcher } from "../../src/outbox/dispatcher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
-import { sampleJob, storeJob } from "../ledger/store-contract.ts";
+import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
 import { eventually } from "../support/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 import { startBroker } from "../support/service-bus.ts";

@@ -6,15 +6,15 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import type { OutboxEntry } from "../../src/domain/model.ts";
-import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
-import type { LedgerStore } from "../../src/ledger/store.ts";
-import { createTableStore } from "../../src/ledger/table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import type { Publisher } from "../../src/outbox/publisher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
-import { sampleJob, storeJob } from "../ledger/store-contract.ts";
+import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
 import { azurite, freshTables } from "../support/azurite.ts";
 import { deferred, eventually } from "../support/eventually.ts";
 import { ingestCommand } from "../support/runtime.ts";
@@ -28,17 +28,17 @@ afterEach(async () => {
 });
 
 /** A store factory: each call is another instance (another replica) on the same data. */
-async function storesFor(backend: Backend): Promise<() => LedgerStore> {
+async function storesFor(backend: Backend): Promise<() => JobStore> {
   if (backend === "memory") {
     const shared = createMemoryStore();
     return () => shared;
   }
   const { connection } = await azurite();
   const tables = freshTables();
-  const first = backend === "table" ? createTableStore({ connection, tables }) : createLedgerStore({ connection, tables });
+  const first = backend === "table" ? createMultiTableStore({ connection, tables }) : createSingleTableStore({ connection, tables });
   await first.init();
   let made = 0;
-  return () => (made++ === 0 ? first : backend === "table" ? createTableStore({ connection, tables }) : createLedgerStore({ connection, tables }));
+  return () => (made++ === 0 ? first : backend === "table" ? createMultiTableStore({ connection, tables }) : createSingleTableStore({ connection, tables }));
 }
 
 const FAST_RETRY = {
@@ -47,7 +47,7 @@ const FAST_RETRY = {
   LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "0.5",
 };
 
-async function instance(store: LedgerStore, publisher: Publisher, env: Record<string, string> = {}, now?: () => Date): Promise<Runtime & { post(body: unknown): Promise<Response> }> {
+async function instance(store: JobStore, publisher: Publisher, env: Record<string, string> = {}, now?: () => Date): Promise<Runtime & { post(body: unknown): Promise<Response> }> {
   const runtime = await createRuntime({
     settings: loadSettings({ ...FAST_RETRY, ...env }),
     protocols: bundledRegistry(),
@@ -67,7 +67,7 @@ function realPublisher(connectionString: string) {
   return publisher;
 }
 
-async function entryOf(store: LedgerStore, jobId: string): Promise<OutboxEntry> {
+async function entryOf(store: JobStore, jobId: string): Promise<OutboxEntry> {
   return (await store.getJob(jobId))!.outbox[0]!;
 }
 
@@ -218,7 +218,7 @@ test("a sweeper's ticks never overlap, and stop() waits for the running one", as
   let running = 0;
   let overlapped = false;
   const gate = deferred();
-  const slow: LedgerStore = {
+  const slow: JobStore = {
     ...store,
     async findDueOutbox(now, limit) {
       running++;
@@ -247,7 +247,7 @@ test("a lease written but answered with a conflict (a lost answer, then a retry)
   const store = createMemoryStore();
   const planned = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
   let first = true;
-  const ambiguous: LedgerStore = {
+  const ambiguous: JobStore = {
     ...store,
     async saveChanges(jobId, changes) {
       const saved = await store.saveChanges(jobId, changes);

@@ -1,6 +1,6 @@
 import { bundledRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
 import { loadSettings, type Settings } from "../../src/config/settings.ts";
-import type { LedgerStore } from "../../src/ledger/store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import type { Publisher } from "../../src/outbox/publisher.ts";
 import { createRuntime } from "../../src/runtime.ts";
@@ -10,7 +10,7 @@ export interface TestRuntimeOptions {
   /** In-process publisher; absent: none, unless `publisherFromSettings` asks for the configured one. */
   publisher?: Publisher | null;
   publisherFromSettings?: boolean;
-  store?: LedgerStore;
+  store?: JobStore;
   protocols?: ProtocolRegistry;
   now?: () => Date;
   beforeEventComplete?: (eventId: string) => void | Promise<void>;

@@ -1,6 +1,6 @@
 /**
  * The storage port. Every backend (memory, table, ledger) implements it and passes the same
- * contract suite (test/ledger/store-contract.ts).
+ * contract suite (test/storage/job-store-contract.ts).
  */
 import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxStatus, OutboxWork, Page, Step } from "../domain/model.ts";
 
@@ -38,7 +38,7 @@ export interface SavedChanges {
   outbox: OutboxEntry[];
 }
 
-export interface LedgerStore {
+export interface JobStore {
   /** Creates what the backend needs (tables); safe to call on every start. */
   init(): Promise<void>;
 
@@ -83,14 +83,4 @@ export interface LedgerStore {
   ping(): Promise<void>;
 
   close(): Promise<void>;
-}
-
-/** Cursors are opaque to clients: base64url of the last key they saw. */
-export function encodeCursor(key: string): string {
-  return Buffer.from(key, "utf8").toString("base64url");
-}
-
-export function decodeCursor(cursor: string): string | null {
-  const key = Buffer.from(cursor, "base64url").toString("utf8");
-  return encodeCursor(key) === cursor ? key : null;
 }

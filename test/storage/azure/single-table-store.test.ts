@@ -1,13 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import { createLedgerStore, JOB_ROW, outboxRow, stepRow } from "../../src/ledger/ledger-store.ts";
-import { createTableClient } from "../../src/ledger/azure/client.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
-import { describeStoreContract, sampleJob, storeJob } from "./store-contract.ts";
+import { createSingleTableStore, JOB_ROW, outboxRow, stepRow } from "../../../src/storage/azure/single-table-store.ts";
+import { createTableClient } from "../../../src/storage/azure/client.ts";
+import { azurite, freshTables } from "../../support/azurite.ts";
+import { describeStoreContract, sampleJob, storeJob } from "../job-store-contract.ts";
 
 async function makeStore() {
   const { connection } = await azurite();
   const tables = freshTables();
-  const store = createLedgerStore({ connection, tables, maxRetries: 0 });
+  const store = createSingleTableStore({ connection, tables, maxRetries: 0 });
   await store.init();
   return Object.assign(store, { tables, connection });
 }

@@ -15,33 +15,39 @@
  * the step already initiated and only marks the entry sent.
  */
 import { odata, type TableClient } from "@azure/data-tables";
-import { ConcurrencyConflictError } from "../domain/errors.ts";
-import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
-import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./azure/client.ts";
-import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, listOutboxWith, outboxStatsWith, readRow, type RowLayout } from "./azure/indexes.ts";
-import { checkEntity, type Entity } from "./azure/limits.ts";
-import type { CreateJobResult, JobChanges, LedgerStore, SavedChanges } from "./store.ts";
+import { ConcurrencyConflictError } from "../../domain/errors.ts";
+import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
+import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./client.ts";
+import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
+import { createDueIndex, findDueWork } from "./due-index.ts";
+import { createIdempotencyClaims } from "./idempotency-claims.ts";
+import { createJobIndex } from "./job-index.ts";
+import { listOutbox, outboxStats } from "./outbox-views.ts";
+import { readRow, type RowLayout } from "./rows.ts";
+import { checkEntity, type Entity } from "./limits.ts";
+import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
 const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => entry.outboxId;
 
-export interface TableStoreOptions extends AzureTableOptions {
-  /** `due`: the due-entry index (see dueIndexTable). */
+export interface MultiTableStoreOptions extends AzureTableOptions {
+  /** `due`: the due-entry index (see dueIndexTable in config/settings.ts). */
   tables: { jobs: string; steps: string; outbox: string; idempotency: string; jobIndex: string; due: string };
   /** A due marker whose job does not exist is removed once this old. */
   orphanGraceSeconds?: number;
 }
 
-export function createTableStore(options: TableStoreOptions): LedgerStore {
+export function createMultiTableStore(options: MultiTableStoreOptions): JobStore {
   const jobs = createTableClient(options.tables.jobs, options);
   const steps = createTableClient(options.tables.steps, options);
   const outbox = createTableClient(options.tables.outbox, options);
   const idempotency = createTableClient(options.tables.idempotency, options);
   const jobIndex = createTableClient(options.tables.jobIndex, options);
-  const due = createTableClient(options.tables.due, options);
-  const indexes = createIndexes({ idempotency, jobIndex, due });
+  const dueTable = createTableClient(options.tables.due, options);
+  const claims = createIdempotencyClaims(idempotency);
+  const index = createJobIndex(jobIndex);
+  const due = createDueIndex(dueTable);
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
   const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -83,7 +89,7 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([jobs, steps, outbox, idempotency, jobIndex, due].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([jobs, steps, outbox, idempotency, jobIndex, dueTable].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -94,9 +100,9 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
       const outboxEntities = aggregate.outbox.map((entry) => outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }));
       await guarded("store job", async () => [jobEntity, ...stepEntities, ...outboxEntities].forEach(checkEntity));
 
-      const [claimed] = await Promise.all([claim ? indexes.claim(claim) : Promise.resolve({ claimed: true as const }), indexes.markDue(aggregate.outbox, job.createdAt)]);
+      const [claimed] = await Promise.all([claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }), due.markDue(aggregate.outbox, job.createdAt)]);
       if (!claimed.claimed) {
-        void Promise.allSettled(aggregate.outbox.map((entry) => indexes.deleteMarker(entry.outboxId)));
+        void Promise.allSettled(aggregate.outbox.map((entry) => due.deleteMarker(entry.outboxId)));
         return { outcome: "key-taken", existing: claimed.existing };
       }
       return guarded("store job", async () => {
@@ -104,7 +110,7 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
           Promise.all(stepEntities.map((entity) => insertOrKeep(steps, entity))),
           Promise.all(outboxEntities.map((entity) => insertOrKeep(outbox, entity))),
         ]);
-        const [inserted] = await Promise.all([insertIfAbsent(jobs, jobEntity), indexes.writeIndexRow(job)]);
+        const [inserted] = await Promise.all([insertIfAbsent(jobs, jobEntity), index.write(job)]);
         if (!inserted.etag) {
           // An earlier attempt with this id got as far as the commit point: the job is whole.
           const stored = await getJob(job.jobId);
@@ -123,13 +129,13 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
 
     getJob,
 
-    listJobs: (tenantId, page) => indexes.listJobs(tenantId, page),
+    listJobs: (tenantId, page) => index.list(tenantId, page),
 
     async saveChanges(jobId, changes: JobChanges): Promise<SavedChanges> {
       const partitionKey = jobId;
       const entries = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await indexes.markBeforeWrite(entries, now);
+      await due.beforeWrite(entries, now);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
         if (changes.job) {
@@ -144,15 +150,15 @@ export function createTableStore(options: TableStoreOptions): LedgerStore {
         );
         return result;
       });
-      await indexes.unmarkDue(entries, now);
+      await due.afterWrite(entries, now);
       return saved;
     },
 
-    findDueOutbox: (now, limit) => findDueWork(indexes, layout, now, limit, orphanGraceMs),
+    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, orphanGraceMs),
 
-    listOutbox: (status, page) => listOutboxWith(indexes, { ...layout, sentFilter: odata`status eq ${"sent"}` }, status, page),
+    listOutbox: (status, page) => listOutbox(due, { ...layout, sentFilter: odata`status eq ${"sent"}` }, status, page),
 
-    outboxStats: (now) => outboxStatsWith(indexes, layout, now),
+    outboxStats: (now) => outboxStats(due, layout, now),
 
     async ping() {
       await guarded("ping", () => queryAll(jobs, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

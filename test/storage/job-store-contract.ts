@@ -1,14 +1,14 @@
 /**
- * The behaviour every LedgerStore promises. Each backend's test file calls
+ * The behaviour every JobStore promises. Each backend's test file calls
  * `describeStoreContract` with a factory that gives a fresh, empty store.
  */
 import { describe, expect, test } from "bun:test";
-import { ConcurrencyConflictError, MalformedRequestError } from "../../src/domain/errors.ts";
+import { ConcurrencyConflictError, InvalidCursorError } from "../../src/domain/errors.ts";
 import { newJobId, outboxIdFor } from "../../src/domain/ids.ts";
 import type { IdempotencyRecord, JobAggregate, JsonObject } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
 import { applyPublished, markOutboxSent, recordPublishFailure } from "../../src/domain/transitions.ts";
-import type { LedgerStore } from "../../src/ledger/store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
 
 const protocol = {
   requestType: "document.ingest",
@@ -32,7 +32,7 @@ export function sampleJob(tenantId = "acme", overrides: { jobId?: string; now?: 
 }
 
 /** Stores a job and returns it with its etags. */
-export async function storeJob(store: LedgerStore, aggregate = sampleJob(), claim: IdempotencyRecord | null = null): Promise<JobAggregate> {
+export async function storeJob(store: JobStore, aggregate = sampleJob(), claim: IdempotencyRecord | null = null): Promise<JobAggregate> {
   const result = await store.createJob(aggregate, claim);
   if (result.outcome !== "stored") throw new Error("expected the job to be stored");
   return result.aggregate;
@@ -57,8 +57,8 @@ export interface StoreCapabilities {
   atomicChanges: boolean;
 }
 
-export function describeStoreContract(name: string, makeStore: () => Promise<LedgerStore>, capabilities: StoreCapabilities) {
-  describe(`LedgerStore contract: ${name}`, () => {
+export function describeStoreContract(name: string, makeStore: () => Promise<JobStore>, capabilities: StoreCapabilities) {
+  describe(`JobStore contract: ${name}`, () => {
     if (capabilities.atomicChanges) {
       test("saveChanges with one stale etag writes nothing of the change", async () => {
         const store = await makeStore();
@@ -146,7 +146,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
       let cursor: string | null = null;
       let pages = 0;
       do {
-        const page: Awaited<ReturnType<LedgerStore["listJobs"]>> = await store.listJobs("acme", { limit: 3, cursor });
+        const page: Awaited<ReturnType<JobStore["listJobs"]>> = await store.listJobs("acme", { limit: 3, cursor });
         expect(page.items.length).toBeLessThanOrEqual(3);
         seen.push(...page.items.map((item) => item.jobId));
         cursor = page.nextCursor;
@@ -160,7 +160,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
 
     test("listJobs refuses a cursor it did not issue", async () => {
       const store = await makeStore();
-      await expect(store.listJobs("acme", { limit: 3, cursor: "%%%" })).rejects.toBeInstanceOf(MalformedRequestError);
+      await expect(store.listJobs("acme", { limit: 3, cursor: "%%%" })).rejects.toBeInstanceOf(InvalidCursorError);
     });
 
     test("saveChanges writes the published state and returns new etags", async () => {
@@ -254,7 +254,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Led
         const seen: string[] = [];
         let cursor: string | null = null;
         do {
-          const page: Awaited<ReturnType<LedgerStore["listOutbox"]>> = await store.listOutbox(status, { limit: 1, cursor });
+          const page: Awaited<ReturnType<JobStore["listOutbox"]>> = await store.listOutbox(status, { limit: 1, cursor });
           expect(page.items.length).toBeLessThanOrEqual(1);
           expect(page.items.every((entry) => entry.status === status)).toBe(true);
           seen.push(...page.items.map((entry) => entry.outboxId));

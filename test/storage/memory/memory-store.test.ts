@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
-import { createMemoryStore } from "../../src/ledger/memory-store.ts";
-import { describeStoreContract, storeJob } from "./store-contract.ts";
+import { createMemoryStore } from "../../../src/storage/memory/memory-store.ts";
+import { describeStoreContract, storeJob } from "../job-store-contract.ts";
 
 describeStoreContract("memory", async () => createMemoryStore(), { atomicChanges: true });
 

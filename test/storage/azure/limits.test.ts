@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { checkEntity, checkTransaction, chunkString, entitySizeBytes, joinChunks, MAX_STRING_CHARS, StorageLimitError } from "../../../src/ledger/azure/limits.ts";
+import { checkEntity, checkTransaction, chunkString, entitySizeBytes, joinChunks, MAX_STRING_CHARS, StorageLimitError } from "../../../src/storage/azure/limits.ts";
 
 const keys = { partitionKey: "p", rowKey: "r" };
 

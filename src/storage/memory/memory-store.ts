@@ -3,11 +3,12 @@
  * deeply, after a copy), so they are handed out without copies and still never change except
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
-import { ConcurrencyConflictError, MalformedRequestError } from "../domain/errors.ts";
-import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../domain/model.ts";
-import { decodeCursor, encodeCursor, type CreateJobResult, type JobChanges, type LedgerStore, type PageRequest, type SavedChanges } from "./store.ts";
+import { ConcurrencyConflictError } from "../../domain/errors.ts";
+import { encodeCursor, readCursor } from "../cursor.ts";
+import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../../domain/model.ts";
+import { type CreateJobResult, type JobChanges, type JobStore, type PageRequest, type SavedChanges } from "../job-store.ts";
 
-export function createMemoryStore(): LedgerStore {
+export function createMemoryStore(): JobStore {
   let version = 0;
   const nextEtag = () => `W/"${++version}"`;
   const jobs = new Map<string, JobAggregate>();
@@ -87,8 +88,7 @@ export function createMemoryStore(): LedgerStore {
       const ids = jobIndex.get(tenantId) ?? [];
       let end = ids.length;
       if (page.cursor !== null) {
-        const after = decodeCursor(page.cursor);
-        if (after === null) throw new MalformedRequestError("cursor is not one this service issued", { errors: [{ path: "/query/cursor", message: "invalid cursor" }] });
+        const after = readCursor(page.cursor);
         end = ids.findLastIndex((id) => id < after) + 1;
       }
       const start = Math.max(0, end - page.limit);
@@ -153,8 +153,7 @@ export function createMemoryStore(): LedgerStore {
       const ids = [...index.keys()].sort();
       let start = 0;
       if (page.cursor !== null) {
-        const after = decodeCursor(page.cursor);
-        if (after === null) throw new MalformedRequestError("cursor is not one this service issued", { errors: [{ path: "/query/cursor", message: "invalid cursor" }] });
+        const after = readCursor(page.cursor);
         start = ids.findIndex((id) => id > after);
         if (start < 0) start = ids.length;
       }

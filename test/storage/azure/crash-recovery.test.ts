@@ -4,19 +4,19 @@
  * published outbox entry per runnable step, nothing lost, nothing duplicated.
  */
 import { describe, expect, test } from "bun:test";
-import type { LedgerStore } from "../../src/ledger/store.ts";
-import { createLedgerStore } from "../../src/ledger/ledger-store.ts";
-import { createTableStore } from "../../src/ledger/table-store.ts";
-import type { AzureTableOptions } from "../../src/ledger/azure/client.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
-import { createRecordingPublisher } from "../support/recording-publisher.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import type { JobStore } from "../../../src/storage/job-store.ts";
+import { createSingleTableStore } from "../../../src/storage/azure/single-table-store.ts";
+import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
+import type { AzureTableOptions } from "../../../src/storage/azure/client.ts";
+import { azurite, freshTables } from "../../support/azurite.ts";
+import { createRecordingPublisher } from "../../support/recording-publisher.ts";
+import { ingestCommand, startTestRuntime } from "../../support/runtime.ts";
 
 type Backend = "table" | "ledger";
 
-function makeStore(backend: Backend, connection: string, tables: ReturnType<typeof freshTables>, configureClient?: AzureTableOptions["configureClient"]): LedgerStore {
+function makeStore(backend: Backend, connection: string, tables: ReturnType<typeof freshTables>, configureClient?: AzureTableOptions["configureClient"]): JobStore {
   const options = { connection, tables, maxRetries: 0, ...(configureClient ? { configureClient } : {}) };
-  return backend === "table" ? createTableStore(options) : createLedgerStore(options);
+  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
 }
 
 /** Lets the first `allowed` storage calls through once armed; every later one fails as if the process had died. */

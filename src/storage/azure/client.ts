@@ -4,7 +4,7 @@
 import { TableClient, type TableEntityResult } from "@azure/data-tables";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../domain/errors.ts";
 import { StorageLimitError } from "./limits.ts";
-import { StorageRejectedError } from "../storage-errors.ts";
+import { StorageRejectedError } from "../errors.ts";
 
 export interface AzureTableOptions {
   /** An Azure Storage connection string (Azurite's works too). */

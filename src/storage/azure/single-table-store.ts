@@ -11,32 +11,38 @@
  * `_` keeps their order and shape.
  */
 import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
-import { ConcurrencyConflictError } from "../domain/errors.ts";
-import type { JobAggregate, OutboxEntry, Step } from "../domain/model.ts";
-import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./azure/client.ts";
-import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./azure/entities.ts";
-import { createIndexes, findDueWork, listOutboxWith, outboxStatsWith, type RowLayout } from "./azure/indexes.ts";
-import { checkTransaction, type Entity } from "./azure/limits.ts";
-import type { CreateJobResult, JobChanges, LedgerStore } from "./store.ts";
+import { ConcurrencyConflictError } from "../../domain/errors.ts";
+import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
+import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./client.ts";
+import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
+import { createDueIndex, findDueWork } from "./due-index.ts";
+import { createIdempotencyClaims } from "./idempotency-claims.ts";
+import { createJobIndex } from "./job-index.ts";
+import { listOutbox, outboxStats } from "./outbox-views.ts";
+import type { RowLayout } from "./rows.ts";
+import { checkTransaction, type Entity } from "./limits.ts";
+import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
 
 export const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
 export const stepRow = (step: Pick<Step, "index" | "stepId">) => ["STEP", String(step.index).padStart(4, "0"), step.stepId].join(KEY_SEPARATOR);
 export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
 
-export interface LedgerStoreOptions extends AzureTableOptions {
-  /** `due`: the due-entry index (see dueIndexTable). */
+export interface SingleTableStoreOptions extends AzureTableOptions {
+  /** `due`: the due-entry index (see dueIndexTable in config/settings.ts). */
   tables: { ledger: string; idempotency: string; jobIndex: string; due: string };
   /** A due marker whose job does not exist is removed once this old. */
   orphanGraceSeconds?: number;
 }
 
-export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
+export function createSingleTableStore(options: SingleTableStoreOptions): JobStore {
   const ledger = createTableClient(options.tables.ledger, options);
   const idempotency = createTableClient(options.tables.idempotency, options);
   const jobIndex = createTableClient(options.tables.jobIndex, options);
-  const due = createTableClient(options.tables.due, options);
-  const indexes = createIndexes({ idempotency, jobIndex, due });
+  const dueTable = createTableClient(options.tables.due, options);
+  const claims = createIdempotencyClaims(idempotency);
+  const index = createJobIndex(jobIndex);
+  const due = createDueIndex(dueTable);
   const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
   const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -65,7 +71,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([ledger, idempotency, jobIndex, due].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([ledger, idempotency, jobIndex, dueTable].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -79,17 +85,17 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
       await guarded("store job", async () => checkTransaction(entities));
 
       // Round trip 1: claim the key while the due markers go in (before their entries).
-      const [claimed] = await Promise.all([claim ? indexes.claim(claim) : Promise.resolve({ claimed: true as const }), indexes.markDue(aggregate.outbox, job.createdAt)]);
+      const [claimed] = await Promise.all([claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }), due.markDue(aggregate.outbox, job.createdAt)]);
       if (!claimed.claimed) {
         // The markers point at a job that will never be stored; remove them off the answer's path.
-        void Promise.allSettled(aggregate.outbox.map((entry) => indexes.deleteMarker(entry.outboxId)));
+        void Promise.allSettled(aggregate.outbox.map((entry) => due.deleteMarker(entry.outboxId)));
         return { outcome: "key-taken", existing: claimed.existing };
       }
 
       // Round trip 2: the job in one transaction, beside its index row.
       const [transaction, indexRow] = await Promise.allSettled([
         ledger.submitTransaction(entities.map((entity): TransactionAction => ["create", entity])),
-        indexes.writeIndexRow(job),
+        index.write(job),
       ]);
       if (transaction.status === "rejected") {
         // The job exists: an earlier attempt with this id committed it (atomically, so wholly).
@@ -113,7 +119,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
 
     getJob,
 
-    listJobs: (tenantId, page) => indexes.listJobs(tenantId, page),
+    listJobs: (tenantId, page) => index.list(tenantId, page),
 
     async saveChanges(jobId, changes: JobChanges) {
       const partitionKey = jobId;
@@ -130,7 +136,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
 
       const outbox = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await indexes.markBeforeWrite(outbox, now);
+      await due.beforeWrite(outbox, now);
       const response = await guarded("save job changes", async () => {
         try {
           return await ledger.submitTransaction(actions);
@@ -141,7 +147,7 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
           throw error;
         }
       });
-      await indexes.unmarkDue(outbox, now);
+      await due.afterWrite(outbox, now);
       const etags = withEtags(entities, response.subResponses);
       return {
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
@@ -150,11 +156,11 @@ export function createLedgerStore(options: LedgerStoreOptions): LedgerStore {
       };
     },
 
-    findDueOutbox: (now, limit) => findDueWork(indexes, layout, now, limit, orphanGraceMs),
+    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, orphanGraceMs),
 
-    listOutbox: (status, page) => listOutboxWith(indexes, { ...layout, sentFilter: odata`kind eq ${KIND.outbox} and status eq ${"sent"}` }, status, page),
+    listOutbox: (status, page) => listOutbox(due, { ...layout, sentFilter: odata`kind eq ${KIND.outbox} and status eq ${"sent"}` }, status, page),
 
-    outboxStats: (now) => outboxStatsWith(indexes, layout, now),
+    outboxStats: (now) => outboxStats(due, layout, now),
 
     async ping() {
       await guarded("ping", () => queryAll(ledger, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));

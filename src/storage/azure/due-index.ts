@@ -1,0 +1,193 @@
+/**
+ * The due index of both Azure layouts: one marker per pending outbox entry, in a table of its
+ * own (`<outbox or ledger table>Due`), spread over partitions `due-0`…`due-3`, plus one marker per
+ * failed entry in partition `failed` (the operator's list). Its row key is the outbox id, so
+ * writing or deleting a marker needs nothing but the entry; `dueAt` is a property, and a sweep
+ * reads only the markers due by now, then the rows they point at by point reads: O(pending), never
+ * O(all jobs ever). A marker is written before its entry (a crash leaves an orphan marker, cleaned
+ * by the sweep, never an entry nobody finds) and deleted after its entry stops being pending.
+ */
+import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
+import type { OutboxEntry, OutboxWork } from "../../domain/model.ts";
+import { deleteIfPresent, guarded, queryAll } from "./client.ts";
+import { keysOf } from "./entities.ts";
+import { type EntryPointer, READ_CONCURRENCY, type RowLayout, readPointedRows } from "./rows.ts";
+
+const DUE_SHARDS = 4;
+const FAILED_PARTITION = "failed";
+
+export interface DueMarker extends EntryPointer {
+  partitionKey: string;
+  dueAt: string;
+  /** When the marker was last written: an orphan is removed only once it is old enough. */
+  createdAt: string;
+  /** When its entry was created: the age of the oldest pending entry. */
+  entryCreatedAt: string;
+}
+
+/** Where a listing of markers resumes: the last marker's keys. */
+export interface MarkerPosition {
+  partitionKey: string;
+  rowKey: string;
+}
+
+const isLeased = (entry: OutboxEntry) => entry.status === "pending" && entry.lease !== null;
+
+function toMarker(row: TableEntityResult<Record<string, unknown>>): DueMarker {
+  const { partitionKey, rowKey } = keysOf(row);
+  return {
+    partitionKey,
+    jobId: String(row.jobId),
+    outboxId: rowKey,
+    stepId: String(row.stepId),
+    stepIndex: Number(row.stepIndex),
+    dueAt: String(row.dueAt ?? ""),
+    createdAt: String(row.createdAt),
+    entryCreatedAt: String(row.entryCreatedAt ?? row.createdAt),
+  };
+}
+
+function dueShard(outboxId: string): string {
+  let hash = 0;
+  for (let i = 0; i < outboxId.length; i++) hash = (hash * 31 + outboxId.charCodeAt(i)) >>> 0;
+  return `due-${hash % DUE_SHARDS}`;
+}
+
+const PENDING_RANGE = odata`PartitionKey ge ${"due-"} and PartitionKey lt ${"due."}`;
+
+export function createDueIndex(client: TableClient) {
+  async function writeMarkers(marked: readonly OutboxEntry[], now: string): Promise<void> {
+    await guarded("write outbox markers", () =>
+      Promise.all(
+        marked.map((entry) =>
+          client.upsertEntity(
+            {
+              partitionKey: entry.status === "failed" ? FAILED_PARTITION : dueShard(entry.outboxId),
+              rowKey: entry.outboxId,
+              jobId: entry.jobId,
+              stepId: entry.stepId,
+              stepIndex: entry.stepIndex,
+              dueAt: entry.nextAttemptAt ?? undefined,
+              entryCreatedAt: entry.createdAt,
+              createdAt: now,
+            },
+            "Merge",
+          ),
+        ),
+      ),
+    );
+  }
+
+  /** Upserts the markers of pending entries and of failed ones; call before writing the entries. */
+  async function markDue(entries: readonly OutboxEntry[], now: string): Promise<void> {
+    await writeMarkers(
+      entries.filter((e) => (e.status === "pending" && e.nextAttemptAt !== null) || e.status === "failed"),
+      now,
+    );
+  }
+
+  return {
+    markDue,
+
+    /** Before writing entries: the markers of pending and failed ones, except leases (see afterWrite). */
+    async beforeWrite(entries: readonly OutboxEntry[], now: string): Promise<void> {
+      await markDue(
+        entries.filter((e) => !isLeased(e)),
+        now,
+      );
+    },
+
+    /**
+     * After writing the entries: deletes the markers of entries no longer pending, and moves a
+     * leased entry's marker to the lease's end. (A lease only postpones an entry that already
+     * has a marker, so its marker may follow the write; written before, a replica that lost the
+     * lease race would leave a marker behind for an entry the winner has sent meanwhile.)
+     */
+    async afterWrite(entries: readonly OutboxEntry[], now: string): Promise<void> {
+      const settled = entries.filter((e) => e.status !== "pending");
+      await guarded("update due markers", () =>
+        Promise.all([...settled.map((entry) => deleteIfPresent(client, dueShard(entry.outboxId), entry.outboxId)), markDue(entries.filter(isLeased), now)]),
+      );
+    },
+
+    async deleteMarker(outboxId: string): Promise<void> {
+      await guarded("delete due marker", () => deleteIfPresent(client, dueShard(outboxId), outboxId));
+    },
+
+    async deleteFailedMarker(outboxId: string): Promise<void> {
+      await guarded("delete failed marker", () => deleteIfPresent(client, FAILED_PARTITION, outboxId));
+    },
+
+    /** Markers due by `now` across all shards, earliest first. */
+    async dueMarkers(now: string): Promise<DueMarker[]> {
+      const shards = Array.from({ length: DUE_SHARDS }, (_, i) => `due-${i}`);
+      const rows = await guarded("read due markers", () =>
+        Promise.all(shards.map((shard) => queryAll<Record<string, unknown>>(client, odata`PartitionKey eq ${shard} and dueAt le ${now}`))),
+      );
+      return rows
+        .flat()
+        .map(toMarker)
+        .sort((a, b) => a.dueAt.localeCompare(b.dueAt));
+    },
+
+    /** Markers of one kind after a position, in key order: pending (all due shards) or failed. */
+    async markersAfter(kind: "pending" | "failed", after: MarkerPosition | null, limit: number): Promise<DueMarker[]> {
+      const range = kind === "failed" ? odata`PartitionKey eq ${FAILED_PARTITION}` : PENDING_RANGE;
+      const resume = after ? odata` and (PartitionKey gt ${after.partitionKey} or (PartitionKey eq ${after.partitionKey} and RowKey gt ${after.rowKey}))` : "";
+      return (await guarded("read outbox markers", () => queryAll<Record<string, unknown>>(client, range + resume, { limit }))).map(toMarker);
+    },
+
+    /** Every pending marker (count and oldest entry): O(pending). */
+    async pendingMarkers(): Promise<DueMarker[]> {
+      return (await guarded("read due markers", () => queryAll<Record<string, unknown>>(client, PENDING_RANGE))).map(toMarker);
+    },
+  };
+}
+
+export type DueIndex = ReturnType<typeof createDueIndex>;
+
+/**
+ * The due work behind the markers due by `now`, cleaning as it goes: an orphan marker (its job
+ * was never stored) once older than `orphanGraceMs`, a marker of an entry no longer pending, and
+ * a marker whose entry was rescheduled (rewritten with the entry's own due time).
+ */
+export async function findDueWork(due: DueIndex, layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
+  const cutoff = now.toISOString();
+  const markers = spread(await due.dueMarkers(cutoff), limit);
+  const work: OutboxWork[] = [];
+  const cleanup: Promise<unknown>[] = [];
+  for (let i = 0; i < markers.length && work.length < limit; i += READ_CONCURRENCY) {
+    const batch = markers.slice(i, i + READ_CONCURRENCY);
+    const loaded = await Promise.all(batch.map((marker) => readPointedRows(layout, marker)));
+    batch.forEach((marker, b) => {
+      const { job, step, entry } = loaded[b]!;
+      if (!job || !entry || !step) {
+        // The job row is the commit point: without it, the entry may still be on its way.
+        if (job || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(due.deleteMarker(marker.outboxId));
+      } else if (entry.status !== "pending") {
+        cleanup.push(due.deleteMarker(marker.outboxId));
+      } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > cutoff) {
+        cleanup.push(due.markDue([entry], marker.createdAt));
+      } else {
+        work.push({ job, step, entry });
+      }
+    });
+  }
+  // Cleaning is best effort: what fails now is met again by the next sweep.
+  await Promise.allSettled(cleanup);
+  return work.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
+}
+
+/**
+ * The earliest `4 × limit` markers in random order: replicas sweeping at the same moment then
+ * mostly lease different entries instead of racing for the same first `limit`, while what is
+ * most overdue still goes first.
+ */
+function spread(markers: DueMarker[], limit: number): DueMarker[] {
+  const candidates = markers.slice(0, limit * 4);
+  for (let i = candidates.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!];
+  }
+  return candidates;
+}

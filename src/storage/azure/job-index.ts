@@ -1,0 +1,30 @@
+/**
+ * The per-tenant job listing of both Azure layouts: one row per job, partitioned by tenant, row
+ * key the job id (time-ordered, so key order is creation order).
+ */
+import { odata, type TableClient } from "@azure/data-tables";
+import type { Job, JobSummary, Page } from "../../domain/model.ts";
+import { readCursor, encodeCursor } from "../cursor.ts";
+import type { PageRequest } from "../job-store.ts";
+import { guarded, queryAll } from "./client.ts";
+import { entityToSummary, keysOf, summaryToEntity } from "./entities.ts";
+
+export interface JobIndex {
+  write(job: Job): Promise<void>;
+  list(tenantId: string, page: PageRequest): Promise<Page<JobSummary>>;
+}
+
+export function createJobIndex(client: TableClient): JobIndex {
+  return {
+    async write(job) {
+      await guarded("write job index", () => client.upsertEntity(summaryToEntity(job), "Replace"));
+    },
+
+    async list(tenantId, page) {
+      const after = page.cursor === null ? "" : readCursor(page.cursor);
+      const rows = await guarded("list jobs", () => queryAll(client, odata`PartitionKey eq ${tenantId} and RowKey gt ${after}`, { limit: page.limit + 1 }));
+      const items = rows.slice(0, page.limit);
+      return { items: items.map(entityToSummary), nextCursor: rows.length > page.limit ? encodeCursor(keysOf(items.at(-1)!).rowKey) : null };
+    },
+  };
+}

@@ -1,0 +1,12 @@
+import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
+import { azurite, freshTables } from "../../support/azurite.ts";
+import { describeStoreContract } from "../job-store-contract.ts";
+
+async function makeStore() {
+  const { connection } = await azurite();
+  const store = createMultiTableStore({ connection, tables: freshTables(), maxRetries: 0 });
+  await store.init();
+  return store;
+}
+
+describeStoreContract("table (Azurite)", makeStore, { atomicChanges: false });
