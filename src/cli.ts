@@ -27,7 +27,7 @@ export function maskSecrets(connection: string | null): string | null {
   return connection.replace(/((?:AccountKey|SharedAccessKey|SharedAccessSignature)=)[^;]*/gi, "$1***");
 }
 
-export function effectiveConfiguration(settings: Settings) {
+function effectiveConfiguration(settings: Settings) {
   return {
     ...settings,
     tableConnection: maskSecrets(settings.tableConnection),

@@ -2,12 +2,12 @@
  * Entry point: the subcommands, and for `serve` settings, wiring, the socket, signals.
  * Bun-specific code lives here.
  */
-import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
-import { loadSettings, SettingsError } from "./config/settings.ts";
+import { loadProtocols, ProtocolFileError, type ProtocolRegistry } from "./config/protocols.ts";
+import { loadSettings, type Settings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
 import { StorageRejectedError } from "./storage/errors.ts";
-import { createLogger } from "./logging/logger.ts";
-import { createRuntime } from "./runtime.ts";
+import { createLogger, type Logger } from "./logging/logger.ts";
+import { createRuntime, type Runtime } from "./runtime.ts";
 import { configCheck, healthcheck, USAGE } from "./cli.ts";
 import { VERSION } from "./version.ts";
 
@@ -16,59 +16,56 @@ function bunBodyLimit(maxBodyBytes: number): number {
   return Math.max(2 * maxBodyBytes, maxBodyBytes + 65536);
 }
 
-async function serve(): Promise<void> {
-  let settings;
-  let protocols;
+type Logs = { logger: Logger; flush: () => Promise<void> };
+
+/** Prints why the service cannot start, after the logs, and exits with 1. */
+async function refuseToStart(reason: string, logs?: Logs): Promise<never> {
+  if (logs) {
+    logs.logger.fatal(reason);
+    await logs.flush();
+  }
+  console.error(`lucius: cannot start: ${reason}`);
+  process.exit(1);
+}
+
+/** Settings and protocols, or exit 1 naming every problem. */
+async function loadConfiguration(): Promise<{ settings: Settings; protocols: ProtocolRegistry }> {
   try {
-    settings = loadSettings(Bun.env);
-    protocols = loadProtocols(settings.protocolsFile);
+    const settings = loadSettings(Bun.env);
+    return { settings, protocols: loadProtocols(settings.protocolsFile) };
   } catch (error) {
-    if (error instanceof SettingsError || error instanceof ProtocolFileError) {
-      console.error(`lucius: cannot start: ${error.message}`);
-      process.exit(1);
-    }
+    if (error instanceof SettingsError || error instanceof ProtocolFileError) return refuseToStart(error.message);
     throw error;
   }
-  // Bun's buffered stdout writer: pino's own asynchronous destination spent more time in its
-  // bookkeeping than the intake itself under load. Flushed every second and before exit.
+}
+
+/**
+ * JSON log lines through Bun's buffered stdout writer: pino's own asynchronous destination spent
+ * more time in its bookkeeping than the intake itself under load. Flushed every second and
+ * before exit.
+ */
+function createStdoutLogs(settings: Settings): Logs {
   const stdout = Bun.stdout.writer({ highWaterMark: 64 * 1024 });
   const logger = createLogger({ level: settings.logLevel, destination: { write: (line: string) => void stdout.write(line) } });
-  const flushLogs = async () => {
+  const flush = async () => {
     await stdout.flush();
   };
-  let runtime;
-  try {
-    runtime = await createRuntime({ settings, protocols, logger });
-  } catch (error) {
-    if (error instanceof StorageUnavailableError || error instanceof StorageRejectedError) {
-      logger.fatal(error.message);
-      await flushLogs();
-      console.error(`lucius: cannot start: ${error.message}`);
-      process.exit(1);
-    }
-    throw error;
-  }
+  setInterval(() => void flush(), 1000).unref();
+  return { logger, flush };
+}
 
-  let server;
+function listen(settings: Settings, runtime: Runtime): ReturnType<typeof Bun.serve> | string {
   try {
-    server = Bun.serve({
-      hostname: settings.host,
-      port: settings.port,
-      maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes),
-      fetch: runtime.fetch,
-    });
+    return Bun.serve({ hostname: settings.host, port: settings.port, maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes), fetch: runtime.fetch });
   } catch (error) {
-    const reason = `cannot listen on ${settings.host}:${settings.port}: ${(error as Error).message}`;
-    logger.fatal(reason);
-    await flushLogs();
-    console.error(`lucius: cannot start: ${reason}`);
-    process.exit(1);
+    return `cannot listen on ${settings.host}:${settings.port}: ${(error as Error).message}`;
   }
+}
 
-  runtime.start();
+function logStartup(logger: Logger, settings: Settings, protocols: ProtocolRegistry, runtime: Runtime, url: URL): void {
   logger.info(
     {
-      url: server.url.href,
+      url: url.href,
       retryLoop: runtime.sweeper ? `every ${settings.outbox.retryIntervalSeconds}s` : "off",
       storage: settings.storageBackend,
       protocols: protocols.list().map((p) => p.requestType),
@@ -83,27 +80,46 @@ async function serve(): Promise<void> {
     const endpoint = /Endpoint=([^;]+)/i.exec(settings.serviceBusConnection ?? "")?.[1] ?? "(unknown endpoint)";
     logger.info({ endpoint }, "publishing to Azure Service Bus");
   }
+}
 
-  await flushLogs();
-  setInterval(() => void flushLogs(), 1000).unref();
-
+/** SIGTERM/SIGINT: stop listening, finish in-flight work, exit 0; a second signal exits at once. */
+function stopOnSignals(logs: Logs, stopServer: () => Promise<void>, runtime: Runtime): void {
+  const { logger } = logs;
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) {
       logger.warn({ signal }, "second signal: exiting without waiting");
-      await flushLogs();
+      await logs.flush();
       process.exit(1);
     }
     stopping = true;
     logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
-    await server.stop(false);
+    await stopServer();
     await runtime.stop();
     logger.info("stopped");
-    await flushLogs();
+    await logs.flush();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+async function serve(): Promise<void> {
+  const { settings, protocols } = await loadConfiguration();
+  const logs = createStdoutLogs(settings);
+  let runtime: Runtime;
+  try {
+    runtime = await createRuntime({ settings, protocols, logger: logs.logger });
+  } catch (error) {
+    if (error instanceof StorageUnavailableError || error instanceof StorageRejectedError) return refuseToStart(error.message, logs);
+    throw error;
+  }
+  const server = listen(settings, runtime);
+  if (typeof server === "string") return refuseToStart(server, logs);
+  runtime.start();
+  logStartup(logs.logger, settings, protocols, runtime, server.url);
+  await logs.flush();
+  stopOnSignals(logs, () => server.stop(false), runtime);
 }
 
 async function main(args: string[]): Promise<number | undefined> {

@@ -3,22 +3,23 @@
  * owns the listening socket and the signals.
  */
 import { createAdminService } from "./admin/service.ts";
-import { observe } from "./http/observe.ts";
-import { createMetrics, type Metrics } from "./metrics/metrics.ts";
-import { VERSION } from "./version.ts";
-import { createApp, type App } from "./app.ts";
+import { type App, createApp } from "./app.ts";
 import { createCommandService } from "./commands/service.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
 import type { Settings } from "./config/settings.ts";
-import { createJobService } from "./jobs/service.ts";
-import { createStepEventService } from "./jobs/step-events.ts";
 import type { EventReceiver } from "./events/service-bus-receiver.ts";
-import { createStore } from "./storage/create-store.ts";
-import type { JobStore } from "./storage/job-store.ts";
+import type { ReadinessCheck } from "./health/routes.ts";
+import { observe } from "./http/observe.ts";
+import { createJobService } from "./jobs/service.ts";
+import { createStepEventService, type StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
+import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
 import { createSweeper, leaseSecondsFor, type Sweeper } from "./outbox/sweeper.ts";
+import { createStore } from "./storage/create-store.ts";
+import type { JobStore } from "./storage/job-store.ts";
+import { VERSION } from "./version.ts";
 
 export interface RuntimeOptions {
   settings: Settings;
@@ -42,108 +43,33 @@ export interface Runtime {
   dispatcher: Dispatcher | null;
   /** Null when nothing is published or LUCIUS_OUTBOX_RETRY_ENABLED is false. */
   sweeper: Sweeper | null;
-  /** Starts the background work (the sweeper's timer). */
+  /** Starts the background work (the sweeper's timer, the events receiver). */
   start(): void;
   /** Refuses readiness, then waits for in-flight publishes and closes the adapters. */
   stop(): Promise<void>;
 }
 
-/** The Service Bus SDK is imported only when a connection is set (it weighs on the start). */
-async function selectPublisher(options: RuntimeOptions): Promise<Publisher | null> {
-  if (options.publisher !== undefined) return options.publisher;
-  const { settings, protocols, logger } = options;
-  if (settings.serviceBusConnection === null) return null;
-  const { createServiceBusPublisher } = await import("./outbox/service-bus-publisher.ts");
-  return createServiceBusPublisher({
-    connectionString: settings.serviceBusConnection,
-    readinessTopic: protocols.list()[0]?.steps[0]?.topic ?? null,
-    logger,
-  });
-}
-
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { settings, logger } = options;
+  const clock = options.now ?? (() => new Date());
+  const withClock = options.now ? { now: options.now } : {};
   const publisher = await selectPublisher(options);
   const store = options.store ?? (await createStore(settings));
   await store.init();
-  const clock = options.now ?? (() => new Date());
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
-  const dispatcher = publisher
-    ? createDispatcher({
-        onPublished: metrics.published,
-        replyTo: settings.eventsEntity,
-        store,
-        publisher,
-        logger,
-        publishTimeoutSeconds: settings.outbox.publishTimeoutSeconds,
-        retryDelaySeconds: settings.outbox.retryDelaySeconds,
-        maxAttempts: settings.outbox.maxAttempts,
-        ...(options.now ? { now: options.now } : {}),
-      })
-    : null;
-  const sweeper =
-    dispatcher && settings.outbox.retryEnabled
-      ? createSweeper({
-          store,
-          dispatcher,
-          logger,
-          intervalSeconds: settings.outbox.retryIntervalSeconds,
-          batchSize: settings.outbox.retryBatchSize,
-          leaseSeconds: leaseSecondsFor(settings.outbox.publishTimeoutSeconds),
-          onTick: metrics.swept,
-          ...(options.now ? { now: options.now } : {}),
-        })
-      : null;
+  const { dispatcher, sweeper } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
+  const services = { store, protocols: options.protocols, dispatcher, retryDelaySeconds: settings.outbox.retryDelaySeconds, ...withClock };
+  const stepEvents = createStepEventService(services);
+  const receiver = await createReceiver(options, stepEvents);
   let accepting = true;
-  const commands = createCommandService({
-    store,
-    protocols: options.protocols,
-    dispatcher,
-    retryDelaySeconds: settings.outbox.retryDelaySeconds,
-    ...(options.now ? { now: options.now } : {}),
-  });
-  const checks = [{ name: "storage", check: () => store.ping() }];
-  if (publisher) checks.push({ name: "publisher", check: () => publisher.check() });
-  const maxAge = settings.outbox.retryEnabled && publisher ? settings.readyMaxPendingAgeSeconds : 0;
-  if (maxAge > 0) {
-    checks.push({
-      name: "outbox",
-      async check() {
-        const { oldestPendingAgeSeconds: age } = await metrics.outboxStats();
-        if (age !== null && age > maxAge) throw new Error(`the oldest pending entry is ${Math.round(age)} s old (limit ${maxAge} s)`);
-      },
-    });
-  }
-  const stepEvents = createStepEventService({
-    store,
-    protocols: options.protocols,
-    dispatcher,
-    retryDelaySeconds: settings.outbox.retryDelaySeconds,
-    ...(options.now ? { now: options.now } : {}),
-  });
-  let receiver: EventReceiver | null = null;
-  if (settings.eventsEntity && settings.serviceBusConnection) {
-    const { createEventReceiver } = await import("./events/service-bus-receiver.ts");
-    receiver = createEventReceiver({
-      connectionString: settings.serviceBusConnection,
-      entity: settings.eventsEntity,
-      events: stepEvents,
-      logger,
-      ...(options.beforeEventComplete ? { beforeComplete: options.beforeEventComplete } : {}),
-    });
-  }
+  const leaseSeconds = leaseSecondsFor(settings.outbox.publishTimeoutSeconds);
   const app = createApp({
-    commands,
+    commands: createCommandService(services),
     jobs: createJobService({ store }),
     stepEvents,
-    health: { checks, isAccepting: () => accepting },
+    health: { checks: readinessChecks(settings, store, publisher, metrics), isAccepting: () => accepting },
     ...(settings.admin.enabled && settings.admin.apiKey
-      ? {
-          admin: {
-            service: createAdminService({ store, dispatcher, leaseSeconds: leaseSecondsFor(settings.outbox.publishTimeoutSeconds), ...(options.now ? { now: options.now } : {}) }),
-            apiKey: settings.admin.apiKey,
-          },
-        }
+      ? { admin: { service: createAdminService({ store, dispatcher, leaseSeconds, ...withClock }), apiKey: settings.admin.apiKey } }
       : {}),
     logger,
     metrics,
@@ -170,4 +96,87 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       await store.close();
     },
   };
+}
+
+/** The Service Bus SDK is imported only when a connection is set (it weighs on the start). */
+async function selectPublisher(options: RuntimeOptions): Promise<Publisher | null> {
+  if (options.publisher !== undefined) return options.publisher;
+  const { settings, protocols, logger } = options;
+  if (settings.serviceBusConnection === null) return null;
+  const { createServiceBusPublisher } = await import("./outbox/service-bus-publisher.ts");
+  return createServiceBusPublisher({
+    connectionString: settings.serviceBusConnection,
+    readinessTopic: protocols.list()[0]?.steps[0]?.topic ?? null,
+    logger,
+  });
+}
+
+interface OutboxWorkerOptions {
+  settings: Settings;
+  store: JobStore;
+  publisher: Publisher | null;
+  logger: Logger;
+  metrics: Metrics;
+  withClock: { now?: () => Date };
+}
+
+/** The fast path and the retry loop; neither exists without a publisher. */
+function createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock }: OutboxWorkerOptions): { dispatcher: Dispatcher | null; sweeper: Sweeper | null } {
+  if (!publisher) return { dispatcher: null, sweeper: null };
+  const { outbox } = settings;
+  const dispatcher = createDispatcher({
+    onPublished: metrics.published,
+    replyTo: settings.eventsEntity,
+    store,
+    publisher,
+    logger,
+    publishTimeoutSeconds: outbox.publishTimeoutSeconds,
+    retryDelaySeconds: outbox.retryDelaySeconds,
+    maxAttempts: outbox.maxAttempts,
+    ...withClock,
+  });
+  if (!outbox.retryEnabled) return { dispatcher, sweeper: null };
+  const sweeper = createSweeper({
+    store,
+    dispatcher,
+    logger,
+    intervalSeconds: outbox.retryIntervalSeconds,
+    batchSize: outbox.retryBatchSize,
+    leaseSeconds: leaseSecondsFor(outbox.publishTimeoutSeconds),
+    onTick: metrics.swept,
+    ...withClock,
+  });
+  return { dispatcher, sweeper };
+}
+
+/** Storage always; the broker when publishing; the backlog's age when the retry loop runs. */
+function readinessChecks(settings: Settings, store: JobStore, publisher: Publisher | null, metrics: Metrics): ReadinessCheck[] {
+  const checks: ReadinessCheck[] = [{ name: "storage", check: () => store.ping() }];
+  if (!publisher) return checks;
+  checks.push({ name: "publisher", check: () => publisher.check() });
+  const maxAge = settings.outbox.retryEnabled ? settings.readyMaxPendingAgeSeconds : 0;
+  if (maxAge > 0) {
+    checks.push({
+      name: "outbox",
+      async check() {
+        const { oldestPendingAgeSeconds: age } = await metrics.outboxStats();
+        if (age !== null && age > maxAge) throw new Error(`the oldest pending entry is ${Math.round(age)} s old (limit ${maxAge} s)`);
+      },
+    });
+  }
+  return checks;
+}
+
+/** Step events over Service Bus, when an events entity and a connection are set. */
+async function createReceiver(options: RuntimeOptions, events: StepEventService): Promise<EventReceiver | null> {
+  const { settings, logger } = options;
+  if (!settings.eventsEntity || !settings.serviceBusConnection) return null;
+  const { createEventReceiver } = await import("./events/service-bus-receiver.ts");
+  return createEventReceiver({
+    connectionString: settings.serviceBusConnection,
+    entity: settings.eventsEntity,
+    events,
+    logger,
+    ...(options.beforeEventComplete ? { beforeComplete: options.beforeEventComplete } : {}),
+  });
 }

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { Elysia, t } from "elysia";
 import { UnauthorizedError } from "../domain/errors.ts";
 import type { Logger } from "../logging/logger.ts";
-import { pageSize } from "../jobs/routes.ts";
+import { pageSize } from "../http/paging.ts";
 import type { AdminService } from "./service.ts";
 import { adminSecurity, pick, problems } from "../http/openapi.ts";
 

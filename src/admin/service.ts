@@ -1,8 +1,8 @@
-/** The operator's view of the outbox (DESIGN.md §3, admin): list, stats, retry. No HTTP here. */
+/** The operator's view of the outbox: list, stats, retry. No HTTP here. */
 import { InvalidTransitionError, NotFoundError, PublishingDisabledError } from "../domain/errors.ts";
 import { jobIdOfOutbox } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxStatus, OutboxWork, Page } from "../domain/model.ts";
-import { resetFailedEntry } from "../domain/transitions.ts";
+import { hasJobEnded, resetFailedEntry } from "../domain/transitions.ts";
 import type { JobStore, OutboxStats } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import { leaseAndPublish, type PublishSummary } from "../outbox/sweeper.ts";
@@ -13,8 +13,6 @@ export interface AdminServiceOptions {
   leaseSeconds: number;
   now?: () => Date;
 }
-
-const ENDED = new Set(["succeeded", "failed", "cancelled"]);
 
 /** Pending entries are taken whatever their due time: "now" means now. */
 const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
@@ -60,7 +58,7 @@ export function createAdminService(options: AdminServiceOptions) {
         for (const entry of failed.items) {
           const found = await workOf(entry);
           // A directive withdrawn because its job ended stays withdrawn.
-          if (found && !ENDED.has(found.job.status)) work.push(await reset(found, at));
+          if (found && !hasJobEnded(found.job)) work.push(await reset(found, at));
         }
       }
       return leaseAndPublish(work, { store, dispatcher: publishing, leaseSeconds: options.leaseSeconds, now: at });
@@ -75,7 +73,7 @@ export function createAdminService(options: AdminServiceOptions) {
       const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
       if (!aggregate || !entry || !step) throw new NotFoundError(`outbox entry ${outboxId} does not exist`);
       if (entry.status === "sent") throw new InvalidTransitionError(`outbox entry ${outboxId} was sent already`);
-      if (ENDED.has(aggregate.job.status)) throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
+      if (hasJobEnded(aggregate.job)) throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
       const at = now();
       let work: OutboxWork = { job: aggregate.job, step, entry };
       if (entry.status === "failed") work = await reset(work, at);

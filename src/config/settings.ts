@@ -45,7 +45,7 @@ export class SettingsError extends Error {
   }
 }
 
-export const MIN_ADMIN_KEY_LENGTH = 16;
+const MIN_ADMIN_KEY_LENGTH = 16;
 
 /**
  * The sweeper's due-entry index lives in a table of its own beside the outbox rows (`table`) or

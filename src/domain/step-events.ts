@@ -1,10 +1,10 @@
 /**
- * What a worker's step event does to a job (issue: close the loop), as one pure function: the
+ * What a worker's step event does to a job, as one pure function: the
  * entities to write in one change, or why nothing changes.
  */
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
 import { issueDirective } from "./plan-job.ts";
-import { cancelStep, failStep, finishJob, initiateStep, recordStepError, rememberEvent, succeedStep, withdrawEntry } from "./transitions.ts";
+import { cancelStep, failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, succeedStep, withdrawEntry } from "./transitions.ts";
 
 export interface StepEvent {
   eventId: string;
@@ -26,16 +26,14 @@ export interface ApplyOptions {
   retryDelaySeconds: number;
 }
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-
 export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: StepEvent, options: ApplyOptions): EventOutcome {
   const { job } = aggregate;
   const now = options.now.toISOString();
   const found = aggregate.steps.find((s) => s.stepId === stepId);
   if (!found) throw new Error(`step ${stepId} is not part of job ${job.jobId}`);
   if (found.events.includes(event.eventId)) return { outcome: "duplicate" };
-  if (TERMINAL.has(job.status)) return { outcome: "ignored", reason: `job is ${job.status}` };
-  if (TERMINAL.has(found.status)) return { outcome: "ignored", reason: `step is ${found.status}` };
+  if (hasJobEnded(job)) return { outcome: "ignored", reason: `job is ${job.status}` };
+  if (hasStepEnded(found)) return { outcome: "ignored", reason: `step is ${found.status}` };
 
   let step = rememberEvent(found, event.eventId, now);
   if (event.status === "progress") return { outcome: "applied", steps: [step], outbox: [] };
@@ -82,7 +80,7 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
 
 /** Cancels a job that has not ended: its open steps, and the directives not yet sent. */
 export function cancelJob(aggregate: JobAggregate, now: Date): { job: Job; steps: Step[]; outbox: OutboxEntry[] } | null {
-  if (TERMINAL.has(aggregate.job.status)) return null;
+  if (hasJobEnded(aggregate.job)) return null;
   const at = now.toISOString();
   const rest = cancelRest(aggregate, at, null);
   return { job: finishJob(aggregate.job, "cancelled", at), ...rest };

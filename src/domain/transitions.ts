@@ -1,5 +1,5 @@
 /**
- * The state machines of DESIGN.md §4 as pure functions. Every backend stores only what these
+ * The state machines of jobs, steps and outbox entries as pure functions. Every backend stores only what these
  * functions return; each refuses a transition the machine does not allow.
  */
 import { InvalidTransitionError } from "./errors.ts";
@@ -27,14 +27,20 @@ const outboxTransitions: Record<OutboxStatus, readonly OutboxStatus[]> = {
   failed: ["pending"],
 };
 
+/** A job has ended when no transition leads out of its status. */
+export function hasJobEnded(job: Pick<Job, "status">): boolean {
+  return jobTransitions[job.status].length === 0;
+}
+
+/** A step has ended when no transition leads out of its status. */
+export function hasStepEnded(step: Pick<Step, "status">): boolean {
+  return stepTransitions[step.status].length === 0;
+}
+
 function assertAllowed<S extends string>(kind: string, table: Record<S, readonly S[]>, from: S, to: S): void {
   if (!table[from].includes(to)) {
     throw new InvalidTransitionError(`${kind} cannot go from '${from}' to '${to}'`);
   }
-}
-
-export function canTransitionJob(from: JobStatus, to: JobStatus): boolean {
-  return jobTransitions[from].includes(to);
 }
 
 /** accepted → in_progress; a job already in progress stays as it is (a later step started). */

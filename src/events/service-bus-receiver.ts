@@ -4,24 +4,12 @@
  * dead-letter what can never be applied (malformed, unknown job or step) with the reason.
  */
 import { ServiceBusClient, type ServiceBusReceivedMessage, type ServiceBusReceiver } from "@azure/service-bus";
-import { Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { DomainError, NotFoundError } from "../domain/errors.ts";
 import type { StepEvent } from "../domain/step-events.ts";
 import type { StepEventService } from "../jobs/step-events.ts";
 import type { Logger } from "../logging/logger.ts";
-
-const EventMessage = Type.Object(
-  {
-    jobId: Type.String({ minLength: 1, maxLength: 64 }),
-    stepId: Type.String({ minLength: 1, maxLength: 100 }),
-    eventId: Type.String({ minLength: 1, maxLength: 200 }),
-    status: Type.Union([Type.Literal("succeeded"), Type.Literal("failed"), Type.Literal("progress")]),
-    result: Type.Optional(Type.Object({}, { additionalProperties: true })),
-    error: Type.Optional(Type.Object({ code: Type.String({ minLength: 1 }), message: Type.String(), retryable: Type.Optional(Type.Boolean()) }, { additionalProperties: false })),
-  },
-  { additionalProperties: false },
-);
+import { StepEventMessage } from "../validation/step-event.ts";
 
 export interface EventReceiverOptions {
   connectionString: string;
@@ -60,8 +48,8 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
       await via.deadLetterMessage(message, { deadLetterReason: "MalformedEvent", deadLetterErrorDescription: `not JSON: ${(error as Error).message}` });
       return;
     }
-    if (!Value.Check(EventMessage, parsed)) {
-      const problems = [...Value.Errors(EventMessage, parsed)].slice(0, 5).map((e) => `${e.path || "/"}: ${e.message}`);
+    if (!Value.Check(StepEventMessage, parsed)) {
+      const problems = [...Value.Errors(StepEventMessage, parsed)].slice(0, 5).map((e) => `${e.path || "/"}: ${e.message}`);
       await via.deadLetterMessage(message, { deadLetterReason: "MalformedEvent", deadLetterErrorDescription: problems.join("; ") });
       logger.warn({ messageId: message.messageId, problems }, "dead-lettered a malformed step event");
       return;

@@ -4,7 +4,7 @@
  */
 import type { DomainError, ErrorCode, FieldViolation } from "../domain/errors.ts";
 
-export const PROBLEM_CONTENT_TYPE = "application/problem+json";
+const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_PREFIX = "urn:lucius:problem:";
 
 export interface Problem {

@@ -1,38 +1,11 @@
 import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
+import { pageSize } from "../http/paging.ts";
 import { TENANT_ID_PATTERN } from "../validation/envelope.ts";
+import { JobId, StepEventBody, StepId } from "../validation/step-event.ts";
 import type { JobService } from "./service.ts";
 import type { StepEventService } from "./step-events.ts";
 import { pick, problems } from "../http/openapi.ts";
-
-export const DEFAULT_PAGE_SIZE = 20;
-export const MAX_PAGE_SIZE = 100;
-
-/** Checked here rather than with t.Integer: Elysia's coerced-number errors lose the field's path. */
-export function pageSize(raw: string | undefined): number {
-  if (raw === undefined) return DEFAULT_PAGE_SIZE;
-  const limit = Number(raw);
-  if (!/^[0-9]+$/.test(raw) || limit < 1 || limit > MAX_PAGE_SIZE) {
-    throw new MalformedRequestError(`limit must be an integer from 1 to ${MAX_PAGE_SIZE}`, {
-      errors: [{ path: "/query/limit", message: `must be an integer from 1 to ${MAX_PAGE_SIZE}` }],
-    });
-  }
-  return limit;
-}
-
-const StepEventBody = t.Object(
-  {
-    jobId: t.Optional(t.String()),
-    stepId: t.Optional(t.String()),
-    eventId: t.String({ minLength: 1, maxLength: 200 }),
-    status: t.Union([t.Literal("succeeded"), t.Literal("failed"), t.Literal("progress")]),
-    result: t.Optional(t.Object({}, { additionalProperties: true })),
-    error: t.Optional(
-      t.Object({ code: t.String({ minLength: 1, maxLength: 200 }), message: t.String({ maxLength: 4000 }), retryable: t.Optional(t.Boolean()) }, { additionalProperties: false }),
-    ),
-  },
-  { additionalProperties: false },
-);
 
 export function jobRoutes(service: JobService, events: StepEventService) {
   return new Elysia({ name: "jobs", normalize: false })
@@ -49,7 +22,7 @@ export function jobRoutes(service: JobService, events: StepEventService) {
         return events.handle(params.jobId, params.stepId, event);
       },
       {
-        params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }), stepId: t.String({ minLength: 1, maxLength: 100 }) }),
+        params: t.Object({ jobId: JobId, stepId: StepId }),
         body: StepEventBody,
         parse: "json",
         detail: {
@@ -61,11 +34,11 @@ export function jobRoutes(service: JobService, events: StepEventService) {
       },
     )
     .post("/v1/jobs/:jobId/cancel", ({ params }) => events.cancel(params.jobId), {
-      params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }) }),
+      params: t.Object({ jobId: JobId }),
       detail: { tags: ["jobs"], summary: "Cancel a job that has not ended", responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 404, 409, 503) } },
     })
     .get("/v1/jobs/:jobId", ({ params }) => service.get(params.jobId), {
-      params: t.Object({ jobId: t.String({ minLength: 1, maxLength: 64 }) }),
+      params: t.Object({ jobId: JobId }),
       detail: { tags: ["jobs"], summary: "One job with its steps and outbox entries", responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) } },
     })
     .get("/v1/jobs", ({ query }) => service.list(query.tenantId, pageSize(query.limit), query.cursor ?? null), {

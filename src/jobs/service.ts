@@ -54,7 +54,7 @@ export function createJobService(options: { store: JobStore }): JobService {
   };
 }
 
-export function toView({ job, steps, outbox }: JobAggregate): JobView {
+function toView({ job, steps, outbox }: JobAggregate): JobView {
   return {
     jobId: job.jobId,
     tenantId: job.tenantId,

@@ -13,7 +13,7 @@ export interface MetricsOptions {
   now?: () => number;
 }
 
-export type PublishResult = "sent" | "retryable_error" | "permanent_error";
+import type { PublishResult } from "../outbox/publish-with-timeout.ts";
 
 export function createMetrics(options: MetricsOptions) {
   const registry = new Registry();

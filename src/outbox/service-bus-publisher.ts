@@ -21,7 +21,7 @@ const CLOSE_TIMEOUT_MS = 3000;
 /** Codes that no retry can fix: the entry fails at once with the reason. */
 const PERMANENT = new Set(["MessagingEntityNotFound", "MessagingEntityDisabled", "UnauthorizedAccess", "MessageSizeExceeded", "QuotaExceeded"]);
 
-export function classify(error: unknown): PublishError {
+function classify(error: unknown): PublishError {
   if (error instanceof PublishError) return error;
   const message = error instanceof Error ? error.message : String(error);
   if (isServiceBusError(error)) {

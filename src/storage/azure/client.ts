@@ -17,10 +17,10 @@ export interface AzureTableOptions {
   configureClient?: (client: TableClient) => void;
 }
 
-export type PipelinePolicy = Parameters<TableClient["pipeline"]["addPolicy"]>[0];
+type PipelinePolicy = Parameters<TableClient["pipeline"]["addPolicy"]>[0];
 
 /** Seconds a client is asked to wait after storage did not answer. */
-export const STORAGE_RETRY_AFTER_SECONDS = 2;
+const STORAGE_RETRY_AFTER_SECONDS = 2;
 
 export function createTableClient(tableName: string, options: AzureTableOptions): TableClient {
   const insecure = /TableEndpoint=http:|UseDevelopmentStorage=true|DefaultEndpointsProtocol=http;/i.test(options.connection);
@@ -60,13 +60,29 @@ const asciiJsonBodies: PipelinePolicy = {
   },
 };
 
-export function statusOf(error: unknown): number | undefined {
+function statusOf(error: unknown): number | undefined {
   const status = (error as { statusCode?: unknown })?.statusCode;
   return typeof status === "number" ? status : undefined;
 }
 
-/** The storage error code, wherever this SDK put it (see notes/azure-tables.md). */
-export function codeOf(error: unknown): string | undefined {
+/** A conditional write that lost: a stale etag (412), a row gone (404) or one already there (409). */
+export function lostConditionalWrite(error: unknown): boolean {
+  const status = statusOf(error);
+  return status === 412 || status === 404 || status === 409;
+}
+
+/** An insert that met a row with the same keys. */
+export function alreadyExists(error: unknown): boolean {
+  return statusOf(error) === 409;
+}
+
+/** A read or delete of a row that is not there. */
+export function isMissing(error: unknown): boolean {
+  return statusOf(error) === 404;
+}
+
+/** The storage error code, wherever this SDK put it (the error shape differs between calls and SDK versions). */
+function codeOf(error: unknown): string | undefined {
   const e = error as { code?: unknown; details?: { errorCode?: unknown; odataError?: { code?: unknown } } };
   const code = e?.details?.errorCode ?? e?.details?.odataError?.code ?? e?.code;
   return typeof code === "string" ? code : undefined;
@@ -116,7 +132,7 @@ export async function insertIfAbsent(client: TableClient, entity: { partitionKey
     const response = await client.createEntity(entity);
     return { inserted: true, ...(response.etag ? { etag: response.etag } : {}) };
   } catch (error) {
-    if (statusOf(error) === 409) return { inserted: false };
+    if (alreadyExists(error)) return { inserted: false };
     throw error;
   }
 }
@@ -125,6 +141,6 @@ export async function deleteIfPresent(client: TableClient, partitionKey: string,
   try {
     await client.deleteEntity(partitionKey, rowKey);
   } catch (error) {
-    if (statusOf(error) !== 404) throw error;
+    if (!isMissing(error)) throw error;
   }
 }

@@ -4,10 +4,10 @@
  */
 
 export const MAX_STRING_CHARS = 32 * 1024;
-export const MAX_ENTITY_BYTES = 1024 * 1024;
-export const MAX_TRANSACTION_OPERATIONS = 100;
-export const MAX_TRANSACTION_BYTES = 4 * 1024 * 1024;
-export const MAX_PROPERTIES = 252;
+const MAX_ENTITY_BYTES = 1024 * 1024;
+const MAX_TRANSACTION_OPERATIONS = 100;
+const MAX_TRANSACTION_BYTES = 4 * 1024 * 1024;
+const MAX_PROPERTIES = 252;
 /** Multipart headers around each operation of a batch request, generously counted. */
 const TRANSACTION_OVERHEAD_PER_OPERATION = 1024;
 

@@ -17,7 +17,7 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
-import { createTableClient, guarded, insertIfAbsent, queryAll, statusOf, type AzureTableOptions } from "./client.ts";
+import { createTableClient, guarded, insertIfAbsent, queryAll, lostConditionalWrite, type AzureTableOptions } from "./client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
 import { createDueIndex, findDueWork } from "./due-index.ts";
 import { createIdempotencyClaims } from "./idempotency-claims.ts";
@@ -69,8 +69,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       const updated = await client.updateEntity(entity, "Replace", { etag });
       return updated.etag ?? "";
     } catch (error) {
-      const status = statusOf(error);
-      if (status === 412 || status === 404 || status === 409) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
+      if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
       throw error;
     }
   }

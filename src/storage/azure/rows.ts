@@ -1,7 +1,7 @@
 /** Reading a job's rows by their keys, the same way on both Azure layouts. */
 import type { TableClient, TableEntityResult } from "@azure/data-tables";
 import type { Job, OutboxEntry, Step } from "../../domain/model.ts";
-import { guarded, statusOf } from "./client.ts";
+import { guarded, isMissing } from "./client.ts";
 import { entityToJob, entityToOutbox, entityToStep } from "./entities.ts";
 
 /** Where a layout keeps a job's rows (all in the job's partition) and under which row keys. */
@@ -48,7 +48,7 @@ export async function readRow<T>(client: TableClient, partitionKey: string, rowK
   try {
     return decode(await client.getEntity<Record<string, unknown>>(partitionKey, rowKey));
   } catch (error) {
-    if (statusOf(error) === 404) return null;
+    if (isMissing(error)) return null;
     throw error;
   }
 }

@@ -13,7 +13,7 @@
 import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
-import { createTableClient, guarded, queryAll, statusOf, toDomainError, type AzureTableOptions } from "./client.ts";
+import { alreadyExists, createTableClient, guarded, lostConditionalWrite, queryAll, toDomainError, type AzureTableOptions } from "./client.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
 import { createDueIndex, findDueWork } from "./due-index.ts";
 import { createIdempotencyClaims } from "./idempotency-claims.ts";
@@ -23,7 +23,7 @@ import type { RowLayout } from "./rows.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
 import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
 
-export const KEY_SEPARATOR = "_";
+const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
 export const stepRow = (step: Pick<Step, "index" | "stepId">) => ["STEP", String(step.index).padStart(4, "0"), step.stepId].join(KEY_SEPARATOR);
 export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
@@ -99,7 +99,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       ]);
       if (transaction.status === "rejected") {
         // The job exists: an earlier attempt with this id committed it (atomically, so wholly).
-        const stored = statusOf(transaction.reason) === 409 ? await getJob(job.jobId) : null;
+        const stored = alreadyExists(transaction.reason) ? await getJob(job.jobId) : null;
         if (!stored) throw toDomainError(transaction.reason, "store job");
         if (indexRow.status === "rejected") throw indexRow.reason;
         return { outcome: "stored", aggregate: stored };
@@ -141,9 +141,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         try {
           return await ledger.submitTransaction(actions);
         } catch (error) {
-          // A stale etag (412), a row gone (404) or one already there (409): someone else wrote first.
-          const status = statusOf(error);
-          if (status === 412 || status === 404 || status === 409) throw new ConcurrencyConflictError(`job ${jobId} was changed by another writer`, { cause: error });
+          if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`job ${jobId} was changed by another writer`, { cause: error });
           throw error;
         }
       });

@@ -1,0 +1,82 @@
+/**
+ * Stores what a publish did to an entry: sent (step initiated, job in progress) or a failed
+ * attempt with its next due time. A lost conditional write re-reads the job and applies the
+ * outcome again, a few times, before leaving the entry to the sweeper.
+ */
+import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
+import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
+import { applyPublished, recordPublishFailure } from "../domain/transitions.ts";
+import type { JobStore } from "../storage/job-store.ts";
+import { backoffSeconds } from "./backoff.ts";
+import type { PublishOutcome } from "./publisher.ts";
+
+/** Retry delays stop growing here. */
+const BACKOFF_CAP_SECONDS = 15 * 60;
+/** Re-reads after a lost conditional write before giving the entry to the sweeper. */
+const SAVE_ATTEMPTS = 3;
+
+export interface OutcomeWriterOptions {
+  store: JobStore;
+  retryDelaySeconds: number;
+  maxAttempts: number;
+  now: () => Date;
+  random?: () => number;
+}
+
+export type OutcomeWriter = (item: OutboxWork, outcome: PublishOutcome) => Promise<OutboxEntry>;
+
+export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWriter {
+  const { store } = options;
+
+  async function write(item: OutboxWork, outcome: PublishOutcome, at: Date): Promise<OutboxEntry> {
+    const stamp = at.toISOString();
+    if (outcome.ok) {
+      const next = applyPublished(item, stamp);
+      const saved = await store.saveChanges(item.job.jobId, {
+        ...(next.job !== item.job ? { job: next.job } : {}),
+        ...(next.step !== item.step ? { steps: [next.step] } : {}),
+        outbox: [next.entry],
+      });
+      return saved.outbox[0]!;
+    }
+    const delay = backoffSeconds(item.entry.attempts + 1, {
+      baseSeconds: options.retryDelaySeconds,
+      capSeconds: BACKOFF_CAP_SECONDS,
+      ...(options.random ? { random: options.random } : {}),
+    });
+    const failed = recordPublishFailure(item.entry, {
+      error: outcome.error,
+      retryable: outcome.retryable,
+      now: stamp,
+      nextAttemptAt: new Date(at.getTime() + delay * 1000).toISOString(),
+      maxAttempts: options.maxAttempts,
+    });
+    const saved = await store.saveChanges(item.job.jobId, { outbox: [failed] });
+    return saved.outbox[0]!;
+  }
+
+  /** The entry as stored now, or null when it is gone; throws when someone else settled it. */
+  async function reload(item: OutboxWork): Promise<OutboxWork | null> {
+    const aggregate = await store.getJob(item.job.jobId);
+    const step = aggregate?.steps.find((s) => s.stepId === item.step.stepId);
+    const entry = aggregate?.outbox.find((o) => o.outboxId === item.entry.outboxId);
+    if (!aggregate || !step || !entry) return null;
+    // A sweeper or an admin retry already settled this entry.
+    if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry ${entry.outboxId} is already ${entry.status}`);
+    return { job: aggregate.job, step, entry };
+  }
+
+  return async (item, outcome) => {
+    let current = item;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await write(current, outcome, options.now());
+      } catch (error) {
+        if (!(error instanceof ConcurrencyConflictError) || attempt >= SAVE_ATTEMPTS) throw error;
+        const reloaded = await reload(current);
+        if (!reloaded) throw error;
+        current = reloaded;
+      }
+    }
+  };
+}
