@@ -8,12 +8,12 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ServiceBusClient } from "@azure/service-bus";
-import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
+import type { OutboxWork } from "../src/domain/model.ts";
 import { silentLogger } from "../src/logging/logger.ts";
 import { createDispatcher } from "../src/outbox/dispatcher.ts";
 import { buildMessage } from "../src/outbox/message.ts";
 import { createServiceBusPublisher, toServiceBusMessage } from "../src/outbox/service-bus-publisher.ts";
-import type { OutboxWork } from "../src/domain/model.ts";
+import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
 import { sampleJob, storeJob } from "../test/storage/job-store-contract.ts";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "10000" } } });
@@ -33,14 +33,23 @@ async function startBrokerProcess() {
   }
   reader.releaseLock();
   const connection = /LUCIUS_SERVICEBUS_CONNECTION='([^']+)'/.exec(text)![1]!;
-  return { connection, stop: async () => (proc.kill("SIGTERM"), await proc.exited) };
+  return {
+    connection,
+    stop: async () => {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
 }
 
 async function pendingWork(count: number) {
   const store = createMemoryStore();
   const work: OutboxWork[] = [];
   for (let i = 0; i < count; i++) {
-    const { job, steps, outbox } = await storeJob(store, sampleJob("bench", { payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" } }));
+    const { job, steps, outbox } = await storeJob(
+      store,
+      sampleJob("bench", { payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" } }),
+    );
     work.push({ job, step: steps[0]!, entry: outbox[0]! });
   }
   return { store, work };
@@ -89,7 +98,9 @@ try {
   }
   const best = (xs: number[]) => Math.max(...xs);
   console.log(`  raw SDK, batches of 100           ${best(raw).toFixed(0).padStart(7)} messages/s  (runs: ${raw.map((x) => x.toFixed(0)).join(", ")})`);
-  console.log(`  dispatcher (publish + mark sent)  ${best(dispatched).toFixed(0).padStart(7)} messages/s  (runs: ${dispatched.map((x) => x.toFixed(0)).join(", ")})`);
+  console.log(
+    `  dispatcher (publish + mark sent)  ${best(dispatched).toFixed(0).padStart(7)} messages/s  (runs: ${dispatched.map((x) => x.toFixed(0)).join(", ")})`,
+  );
   console.log(`  ratio dispatcher/raw: ${(best(dispatched) / best(raw)).toFixed(2)}`);
 } finally {
   await broker.stop();

@@ -6,7 +6,7 @@
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { closedLoop, openLoop, type LoadResult, type MakeRequest } from "./load.ts";
+import { closedLoop, type LoadResult, type MakeRequest, openLoop } from "./load.ts";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "5" }, concurrency: { type: "string", default: "64" }, "log-level": { type: "string", default: "warn" } },
@@ -79,7 +79,9 @@ async function withTargets<T>(run: (targets: { service: MakeRequest; bare: MakeR
 }
 
 console.log(`intake benchmark: ${concurrency} concurrent connections, ${seconds}s per run, Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
-console.log(`service: memory backend, no publisher, a unique Idempotency-Key per request, LUCIUS_LOG_LEVEL=${values["log-level"]}; load generator in this process`);
+console.log(
+  `service: memory backend, no publisher, a unique Idempotency-Key per request, LUCIUS_LOG_LEVEL=${values["log-level"]}; load generator in this process`,
+);
 
 const peak = await withTargets(async (targets) => {
   // Interleave the runs so that a noisy neighbour hurts both alike.

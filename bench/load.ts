@@ -57,7 +57,10 @@ export async function closedLoop(make: MakeRequest, options: { concurrency: numb
  * Requests start at a fixed rate whatever the answers do; latency counts from the planned start,
  * so a stalled server cannot hide its queueing (no coordinated omission).
  */
-export async function openLoop(make: MakeRequest, options: { ratePerSecond: number; seconds: number; expectStatus: number; maxInFlight?: number }): Promise<LoadResult> {
+export async function openLoop(
+  make: MakeRequest,
+  options: { ratePerSecond: number; seconds: number; expectStatus: number; maxInFlight?: number },
+): Promise<LoadResult> {
   const latencies: number[] = [];
   let errors = 0;
   const total = Math.floor(options.ratePerSecond * options.seconds);

@@ -38,7 +38,10 @@ async function waitFor(url: string): Promise<void> {
 
 const azurite = await startAzuriteProcess();
 const brokerPort = await freePort();
-const broker = Bun.spawn(["bun", resolve(root, "test/support/run-broker.ts"), "--port", String(brokerPort), "--queue", "step-events"], { stdout: "ignore", stderr: "inherit" });
+const broker = Bun.spawn(["bun", resolve(root, "test/support/run-broker.ts"), "--port", String(brokerPort), "--queue", "step-events"], {
+  stdout: "ignore",
+  stderr: "inherit",
+});
 const busConnection = `Endpoint=sb://127.0.0.1:${brokerPort};SharedAccessKeyName=dev;SharedAccessKey=dev;UseDevelopmentEmulator=true;`;
 const servicePort = await freePort();
 const tables = freshTables();
@@ -75,7 +78,9 @@ try {
       {
         async processMessage(message) {
           const body = message.body as { jobId: string; stepId: string };
-          await events.sendMessages({ body: { jobId: body.jobId, stepId: body.stepId, eventId: `${message.messageId}-ok`, status: "succeeded", result: { step: index } } });
+          await events.sendMessages({
+            body: { jobId: body.jobId, stepId: body.stepId, eventId: `${message.messageId}-ok`, status: "succeeded", result: { step: index } },
+          });
           if (index === 2) lastAnswers++;
         },
         async processError() {},
@@ -85,7 +90,9 @@ try {
     return { receiver, subscription };
   });
 
-  console.log(`pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ledger on Azurite, dev broker, ${concurrency} concurrent submitters, Bun ${Bun.version}`);
+  console.log(
+    `pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ledger on Azurite, dev broker, ${concurrency} concurrent submitters, Bun ${Bun.version}`,
+  );
   let next = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -94,7 +101,11 @@ try {
         const response = await fetch(`${base}/v1/commands`, {
           method: "POST",
           headers: { "content-type": "application/json", "idempotency-key": `pipeline-${i}` },
-          body: JSON.stringify({ requestType: "document.ingest", tenantId: "bench", payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" } }),
+          body: JSON.stringify({
+            requestType: "document.ingest",
+            tenantId: "bench",
+            payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" },
+          }),
         });
         if (response.status !== 202) throw new Error(`intake answered ${response.status}: ${await response.text()}`);
         submitted.set(((await response.json()) as { jobId: string }).jobId, i);

@@ -17,7 +17,11 @@ const binary = resolve(root, "dist/lucius");
 const build = Bun.spawnSync(["bun", "run", "build"], { cwd: root, stdout: "ignore", stderr: "inherit" });
 if (build.exitCode !== 0) throw new Error("build failed");
 
-const body = JSON.stringify({ requestType: "document.ocr", tenantId: "bench", payload: { documentId: "d1", documentUri: "https://files.example/d1.pdf", contentType: "application/pdf" } });
+const body = JSON.stringify({
+  requestType: "document.ocr",
+  tenantId: "bench",
+  payload: { documentId: "d1", documentUri: "https://files.example/d1.pdf", contentType: "application/pdf" },
+});
 let nextPort = 21000 + Math.floor(Math.random() * 10000);
 
 async function rssMb(pid: number): Promise<number> {
@@ -28,7 +32,12 @@ async function rssMb(pid: number): Promise<number> {
 async function once(command: string[]): Promise<{ firstMs: number; rss: number }> {
   const port = nextPort++;
   const started = performance.now();
-  const proc = Bun.spawn(command, { cwd: root, env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), LUCIUS_LOG_LEVEL: "warn" }, stdout: "ignore", stderr: "ignore" });
+  const proc = Bun.spawn(command, {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), LUCIUS_LOG_LEVEL: "warn" },
+    stdout: "ignore",
+    stderr: "ignore",
+  });
   try {
     for (;;) {
       try {
@@ -56,9 +65,13 @@ for (let i = 0; i < runs; i++) {
   results.source.push(await once(["bun", "src/main.ts"]));
 }
 const summary = (name: string, xs: { firstMs: number; rss: number }[]) =>
-  `  ${name.padEnd(18)} first 202 after ${median(xs.map((x) => x.firstMs)).toFixed(0).padStart(4)} ms (median of ${runs}), idle RSS ${median(xs.map((x) => x.rss)).toFixed(1)} MB`;
+  `  ${name.padEnd(18)} first 202 after ${median(xs.map((x) => x.firstMs))
+    .toFixed(0)
+    .padStart(4)} ms (median of ${runs}), idle RSS ${median(xs.map((x) => x.rss)).toFixed(1)} MB`;
 console.log(`startup benchmark, Bun ${Bun.version}, memory backend, no broker`);
 console.log(summary("dist/lucius", results.binary));
 console.log(summary("bun src/main.ts", results.source));
-console.log(`  ratio binary/source: start ${(median(results.binary.map((x) => x.firstMs)) / median(results.source.map((x) => x.firstMs))).toFixed(2)}, RSS ${(median(results.binary.map((x) => x.rss)) / median(results.source.map((x) => x.rss))).toFixed(2)}`);
+console.log(
+  `  ratio binary/source: start ${(median(results.binary.map((x) => x.firstMs)) / median(results.source.map((x) => x.firstMs))).toFixed(2)}, RSS ${(median(results.binary.map((x) => x.rss)) / median(results.source.map((x) => x.rss))).toFixed(2)}`,
+);
 console.log(`  binary size: ${(statSync(binary).size / 1024 / 1024).toFixed(1)} MB`);

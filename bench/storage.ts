@@ -10,16 +10,15 @@ import { parseArgs } from "node:util";
 import type { TableClient } from "@azure/data-tables";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { loadSettings } from "../src/config/settings.ts";
-import { createSingleTableStore } from "../src/storage/azure/single-table-store.ts";
-import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
-import type { JobStore } from "../src/storage/job-store.ts";
-import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts";
-import { createTableClient } from "../src/storage/azure/client.ts";
-import { outboxToEntity } from "../src/storage/azure/entities.ts";
-import { outboxRow } from "../src/storage/azure/single-table-store.ts";
+import { newJobId, outboxIdFor, stepIdFor } from "../src/domain/ids.ts";
 import { silentLogger } from "../src/logging/logger.ts";
 import { createRuntime } from "../src/runtime.ts";
-import { newJobId, outboxIdFor, stepIdFor } from "../src/domain/ids.ts";
+import { createTableClient } from "../src/storage/azure/client.ts";
+import { outboxToEntity } from "../src/storage/azure/entities.ts";
+import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts";
+import { createSingleTableStore, outboxRow } from "../src/storage/azure/single-table-store.ts";
+import type { JobStore } from "../src/storage/job-store.ts";
+import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
 import { freshTables } from "../test/support/azurite.ts";
 import { startAzuriteProcess } from "./azurite-process.ts";
 
@@ -93,7 +92,11 @@ try {
         new Request("http://localhost/v1/commands", {
           method: "POST",
           headers: { "content-type": "application/json", "idempotency-key": `bench-${i}` },
-          body: JSON.stringify({ requestType: "document.ingest", tenantId: "bench", payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" } }),
+          body: JSON.stringify({
+            requestType: "document.ingest",
+            tenantId: "bench",
+            payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" },
+          }),
         }),
       );
       const ms = performance.now() - started;
@@ -104,7 +107,18 @@ try {
     const measured = perCommand.slice(Math.floor(commands / 10)); // first tenth is warm-up
     const avg = (f: (c: (typeof measured)[0]) => number) => measured.reduce((sum, c) => sum + f(c), 0) / measured.length;
     console.log(
-      `   ${backend.padEnd(7)}  ${avg((c) => c.calls).toFixed(2).padStart(13)}  ${avg((c) => c.trips).toFixed(2).padStart(37)}  ${median(measured.map((c) => c.ms)).toFixed(2).padStart(6)}  ${percentile(measured.map((c) => c.ms), 99).toFixed(2).padStart(6)}`,
+      `   ${backend.padEnd(7)}  ${avg((c) => c.calls)
+        .toFixed(2)
+        .padStart(13)}  ${avg((c) => c.trips)
+        .toFixed(2)
+        .padStart(37)}  ${median(measured.map((c) => c.ms))
+        .toFixed(2)
+        .padStart(6)}  ${percentile(
+        measured.map((c) => c.ms),
+        99,
+      )
+        .toFixed(2)
+        .padStart(6)}`,
     );
   }
 
@@ -122,7 +136,23 @@ try {
       const jobId = newJobId();
       const rows = Array.from({ length: 100 }, (_, i) =>
         outboxToEntity(
-          { outboxId: outboxIdFor(jobId, i), jobId, stepId: stepIdFor(jobId, i), stepIndex: i, topic: "ocr-requests", partitionKey: jobId, traceparent: null, status: "sent", attempts: 1, nextAttemptAt: null, lastError: null, lease: null, sentAt: now.toISOString(), createdAt: now.toISOString(), updatedAt: now.toISOString() },
+          {
+            outboxId: outboxIdFor(jobId, i),
+            jobId,
+            stepId: stepIdFor(jobId, i),
+            stepIndex: i,
+            topic: "ocr-requests",
+            partitionKey: jobId,
+            traceparent: null,
+            status: "sent",
+            attempts: 1,
+            nextAttemptAt: null,
+            lastError: null,
+            lease: null,
+            sentAt: now.toISOString(),
+            createdAt: now.toISOString(),
+            updatedAt: now.toISOString(),
+          },
           { partitionKey: jobId, rowKey: outboxRow({ outboxId: outboxIdFor(jobId, i) }) },
         ),
       );
@@ -135,7 +165,14 @@ try {
     const protocol = protocols.get("document.ingest")!;
     for (let i = 0; i < 10; i++) {
       await store.createJob(
-        planJob({ jobId: newJobId(), command: { requestType: "document.ingest", tenantId: "bench", correlationId: null, idempotencyKey: null, payload: { documentId: `d${i}` } }, protocol, traceparent: null, now, retryDelaySeconds: 30 }),
+        planJob({
+          jobId: newJobId(),
+          command: { requestType: "document.ingest", tenantId: "bench", correlationId: null, idempotencyKey: null, payload: { documentId: `d${i}` } },
+          protocol,
+          traceparent: null,
+          now,
+          retryDelaySeconds: 30,
+        }),
         null,
       );
     }

@@ -8,14 +8,14 @@ import type { AdminService } from "./admin/service.ts";
 import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
 import { DomainError, type FieldViolation } from "./domain/errors.ts";
-import { healthRoutes, type HealthOptions } from "./health/routes.ts";
+import { type HealthOptions, healthRoutes } from "./health/routes.ts";
+import { openapiPlugin } from "./http/openapi.ts";
 import { domainProblem, problemOf, statusOfError } from "./http/problem.ts";
 import { jobRoutes } from "./jobs/routes.ts";
 import type { JobService } from "./jobs/service.ts";
 import type { StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
 import type { Metrics } from "./metrics/metrics.ts";
-import { openapiPlugin } from "./http/openapi.ts";
 
 export interface AppOptions {
   commands: CommandService;

@@ -3,7 +3,7 @@
  * Runtime-neutral (fetch, console); main.ts dispatches to them.
  */
 import { loadProtocols, ProtocolFileError } from "./config/protocols.ts";
-import { loadSettings, SettingsError, type Settings } from "./config/settings.ts";
+import { loadSettings, type Settings, SettingsError } from "./config/settings.ts";
 import { VERSION } from "./version.ts";
 
 export const USAGE = `lucius ${VERSION} — command orchestrator with a transactional outbox

@@ -2,13 +2,14 @@
  * Entry point: the subcommands, and for `serve` settings, wiring, the socket, signals.
  * Bun-specific code lives here.
  */
+
+import { configCheck, healthcheck, USAGE } from "./cli.ts";
 import { loadProtocols, ProtocolFileError, type ProtocolRegistry } from "./config/protocols.ts";
 import { loadSettings, type Settings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
-import { StorageRejectedError } from "./storage/errors.ts";
 import { createLogger, type Logger } from "./logging/logger.ts";
 import { createRuntime, type Runtime } from "./runtime.ts";
-import { configCheck, healthcheck, USAGE } from "./cli.ts";
+import { StorageRejectedError } from "./storage/errors.ts";
 import { VERSION } from "./version.ts";
 
 /** Bun's own limit is only a backstop: ours, lower, answers with a problem+json 413. */

@@ -121,7 +121,10 @@ interface OutboxWorkerOptions {
 }
 
 /** The fast path and the retry loop; neither exists without a publisher. */
-function createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock }: OutboxWorkerOptions): { dispatcher: Dispatcher | null; sweeper: Sweeper | null } {
+function createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock }: OutboxWorkerOptions): {
+  dispatcher: Dispatcher | null;
+  sweeper: Sweeper | null;
+} {
   if (!publisher) return { dispatcher: null, sweeper: null };
   const { outbox } = settings;
   const dispatcher = createDispatcher({

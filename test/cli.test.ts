@@ -41,7 +41,10 @@ describe("lucius subcommands", () => {
       LUCIUS_ADMIN_API_KEY: "admin-secret-0123456789",
     });
     expect(code).toBe(0);
-    const printed = JSON.parse(stdout) as { settings: { storageBackend: string; tableConnection: string; serviceBusConnection: string; admin: { apiKey: string } }; protocols: { requestTypes: Record<string, string[]> } };
+    const printed = JSON.parse(stdout) as {
+      settings: { storageBackend: string; tableConnection: string; serviceBusConnection: string; admin: { apiKey: string } };
+      protocols: { requestTypes: Record<string, string[]> };
+    };
     expect(printed.settings.storageBackend).toBe("ledger");
     expect(printed.settings.tableConnection).toContain("AccountName=acct;AccountKey=***");
     expect(printed.settings.serviceBusConnection).toContain("SharedAccessKey=***");

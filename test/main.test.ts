@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { azurite, freshTables } from "./support/azurite.ts";
-import { startBroker } from "./support/service-bus.ts";
 import { eventually } from "./support/eventually.ts";
 import { ingestCommand } from "./support/runtime.ts";
+import { startBroker } from "./support/service-bus.ts";
 import { runServiceExpectingExit, startService } from "./support/service-process.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-main-"));
@@ -28,7 +28,12 @@ describe("start", () => {
   });
 
   test("bad configuration exits 1 naming every wrong variable", async () => {
-    const { code, stderr } = await runServiceExpectingExit({ LUCIUS_PORT: "99999", LUCIUS_STORAGE_BACKEND: "table", LUCIUS_LOG_LEVEL: "chatty", LUCIUS_ADMIN_ENABLED: "true" });
+    const { code, stderr } = await runServiceExpectingExit({
+      LUCIUS_PORT: "99999",
+      LUCIUS_STORAGE_BACKEND: "table",
+      LUCIUS_LOG_LEVEL: "chatty",
+      LUCIUS_ADMIN_ENABLED: "true",
+    });
     expect(code).toBe(1);
     for (const name of ["LUCIUS_PORT", "LUCIUS_TABLE_CONNECTION", "LUCIUS_LOG_LEVEL", "LUCIUS_ADMIN_API_KEY"]) expect(stderr).toContain(name);
   });
@@ -44,7 +49,18 @@ describe("start", () => {
 
   test("LUCIUS_PROTOCOLS_FILE replaces the bundled protocols", async () => {
     const path = join(dir, "custom.json");
-    writeFileSync(path, JSON.stringify({ protocols: [{ requestType: "invoice.parse", version: 1, steps: [{ name: "parse", topic: "invoices", payloadSchema: { type: "object", required: ["invoiceId"] } }] }] }));
+    writeFileSync(
+      path,
+      JSON.stringify({
+        protocols: [
+          {
+            requestType: "invoice.parse",
+            version: 1,
+            steps: [{ name: "parse", topic: "invoices", payloadSchema: { type: "object", required: ["invoiceId"] } }],
+          },
+        ],
+      }),
+    );
     const service = await startService({ LUCIUS_PROTOCOLS_FILE: path });
     try {
       const post = (body: unknown) => fetch(new URL("/v1/commands", service.url), { method: "POST", body: JSON.stringify(body) });
@@ -83,7 +99,11 @@ describe("Azure backends", () => {
       LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
     };
     const first = await startService(env);
-    const accepted = await fetch(new URL("/v1/commands", first.url), { method: "POST", headers: { "idempotency-key": "restart" }, body: JSON.stringify(ingestCommand()) });
+    const accepted = await fetch(new URL("/v1/commands", first.url), {
+      method: "POST",
+      headers: { "idempotency-key": "restart" },
+      body: JSON.stringify(ingestCommand()),
+    });
     expect(accepted.status).toBe(202);
     const { jobId } = (await accepted.json()) as { jobId: string };
     first.proc.kill("SIGTERM");
@@ -92,7 +112,11 @@ describe("Azure backends", () => {
     const second = await startService(env);
     try {
       expect(((await (await fetch(new URL(`/v1/jobs/${jobId}`, second.url))).json()) as { status: string }).status).toBe("accepted");
-      const replay = await fetch(new URL("/v1/commands", second.url), { method: "POST", headers: { "idempotency-key": "restart" }, body: JSON.stringify(ingestCommand()) });
+      const replay = await fetch(new URL("/v1/commands", second.url), {
+        method: "POST",
+        headers: { "idempotency-key": "restart" },
+        body: JSON.stringify(ingestCommand()),
+      });
       expect(replay.headers.get("idempotent-replayed")).toBe("true");
       expect(((await replay.json()) as { jobId: string }).jobId).toBe(jobId);
       expect((await fetch(new URL("/readyz", second.url))).status).toBe(200);
@@ -122,7 +146,7 @@ describe("Service Bus", () => {
       expect(accepted.status).toBe(202);
       const { jobId } = (await accepted.json()) as { jobId: string };
       const [message] = await bus.receive("ocr-requests", 1);
-      expect((message?.body as { jobId: string }).jobId).toBe(jobId);
+      expect((message!.body as { jobId: string }).jobId).toBe(jobId);
       expect((await fetch(new URL("/readyz", service.url))).status).toBe(200);
       service.proc.kill("SIGTERM");
       expect(await service.proc.exited).toBe(0);

@@ -1,10 +1,10 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Elysia, t } from "elysia";
 import { UnauthorizedError } from "../domain/errors.ts";
-import type { Logger } from "../logging/logger.ts";
-import { pageSize } from "../http/paging.ts";
-import type { AdminService } from "./service.ts";
 import { adminSecurity, pick, problems } from "../http/openapi.ts";
+import { pageSize } from "../http/paging.ts";
+import type { Logger } from "../logging/logger.ts";
+import type { AdminService } from "./service.ts";
 
 /** The key from `X-API-Key` or `Authorization: Bearer`. */
 function presentedKey(headers: Headers): string | null {
@@ -39,7 +39,12 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           return page;
         },
         {
-          detail: { tags: ["admin"], summary: "Outbox entries by status", security: adminSecurity, responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 401, 503) } },
+          detail: {
+            tags: ["admin"],
+            summary: "Outbox entries by status",
+            security: adminSecurity,
+            responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 401, 503) },
+          },
           query: t.Object(
             {
               status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent")])),
@@ -57,7 +62,14 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           logger.info({ action: "stats", ...stats }, "admin: read outbox stats");
           return stats;
         },
-        { detail: { tags: ["admin"], summary: "Pending and failed counts, oldest pending age", security: adminSecurity, responses: { 200: { description: "{ pending, failed, oldestPendingAgeSeconds }" }, ...pick(problems, 401, 503) } } },
+        {
+          detail: {
+            tags: ["admin"],
+            summary: "Pending and failed counts, oldest pending age",
+            security: adminSecurity,
+            responses: { 200: { description: "{ pending, failed, oldestPendingAgeSeconds }" }, ...pick(problems, 401, 503) },
+          },
+        },
       )
       .post(
         "/retry",
@@ -67,7 +79,12 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
           return summary;
         },
         {
-          detail: { tags: ["admin"], summary: "Publish pending (and failed) entries now", security: adminSecurity, responses: { 200: { description: "{ attempted, sent, failed }" }, ...pick(problems, 401, 422, 503) } },
+          detail: {
+            tags: ["admin"],
+            summary: "Publish pending (and failed) entries now",
+            security: adminSecurity,
+            responses: { 200: { description: "{ attempted, sent, failed }" }, ...pick(problems, 401, 422, 503) },
+          },
           body: t.Optional(
             t.Object({ limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })), includeFailed: t.Optional(t.Boolean()) }, { additionalProperties: false }),
           ),
@@ -82,7 +99,12 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
         },
         {
           params: t.Object({ outboxId: t.String({ minLength: 1, maxLength: 200 }) }),
-          detail: { tags: ["admin"], summary: "Publish one entry now (a failed one starts over)", security: adminSecurity, responses: { 200: { description: "{ outboxId, status }" }, ...pick(problems, 401, 404, 409, 503) } },
+          detail: {
+            tags: ["admin"],
+            summary: "Publish one entry now (a failed one starts over)",
+            security: adminSecurity,
+            responses: { 200: { description: "{ outboxId, status }" }, ...pick(problems, 401, 404, 409, 503) },
+          },
         },
       ),
   );

@@ -3,9 +3,9 @@ import { InvalidTransitionError, NotFoundError, PublishingDisabledError } from "
 import { jobIdOfOutbox } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxStatus, OutboxWork, Page } from "../domain/model.ts";
 import { hasJobEnded, resetFailedEntry } from "../domain/transitions.ts";
-import type { JobStore, OutboxStats } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import { leaseAndPublish, type PublishSummary } from "../outbox/sweeper.ts";
+import type { JobStore, OutboxStats } from "../storage/job-store.ts";
 
 export interface AdminServiceOptions {
   store: JobStore;
@@ -73,7 +73,8 @@ export function createAdminService(options: AdminServiceOptions) {
       const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
       if (!aggregate || !entry || !step) throw new NotFoundError(`outbox entry ${outboxId} does not exist`);
       if (entry.status === "sent") throw new InvalidTransitionError(`outbox entry ${outboxId} was sent already`);
-      if (hasJobEnded(aggregate.job)) throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
+      if (hasJobEnded(aggregate.job))
+        throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
       const at = now();
       let work: OutboxWork = { job: aggregate.job, step, entry };
       if (entry.status === "failed") work = await reset(work, at);

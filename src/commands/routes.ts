@@ -1,10 +1,10 @@
+import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
 import { readJsonBody } from "../http/json-body.ts";
-import { CommandEnvelope } from "../validation/envelope.ts";
+import { asOpenApiSchema, pick, problems } from "../http/openapi.ts";
 import { acceptTraceparent, resolveIdempotencyKey } from "../http/request-headers.ts";
+import { CommandEnvelope } from "../validation/envelope.ts";
 import type { CommandService } from "./service.ts";
-import { Type } from "@sinclair/typebox";
-import { pick, problems } from "../http/openapi.ts";
 
 const Accepted = Type.Object({
   jobId: Type.String(),
@@ -39,7 +39,10 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
           { name: "traceparent", in: "header", required: false, schema: { type: "string" } },
         ],
         responses: {
-          202: { description: "Accepted (or replayed: header Idempotent-Replayed: true)", content: { "application/json": { schema: Accepted } } },
+          202: {
+            description: "Accepted (or replayed: header Idempotent-Replayed: true)",
+            content: { "application/json": { schema: asOpenApiSchema(Accepted) } },
+          },
           ...pick(problems, 400, 409, 413, 422, 503),
         },
       },

@@ -4,17 +4,17 @@
  */
 import type { ProtocolRegistry, RegisteredProtocol } from "../config/protocols.ts";
 import {
+  type FieldViolation,
   IdempotencyKeyInFlightError,
   IdempotencyKeyReusedError,
   UnknownRequestTypeError,
   ValidationFailedError,
-  type FieldViolation,
 } from "../domain/errors.ts";
 import { newJobId } from "../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, OutboxWork } from "../domain/model.ts";
 import { partitionKeyFor, planJob } from "../domain/plan-job.ts";
-import type { JobStore } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
+import type { JobStore } from "../storage/job-store.ts";
 import type { CommandEnvelope } from "../validation/envelope.ts";
 import { requestFingerprint } from "../validation/idempotency.ts";
 
@@ -61,7 +61,15 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
     const protocol = protocols.get(envelope.requestType);
     if (!protocol) {
       throw new UnknownRequestTypeError(`no protocol is registered for requestType '${envelope.requestType}'`, {
-        errors: [{ path: "/requestType", message: `unknown request type; known: ${protocols.list().map((p) => p.requestType).join(", ")}` }],
+        errors: [
+          {
+            path: "/requestType",
+            message: `unknown request type; known: ${protocols
+              .list()
+              .map((p) => p.requestType)
+              .join(", ")}`,
+          },
+        ],
       });
     }
     const violations: FieldViolation[] = protocol.checkPayload(envelope.payload);
@@ -103,7 +111,12 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
   }
 
   /** An existing claim: the same request replays its job, a different one is refused. */
-  async function answerExistingClaim(existing: IdempotencyRecord, fingerprint: string, command: SubmitCommand, protocol: RegisteredProtocol): Promise<SubmitResult> {
+  async function answerExistingClaim(
+    existing: IdempotencyRecord,
+    fingerprint: string,
+    command: SubmitCommand,
+    protocol: RegisteredProtocol,
+  ): Promise<SubmitResult> {
     if (existing.fingerprint !== fingerprint) {
       throw new IdempotencyKeyReusedError("this idempotency key was used for a different request of this tenant");
     }
@@ -129,7 +142,8 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       const protocol = validate(envelope);
       const jobId = newJobId();
       const planned = plan(jobId, command, protocol, key);
-      const claim = key === null ? null : { tenantId: envelope.tenantId, key, fingerprint: requestFingerprint(envelope), jobId, createdAt: planned.job.createdAt };
+      const claim =
+        key === null ? null : { tenantId: envelope.tenantId, key, fingerprint: requestFingerprint(envelope), jobId, createdAt: planned.job.createdAt };
       const result = await store.createJob(planned, claim);
       if (result.outcome === "key-taken") return answerExistingClaim(result.existing, claim!.fingerprint, command, protocol);
       return { job: dispatchNew(result.aggregate), replayed: false };

@@ -4,16 +4,16 @@
  */
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { Type, type Static } from "@sinclair/typebox";
+import { type Static, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
-import type { FieldViolation } from "../domain/errors.ts";
-import type { PartitionKeyRule, Protocol } from "../domain/model.ts";
-import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
-import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
-import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
-import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "json" };
 import embedSchema from "../../schemas/payloads/embed.schema.json" with { type: "json" };
 import enrichSchema from "../../schemas/payloads/enrich.schema.json" with { type: "json" };
+import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "json" };
+import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
+import type { FieldViolation } from "../domain/errors.ts";
+import type { PartitionKeyRule, Protocol } from "../domain/model.ts";
+import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
+import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
 
 /** The bundled payload schemas by the path the bundled protocols.json gives them, so the binary needs no files. */
 const bundledSchemas: Record<string, unknown> = {

@@ -110,7 +110,14 @@ export function planJob(options: PlanJobOptions): JobAggregate {
   if (partitionKeyFor(firstDefinition.partitionKey, jobId, command.tenantId, command.payload) === undefined) {
     throw new Error(`payload has no partition key for step ${first.name}`);
   }
-  const issued = issueDirective({ job, step: first, rule: firstDefinition.partitionKey, traceparent: options.traceparent, now: options.now, retryDelaySeconds: options.retryDelaySeconds });
+  const issued = issueDirective({
+    job,
+    step: first,
+    rule: firstDefinition.partitionKey,
+    traceparent: options.traceparent,
+    now: options.now,
+    retryDelaySeconds: options.retryDelaySeconds,
+  });
   steps[0] = issued.step;
   return { job, steps, outbox: [issued.entry] };
 }

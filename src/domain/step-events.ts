@@ -4,7 +4,18 @@
  */
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
 import { issueDirective } from "./plan-job.ts";
-import { cancelStep, failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, succeedStep, withdrawEntry } from "./transitions.ts";
+import {
+  cancelStep,
+  failStep,
+  finishJob,
+  hasJobEnded,
+  hasStepEnded,
+  initiateStep,
+  recordStepError,
+  rememberEvent,
+  succeedStep,
+  withdrawEntry,
+} from "./transitions.ts";
 
 export interface StepEvent {
   eventId: string;

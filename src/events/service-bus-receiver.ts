@@ -67,14 +67,19 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
       }
       // Storage down, a lost race, a crash before completing: the event comes back and, applied
       // twice, changes nothing the second time (eventIds are remembered).
-      logger.warn({ err: error, jobId, stepId, eventId: event.eventId, code: error instanceof DomainError ? error.code : undefined }, "step event abandoned for a later delivery");
+      logger.warn(
+        { err: error, jobId, stepId, eventId: event.eventId, code: error instanceof DomainError ? error.code : undefined },
+        "step event abandoned for a later delivery",
+      );
       await via.abandonMessage(message).catch(() => {});
     }
   }
 
   return {
     start() {
-      receiver = subscription ? client.createReceiver(topic!, subscription, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 }) : client.createReceiver(options.entity, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
+      receiver = subscription
+        ? client.createReceiver(topic!, subscription, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 })
+        : client.createReceiver(options.entity, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
       const via = receiver;
       subscription_ = via.subscribe(
         {

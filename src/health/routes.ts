@@ -35,19 +35,29 @@ export function healthRoutes(options: HealthOptions) {
 
   return new Elysia({ name: "health" })
     .get("/healthz", () => ({ status: "ok" }), { detail: { tags: ["operations"], summary: "Liveness: 200 while the process runs" } })
-    .get("/readyz", async () => {
-      const results = await Promise.all(options.checks.map(async (c) => [c.name, await run(c)] as const));
-      const checks = Object.fromEntries(results);
-      const failing = results.filter(([, status]) => status !== "ok").map(([name]) => name);
-      if (!options.isAccepting()) failing.unshift("shutdown");
-      if (failing.length === 0) return { status: "ready", checks };
-      return problemResponse({
-        type: "urn:lucius:problem:not-ready",
-        title: "Not ready",
-        status: 503,
-        detail: `failing: ${failing.join(", ")}`,
-        instance: "/readyz",
-        checks,
-      });
-    }, { detail: { tags: ["operations"], summary: "Readiness: storage, broker, outbox age", responses: { 200: { description: "ready" }, 503: { description: "not ready, failing checks named" } } } });
+    .get(
+      "/readyz",
+      async () => {
+        const results = await Promise.all(options.checks.map(async (c) => [c.name, await run(c)] as const));
+        const checks = Object.fromEntries(results);
+        const failing = results.filter(([, status]) => status !== "ok").map(([name]) => name);
+        if (!options.isAccepting()) failing.unshift("shutdown");
+        if (failing.length === 0) return { status: "ready", checks };
+        return problemResponse({
+          type: "urn:lucius:problem:not-ready",
+          title: "Not ready",
+          status: 503,
+          detail: `failing: ${failing.join(", ")}`,
+          instance: "/readyz",
+          checks,
+        });
+      },
+      {
+        detail: {
+          tags: ["operations"],
+          summary: "Readiness: storage, broker, outbox age",
+          responses: { 200: { description: "ready" }, 503: { description: "not ready, failing checks named" } },
+        },
+      },
+    );
 }

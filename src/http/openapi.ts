@@ -58,7 +58,11 @@ export function openapiPlugin(version: string) {
               instance: { type: "string" },
               errors: {
                 type: "array",
-                items: { type: "object", required: ["path", "message"], properties: { path: { type: "string", example: "/payload/documentId" }, message: { type: "string" } } },
+                items: {
+                  type: "object",
+                  required: ["path", "message"],
+                  properties: { path: { type: "string", example: "/payload/documentId" }, message: { type: "string" } },
+                },
               },
             },
           },
@@ -66,4 +70,12 @@ export function openapiPlugin(version: string) {
       },
     },
   });
+}
+
+/**
+ * A TypeBox schema where the OpenAPI types want their own schema object: the JSON is the same,
+ * but TypeBox's optional members do not satisfy those types under exactOptionalPropertyTypes.
+ */
+export function asOpenApiSchema(schema: object): Record<string, never> {
+  return schema as Record<string, never>;
 }

@@ -1,11 +1,11 @@
 import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
+import { pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
 import { TENANT_ID_PATTERN } from "../validation/envelope.ts";
 import { JobId, StepEventBody, StepId } from "../validation/step-event.ts";
 import type { JobService } from "./service.ts";
 import type { StepEventService } from "./step-events.ts";
-import { pick, problems } from "../http/openapi.ts";
 
 export function jobRoutes(service: JobService, events: StepEventService) {
   return new Elysia({ name: "jobs", normalize: false })
@@ -14,7 +14,9 @@ export function jobRoutes(service: JobService, events: StepEventService) {
       async ({ params, body, set }) => {
         for (const field of ["jobId", "stepId"] as const) {
           if (body[field] !== undefined && body[field] !== params[field]) {
-            throw new MalformedRequestError(`the event's ${field} differs from the path`, { errors: [{ path: `/${field}`, message: "differs from the path" }] });
+            throw new MalformedRequestError(`the event's ${field} differs from the path`, {
+              errors: [{ path: `/${field}`, message: "differs from the path" }],
+            });
           }
         }
         const { jobId: _j, stepId: _s, ...event } = body;
@@ -28,18 +30,27 @@ export function jobRoutes(service: JobService, events: StepEventService) {
         detail: {
           tags: ["jobs"],
           summary: "A worker reports on a step",
-          description: "succeeded stores the result and dispatches the next step; failed retries (retryable, up to the step's maxAttempts) or fails the job; progress only records. A repeated eventId or a late event changes nothing and says so.",
+          description:
+            "succeeded stores the result and dispatches the next step; failed retries (retryable, up to the step's maxAttempts) or fails the job; progress only records. A repeated eventId or a late event changes nothing and says so.",
           responses: { 202: { description: "{ outcome: applied | duplicate | ignored, jobStatus, stepStatus }" }, ...pick(problems, 400, 404, 409, 422, 503) },
         },
       },
     )
     .post("/v1/jobs/:jobId/cancel", ({ params }) => events.cancel(params.jobId), {
       params: t.Object({ jobId: JobId }),
-      detail: { tags: ["jobs"], summary: "Cancel a job that has not ended", responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 404, 409, 503) } },
+      detail: {
+        tags: ["jobs"],
+        summary: "Cancel a job that has not ended",
+        responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 404, 409, 503) },
+      },
     })
     .get("/v1/jobs/:jobId", ({ params }) => service.get(params.jobId), {
       params: t.Object({ jobId: JobId }),
-      detail: { tags: ["jobs"], summary: "One job with its steps and outbox entries", responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) } },
+      detail: {
+        tags: ["jobs"],
+        summary: "One job with its steps and outbox entries",
+        responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) },
+      },
     })
     .get("/v1/jobs", ({ query }) => service.list(query.tenantId, pageSize(query.limit), query.cursor ?? null), {
       query: t.Object(
@@ -50,6 +61,10 @@ export function jobRoutes(service: JobService, events: StepEventService) {
         },
         { additionalProperties: false },
       ),
-      detail: { tags: ["jobs"], summary: "A tenant's jobs, newest first", responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 503) } },
+      detail: {
+        tags: ["jobs"],
+        summary: "A tenant's jobs, newest first",
+        responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 503) },
+      },
     });
 }

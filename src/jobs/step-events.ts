@@ -7,8 +7,8 @@ import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxWork } from "../domain/model.ts";
 import { applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
-import type { JobStore, SavedChanges } from "../storage/job-store.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
+import type { JobStore, SavedChanges } from "../storage/job-store.ts";
 
 export interface StepEventResult {
   jobId: string;
@@ -76,7 +76,13 @@ export function createStepEventService(options: StepEventServiceOptions) {
         });
         const base = { jobId, stepId, eventId: event.eventId };
         if (decided.outcome !== "applied") {
-          return { ...base, outcome: decided.outcome, ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}), jobStatus: aggregate.job.status, stepStatus: step.status };
+          return {
+            ...base,
+            outcome: decided.outcome,
+            ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
+            jobStatus: aggregate.job.status,
+            stepStatus: step.status,
+          };
         }
         const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
         dispatchCreated(aggregate, saved);

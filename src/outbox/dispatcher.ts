@@ -62,7 +62,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     return Promise.all(
       items.map(async (item, i) => {
         const outcome = outcomes[i]!;
-        if (!outcome.ok) logger.warn({ outboxId: item.entry.outboxId, jobId: item.job.jobId, topic, error: outcome.error, retryable: outcome.retryable }, "publish failed");
+        if (!outcome.ok)
+          logger.warn({ outboxId: item.entry.outboxId, jobId: item.job.jobId, topic, error: outcome.error, retryable: outcome.retryable }, "publish failed");
         try {
           return await writeOutcome(item, outcome);
         } catch (error) {

@@ -2,7 +2,7 @@
  * One publish call bounded in time: a broker that stops answering must not hold a batch (and the
  * entries behind it) forever. Whatever goes wrong becomes one outcome per message.
  */
-import type { OutboundMessage, PublishOutcome, Publisher } from "./publisher.ts";
+import type { OutboundMessage, Publisher, PublishOutcome } from "./publisher.ts";
 import { PublishError } from "./publisher.ts";
 
 export async function publishWithTimeout(publisher: Publisher, topic: string, messages: OutboundMessage[], timeoutSeconds: number): Promise<PublishOutcome[]> {

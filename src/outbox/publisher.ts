@@ -39,7 +39,11 @@ export interface Publisher {
 
 /** A publish failure with its classification (DESIGN.md §8). Anything else thrown counts as retryable. */
 export class PublishError extends Error {
-  constructor(message: string, readonly retryable: boolean, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
     this.name = "PublishError";
   }

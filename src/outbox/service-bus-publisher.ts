@@ -5,7 +5,7 @@
  */
 import { isServiceBusError, ServiceBusClient, type ServiceBusMessage, type ServiceBusMessageBatch, type ServiceBusSender } from "@azure/service-bus";
 import type { Logger } from "../logging/logger.ts";
-import { PublishError, type OutboundMessage, type PublishOutcome, type Publisher } from "./publisher.ts";
+import { type OutboundMessage, PublishError, type Publisher, type PublishOutcome } from "./publisher.ts";
 
 export interface ServiceBusPublisherOptions {
   connectionString: string;
@@ -60,7 +60,13 @@ export function createServiceBusPublisher(options: ServiceBusPublisherOptions): 
   };
 
   /** Sends one batch; marks its messages' outcomes. A failed send fails only its own messages. */
-  async function sendBatch(sender: ServiceBusSender, batch: ServiceBusMessageBatch, indexes: number[], outcomes: PublishOutcome[], signal: AbortSignal): Promise<void> {
+  async function sendBatch(
+    sender: ServiceBusSender,
+    batch: ServiceBusMessageBatch,
+    indexes: number[],
+    outcomes: PublishOutcome[],
+    signal: AbortSignal,
+  ): Promise<void> {
     if (indexes.length === 0) return;
     try {
       await sender.sendMessages(batch, { abortSignal: signal });
@@ -105,7 +111,11 @@ export function createServiceBusPublisher(options: ServiceBusPublisherOptions): 
           }
         }
         // Alone in an empty batch and still too large: this message can never be sent.
-        outcomes[i] = { ok: false, error: `MessageSizeExceeded: message ${message.messageId} exceeds the link's limit of ${batch.maxSizeInBytes} bytes`, retryable: false };
+        outcomes[i] = {
+          ok: false,
+          error: `MessageSizeExceeded: message ${message.messageId} exceeds the link's limit of ${batch.maxSizeInBytes} bytes`,
+          retryable: false,
+        };
       }
       await sendBatch(sender, batch, inBatch, outcomes, signal);
       return outcomes;
@@ -126,7 +136,13 @@ export function createServiceBusPublisher(options: ServiceBusPublisherOptions): 
       })();
       // A broker that went away never answers the close handshake: shutdown must not wait for it.
       const gaveUp = await Promise.race([
-        closing.then(() => false, (error: unknown) => (options.logger.warn({ err: error }, "closing the Service Bus client failed"), false)),
+        closing.then(
+          () => false,
+          (error: unknown) => {
+            options.logger.warn({ err: error }, "closing the Service Bus client failed");
+            return false;
+          },
+        ),
         new Promise<boolean>((resolve) => setTimeout(() => resolve(true), CLOSE_TIMEOUT_MS).unref?.()),
       ]);
       if (gaveUp) options.logger.warn(`the Service Bus client did not close within ${CLOSE_TIMEOUT_MS} ms; leaving it`);

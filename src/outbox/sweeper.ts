@@ -7,8 +7,8 @@ import { randomUUID } from "node:crypto";
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import { leaseEntry } from "../domain/transitions.ts";
-import type { JobStore } from "../storage/job-store.ts";
 import type { Logger } from "../logging/logger.ts";
+import type { JobStore } from "../storage/job-store.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 
 export interface PublishSummary {

@@ -1,6 +1,6 @@
 import { dueIndexTable, type Settings } from "../config/settings.ts";
-import { createMemoryStore } from "./memory/memory-store.ts";
 import type { JobStore } from "./job-store.ts";
+import { createMemoryStore } from "./memory/memory-store.ts";
 
 /**
  * The only place that knows the concrete storage adapters. The Azure ones are imported only

@@ -1,5 +1,5 @@
 /** The command envelope of DESIGN.md §3 as a TypeBox schema: unknown fields are refused. */
-import { Type, type Static } from "@sinclair/typebox";
+import { type Static, Type } from "@sinclair/typebox";
 
 export const REQUEST_TYPE_PATTERN = "^[a-z][a-z0-9._-]{0,63}$";
 export const TENANT_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$";

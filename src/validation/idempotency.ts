@@ -8,5 +8,7 @@ import type { CommandEnvelope } from "./envelope.ts";
  */
 export function requestFingerprint(envelope: CommandEnvelope): string {
   const { idempotencyKey: _key, ...rest } = envelope;
-  return createHash("sha256").update(canonicalize(rest) ?? "").digest("hex");
+  return createHash("sha256")
+    .update(canonicalize(rest) ?? "")
+    .digest("hex");
 }

@@ -5,11 +5,11 @@
  */
 import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
-import { escapePointerSegment } from "../domain/json-pointer.ts";
 import type { FieldViolation } from "../domain/errors.ts";
+import { escapePointerSegment } from "../domain/json-pointer.ts";
 
 // ajv-formats is CommonJS: its default export arrives wrapped under some loaders.
-const addFormats = ((addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule);
+const addFormats = (addFormatsModule as unknown as { default?: typeof addFormatsModule }).default ?? addFormatsModule;
 
 export type PayloadCheck = (payload: unknown) => FieldViolation[];
 

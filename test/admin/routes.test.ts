@@ -28,7 +28,12 @@ async function setup(options: { publisher?: boolean } = {}) {
     publisher: options.publisher === false ? null : recording.publisher,
   });
   const request = (path: string, init: RequestInit = {}, key: string | null = KEY) =>
-    runtime.app.handle(new Request(`http://localhost${path}`, { ...init, headers: { "content-type": "application/json", ...(key ? { "x-api-key": key } : {}), ...(init.headers ?? {}) } }));
+    runtime.app.handle(
+      new Request(`http://localhost${path}`, {
+        ...init,
+        headers: { "content-type": "application/json", ...(key ? { "x-api-key": key } : {}), ...(init.headers ?? {}) },
+      }),
+    );
   const submit = async () => {
     const response = await runtime.app.handle(new Request("http://localhost/v1/commands", { method: "POST", body: JSON.stringify(ingestCommand()) }));
     return ((await response.json()) as { jobId: string }).jobId;
@@ -65,7 +70,10 @@ describe("admin endpoints", () => {
     const stuckJob = await submit();
     await runtime.dispatcher!.drain();
 
-    const failed = (await (await request("/v1/admin/outbox?status=failed")).json()) as { items: { jobId: string; lastError: string }[]; nextCursor: string | null };
+    const failed = (await (await request("/v1/admin/outbox?status=failed")).json()) as {
+      items: { jobId: string; lastError: string }[];
+      nextCursor: string | null;
+    };
     expect(failed.items.map((i) => i.jobId)).toEqual([failedJob]);
     expect(failed.items[0]!.lastError).toBe("messaging entity not found");
     const pending = (await (await request("/v1/admin/outbox?status=pending&limit=10")).json()) as { items: { jobId: string }[] };
@@ -154,6 +162,10 @@ test("a directive withdrawn because its job was cancelled is not sent by an admi
   const entry = (await runtime.store.getJob(jobId))!.outbox[0]!;
   expect(entry.status).toBe("failed");
   expect((await request(`/v1/admin/outbox/${entry.outboxId}/retry`, { method: "POST" })).status).toBe(409);
-  expect(await (await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({ includeFailed: true }) })).json()).toEqual({ attempted: 0, sent: 0, failed: 0 });
+  expect(await (await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({ includeFailed: true }) })).json()).toEqual({
+    attempted: 0,
+    sent: 0,
+    failed: 0,
+  });
   expect(recording.published).toHaveLength(0);
 });

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { deferred, eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
@@ -37,7 +37,13 @@ describe("POST /v1/commands: accepted", () => {
       [2, "enrich", "semantic-intelligence", "pending"],
     ]);
     expect(stored?.outbox).toHaveLength(1);
-    expect(stored?.outbox[0]).toMatchObject({ stepId: stored?.steps[0]?.stepId, topic: "ocr-requests", partitionKey: body.jobId, status: "pending", attempts: 0 });
+    expect(stored?.outbox[0]).toMatchObject({
+      stepId: stored?.steps[0]?.stepId,
+      topic: "ocr-requests",
+      partitionKey: body.jobId,
+      status: "pending",
+      attempts: 0,
+    });
   });
 
   test("a fresh directive is due for the sweeper only after LUCIUS_OUTBOX_RETRY_DELAY", async () => {
@@ -146,7 +152,13 @@ describe("POST /v1/commands: idempotency", () => {
     const first = await postCommand(ingestCommand(), { "idempotency-key": "k-1" });
     const firstBody = (await first.json()) as { jobId: string };
     // Same request, different key order and the key in the body instead of the header.
-    const again = await postCommand({ payload: ingestCommand().payload, idempotencyKey: "k-1", correlationId: "c-42", tenantId: "acme", requestType: "document.ingest" });
+    const again = await postCommand({
+      payload: ingestCommand().payload,
+      idempotencyKey: "k-1",
+      correlationId: "c-42",
+      tenantId: "acme",
+      requestType: "document.ingest",
+    });
     expect(again.status).toBe(202);
     expect(again.headers.get("idempotent-replayed")).toBe("true");
     expect(((await again.json()) as { jobId: string }).jobId).toBe(firstBody.jobId);
@@ -205,9 +217,7 @@ describe("POST /v1/commands: idempotency", () => {
     const responses = await Promise.all(Array.from({ length: 50 }, () => postCommand(ingestCommand(), { "idempotency-key": "burst" })));
     const statuses = responses.map((r) => r.status);
     expect(statuses.every((s) => s === 202 || s === 409)).toBe(true);
-    const jobIds = new Set(
-      await Promise.all(responses.filter((r) => r.status === 202).map(async (r) => ((await r.json()) as { jobId: string }).jobId)),
-    );
+    const jobIds = new Set(await Promise.all(responses.filter((r) => r.status === 202).map(async (r) => ((await r.json()) as { jobId: string }).jobId)));
     expect(jobIds.size).toBe(1);
     expect(responses.filter((r) => r.status === 202 && r.headers.get("idempotent-replayed") === null)).toHaveLength(1);
     expect((await runtime.store.listJobs("acme", { limit: 100, cursor: null })).items).toHaveLength(1);
@@ -235,7 +245,10 @@ describe("POST /v1/commands: idempotency", () => {
     const retried = await postCommand(ingestCommand(), { "idempotency-key": "k-1" });
     expect(retried.status).toBe(202);
     const { jobId } = (await retried.json()) as { jobId: string };
-    const probe = await memory.createJob({ job: { ...(await memory.getJob(jobId))!.job, jobId: "probe" }, steps: [], outbox: [] }, { tenantId: "acme", key: "k-1", fingerprint: "-", jobId: "-", createdAt: "-" });
+    const probe = await memory.createJob(
+      { job: { ...(await memory.getJob(jobId))!.job, jobId: "probe" }, steps: [], outbox: [] },
+      { tenantId: "acme", key: "k-1", fingerprint: "-", jobId: "-", createdAt: "-" },
+    );
     expect(probe.outcome === "key-taken" && probe.existing.jobId).toBe(jobId);
     expect((await memory.getJob(jobId))?.outbox).toHaveLength(1);
   });
@@ -247,10 +260,17 @@ describe("POST /v1/commands: fast-path publishing", () => {
     const { postCommand, request } = await startTestRuntime({ publisher: recording.publisher });
     const response = await postCommand(ingestCommand(), { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" });
     const { jobId } = (await response.json()) as { jobId: string };
-    const job = await eventually(async () => {
-      const view = (await (await request(`/v1/jobs/${jobId}`)).json()) as { status: string; steps: { status: string }[]; outbox: { status: string; outboxId: string; attempts: number; sentAt: string | null }[] };
-      return view.status === "in_progress" && view;
-    }, { what: "job in progress" });
+    const job = await eventually(
+      async () => {
+        const view = (await (await request(`/v1/jobs/${jobId}`)).json()) as {
+          status: string;
+          steps: { status: string }[];
+          outbox: { status: string; outboxId: string; attempts: number; sentAt: string | null }[];
+        };
+        return view.status === "in_progress" && view;
+      },
+      { what: "job in progress" },
+    );
     expect(job.steps.map((s) => s.status)).toEqual(["initiated", "pending", "pending"]);
     expect(job.outbox[0]).toMatchObject({ status: "sent", attempts: 1, sentAt: expect.any(String) });
     expect(recording.published).toHaveLength(1);
@@ -260,8 +280,20 @@ describe("POST /v1/commands: fast-path publishing", () => {
     expect(message.subject).toBe("document.ingest/ocr");
     expect(message.correlationId).toBe("c-42");
     expect(message.partitionKey).toBe(jobId);
-    expect(message.body).toMatchObject({ jobId, stepName: "ocr", stepIndex: 0, requestType: "document.ingest", tenantId: "acme", payload: ingestCommand().payload });
-    expect(message.applicationProperties).toMatchObject({ jobId, stepName: "ocr", tenantId: "acme", traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" });
+    expect(message.body).toMatchObject({
+      jobId,
+      stepName: "ocr",
+      stepIndex: 0,
+      requestType: "document.ingest",
+      tenantId: "acme",
+      payload: ingestCommand().payload,
+    });
+    expect(message.applicationProperties).toMatchObject({
+      jobId,
+      stepName: "ocr",
+      tenantId: "acme",
+      traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    });
   });
 
   test("a broker failure still answers 202 and records the attempt on the entry", async () => {

@@ -33,24 +33,52 @@ describe("the bundled protocols", () => {
   test("accept a realistic payload and refuse the wrong content type and a relative URI", () => {
     const ocr = registry.get("document.ocr")!;
     expect(ocr.checkPayload({ documentId: "d1", documentUri: "https://x/y.pdf", contentType: "image/tiff", language: "de-CH" })).toEqual([]);
-    expect(ocr.checkPayload({ documentId: "d1", documentUri: "y.pdf", contentType: "text/html" }).map((v) => v.path).sort()).toEqual(["/payload/contentType", "/payload/documentUri"]);
+    expect(
+      ocr
+        .checkPayload({ documentId: "d1", documentUri: "y.pdf", contentType: "text/html" })
+        .map((v) => v.path)
+        .sort(),
+    ).toEqual(["/payload/contentType", "/payload/documentUri"]);
   });
 });
 
 describe("a protocol file", () => {
   test("resolves payload schema paths relative to the file and compiles them", () => {
     writeProtocols("custom.schema.json", { type: "object", required: ["x"] });
-    const registry = loadProtocolFile(writeProtocols("ok.json", { protocols: [{ requestType: "custom.run", version: 3, steps: [{ ...step, payloadSchema: "custom.schema.json" }] }] }));
+    const registry = loadProtocolFile(
+      writeProtocols("ok.json", { protocols: [{ requestType: "custom.run", version: 3, steps: [{ ...step, payloadSchema: "custom.schema.json" }] }] }),
+    );
     expect(registry.get("custom.run")?.version).toBe(3);
     expect(registry.get("custom.run")?.checkPayload({})).toEqual([{ path: "/payload/x", message: "must have required property 'x'" }]);
   });
 
   test.each([
     ["bad JSON", "{ not json", /custom|JSON|Unexpected|Parse/i],
-    ["a missing schema file", { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, payloadSchema: "missing.json" }] }] }, /steps\/0\/payloadSchema: cannot read 'missing.json'/],
-    ["an invalid schema", { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, payloadSchema: { type: "objekt" } }] }] }, /steps\/0\/payloadSchema: invalid JSON Schema/],
-    ["a duplicate requestType", { protocols: [{ requestType: "a.b", version: 1, steps: [step] }, { requestType: "a.b", version: 2, steps: [step] }] }, /\/protocols\/1: duplicate requestType 'a.b'/],
-    ["a bad partition key rule", { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, partitionKey: "documentId" }] }] }, /partitionKey: 'documentId'/],
+    [
+      "a missing schema file",
+      { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, payloadSchema: "missing.json" }] }] },
+      /steps\/0\/payloadSchema: cannot read 'missing.json'/,
+    ],
+    [
+      "an invalid schema",
+      { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, payloadSchema: { type: "objekt" } }] }] },
+      /steps\/0\/payloadSchema: invalid JSON Schema/,
+    ],
+    [
+      "a duplicate requestType",
+      {
+        protocols: [
+          { requestType: "a.b", version: 1, steps: [step] },
+          { requestType: "a.b", version: 2, steps: [step] },
+        ],
+      },
+      /\/protocols\/1: duplicate requestType 'a.b'/,
+    ],
+    [
+      "a bad partition key rule",
+      { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, partitionKey: "documentId" }] }] },
+      /partitionKey: 'documentId'/,
+    ],
     ["a protocol without steps", { protocols: [{ requestType: "a.b", version: 1, steps: [] }] }, /protocols\/0\/steps/],
     ["an unknown field", { protocols: [{ requestType: "a.b", version: 1, steps: [step], retries: 3 }] }, /protocols\/0/],
   ])("with %s stops the start naming the file and the problem", (name, content, reason) => {

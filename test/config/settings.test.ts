@@ -67,7 +67,14 @@ describe("loadSettings", () => {
       LUCIUS_JOBS_TABLE: "bad-name",
       LUCIUS_MAX_BODY_BYTES: "-1",
     });
-    for (const name of ["LUCIUS_PORT", "LUCIUS_OUTBOX_MAX_ATTEMPTS", "LUCIUS_OUTBOX_RETRY_ENABLED", "LUCIUS_LOG_LEVEL", "LUCIUS_JOBS_TABLE", "LUCIUS_MAX_BODY_BYTES"]) {
+    for (const name of [
+      "LUCIUS_PORT",
+      "LUCIUS_OUTBOX_MAX_ATTEMPTS",
+      "LUCIUS_OUTBOX_RETRY_ENABLED",
+      "LUCIUS_LOG_LEVEL",
+      "LUCIUS_JOBS_TABLE",
+      "LUCIUS_MAX_BODY_BYTES",
+    ]) {
       expect(problems.some((p) => p.startsWith(name))).toBe(true);
     }
     expect(problems).toHaveLength(6);
@@ -87,7 +94,9 @@ describe("loadSettings", () => {
   test("LUCIUS_EVENTS_ENTITY needs a Service Bus connection and a valid entity", () => {
     expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "step-events" })[0]).toContain("LUCIUS_SERVICEBUS_CONNECTION");
     expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "bad entity!", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" })[0]).toStartWith("LUCIUS_EVENTS_ENTITY");
-    expect(loadSettings({ LUCIUS_EVENTS_ENTITY: "events/Subscriptions/lucius", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" }).eventsEntity).toBe("events/Subscriptions/lucius");
+    expect(loadSettings({ LUCIUS_EVENTS_ENTITY: "events/Subscriptions/lucius", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" }).eventsEntity).toBe(
+      "events/Subscriptions/lucius",
+    );
   });
 
   test("an unknown backend is refused", () => {

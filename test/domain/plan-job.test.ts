@@ -26,9 +26,17 @@ describe("planJob", () => {
   test("creates every step pending and a directive for the first step only", () => {
     const { job, steps, outbox } = planJob(options);
     expect(job).toMatchObject({ jobId, status: "accepted", protocolVersion: 2, idempotencyKey: "k" });
-    expect(steps.map((s) => [s.index, s.name, s.status])).toEqual([[0, "enrich", "pending"], [1, "embed", "pending"]]);
+    expect(steps.map((s) => [s.index, s.name, s.status])).toEqual([
+      [0, "enrich", "pending"],
+      [1, "embed", "pending"],
+    ]);
     expect(outbox).toHaveLength(1);
-    expect(outbox[0]).toMatchObject({ stepId: steps[0]!.stepId, topic: "semantic-intelligence", partitionKey: "d-7", nextAttemptAt: "2026-01-01T00:00:30.000Z" });
+    expect(outbox[0]).toMatchObject({
+      stepId: steps[0]!.stepId,
+      topic: "semantic-intelligence",
+      partitionKey: "d-7",
+      nextAttemptAt: "2026-01-01T00:00:30.000Z",
+    });
   });
 
   test("the same job id always yields the same step and outbox ids (a retried write creates no duplicates)", () => {

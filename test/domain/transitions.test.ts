@@ -7,16 +7,48 @@ const T0 = "2026-01-01T00:00:00.000Z";
 const T1 = "2026-01-01T00:00:01.000Z";
 
 const job: Job = {
-  jobId: "j", tenantId: "acme", requestType: "document.ocr", protocolVersion: 1, correlationId: null,
-  idempotencyKey: null, payload: {}, status: "accepted", createdAt: T0, updatedAt: T0,
+  jobId: "j",
+  tenantId: "acme",
+  requestType: "document.ocr",
+  protocolVersion: 1,
+  correlationId: null,
+  idempotencyKey: null,
+  payload: {},
+  status: "accepted",
+  createdAt: T0,
+  updatedAt: T0,
 };
 const step: Step = {
-  jobId: "j", stepId: "s", index: 0, name: "ocr", topic: "ocr-requests", status: "pending",
-  attempts: 1, result: null, error: null, events: [], startedAt: null, finishedAt: null, updatedAt: T0,
+  jobId: "j",
+  stepId: "s",
+  index: 0,
+  name: "ocr",
+  topic: "ocr-requests",
+  status: "pending",
+  attempts: 1,
+  result: null,
+  error: null,
+  events: [],
+  startedAt: null,
+  finishedAt: null,
+  updatedAt: T0,
 };
 const entry: OutboxEntry = {
-  outboxId: "o", jobId: "j", stepId: "s", stepIndex: 0, topic: "ocr-requests", partitionKey: "j", traceparent: null, status: "pending",
-  attempts: 0, nextAttemptAt: T1, lastError: null, sentAt: null, lease: null, createdAt: T0, updatedAt: T0,
+  outboxId: "o",
+  jobId: "j",
+  stepId: "s",
+  stepIndex: 0,
+  topic: "ocr-requests",
+  partitionKey: "j",
+  traceparent: null,
+  status: "pending",
+  attempts: 0,
+  nextAttemptAt: T1,
+  lastError: null,
+  sentAt: null,
+  lease: null,
+  createdAt: T0,
+  updatedAt: T0,
 };
 const failure = { error: "boom", retryable: true, now: T1, nextAttemptAt: "2026-01-01T00:00:31.000Z", maxAttempts: 3 };
 
@@ -62,7 +94,11 @@ describe("outbox entry", () => {
     expect(recordPublishFailure(second, failure)).toMatchObject({ status: "failed", attempts: 3, nextAttemptAt: null, lastError: "boom" });
   });
   test("a permanent failure parks the entry at once", () => {
-    expect(recordPublishFailure(entry, { ...failure, retryable: false, error: "topic not found" })).toMatchObject({ status: "failed", attempts: 1, lastError: "topic not found" });
+    expect(recordPublishFailure(entry, { ...failure, retryable: false, error: "topic not found" })).toMatchObject({
+      status: "failed",
+      attempts: 1,
+      lastError: "topic not found",
+    });
   });
   test("a failure cannot be recorded on a sent or failed entry", () => {
     expect(() => recordPublishFailure({ ...entry, status: "sent" }, failure)).toThrow(InvalidTransitionError);

@@ -4,10 +4,10 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { ServiceBusReceivedMessage } from "@azure/service-bus";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
@@ -51,7 +51,9 @@ function worker(bus: Awaited<ReturnType<typeof startBroker>>, topic: string, ans
       async processMessage(message) {
         seen.push(message);
         const body = message.body as { jobId: string; stepId: string };
-        await bus.client.createSender(message.replyTo!).sendMessages({ body: { jobId: body.jobId, stepId: body.stepId, ...answer(message) }, contentType: "application/json" });
+        await bus.client
+          .createSender(message.replyTo!)
+          .sendMessages({ body: { jobId: body.jobId, stepId: body.stepId, ...answer(message) }, contentType: "application/json" });
         await receiver.completeMessage(message);
       },
       async processError() {},
@@ -75,7 +77,11 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
       await eventually(async () => (await runtime.store.getJob(jobId))?.job.status === "succeeded", { timeoutMs: 15_000, what: "the job succeeded" });
       const job = (await runtime.store.getJob(jobId))!;
-      expect(job.steps.map((s) => [s.status, s.result])).toEqual([["succeeded", { step: 0 }], ["succeeded", { step: 1 }], ["succeeded", { step: 2 }]]);
+      expect(job.steps.map((s) => [s.status, s.result])).toEqual([
+        ["succeeded", { step: 0 }],
+        ["succeeded", { step: 1 }],
+        ["succeeded", { step: 2 }],
+      ]);
       expect(seen.map((messages) => messages.length)).toEqual([1, 1, 1]);
       expect(seen.flat().every((m) => m.replyTo === EVENTS)).toBe(true);
     }, 30_000);
@@ -83,8 +89,16 @@ for (const backend of ["memory", "table", "ledger"] as const) {
     test("a retryable failure with no attempts left fails the job and cancels the rest; a repeated event changes nothing", async () => {
       const { bus, postCommand, runtime } = await setup(backend);
       // ocr has maxAttempts 1 in the bundled protocol (re-dispatch is covered in test/jobs/step-events.test.ts).
-      worker(bus, "ocr-requests", (m) => ({ eventId: `${m.messageId}-busy`, status: "failed", error: { code: "BUSY", message: "try again", retryable: true } }));
-      const embed = worker(bus, "vector-ingestion", (m) => ({ eventId: `${m.messageId}-bad`, status: "failed", error: { code: "MODEL", message: "no model", retryable: false } }));
+      worker(bus, "ocr-requests", (m) => ({
+        eventId: `${m.messageId}-busy`,
+        status: "failed",
+        error: { code: "BUSY", message: "try again", retryable: true },
+      }));
+      const embed = worker(bus, "vector-ingestion", (m) => ({
+        eventId: `${m.messageId}-bad`,
+        status: "failed",
+        error: { code: "MODEL", message: "no model", retryable: false },
+      }));
       const { jobId } = (await (await postCommand(ingestCommand())).json()) as { jobId: string };
       await eventually(async () => (await runtime.store.getJob(jobId))?.job.status === "failed", { timeoutMs: 15_000, what: "the job failed" });
       const job = (await runtime.store.getJob(jobId))!;
@@ -93,7 +107,11 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       expect(embed).toHaveLength(0);
       // The same event again: acknowledged, nothing changes.
       const again = await runtime.app.handle(
-        new Request(`http://localhost/v1/jobs/${jobId}/steps/${job.steps[0]!.stepId}/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ eventId: job.steps[0]!.events[0], status: "succeeded" }) }),
+        new Request(`http://localhost/v1/jobs/${jobId}/steps/${job.steps[0]!.stepId}/events`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ eventId: job.steps[0]!.events[0], status: "succeeded" }),
+        }),
       );
       expect(await again.json()).toMatchObject({ outcome: "duplicate" });
     }, 30_000);
@@ -105,7 +123,9 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       const embed = worker(bus, "vector-ingestion", () => ({ eventId: "never", status: "succeeded" }));
       expect((await request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(200);
       await eventually(() => ocr.length === 1, { timeoutMs: 10_000, what: "the ocr message" });
-      await eventually(async () => (await runtime.store.getJob(jobId))!.steps[0]!.events.includes("late-ok") || bus.broker.depth(EVENTS) === 0, { timeoutMs: 10_000 });
+      await eventually(async () => (await runtime.store.getJob(jobId))!.steps[0]!.events.includes("late-ok") || bus.broker.depth(EVENTS) === 0, {
+        timeoutMs: 10_000,
+      });
       const job = (await runtime.store.getJob(jobId))!;
       expect(job.job.status).toBe("cancelled");
       expect(job.steps.map((s) => s.status)).toEqual(["cancelled", "cancelled", "cancelled"]);
@@ -119,10 +139,15 @@ describe("step events over Service Bus: delivery", () => {
   test("a malformed event is dead-lettered with the reason", async () => {
     const { bus } = await setup("memory");
     await bus.client.createSender(EVENTS).sendMessages({ body: { jobId: "x", status: "finished" }, messageId: "bad-1" });
-    const dead = await eventually(async () => {
-      const got = await bus.client.createReceiver(EVENTS, { subQueueType: "deadLetter", receiveMode: "receiveAndDelete" }).receiveMessages(1, { maxWaitTimeInMs: 300 });
-      return got.length > 0 && got;
-    }, { timeoutMs: 10_000, what: "a dead letter" });
+    const dead = await eventually(
+      async () => {
+        const got = await bus.client
+          .createReceiver(EVENTS, { subQueueType: "deadLetter", receiveMode: "receiveAndDelete" })
+          .receiveMessages(1, { maxWaitTimeInMs: 300 });
+        return got.length > 0 && got;
+      },
+      { timeoutMs: 10_000, what: "a dead letter" },
+    );
     expect(dead[0]!.messageId).toBe("bad-1");
     expect(dead[0]!.deadLetterReason).toBe("MalformedEvent");
     expect(dead[0]!.deadLetterErrorDescription).toContain("/stepId");

@@ -21,7 +21,11 @@ describe("health", () => {
     const recording = createRecordingPublisher();
     recording.rejectWhen(() => ({ ok: false, error: "server busy", retryable: true }));
     let clock = new Date("2026-01-01T00:00:00.000Z");
-    const { request, postCommand, runtime } = await startTestRuntime({ publisher: recording.publisher, env: { LUCIUS_READY_MAX_PENDING_AGE: "60" }, now: () => clock });
+    const { request, postCommand, runtime } = await startTestRuntime({
+      publisher: recording.publisher,
+      env: { LUCIUS_READY_MAX_PENDING_AGE: "60" },
+      now: () => clock,
+    });
     await postCommand(ingestCommand());
     await runtime.dispatcher!.drain();
     expect((await request("/readyz")).status).toBe(200);
@@ -32,7 +36,12 @@ describe("health", () => {
   });
 
   test("/readyz is 503 naming storage when the store does not answer", async () => {
-    const store = { ...createMemoryStore(), ping: async () => { throw new StorageUnavailableError("connect ECONNREFUSED"); } };
+    const store = {
+      ...createMemoryStore(),
+      ping: async () => {
+        throw new StorageUnavailableError("connect ECONNREFUSED");
+      },
+    };
     const { request } = await startTestRuntime({ store });
     const response = await request("/readyz");
     expect(response.status).toBe(503);

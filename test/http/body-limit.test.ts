@@ -1,7 +1,7 @@
 // Bun enforces its own body limit before Elysia runs, so the limit is tested on the real service over a socket.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ingestCommand } from "../support/runtime.ts";
-import { startService, type ServiceProcess } from "../support/service-process.ts";
+import { type ServiceProcess, startService } from "../support/service-process.ts";
 
 const LIMIT = 4096;
 let service: ServiceProcess;

@@ -14,7 +14,12 @@ async function setup(env: Record<string, string> = {}) {
       done();
     },
   });
-  const runtime = await createRuntime({ settings: loadSettings(env), protocols: bundledRegistry(), logger: createLogger({ level: "info", destination }), publisher: null });
+  const runtime = await createRuntime({
+    settings: loadSettings(env),
+    protocols: bundledRegistry(),
+    logger: createLogger({ level: "info", destination }),
+    publisher: null,
+  });
   const call = (path: string, init: RequestInit = {}) => runtime.fetch(new Request(`http://localhost${path}`, init));
   return { runtime, call, lines };
 }
@@ -71,7 +76,13 @@ describe("GET /openapi/json", () => {
     expect(response.status).toBe(200);
     const document = (await response.json()) as {
       openapi: string;
-      paths: Record<string, Record<string, { responses?: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }>; security?: unknown[]; requestBody?: unknown }>>;
+      paths: Record<
+        string,
+        Record<
+          string,
+          { responses?: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }>; security?: unknown[]; requestBody?: unknown }
+        >
+      >;
       components: { securitySchemes: Record<string, unknown>; schemas: Record<string, unknown> };
     };
     expect(document.openapi).toStartWith("3.");
@@ -89,7 +100,8 @@ describe("GET /openapi/json", () => {
       "GET /healthz",
       "GET /readyz",
       "GET /metrics",
-    ]) expect(routes).toContain(route);
+    ])
+      expect(routes).toContain(route);
     const intake = document.paths["/v1/commands"]!.post!;
     expect(intake.requestBody).toBeDefined();
     expect(intake.responses?.["422"]?.content?.["application/problem+json"]?.schema?.$ref).toBe("#/components/schemas/Problem");

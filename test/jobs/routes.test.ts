@@ -16,8 +16,30 @@ describe("GET /v1/jobs/{jobId}", () => {
     const view = (await response.json()) as Record<string, unknown> & { steps: unknown[]; outbox: unknown[] };
     expect(Object.keys(view).sort()).toEqual(["correlationId", "createdAt", "jobId", "outbox", "requestType", "status", "steps", "tenantId", "updatedAt"]);
     expect(view).toMatchObject({ jobId, tenantId: "acme", requestType: "document.ingest", correlationId: "c-42", status: "accepted" });
-    expect(Object.keys(view.steps[0] as object).sort()).toEqual(["attempts", "error", "finishedAt", "index", "name", "result", "startedAt", "status", "stepId", "topic", "updatedAt"]);
-    expect(Object.keys(view.outbox[0] as object).sort()).toEqual(["attempts", "lastError", "nextAttemptAt", "outboxId", "partitionKey", "sentAt", "status", "stepId", "topic"]);
+    expect(Object.keys(view.steps[0] as object).sort()).toEqual([
+      "attempts",
+      "error",
+      "finishedAt",
+      "index",
+      "name",
+      "result",
+      "startedAt",
+      "status",
+      "stepId",
+      "topic",
+      "updatedAt",
+    ]);
+    expect(Object.keys(view.outbox[0] as object).sort()).toEqual([
+      "attempts",
+      "lastError",
+      "nextAttemptAt",
+      "outboxId",
+      "partitionKey",
+      "sentAt",
+      "status",
+      "stepId",
+      "topic",
+    ]);
   });
 
   test("an unknown job is a 404 problem", async () => {

@@ -4,10 +4,10 @@
  */
 import { describe, expect, test } from "bun:test";
 import { buildRegistry } from "../../src/config/protocols.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
@@ -40,7 +40,11 @@ const retrying = buildRegistry(
   { source: "test", readSchema: () => ({}) },
 );
 
-type View = { status: string; steps: { stepId: string; status: string; attempts: number; result: unknown; error: unknown; startedAt: string | null; finishedAt: string | null }[]; outbox: { outboxId: string; stepId: string; status: string; lastError: string | null }[] };
+type View = {
+  status: string;
+  steps: { stepId: string; status: string; attempts: number; result: unknown; error: unknown; startedAt: string | null; finishedAt: string | null }[];
+  outbox: { outboxId: string; stepId: string; status: string; lastError: string | null }[];
+};
 
 async function setup(backend: Backend) {
   const recording = createRecordingPublisher();
@@ -48,14 +52,21 @@ async function setup(backend: Backend) {
   const submit = async () => ((await (await service.postCommand(ingestCommand())).json()) as { jobId: string }).jobId;
   const view = async (jobId: string) => (await (await service.request(`/v1/jobs/${jobId}`)).json()) as View;
   const event = (jobId: string, stepId: string, body: Record<string, unknown>) =>
-    service.request(`/v1/jobs/${jobId}/steps/${stepId}/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    service.request(`/v1/jobs/${jobId}/steps/${stepId}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
   /** Waits until the step's newest directive is sent, as a worker would before answering. */
   const dispatched = (jobId: string, stepIndex: number, count = 1) =>
-    eventually(async () => {
-      const v = await view(jobId);
-      const stepId = v.steps[stepIndex]!.stepId;
-      return v.outbox.filter((o) => o.stepId === stepId && o.status === "sent").length === count && v;
-    }, { what: `step ${stepIndex} dispatched ${count}x` });
+    eventually(
+      async () => {
+        const v = await view(jobId);
+        const stepId = v.steps[stepIndex]!.stepId;
+        return v.outbox.filter((o) => o.stepId === stepId && o.status === "sent").length === count && v;
+      },
+      { what: `step ${stepIndex} dispatched ${count}x` },
+    );
   return { ...service, recording, submit, view, event, dispatched };
 }
 
@@ -66,14 +77,23 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       const jobId = await submit();
       for (let index = 0; index < 3; index++) {
         const v = await dispatched(jobId, index);
-        expect(v.steps.map((s) => s.status).slice(index + 1).every((s) => s === "pending")).toBe(true);
+        expect(
+          v.steps
+            .map((s) => s.status)
+            .slice(index + 1)
+            .every((s) => s === "pending"),
+        ).toBe(true);
         const response = await event(jobId, v.steps[index]!.stepId, { eventId: `e-${index}`, status: "succeeded", result: { pages: index + 1 } });
         expect(response.status).toBe(202);
         expect(await response.json()).toMatchObject({ outcome: "applied", stepStatus: "succeeded", jobStatus: index === 2 ? "succeeded" : "in_progress" });
       }
       const done = await view(jobId);
       expect(done.status).toBe("succeeded");
-      expect(done.steps.map((s) => [s.status, s.result, s.attempts])).toEqual([["succeeded", { pages: 1 }, 1], ["succeeded", { pages: 2 }, 1], ["succeeded", { pages: 3 }, 1]]);
+      expect(done.steps.map((s) => [s.status, s.result, s.attempts])).toEqual([
+        ["succeeded", { pages: 1 }, 1],
+        ["succeeded", { pages: 2 }, 1],
+        ["succeeded", { pages: 3 }, 1],
+      ]);
       expect(done.steps.every((s) => s.startedAt !== null && s.finishedAt !== null)).toBe(true);
       expect(recording.published.map((p) => [p.topic, p.message.subject, p.message.partitionKey])).toEqual([
         ["ocr-requests", "document.ingest/ocr", jobId],
@@ -122,7 +142,10 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       await event(jobId, stepId, { eventId: "e-2", status: "succeeded", result: { a: 1 } });
       const before = await view(jobId);
       expect(await (await event(jobId, stepId, { eventId: "e-2", status: "succeeded" })).json()).toMatchObject({ outcome: "duplicate" });
-      expect(await (await event(jobId, stepId, { eventId: "e-3", status: "failed", error: { code: "X", message: "late" } })).json()).toMatchObject({ outcome: "ignored", reason: "step is succeeded" });
+      expect(await (await event(jobId, stepId, { eventId: "e-3", status: "failed", error: { code: "X", message: "late" } })).json()).toMatchObject({
+        outcome: "ignored",
+        reason: "step is succeeded",
+      });
       const after = await view(jobId);
       expect(after.steps[0]).toEqual(before.steps[0]!);
       expect(after.status).toBe("in_progress");
@@ -151,7 +174,10 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       expect(after.steps.map((s) => s.status)).toEqual(["succeeded", "cancelled", "cancelled"]);
       expect(after.outbox.filter((o) => o.status === "pending")).toEqual([]);
       expect((await request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(409);
-      expect(await (await event(jobId, v.steps[1]!.stepId, { eventId: "late", status: "succeeded" })).json()).toMatchObject({ outcome: "ignored", reason: "job is cancelled" });
+      expect(await (await event(jobId, v.steps[1]!.stepId, { eventId: "late", status: "succeeded" })).json()).toMatchObject({
+        outcome: "ignored",
+        reason: "job is cancelled",
+      });
     });
   });
 }

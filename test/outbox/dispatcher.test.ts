@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { silentLogger } from "../../src/logging/logger.ts";
-import { createDispatcher } from "../../src/outbox/dispatcher.ts";
 import type { OutboxWork } from "../../src/domain/model.ts";
 import { markOutboxSent } from "../../src/domain/transitions.ts";
+import { silentLogger } from "../../src/logging/logger.ts";
+import { createDispatcher } from "../../src/outbox/dispatcher.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
 import { eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { buildRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import { createDispatcher } from "../../src/outbox/dispatcher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
 import { eventually } from "../support/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
@@ -18,23 +18,33 @@ afterEach(async () => {
 async function setup(brokerOptions: Parameters<typeof startBroker>[0] = {}, env: Record<string, string> = {}, protocols?: ProtocolRegistry) {
   const bus = await startBroker(brokerOptions);
   cleanups.push(() => bus.stop());
-  const service = await startTestRuntime({ env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, ...env }, publisherFromSettings: true, ...(protocols ? { protocols } : {}) });
+  const service = await startTestRuntime({
+    env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, ...env },
+    publisherFromSettings: true,
+    ...(protocols ? { protocols } : {}),
+  });
   cleanups.push(() => service.runtime.stop());
   return { ...bus, ...service };
 }
 
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-async function entryOf(runtime: { store: { getJob(id: string): Promise<{ outbox: { status: string; attempts: number; lastError: string | null }[] } | null> } }, jobId: string) {
+async function entryOf(
+  runtime: { store: { getJob(id: string): Promise<{ outbox: { status: string; attempts: number; lastError: string | null }[] } | null> } },
+  jobId: string,
+) {
   return (await runtime.store.getJob(jobId))!.outbox[0]!;
 }
 
 /** The entry once its first publish attempt is recorded. */
 function firstAttempt(runtime: Parameters<typeof entryOf>[0], jobId: string, timeoutMs: number) {
-  return eventually(async () => {
-    const current = await entryOf(runtime, jobId);
-    return current.attempts === 1 && current;
-  }, { timeoutMs, what: "a recorded attempt" });
+  return eventually(
+    async () => {
+      const current = await entryOf(runtime, jobId);
+      return current.attempts === 1 && current;
+    },
+    { timeoutMs, what: "a recorded attempt" },
+  );
 }
 
 describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
@@ -63,7 +73,14 @@ describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
     expect(message!.subject).toBe("document.ingest/ocr");
     expect(message!.correlationId).toBe("c-42");
     expect(message!.partitionKey).toBe(jobId);
-    expect(message!.applicationProperties).toEqual({ jobId, stepId: stored.steps[0]!.stepId, stepName: "ocr", requestType: "document.ingest", tenantId: "acme", traceparent: TRACEPARENT });
+    expect(message!.applicationProperties).toEqual({
+      jobId,
+      stepId: stored.steps[0]!.stepId,
+      stepName: "ocr",
+      requestType: "document.ingest",
+      tenantId: "acme",
+      traceparent: TRACEPARENT,
+    });
     await eventually(async () => (await entryOf(runtime, jobId)).status === "sent", { what: "entry sent" });
     expect((await runtime.store.getJob(jobId))!.job.status).toBe("in_progress");
   });
@@ -126,10 +143,13 @@ describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
     const response = await postCommand({ requestType: "invoice.parse", tenantId: "acme", payload: {} });
     expect(response.status).toBe(202);
     const { jobId } = (await response.json()) as { jobId: string };
-    const entry = await eventually(async () => {
-      const current = await entryOf(runtime, jobId);
-      return current.status === "failed" && current;
-    }, { timeoutMs: 10_000, what: "a failed entry" });
+    const entry = await eventually(
+      async () => {
+        const current = await entryOf(runtime, jobId);
+        return current.status === "failed" && current;
+      },
+      { timeoutMs: 10_000, what: "a failed entry" },
+    );
     expect(entry.attempts).toBe(1);
     expect(entry.lastError).toContain("MessagingEntityNotFound");
   });
@@ -159,10 +179,13 @@ describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
     await runtime.dispatcher!.drain();
     broker.dropLinks();
     const { jobId } = (await (await postCommand(ingestCommand({ correlationId: "after-drop" }))).json()) as { jobId: string };
-    const entry = await eventually(async () => {
-      const current = await entryOf(runtime, jobId);
-      return current.attempts >= 1 && current;
-    }, { timeoutMs: 10_000 });
+    const entry = await eventually(
+      async () => {
+        const current = await entryOf(runtime, jobId);
+        return current.attempts >= 1 && current;
+      },
+      { timeoutMs: 10_000 },
+    );
     // Either the SDK re-attached at once, or the attempt failed retryably and stays pending for the sweeper.
     expect(["sent", "pending"]).toContain(entry.status);
     await postCommand(ingestCommand({ correlationId: "later" }));

@@ -6,14 +6,14 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import type { OutboxEntry } from "../../src/domain/model.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
-import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import type { Publisher } from "../../src/outbox/publisher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
+import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
 import { azurite, freshTables } from "../support/azurite.ts";
 import { deferred, eventually } from "../support/eventually.ts";
@@ -47,7 +47,12 @@ const FAST_RETRY = {
   LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "0.5",
 };
 
-async function instance(store: JobStore, publisher: Publisher, env: Record<string, string> = {}, now?: () => Date): Promise<Runtime & { post(body: unknown): Promise<Response> }> {
+async function instance(
+  store: JobStore,
+  publisher: Publisher,
+  env: Record<string, string> = {},
+  now?: () => Date,
+): Promise<Runtime & { post(body: unknown): Promise<Response> }> {
   const runtime = await createRuntime({
     settings: loadSettings({ ...FAST_RETRY, ...env }),
     protocols: bundledRegistry(),
@@ -87,7 +92,10 @@ for (const backend of ["memory", "table", "ledger"] as const) {
 
       await bus.broker.refuseConnections(false);
       service.start();
-      await eventually(async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.status === "sent"), { timeoutMs: 20_000, what: "every entry sent" });
+      await eventually(async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.status === "sent"), {
+        timeoutMs: 20_000,
+        what: "every entry sent",
+      });
       const received = await bus.receive("ocr-requests", 20, { timeoutMs: 5000 });
       expect(new Set(received.map((m) => m.messageId)).size).toBe(20);
       expect(received).toHaveLength(20);
@@ -119,10 +127,13 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       await bus.broker.refuseConnections(true);
       const { jobId } = (await (await service.post(ingestCommand())).json()) as { jobId: string };
       service.start();
-      const failed = await eventually(async () => {
-        const entry = await entryOf(store, jobId);
-        return entry.status === "failed" && entry;
-      }, { timeoutMs: 20_000, what: "the entry failed" });
+      const failed = await eventually(
+        async () => {
+          const entry = await entryOf(store, jobId);
+          return entry.status === "failed" && entry;
+        },
+        { timeoutMs: 20_000, what: "the entry failed" },
+      );
       expect(failed.attempts).toBe(3);
       expect(failed.lastError).toBeString();
       await bus.broker.refuseConnections(false);
@@ -142,7 +153,10 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       // Instance A leases the entry, then hangs in its publish: as good as dead.
       const hung = deferred();
       const hanging: Publisher = {
-        publish: async (_topic, messages) => (await hung.promise, messages.map(() => ({ ok: false as const, error: "killed", retryable: true }))),
+        publish: async (_topic, messages) => {
+          await hung.promise;
+          return messages.map(() => ({ ok: false as const, error: "killed", retryable: true }));
+        },
         check: async () => {},
         close: async () => {},
       };
@@ -187,7 +201,14 @@ for (const backend of ["memory", "table", "ledger"] as const) {
         check: () => inner.check(),
         close: () => inner.close(),
       });
-      const sweepers = await Promise.all([0, 1, 2].map(async (n) => instance(n === 0 ? seed : stores(), recorded(n, realPublisher(bus.broker.connectionString)), { LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "100", LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "2" })));
+      const sweepers = await Promise.all(
+        [0, 1, 2].map(async (n) =>
+          instance(n === 0 ? seed : stores(), recorded(n, realPublisher(bus.broker.connectionString)), {
+            LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "100",
+            LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "2",
+          }),
+        ),
+      );
       const started = performance.now();
       for (const s of sweepers) s.start();
       // A light probe: stats read every pending entry, and the drain is what is measured.
@@ -229,7 +250,13 @@ test("a sweeper's ticks never overlap, and stop() waits for the running one", as
     },
   };
   const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
-  const runtime = await createRuntime({ settings: loadSettings({ LUCIUS_OUTBOX_RETRY_INTERVAL: "0.05" }), protocols: bundledRegistry(), logger: silentLogger, store: slow, publisher: recording.publisher });
+  const runtime = await createRuntime({
+    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_INTERVAL: "0.05" }),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store: slow,
+    publisher: recording.publisher,
+  });
   runtime.start();
   await eventually(() => running === 1, { what: "a tick running" });
   await new Promise((resolve) => setTimeout(resolve, 200)); // four intervals pass while it runs
@@ -260,7 +287,13 @@ test("a lease written but answered with a conflict (a lost answer, then a retry)
     },
   };
   const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
-  const runtime = await createRuntime({ settings: loadSettings({}), protocols: bundledRegistry(), logger: silentLogger, store: ambiguous, publisher: recording.publisher });
+  const runtime = await createRuntime({
+    settings: loadSettings({}),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store: ambiguous,
+    publisher: recording.publisher,
+  });
   cleanups.push(() => runtime.stop());
   expect(await runtime.sweeper!.tick()).toEqual({ attempted: 1, sent: 1, failed: 0 });
   expect((await store.getJob(planned.job.jobId))!.outbox[0]!.status).toBe("sent");

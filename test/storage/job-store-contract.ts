@@ -23,7 +23,13 @@ const protocol = {
 export function sampleJob(tenantId = "acme", overrides: { jobId?: string; now?: Date; payload?: JsonObject; retryDelaySeconds?: number } = {}): JobAggregate {
   return planJob({
     jobId: overrides.jobId ?? newJobId(),
-    command: { requestType: "document.ingest", tenantId, correlationId: "c", idempotencyKey: null, payload: overrides.payload ?? { documentId: "d1", nested: { list: [1, "two"] } } },
+    command: {
+      requestType: "document.ingest",
+      tenantId,
+      correlationId: "c",
+      idempotencyKey: null,
+      payload: overrides.payload ?? { documentId: "d1", nested: { list: [1, "two"] } },
+    },
     protocol,
     traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     now: overrides.now ?? new Date(),
@@ -64,9 +70,13 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
         const store = await makeStore();
         const { job, steps, outbox } = await storeJob(store);
         const now = new Date().toISOString();
-        await store.saveChanges(job.jobId, { outbox: [recordPublishFailure(outbox[0]!, { error: "x", retryable: true, now, nextAttemptAt: now, maxAttempts: 3 })] });
+        await store.saveChanges(job.jobId, {
+          outbox: [recordPublishFailure(outbox[0]!, { error: "x", retryable: true, now, nextAttemptAt: now, maxAttempts: 3 })],
+        });
         const next = applyPublished({ job, step: steps[0]!, entry: outbox[0]! }, now);
-        await expect(store.saveChanges(job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] })).rejects.toBeInstanceOf(ConcurrencyConflictError);
+        await expect(store.saveChanges(job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] })).rejects.toBeInstanceOf(
+          ConcurrencyConflictError,
+        );
         const read = (await store.getJob(job.jobId))!;
         expect([read.job.status, read.steps[0]!.status, read.outbox[0]!.status]).toEqual(["accepted", "pending", "pending"]);
       });
@@ -223,7 +233,15 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       await store.saveChanges(sent.job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
       const later = jobs[1]!;
       await store.saveChanges(later.job.jobId, {
-        outbox: [recordPublishFailure(later.outbox[0]!, { error: "x", retryable: true, now: at(20).toISOString(), nextAttemptAt: at(100).toISOString(), maxAttempts: 3 })],
+        outbox: [
+          recordPublishFailure(later.outbox[0]!, {
+            error: "x",
+            retryable: true,
+            now: at(20).toISOString(),
+            nextAttemptAt: at(100).toISOString(),
+            maxAttempts: 3,
+          }),
+        ],
       });
 
       const due = await store.findDueOutbox(at(35), 10);
@@ -248,7 +266,9 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
         const next = applyPublished({ job: sent.job, step: sent.steps[0]!, entry: sent.outbox[0]! }, at);
         await store.saveChanges(sent.job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
       }
-      await store.saveChanges(jobs[2]!.job.jobId, { outbox: [recordPublishFailure(jobs[2]!.outbox[0]!, { error: "gone", retryable: false, now: at, nextAttemptAt: at, maxAttempts: 3 })] });
+      await store.saveChanges(jobs[2]!.job.jobId, {
+        outbox: [recordPublishFailure(jobs[2]!.outbox[0]!, { error: "gone", retryable: false, now: at, nextAttemptAt: at, maxAttempts: 3 })],
+      });
 
       const collect = async (status: "pending" | "failed" | "sent") => {
         const seen: string[] = [];

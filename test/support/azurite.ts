@@ -25,7 +25,24 @@ async function start(): Promise<Running> {
   const { default: TableConfiguration } = await import("azurite/dist/src/table/TableConfiguration.js");
   // host, port (0: free), keep-alive, db path, debug log, access log, log stream, debug file,
   // loose, skip API version check, cert, key, pwd, oauth, product-style URLs off, in memory.
-  const configuration = new TableConfiguration("127.0.0.1", 0, undefined, undefined, false, false, undefined, undefined, false, true, "", "", "", undefined, false, true);
+  const configuration = new TableConfiguration(
+    "127.0.0.1",
+    0,
+    undefined,
+    undefined,
+    false,
+    false,
+    undefined,
+    undefined,
+    false,
+    true,
+    "",
+    "",
+    "",
+    undefined,
+    false,
+    true,
+  );
   const server = new TableServer(configuration);
   await server.start();
   const port = Number(new URL(server.getHttpServerAddress()).port);

@@ -26,7 +26,10 @@ describe("dev broker", () => {
   test("a repeated messageId within the window is accepted and dropped", async () => {
     const bus = await setup();
     const sender = bus.client.createSender("jobs");
-    await sender.sendMessages([{ messageId: "same", body: 1 }, { messageId: "other", body: 2 }]);
+    await sender.sendMessages([
+      { messageId: "same", body: 1 },
+      { messageId: "other", body: 2 },
+    ]);
     await sender.sendMessages({ messageId: "same", body: 3 });
     expect(bus.broker.duplicates("jobs")).toBe(1);
     expect(bus.broker.accepted("jobs").map((m) => m.message_id)).toEqual(["same", "other"]);
@@ -34,17 +37,25 @@ describe("dev broker", () => {
 
   test("peekLock: abandon redelivers with a higher delivery count; dead-letter moves the message with its reason", async () => {
     const bus = await setup();
-    await bus.client.createSender("jobs").sendMessages([{ messageId: "a", body: "a" }, { messageId: "b", body: "b" }]);
+    await bus.client.createSender("jobs").sendMessages([
+      { messageId: "a", body: "a" },
+      { messageId: "b", body: "b" },
+    ]);
     const receiver = bus.client.createReceiver("jobs", { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
     const first = await receiver.receiveMessages(2, { maxWaitTimeInMs: 1000 });
-    expect(first.map((m) => [m.messageId, m.deliveryCount])).toEqual([["a", 0], ["b", 0]]);
+    expect(first.map((m) => [m.messageId, m.deliveryCount])).toEqual([
+      ["a", 0],
+      ["b", 0],
+    ]);
     await receiver.abandonMessage(first[0]!);
     await receiver.deadLetterMessage(first[1]!, { deadLetterReason: "Poison", deadLetterErrorDescription: "cannot parse" });
     const again = await receiver.receiveMessages(2, { maxWaitTimeInMs: 500 });
     expect(again.map((m) => [m.messageId, m.deliveryCount])).toEqual([["a", 1]]);
     await receiver.completeMessage(again[0]!);
     await receiver.close();
-    const dead = await bus.client.createReceiver("jobs", { subQueueType: "deadLetter", receiveMode: "receiveAndDelete" }).receiveMessages(5, { maxWaitTimeInMs: 500 });
+    const dead = await bus.client
+      .createReceiver("jobs", { subQueueType: "deadLetter", receiveMode: "receiveAndDelete" })
+      .receiveMessages(5, { maxWaitTimeInMs: 500 });
     expect(dead.map((m) => [m.messageId, m.deadLetterReason, m.deadLetterErrorDescription])).toEqual([["b", "Poison", "cannot parse"]]);
     expect(bus.broker.depth("jobs")).toBe(0);
   });
@@ -68,7 +79,10 @@ describe("dev broker", () => {
 
   test("an unknown entity is refused as not found, not retried", async () => {
     const bus = await setup();
-    const error = await bus.client.createSender("nope").sendMessages({ body: 1 }).catch((e: unknown) => e);
+    const error = await bus.client
+      .createSender("nope")
+      .sendMessages({ body: 1 })
+      .catch((e: unknown) => e);
     expect(error).toMatchObject({ code: "MessagingEntityNotFound", retryable: false });
   });
 });

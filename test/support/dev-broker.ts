@@ -11,13 +11,17 @@ import type { Server, Socket } from "node:net";
 import rhea, { type Connection, type Delivery, type EventContext, type Sender } from "rhea";
 
 /** rhea's typings leave out what a broker needs: link internals, message headers, outcomes. */
-// AMQP messages are loosely shaped maps.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: AMQP messages are loosely shaped maps, read field by field.
 type Message = Record<string, any>;
 type Link = { local: { attach: Record<string, unknown> }; remote: { attach: Record<string, unknown> }; credit: number };
 const internals = (link: unknown) => link as Link;
 type Outcome = { described(): unknown };
-const outcomes = rhea.message as unknown as { accepted(): Outcome; modified(fields: object): Outcome; rejected(fields: object): Outcome; decode(buffer: Buffer): Message };
+const outcomes = rhea.message as unknown as {
+  accepted(): Outcome;
+  modified(fields: object): Outcome;
+  rejected(fields: object): Outcome;
+  decode(buffer: Buffer): Message;
+};
 
 export interface DevBrokerOptions {
   host?: string;
@@ -103,7 +107,10 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
     seen.set(name.toLowerCase(), new Map());
   }
   for (const [topic, subscriptions] of Object.entries(options.topics ?? {})) {
-    topics.set(topic.toLowerCase(), subscriptions.map((sub) => addQueue(`${topic}/subscriptions/${sub}`)));
+    topics.set(
+      topic.toLowerCase(),
+      subscriptions.map((sub) => addQueue(`${topic}/subscriptions/${sub}`)),
+    );
     seen.set(topic.toLowerCase(), new Map());
   }
 
@@ -160,7 +167,10 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
       window.set(id, now);
     }
     let log = acceptedLog.get(entity);
-    if (!log) acceptedLog.set(entity, (log = []));
+    if (!log) {
+      log = [];
+      acceptedLog.set(entity, log);
+    }
     log.push(message);
     const targets = topics.get(entity) ?? [queues.get(entity)!];
     for (const queue of targets) {
@@ -200,7 +210,12 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
     const link = internals(sender);
     for (const field of ["source", "target", "snd_settle_mode", "rcv_settle_mode"]) link.local.attach[field] = link.remote.attach[field];
     // rhea answers a drain only while credit is left; the client waits for drain=true regardless.
-    (sender as unknown as { _get_drain: () => boolean })._get_drain = function (this: { _draining: boolean; _drained: boolean; credit: number; delivery_count: number }) {
+    (sender as unknown as { _get_drain: () => boolean })._get_drain = function (this: {
+      _draining: boolean;
+      _drained: boolean;
+      credit: number;
+      delivery_count: number;
+    }) {
       if (!this._draining || !this._drained) return false;
       while (this.credit) {
         ++this.delivery_count;
@@ -221,7 +236,11 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
 
   /** Deliveries handed to rhea but not yet written: rhea counts credit only when it writes. */
   function unwritten(sender: Sender): number {
-    const outgoing = (sender.session as unknown as { outgoing: { next_pending_delivery: number; next_delivery_id: number; deliveries: { by_id(id: number): { link: Sender } | undefined } } }).outgoing;
+    const outgoing = (
+      sender.session as unknown as {
+        outgoing: { next_pending_delivery: number; next_delivery_id: number; deliveries: { by_id(id: number): { link: Sender } | undefined } };
+      }
+    ).outgoing;
     let count = 0;
     for (let id = outgoing.next_pending_delivery; id < outgoing.next_delivery_id; id++) if (outgoing.deliveries.by_id(id)?.link === sender) count++;
     return count;
@@ -269,7 +288,8 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
       else if (outcome === "deadletter") deadLetter(lock, delivery);
     }
     // Echo the outcome, settled and without an error, then let rhea forget the delivery.
-    const state = outcome === "complete" ? outcomes.accepted() : outcome === "abandon" ? outcomes.modified({ undeliverable_here: false }) : outcomes.rejected({});
+    const state =
+      outcome === "complete" ? outcomes.accepted() : outcome === "abandon" ? outcomes.modified({ undeliverable_here: false }) : outcomes.rejected({});
     delivery.update(true, state.described() as never);
     (delivery as unknown as { remote_settled: boolean }).remote_settled = true;
   }
@@ -277,7 +297,13 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
   function requeue(lock: Locked): void {
     lock.stored.deliveryCount++;
     if (lock.stored.deliveryCount >= maxDeliveryCount) {
-      lock.queue.deadLetters?.available.push({ ...lock.stored, message: { ...lock.stored.message, application_properties: { ...lock.stored.message.application_properties, DeadLetterReason: "MaxDeliveryCountExceeded" } } });
+      lock.queue.deadLetters?.available.push({
+        ...lock.stored,
+        message: {
+          ...lock.stored.message,
+          application_properties: { ...lock.stored.message.application_properties, DeadLetterReason: "MaxDeliveryCountExceeded" },
+        },
+      });
       return;
     }
     lock.queue.available.unshift(lock.stored);
@@ -379,7 +405,7 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
     },
     stallSends(on) {
       stalled = on;
-      if (!on) stalledDeliveries.splice(0).forEach((delivery) => delivery.release({ delivery_failed: true }));
+      if (!on) for (const delivery of stalledDeliveries.splice(0)) delivery.release({ delivery_failed: true });
     },
     dropLinks() {
       for (const connection of connections) {
@@ -395,6 +421,7 @@ export async function startDevBroker(options: DevBrokerOptions = {}): Promise<De
 }
 
 function collectLinks(connection: Connection): { close(error?: unknown): void }[] {
-  const sessions = (connection as unknown as { local_channel_map: Record<string, { links: Record<string, { close(error?: unknown): void }> }> }).local_channel_map;
+  const sessions = (connection as unknown as { local_channel_map: Record<string, { links: Record<string, { close(error?: unknown): void }> }> })
+    .local_channel_map;
   return Object.values(sessions ?? {}).flatMap((session) => Object.values(session.links ?? {}));
 }

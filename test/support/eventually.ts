@@ -1,5 +1,8 @@
 /** Polls `probe` until it returns a value that is not undefined/false, or fails after the deadline. */
-export async function eventually<T>(probe: () => T | Promise<T>, options: { timeoutMs?: number; what?: string; intervalMs?: number } = {}): Promise<Exclude<T, undefined | false>> {
+export async function eventually<T>(
+  probe: () => T | Promise<T>,
+  options: { timeoutMs?: number; what?: string; intervalMs?: number } = {},
+): Promise<Exclude<T, undefined | false>> {
   const deadline = Date.now() + (options.timeoutMs ?? 5000);
   let last: unknown;
   for (;;) {

@@ -1,9 +1,9 @@
 import { bundledRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
 import { loadSettings, type Settings } from "../../src/config/settings.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import type { Publisher } from "../../src/outbox/publisher.ts";
 import { createRuntime } from "../../src/runtime.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
 
 export interface TestRuntimeOptions {
   env?: Record<string, string>;
@@ -18,12 +18,16 @@ export interface TestRuntimeOptions {
 
 /** Compiling the bundled schemas once per file keeps each test's start cheap. */
 let bundled: ProtocolRegistry | undefined;
+function bundledOnce(): ProtocolRegistry {
+  bundled ??= bundledRegistry();
+  return bundled;
+}
 
 export async function startTestRuntime(options: TestRuntimeOptions = {}) {
   const settings: Settings = loadSettings({ LUCIUS_PORT: "0", ...options.env });
   const runtime = await createRuntime({
     settings,
-    protocols: options.protocols ?? (bundled ??= bundledRegistry()),
+    protocols: options.protocols ?? bundledOnce(),
     logger: silentLogger,
     ...(options.publisherFromSettings ? {} : { publisher: options.publisher ?? null }),
     ...(options.store ? { store: options.store } : {}),

@@ -1,6 +1,6 @@
 /** Test helpers on the real @azure/service-bus client, against the dev broker. */
 import { ServiceBusClient, type ServiceBusReceivedMessage } from "@azure/service-bus";
-import { startDevBroker, type DevBrokerOptions } from "./dev-broker.ts";
+import { type DevBrokerOptions, startDevBroker } from "./dev-broker.ts";
 
 /** The topics of the bundled protocols, each with a `workers` subscription. */
 export const BUNDLED_TOPICS = { "ocr-requests": ["workers"], "vector-ingestion": ["workers"], "semantic-intelligence": ["workers"] };
@@ -18,7 +18,9 @@ export async function startBroker(options: DevBrokerOptions = {}) {
       const deadline = Date.now() + (options.timeoutMs ?? 5000);
       try {
         while (received.length < count && Date.now() < deadline) {
-          const batch = await receiver.receiveMessages(Math.min(100, count - received.length), { maxWaitTimeInMs: Math.max(50, Math.min(500, deadline - Date.now())) });
+          const batch = await receiver.receiveMessages(Math.min(100, count - received.length), {
+            maxWaitTimeInMs: Math.max(50, Math.min(500, deadline - Date.now())),
+          });
           for (const message of batch) {
             await receiver.completeMessage(message);
             received.push(message);

@@ -24,8 +24,7 @@ export async function startService(env: Record<string, string> = {}, timeoutMs =
     let buffered = "";
     for await (const chunk of proc.stdout) {
       buffered += new TextDecoder().decode(chunk);
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
+      for (let newline = buffered.indexOf("\n"); newline >= 0; newline = buffered.indexOf("\n")) {
         const line = buffered.slice(0, newline);
         buffered = buffered.slice(newline + 1);
         try {

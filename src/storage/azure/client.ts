@@ -3,8 +3,8 @@
  */
 import { TableClient, type TableEntityResult } from "@azure/data-tables";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../domain/errors.ts";
-import { StorageLimitError } from "./limits.ts";
 import { StorageRejectedError } from "../errors.ts";
+import { StorageLimitError } from "./limits.ts";
 
 export interface AzureTableOptions {
   /** An Azure Storage connection string (Azurite's works too). */
@@ -47,12 +47,16 @@ export function createTableClient(tableName: string, options: AzureTableOptions)
  * multi-byte character split across two chunks is stored corrupted; Azure is unaffected either way.
  * Batch bodies (multipart, with lengths inside) are read whole by Azurite and left alone.
  */
+const NON_ASCII = /[\u0080-\uffff]/;
+// Code unit by code unit (no u flag): a surrogate pair becomes two escapes, as JSON wants.
+const NON_ASCII_ALL = /[\u0080-\uffff]/g;
+
 const asciiJsonBodies: PipelinePolicy = {
   name: "luciusAsciiJsonBodies",
   sendRequest(request, next) {
     const json = request.headers.get("content-type")?.startsWith("application/json") ?? false;
-    if (json && typeof request.body === "string" && /[^\x00-\x7f]/.test(request.body)) {
-      request.body = request.body.replace(/[^\x00-\x7f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
+    if (json && typeof request.body === "string" && NON_ASCII.test(request.body)) {
+      request.body = request.body.replace(NON_ASCII_ALL, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`);
       // Serialization already counted the original body.
       if (request.headers.has("content-length")) request.headers.set("content-length", String(request.body.length));
     }
@@ -116,9 +120,15 @@ export async function guarded<T>(what: string, work: () => Promise<T>): Promise<
 }
 
 /** Every entity a query matches, page after page (Azure may return short or empty pages with a continuation). */
-export async function queryAll<T extends object>(client: TableClient, filter: string, options: { select?: string[]; limit?: number } = {}): Promise<TableEntityResult<T>[]> {
+export async function queryAll<T extends object>(
+  client: TableClient,
+  filter: string,
+  options: { select?: string[]; limit?: number } = {},
+): Promise<TableEntityResult<T>[]> {
   const results: TableEntityResult<T>[] = [];
-  const pages = client.listEntities<T>({ queryOptions: { filter, ...(options.select ? { select: options.select } : {}) } }).byPage({ maxPageSize: Math.min(1000, options.limit ?? 1000) });
+  const pages = client
+    .listEntities<T>({ queryOptions: { filter, ...(options.select ? { select: options.select } : {}) } })
+    .byPage({ maxPageSize: Math.min(1000, options.limit ?? 1000) });
   for await (const page of pages) {
     results.push(...page);
     if (options.limit !== undefined && results.length >= options.limit) return results.slice(0, options.limit);

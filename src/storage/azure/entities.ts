@@ -4,7 +4,7 @@
  */
 import type { TableEntityResult } from "@azure/data-tables";
 import type { IdempotencyRecord, Job, JobStatus, JobSummary, OutboxEntry, OutboxStatus, Step, StepStatus } from "../../domain/model.ts";
-import { chunkString, joinChunks, type Entity } from "./limits.ts";
+import { chunkString, type Entity, joinChunks } from "./limits.ts";
 
 type Keys = { partitionKey: string; rowKey: string };
 type Stored = TableEntityResult<Record<string, unknown>>;
@@ -165,7 +165,13 @@ export function idempotencyKeys(tenantId: string, key: string): Keys {
 }
 
 export function idempotencyToEntity(record: IdempotencyRecord): Entity {
-  return { ...idempotencyKeys(record.tenantId, record.key), key: record.key, fingerprint: record.fingerprint, jobId: record.jobId, createdAt: record.createdAt };
+  return {
+    ...idempotencyKeys(record.tenantId, record.key),
+    key: record.key,
+    fingerprint: record.fingerprint,
+    jobId: record.jobId,
+    createdAt: record.createdAt,
+  };
 }
 
 export function entityToIdempotency(entity: Stored): IdempotencyRecord {

@@ -4,7 +4,7 @@
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import type { Job, JobSummary, Page } from "../../domain/model.ts";
-import { readCursor, encodeCursor } from "../cursor.ts";
+import { encodeCursor, readCursor } from "../cursor.ts";
 import type { PageRequest } from "../job-store.ts";
 import { guarded, queryAll } from "./client.ts";
 import { entityToSummary, keysOf, summaryToEntity } from "./entities.ts";

@@ -37,7 +37,8 @@ export function entitySizeBytes(entity: Entity): number {
 
 export function checkEntity(entity: Entity): void {
   const properties = Object.keys(entity).filter((k) => k !== "partitionKey" && k !== "rowKey");
-  if (properties.length > MAX_PROPERTIES) throw new StorageLimitError(`entity ${entity.rowKey} has ${properties.length} properties; the limit is ${MAX_PROPERTIES}`);
+  if (properties.length > MAX_PROPERTIES)
+    throw new StorageLimitError(`entity ${entity.rowKey} has ${properties.length} properties; the limit is ${MAX_PROPERTIES}`);
   for (const name of properties) {
     const value = entity[name];
     if (typeof value === "string" && value.length > MAX_STRING_CHARS) {

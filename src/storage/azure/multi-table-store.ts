@@ -17,15 +17,15 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
-import { createTableClient, guarded, insertIfAbsent, queryAll, lostConditionalWrite, type AzureTableOptions } from "./client.ts";
-import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
+import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
+import { type AzureTableOptions, createTableClient, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
 import { createDueIndex, findDueWork } from "./due-index.ts";
+import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
 import { createIdempotencyClaims } from "./idempotency-claims.ts";
 import { createJobIndex } from "./job-index.ts";
-import { listOutbox, outboxStats } from "./outbox-views.ts";
-import { readRow, type RowLayout } from "./rows.ts";
 import { checkEntity, type Entity } from "./limits.ts";
-import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
+import { listOutbox, outboxStats } from "./outbox-views.ts";
+import { type RowLayout, readRow } from "./rows.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
@@ -99,7 +99,10 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       const outboxEntities = aggregate.outbox.map((entry) => outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }));
       await guarded("store job", async () => [jobEntity, ...stepEntities, ...outboxEntities].forEach(checkEntity));
 
-      const [claimed] = await Promise.all([claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }), due.markDue(aggregate.outbox, job.createdAt)]);
+      const [claimed] = await Promise.all([
+        claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }),
+        due.markDue(aggregate.outbox, job.createdAt),
+      ]);
       if (!claimed.claimed) {
         void Promise.allSettled(aggregate.outbox.map((entry) => due.deleteMarker(entry.outboxId)));
         return { outcome: "key-taken", existing: claimed.existing };
@@ -142,10 +145,16 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
           result.job = { ...changes.job, etag };
         }
         result.steps = await Promise.all(
-          (changes.steps ?? []).map(async (step) => ({ ...step, etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`) })),
+          (changes.steps ?? []).map(async (step) => ({
+            ...step,
+            etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`),
+          })),
         );
         result.outbox = await Promise.all(
-          entries.map(async (entry) => ({ ...entry, etag: await replace(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag, `outbox entry ${entry.outboxId}`) })),
+          entries.map(async (entry) => ({
+            ...entry,
+            etag: await replace(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag, `outbox entry ${entry.outboxId}`),
+          })),
         );
         return result;
       });

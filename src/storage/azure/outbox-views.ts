@@ -5,8 +5,8 @@
  * sent entries keep no index.
  */
 import type { TableEntityResult } from "@azure/data-tables";
-import type { OutboxEntry, OutboxStatus, Page } from "../../domain/model.ts";
 import { InvalidCursorError } from "../../domain/errors.ts";
+import type { OutboxEntry, OutboxStatus, Page } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import type { OutboxStats, PageRequest } from "../job-store.ts";
 import { guarded } from "./client.ts";
@@ -14,13 +14,21 @@ import type { DueIndex, DueMarker, MarkerPosition } from "./due-index.ts";
 import { entityToOutbox } from "./entities.ts";
 import { READ_CONCURRENCY, type RowLayout, readPointedRows } from "./rows.ts";
 
-export async function listOutbox(due: DueIndex, layout: RowLayout & { sentFilter: string }, status: OutboxStatus, page: PageRequest): Promise<Page<OutboxEntry>> {
+export async function listOutbox(
+  due: DueIndex,
+  layout: RowLayout & { sentFilter: string },
+  status: OutboxStatus,
+  page: PageRequest,
+): Promise<Page<OutboxEntry>> {
   const cursor = page.cursor === null ? null : readCursor(page.cursor);
   if (status === "sent") {
     const pages = layout.clients.outbox
       .listEntities<Record<string, unknown>>({ queryOptions: { filter: layout.sentFilter } })
       .byPage({ maxPageSize: page.limit, ...(cursor ? { continuationToken: cursor } : {}) });
-    const first = await guarded("list sent entries", async () => (await pages.next()).value as (TableEntityResult<Record<string, unknown>>[] & { continuationToken?: string }) | undefined);
+    const first = await guarded(
+      "list sent entries",
+      async () => (await pages.next()).value as (TableEntityResult<Record<string, unknown>>[] & { continuationToken?: string }) | undefined,
+    );
     const items = (first ?? []).map(entityToOutbox);
     return { items, nextCursor: first?.continuationToken ? encodeCursor(first.continuationToken) : null };
   }
@@ -32,7 +40,10 @@ export async function listOutbox(due: DueIndex, layout: RowLayout & { sentFilter
     await Promise.allSettled(markers.filter((_, i) => rows[i]!.entry?.status !== "failed").map((marker) => due.deleteFailedMarker(marker.outboxId)));
   }
   const last = markers.at(-1);
-  return { items, nextCursor: markers.length === page.limit && last ? encodeCursor(JSON.stringify({ partitionKey: last.partitionKey, rowKey: last.outboxId })) : null };
+  return {
+    items,
+    nextCursor: markers.length === page.limit && last ? encodeCursor(JSON.stringify({ partitionKey: last.partitionKey, rowKey: last.outboxId })) : null,
+  };
 }
 
 /** A cursor we issued decodes to a position; anything else is not ours. */

@@ -44,7 +44,12 @@ export function readPointedRows(layout: RowLayout, pointer: EntryPointer): Promi
 }
 
 /** A point read that answers null for a missing row. */
-export async function readRow<T>(client: TableClient, partitionKey: string, rowKey: string, decode: (row: TableEntityResult<Record<string, unknown>>) => T): Promise<T | null> {
+export async function readRow<T>(
+  client: TableClient,
+  partitionKey: string,
+  rowKey: string,
+  decode: (row: TableEntityResult<Record<string, unknown>>) => T,
+): Promise<T | null> {
   try {
     return decode(await client.getEntity<Record<string, unknown>>(partitionKey, rowKey));
   } catch (error) {

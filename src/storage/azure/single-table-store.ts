@@ -13,15 +13,15 @@
 import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
-import { alreadyExists, createTableClient, guarded, lostConditionalWrite, queryAll, toDomainError, type AzureTableOptions } from "./client.ts";
-import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
+import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
+import { type AzureTableOptions, alreadyExists, createTableClient, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
 import { createDueIndex, findDueWork } from "./due-index.ts";
+import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
 import { createIdempotencyClaims } from "./idempotency-claims.ts";
 import { createJobIndex } from "./job-index.ts";
+import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import type { RowLayout } from "./rows.ts";
-import { checkTransaction, type Entity } from "./limits.ts";
-import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
@@ -51,7 +51,10 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     if (!jobRow) return null;
     return {
       job: entityToJob(jobRow),
-      steps: rows.filter((r) => r.kind === KIND.step).map(entityToStep).sort((a, b) => a.index - b.index),
+      steps: rows
+        .filter((r) => r.kind === KIND.step)
+        .map(entityToStep)
+        .sort((a, b) => a.index - b.index),
       outbox: rows.filter((r) => r.kind === KIND.outbox).map(entityToOutbox),
     };
   }
@@ -85,7 +88,10 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       await guarded("store job", async () => checkTransaction(entities));
 
       // Round trip 1: claim the key while the due markers go in (before their entries).
-      const [claimed] = await Promise.all([claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }), due.markDue(aggregate.outbox, job.createdAt)]);
+      const [claimed] = await Promise.all([
+        claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }),
+        due.markDue(aggregate.outbox, job.createdAt),
+      ]);
       if (!claimed.claimed) {
         // The markers point at a job that will never be stored; remove them off the answer's path.
         void Promise.allSettled(aggregate.outbox.map((entry) => due.deleteMarker(entry.outboxId)));

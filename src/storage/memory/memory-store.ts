@@ -4,9 +4,9 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
-import { encodeCursor, readCursor } from "../cursor.ts";
 import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../../domain/model.ts";
-import { type CreateJobResult, type JobChanges, type JobStore, type PageRequest, type SavedChanges } from "../job-store.ts";
+import { encodeCursor, readCursor } from "../cursor.ts";
+import type { CreateJobResult, JobChanges, JobStore, PageRequest, SavedChanges } from "../job-store.ts";
 
 export function createMemoryStore(): JobStore {
   let version = 0;
@@ -39,7 +39,10 @@ export function createMemoryStore(): JobStore {
   function track(jobId: string, entries: readonly { outboxId: string; status: string }[]): void {
     for (const entry of entries) {
       allEntries.set(entry.outboxId, jobId);
-      for (const [status, index] of [["pending", pending], ["failed", failed]] as const) {
+      for (const [status, index] of [
+        ["pending", pending],
+        ["failed", failed],
+      ] as const) {
         if (entry.status === status) index.set(entry.outboxId, jobId);
         else index.delete(entry.outboxId);
       }
@@ -92,10 +95,13 @@ export function createMemoryStore(): JobStore {
         end = ids.findLastIndex((id) => id < after) + 1;
       }
       const start = Math.max(0, end - page.limit);
-      const items = ids.slice(start, end).reverse().map((id) => {
-        const { job } = jobs.get(id)!;
-        return { jobId: job.jobId, tenantId: job.tenantId, requestType: job.requestType, correlationId: job.correlationId, createdAt: job.createdAt };
-      });
+      const items = ids
+        .slice(start, end)
+        .reverse()
+        .map((id) => {
+          const { job } = jobs.get(id)!;
+          return { jobId: job.jobId, tenantId: job.tenantId, requestType: job.requestType, correlationId: job.correlationId, createdAt: job.createdAt };
+        });
       const last = items.at(-1);
       return { items, nextCursor: start > 0 && last ? encodeCursor(last.jobId) : null };
     },

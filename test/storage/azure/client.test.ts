@@ -4,7 +4,8 @@ import { createTableClient, queryAll, StorageRejectedError, toDomainError } from
 import { StorageLimitError } from "../../../src/storage/azure/limits.ts";
 import { azurite, freshTables } from "../../support/azurite.ts";
 
-const restError = (statusCode: number | undefined, code?: string) => Object.assign(new Error('{"odata.error":{"message":"raw Azure text"}}'), { name: "RestError", statusCode, code });
+const restError = (statusCode: number | undefined, code?: string) =>
+  Object.assign(new Error('{"odata.error":{"message":"raw Azure text"}}'), { name: "RestError", statusCode, code });
 
 describe("toDomainError", () => {
   test.each([409, 412])("%i is a conflict", (status) => {
@@ -31,11 +32,23 @@ describe("queryAll", () => {
     let requests = 0;
     const client = createTableClient(freshTables().jobs, {
       connection,
-      configureClient: (c) => c.pipeline.addPolicy({ name: "count", sendRequest: (request, next) => (requests++, next(request)) }),
+      configureClient: (c) =>
+        c.pipeline.addPolicy({
+          name: "count",
+          sendRequest: (request, next) => {
+            requests++;
+            return next(request);
+          },
+        }),
     });
     await client.createTable();
     for (let batch = 0; batch < 25; batch++) {
-      await client.submitTransaction(Array.from({ length: 100 }, (_, i) => ["create", { partitionKey: `p${batch}`, rowKey: `r${i}` }] as ["create", { partitionKey: string; rowKey: string }]));
+      await client.submitTransaction(
+        Array.from(
+          { length: 100 },
+          (_, i) => ["create", { partitionKey: `p${batch}`, rowKey: `r${i}` }] as ["create", { partitionKey: string; rowKey: string }],
+        ),
+      );
     }
     requests = 0;
     const rows = await queryAll(client, "PartitionKey ge 'p'");

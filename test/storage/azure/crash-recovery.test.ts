@@ -4,17 +4,22 @@
  * published outbox entry per runnable step, nothing lost, nothing duplicated.
  */
 import { describe, expect, test } from "bun:test";
-import type { JobStore } from "../../../src/storage/job-store.ts";
-import { createSingleTableStore } from "../../../src/storage/azure/single-table-store.ts";
-import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
 import type { AzureTableOptions } from "../../../src/storage/azure/client.ts";
+import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
+import { createSingleTableStore } from "../../../src/storage/azure/single-table-store.ts";
+import type { JobStore } from "../../../src/storage/job-store.ts";
 import { azurite, freshTables } from "../../support/azurite.ts";
 import { createRecordingPublisher } from "../../support/recording-publisher.ts";
 import { ingestCommand, startTestRuntime } from "../../support/runtime.ts";
 
 type Backend = "table" | "ledger";
 
-function makeStore(backend: Backend, connection: string, tables: ReturnType<typeof freshTables>, configureClient?: AzureTableOptions["configureClient"]): JobStore {
+function makeStore(
+  backend: Backend,
+  connection: string,
+  tables: ReturnType<typeof freshTables>,
+  configureClient?: AzureTableOptions["configureClient"],
+): JobStore {
   const options = { connection, tables, maxRetries: 0, ...(configureClient ? { configureClient } : {}) };
   return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
 }

@@ -1,5 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import { checkEntity, checkTransaction, chunkString, entitySizeBytes, joinChunks, MAX_STRING_CHARS, StorageLimitError } from "../../../src/storage/azure/limits.ts";
+import {
+  checkEntity,
+  checkTransaction,
+  chunkString,
+  entitySizeBytes,
+  joinChunks,
+  MAX_STRING_CHARS,
+  StorageLimitError,
+} from "../../../src/storage/azure/limits.ts";
 
 const keys = { partitionKey: "p", rowKey: "r" };
 
@@ -15,7 +23,7 @@ describe("chunkString / joinChunks", () => {
     expect(joinChunks(parts, "payload")).toBe(value);
   });
   test("never splits a surrogate pair between parts", () => {
-    const value = "x".repeat(MAX_STRING_CHARS - 1) + "😀" + "y";
+    const value = `${"x".repeat(MAX_STRING_CHARS - 1)}😀y`;
     const parts = chunkString("v", value);
     expect(parts.v).toBe("x".repeat(MAX_STRING_CHARS - 1));
     expect(joinChunks(parts, "v")).toBe(value);

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { createSingleTableStore, JOB_ROW, outboxRow, stepRow } from "../../../src/storage/azure/single-table-store.ts";
 import { createTableClient } from "../../../src/storage/azure/client.ts";
+import { createSingleTableStore, JOB_ROW, outboxRow, stepRow } from "../../../src/storage/azure/single-table-store.ts";
 import { azurite, freshTables } from "../../support/azurite.ts";
 import { describeStoreContract, sampleJob, storeJob } from "../job-store-contract.ts";
 
