@@ -1,5 +1,5 @@
 /**
- * The protocol registry (DESIGN.md §5): which steps a requestType runs, and the payload checks
+ * The protocol registry (docs/ARCHITECTURE.md, "Adding a protocol"): which steps a requestType runs, and the payload checks
  * compiled once at start. A broken file stops the start with the file and the problem named.
  */
 import { readFileSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * Settings from LUCIUS_* variables (DESIGN.md §9): parsed once, every problem collected and
+ * Settings from LUCIUS_* variables (all listed in README.md): parsed once, every problem collected and
  * reported together so that one failed start names every wrong variable.
  */
 

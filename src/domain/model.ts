@@ -1,5 +1,5 @@
 /**
- * The orchestrator's vocabulary (DESIGN.md §2). Entities are plain data so that every backend
+ * The orchestrator's vocabulary (docs/ARCHITECTURE.md). Entities are plain data so that every backend
  * stores exactly what the transition functions produced.
  */
 

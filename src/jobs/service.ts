@@ -1,4 +1,4 @@
-/** Reading jobs back (DESIGN.md §3): one job with its steps and outbox, or a tenant's listing. */
+/** Reading jobs back (docs/API.md): one job with its steps and outbox, or a tenant's listing. */
 import { NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, JobSummary, JsonObject, Page, StepError } from "../domain/model.ts";
 import type { JobStore } from "../storage/job-store.ts";

@@ -1,7 +1,7 @@
 import type { Job, OutboxEntry, Step } from "../domain/model.ts";
 import type { OutboundMessage } from "./publisher.ts";
 
-/** The Service Bus message for one outbox entry (DESIGN.md §6); its id is the outbox id. */
+/** The Service Bus message for one outbox entry (docs/API.md, "Messages to workers"); its id is the outbox id. */
 export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: string | null = null): OutboundMessage {
   const applicationProperties: Record<string, string> = {
     jobId: job.jobId,

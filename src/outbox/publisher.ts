@@ -1,6 +1,6 @@
 /** The publishing port: the Service Bus adapter implements it, tests use a recording one. */
 
-/** The message of DESIGN.md §6, independent of any SDK. */
+/** A message to workers (docs/API.md, "Messages to workers"), independent of any SDK. */
 export interface OutboundMessage {
   messageId: string;
   body: {
@@ -37,7 +37,7 @@ export interface Publisher {
   close(): Promise<void>;
 }
 
-/** A publish failure with its classification (DESIGN.md §8). Anything else thrown counts as retryable. */
+/** A publish failure, retryable or not: a permanent one fails its entry at once. Anything else thrown counts as retryable. */
 export class PublishError extends Error {
   constructor(
     message: string,

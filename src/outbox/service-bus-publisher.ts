@@ -1,7 +1,7 @@
 /**
  * Publishes outbox messages to Azure Service Bus with the official SDK: one client, one cached
  * sender per topic, batches sized by the link (createMessageBatch / tryAddMessage), errors
- * classified retryable or not (DESIGN.md §8).
+ * classified retryable or not (see PublishError).
  */
 import { isServiceBusError, ServiceBusClient, type ServiceBusMessage, type ServiceBusMessageBatch, type ServiceBusSender } from "@azure/service-bus";
 import type { Logger } from "../logging/logger.ts";

@@ -1,5 +1,5 @@
 /**
- * The retry loop (DESIGN.md §8): every interval, take up to a batch of due entries, lease each
+ * The retry loop (docs/OPERATIONS.md): every interval, take up to a batch of due entries, lease each
  * by an ETag-conditional write, publish the leased ones, store the outcomes. Ticks never
  * overlap: the next is scheduled when the previous ends.
  */

@@ -1,4 +1,4 @@
-/** The command envelope of DESIGN.md §3 as a TypeBox schema: unknown fields are refused. */
+/** The command envelope (docs/API.md) as a TypeBox schema: unknown fields are refused. */
 import { type Static, Type } from "@sinclair/typebox";
 
 export const REQUEST_TYPE_PATTERN = "^[a-z][a-z0-9._-]{0,63}$";

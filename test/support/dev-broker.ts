@@ -2,7 +2,7 @@
  * A small AMQP 1.0 broker on rhea that speaks enough of Azure Service Bus's dialect for the real
  * @azure/service-bus client: CBS put-token, queues, topics with subscriptions, batched sends,
  * peekLock and receiveAndDelete, complete / abandon / dead-letter, lock expiry, duplicate
- * detection by messageId, and fault switches. See ../../../shared/notes/service-bus-amqp.md.
+ * detection by messageId, and fault switches. docs/TESTING.md says what the SDK expects of it.
  *
  * Not a Service Bus: no $management (peek, renew-lock, schedule), no sessions, no filters.
  */

@@ -1,6 +1,7 @@
 /**
  * Azure Table Storage limits, checked before the network call: Azurite lets some of them through
- * (notes/azure-tables.md), Azure does not.
+ * (entity size, property count, the 100-operation limit answers only after the round trip), Azure
+ * does not. docs/STORAGE.md lists them.
  */
 
 export const MAX_STRING_CHARS = 32 * 1024;

@@ -6,9 +6,8 @@
  * Intake costs two sequential round trips: (1) the idempotency claim beside the due markers,
  * (2) the job transaction beside the job index row.
  *
- * Row keys: `JOB`, `STEP_<index, 4 digits>_<stepId>`, `OUTBOX_<outboxId>`. DESIGN.md §7 writes
- * them with `#`, which Azure forbids in keys (and Azurite refuses with 400 InvalidInput);
- * `_` keeps their order and shape.
+ * Row keys: `JOB`, `STEP_<index, 4 digits>_<stepId>`, `OUTBOX_<outboxId>` (docs/STORAGE.md). The
+ * separator is `_` because Azure forbids `#`, `/`, `\` and `?` in keys.
  */
 import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
