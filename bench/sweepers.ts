@@ -11,7 +11,6 @@ import { parseArgs } from "node:util";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { loadSettings } from "../src/config/settings.ts";
 import { silentLogger } from "../src/logging/logger.ts";
-import type { Publisher } from "../src/outbox/publisher.ts";
 import { createServiceBusPublisher } from "../src/outbox/service-bus-publisher.ts";
 import { createRuntime } from "../src/runtime.ts";
 import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts";
@@ -21,6 +20,7 @@ import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
 import { sampleJob, storeJob } from "../test/storage/job-store-contract.ts";
 import { azurite, freshTables } from "../test/support/azurite.ts";
 import { eventually } from "../test/support/eventually.ts";
+import { overlappingPublishes, type TimedPublish, timedPublisher } from "../test/support/recording-publisher.ts";
 import { startBroker } from "../test/support/service-bus.ts";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "1000" }, backend: { type: "string", default: "ledger" } } });
@@ -41,13 +41,6 @@ async function storesFor(): Promise<() => JobStore> {
   return () => (made++ === 0 ? first : make());
 }
 
-interface Publish {
-  sweeper: number;
-  messageId: string;
-  start: number;
-  end: number;
-}
-
 async function drain(sweeperCount: number) {
   const bus = await startBroker();
   const stores = await storesFor();
@@ -55,20 +48,7 @@ async function drain(sweeperCount: number) {
   for (let i = 0; i < entries; i += 50) {
     await Promise.all(Array.from({ length: Math.min(50, entries - i) }, () => storeJob(seed, sampleJob("acme", { retryDelaySeconds: 0 }))));
   }
-  const publishes: Publish[] = [];
-  const recorded = (sweeper: number, inner: Publisher): Publisher => ({
-    async publish(topic, messages, signal) {
-      const start = performance.now();
-      try {
-        return await inner.publish(topic, messages, signal);
-      } finally {
-        const end = performance.now();
-        for (const message of messages) publishes.push({ sweeper, messageId: message.messageId, start, end });
-      }
-    },
-    check: () => inner.check(),
-    close: () => inner.close(),
-  });
+  const publishes: TimedPublish[] = [];
   const runtimes = await Promise.all(
     Array.from({ length: sweeperCount }, (_, n) =>
       createRuntime({
@@ -76,9 +56,10 @@ async function drain(sweeperCount: number) {
         protocols: bundledRegistry(),
         logger: silentLogger,
         store: n === 0 ? seed : stores(),
-        publisher: recorded(
+        publisher: timedPublisher(
           n,
           createServiceBusPublisher({ connectionString: bus.broker.connectionString, readinessTopic: "ocr-requests", logger: silentLogger }),
+          publishes,
         ),
       }),
     ),
@@ -88,12 +69,7 @@ async function drain(sweeperCount: number) {
   await eventually(async () => (await seed.outboxStats(new Date())).pending === 0, { timeoutMs: 300_000, intervalMs: 250, what: "nothing pending" });
   const drainMs = performance.now() - started;
   for (const runtime of runtimes) await runtime.stop();
-  let overlapping = 0;
-  const byMessage = new Map<string, Publish[]>();
-  for (const p of publishes) byMessage.set(p.messageId, [...(byMessage.get(p.messageId) ?? []), p]);
-  for (const attempts of byMessage.values()) {
-    for (const x of attempts) for (const y of attempts) if (x.sweeper < y.sweeper && !(x.end <= y.start || y.end <= x.start)) overlapping++;
-  }
+  const overlapping = overlappingPublishes(publishes);
   const duplicates = bus.broker.duplicates("ocr-requests");
   const delivered = new Set(bus.broker.accepted("ocr-requests").map((m) => m.message_id)).size;
   await bus.stop();

@@ -72,3 +72,39 @@ export function createRecordingPublisher() {
     },
   };
 }
+
+/** One message's publish call by one sweeper (replica), with its start and end times. */
+export interface TimedPublish {
+  sweeper: number;
+  messageId: string;
+  start: number;
+  end: number;
+}
+
+/** Wraps a publisher so that every message it publishes is logged with the call's time span. */
+export function timedPublisher(sweeper: number, inner: Publisher, log: TimedPublish[]): Publisher {
+  return {
+    async publish(topic, messages, signal) {
+      const start = performance.now();
+      try {
+        return await inner.publish(topic, messages, signal);
+      } finally {
+        const end = performance.now();
+        for (const message of messages) log.push({ sweeper, messageId: message.messageId, start, end });
+      }
+    },
+    check: () => inner.check(),
+    close: () => inner.close(),
+  };
+}
+
+/** Pairs of publishes of one message by two sweepers whose calls overlapped in time. */
+export function overlappingPublishes(log: readonly TimedPublish[]): number {
+  const byMessage = new Map<string, TimedPublish[]>();
+  for (const p of log) byMessage.set(p.messageId, [...(byMessage.get(p.messageId) ?? []), p]);
+  let overlapping = 0;
+  for (const attempts of byMessage.values()) {
+    for (const x of attempts) for (const y of attempts) if (x.sweeper < y.sweeper && !(x.end <= y.start || y.end <= x.start)) overlapping++;
+  }
+  return overlapping;
+}

@@ -19,21 +19,19 @@ import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
 import { type AzureTableOptions, createTableClient, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
-import { createDueIndex, findDueWork } from "./due-index.ts";
+import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
-import { createIdempotencyClaims } from "./idempotency-claims.ts";
-import { createJobIndex } from "./job-index.ts";
 import { checkEntity, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
+import { createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
 const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => entry.outboxId;
 
 export interface MultiTableStoreOptions extends AzureTableOptions {
-  /** `due`: the due-entry index (see dueIndexTable in config/settings.ts). */
-  tables: { jobs: string; steps: string; outbox: string; idempotency: string; jobIndex: string; due: string };
+  tables: SideTableNames & { jobs: string; steps: string; outbox: string };
   /** A due marker whose job does not exist is removed once this old. */
   orphanGraceSeconds?: number;
 }
@@ -42,13 +40,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   const jobs = createTableClient(options.tables.jobs, options);
   const steps = createTableClient(options.tables.steps, options);
   const outbox = createTableClient(options.tables.outbox, options);
-  const idempotency = createTableClient(options.tables.idempotency, options);
-  const jobIndex = createTableClient(options.tables.jobIndex, options);
-  const dueTable = createTableClient(options.tables.due, options);
-  const claims = createIdempotencyClaims(idempotency);
-  const index = createJobIndex(jobIndex);
-  const due = createDueIndex(dueTable);
-  const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
+  const { claims, jobIndex: index, due, clients: sideClients } = createSideTables(options.tables, options);
+  const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
 
   /** Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. */
@@ -88,7 +81,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([jobs, steps, outbox, idempotency, jobIndex, dueTable].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([jobs, steps, outbox, ...sideClients].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -162,7 +155,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       return saved;
     },
 
-    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, orphanGraceMs),
+    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, sentFilter: odata`status eq ${"sent"}` }, status, page),
 

@@ -14,13 +14,12 @@ import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
 import { type AzureTableOptions, alreadyExists, createTableClient, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
-import { createDueIndex, findDueWork } from "./due-index.ts";
+import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
-import { createIdempotencyClaims } from "./idempotency-claims.ts";
-import { createJobIndex } from "./job-index.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import type { RowLayout } from "./rows.ts";
+import { createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
@@ -28,21 +27,15 @@ export const stepRow = (step: Pick<Step, "index" | "stepId">) => ["STEP", String
 export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
 
 export interface SingleTableStoreOptions extends AzureTableOptions {
-  /** `due`: the due-entry index (see dueIndexTable in config/settings.ts). */
-  tables: { ledger: string; idempotency: string; jobIndex: string; due: string };
+  tables: SideTableNames & { ledger: string };
   /** A due marker whose job does not exist is removed once this old. */
   orphanGraceSeconds?: number;
 }
 
 export function createSingleTableStore(options: SingleTableStoreOptions): JobStore {
   const ledger = createTableClient(options.tables.ledger, options);
-  const idempotency = createTableClient(options.tables.idempotency, options);
-  const jobIndex = createTableClient(options.tables.jobIndex, options);
-  const dueTable = createTableClient(options.tables.due, options);
-  const claims = createIdempotencyClaims(idempotency);
-  const index = createJobIndex(jobIndex);
-  const due = createDueIndex(dueTable);
-  const orphanGraceMs = (options.orphanGraceSeconds ?? 60) * 1000;
+  const { claims, jobIndex: index, due, clients: sideClients } = createSideTables(options.tables, options);
+  const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
   function decode(rows: Awaited<ReturnType<typeof queryAll<Record<string, unknown>>>>): JobAggregate | null {
@@ -73,7 +66,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([ledger, idempotency, jobIndex, dueTable].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([ledger, ...sideClients].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -159,7 +152,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       };
     },
 
-    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, orphanGraceMs),
+    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, sentFilter: odata`kind eq ${KIND.outbox} and status eq ${"sent"}` }, status, page),
 
