@@ -24,7 +24,7 @@ import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity,
 import { checkEntity, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
+import { claimAndMark, createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
@@ -40,7 +40,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   const jobs = createTableClient(options.tables.jobs, options);
   const steps = createTableClient(options.tables.steps, options);
   const outbox = createTableClient(options.tables.outbox, options);
-  const { claims, jobIndex: index, due, clients: sideClients } = createSideTables(options.tables, options);
+  const side = createSideTables(options.tables, options);
+  const { jobIndex: index, due } = side;
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -81,7 +82,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([jobs, steps, outbox, ...sideClients].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([jobs, steps, outbox, ...side.clients].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -92,14 +93,9 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       const outboxEntities = aggregate.outbox.map((entry) => outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }));
       await guarded("store job", async () => [jobEntity, ...stepEntities, ...outboxEntities].forEach(checkEntity));
 
-      const [claimed] = await Promise.all([
-        claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }),
-        due.markDue(aggregate.outbox, job.createdAt),
-      ]);
-      if (!claimed.claimed) {
-        void Promise.allSettled(aggregate.outbox.map((entry) => due.deleteMarker(entry.outboxId)));
-        return { outcome: "key-taken", existing: claimed.existing };
-      }
+      // Round trip 1: the key claimed while the due markers go in (before their entries).
+      const claimed = await claimAndMark(side, aggregate, claim);
+      if (!claimed.claimed) return { outcome: "key-taken", existing: claimed.existing };
       return guarded("store job", async () => {
         const [stepEtags, outboxEtags] = await Promise.all([
           Promise.all(stepEntities.map((entity) => insertOrKeep(steps, entity))),

@@ -1,8 +1,9 @@
 /** The tables both Azure layouts keep beside a job's rows: idempotency claims, job index, due index. */
 import type { TableClient } from "@azure/data-tables";
+import type { IdempotencyRecord, JobAggregate } from "../../domain/model.ts";
 import { type AzureTableOptions, createTableClient } from "./client.ts";
 import { createDueIndex, type DueIndex } from "./due-index.ts";
-import { createIdempotencyClaims, type IdempotencyClaims } from "./idempotency-claims.ts";
+import { type ClaimOutcome, createIdempotencyClaims, type IdempotencyClaims } from "./idempotency-claims.ts";
 import { createJobIndex, type JobIndex } from "./job-index.ts";
 
 export interface SideTableNames {
@@ -29,4 +30,18 @@ export function createSideTables(names: SideTableNames, options: AzureTableOptio
 /** A due marker whose job does not exist is removed once this old (the job may still be on its way). */
 export function orphanGraceMs(options: { orphanGraceSeconds?: number }): number {
   return (options.orphanGraceSeconds ?? 60) * 1000;
+}
+
+/**
+ * The first step of every Azure intake: claim the idempotency key (when there is one) while the
+ * due markers go in, before their entries. When the key is taken, the markers point at a job that
+ * will never be stored: they are removed off the answer's path.
+ */
+export async function claimAndMark(side: SideTables, aggregate: JobAggregate, claim: IdempotencyRecord | null): Promise<ClaimOutcome> {
+  const [claimed] = await Promise.all([
+    claim ? side.claims.claim(claim) : Promise.resolve<ClaimOutcome>({ claimed: true }),
+    side.due.markDue(aggregate.outbox, aggregate.job.createdAt),
+  ]);
+  if (!claimed.claimed) void Promise.allSettled(aggregate.outbox.map((entry) => side.due.deleteMarker(entry.outboxId)));
+  return claimed;
 }

@@ -19,7 +19,7 @@ import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToE
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import type { RowLayout } from "./rows.ts";
-import { createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
+import { claimAndMark, createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
@@ -34,7 +34,8 @@ export interface SingleTableStoreOptions extends AzureTableOptions {
 
 export function createSingleTableStore(options: SingleTableStoreOptions): JobStore {
   const ledger = createTableClient(options.tables.ledger, options);
-  const { claims, jobIndex: index, due, clients: sideClients } = createSideTables(options.tables, options);
+  const side = createSideTables(options.tables, options);
+  const { jobIndex: index, due } = side;
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -66,7 +67,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
   return {
     async init() {
-      await guarded("create tables", () => Promise.all([ledger, ...sideClients].map((client) => client.createTable())));
+      await guarded("create tables", () => Promise.all([ledger, ...side.clients].map((client) => client.createTable())));
     },
 
     async createJob(aggregate, claim): Promise<CreateJobResult> {
@@ -79,16 +80,9 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       ];
       await guarded("store job", async () => checkTransaction(entities));
 
-      // Round trip 1: claim the key while the due markers go in (before their entries).
-      const [claimed] = await Promise.all([
-        claim ? claims.claim(claim) : Promise.resolve({ claimed: true as const }),
-        due.markDue(aggregate.outbox, job.createdAt),
-      ]);
-      if (!claimed.claimed) {
-        // The markers point at a job that will never be stored; remove them off the answer's path.
-        void Promise.allSettled(aggregate.outbox.map((entry) => due.deleteMarker(entry.outboxId)));
-        return { outcome: "key-taken", existing: claimed.existing };
-      }
+      // Round trip 1: the key claimed while the due markers go in (before their entries).
+      const claimed = await claimAndMark(side, aggregate, claim);
+      if (!claimed.claimed) return { outcome: "key-taken", existing: claimed.existing };
 
       // Round trip 2: the job in one transaction, beside its index row.
       const [transaction, indexRow] = await Promise.allSettled([
