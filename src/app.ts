@@ -2,20 +2,24 @@
  * createApp composes the route modules around one error mapper. It receives ready services and
  * knows no concrete adapter.
  */
+
+import type { ValueError } from "@sinclair/typebox/errors";
 import { Elysia, ValidationError } from "elysia";
 import { adminRoutes } from "./admin/routes.ts";
 import type { AdminService } from "./admin/service.ts";
 import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
-import { DomainError, type FieldViolation } from "./domain/errors.ts";
+import { DomainError, MalformedRequestError, ValidationFailedError } from "./domain/errors.ts";
 import { type HealthOptions, healthRoutes } from "./health/routes.ts";
 import { openapiPlugin } from "./http/openapi.ts";
-import { domainProblem, problemOf, statusOfError } from "./http/problem.ts";
+import { domainProblem, HttpProblem, httpProblem, problemOf, statusOfError } from "./http/problem.ts";
+import { pathOf } from "./http/request-guard.ts";
 import { jobRoutes } from "./jobs/routes.ts";
 import type { JobService } from "./jobs/service.ts";
 import type { StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
 import type { Metrics } from "./metrics/metrics.ts";
+import { violationsOf } from "./validation/violations.ts";
 
 export interface AppOptions {
   commands: CommandService;
@@ -34,14 +38,15 @@ export function createApp(options: AppOptions) {
   const { logger } = options;
   return new Elysia({ normalize: false })
     .onError({ as: "global" }, ({ code, error, request }) => {
-      const instance = new URL(request.url).pathname;
-      // Elysia wraps what a body parser throws in its ParseError; ours are domain errors.
-      const domain = error instanceof DomainError ? error : error instanceof Error && error.cause instanceof DomainError ? error.cause : null;
+      const instance = pathOf(request.url) || "/";
+      // Elysia wraps what a parse hook throws in its ParseError: ours is the cause.
+      const ours = [error, error instanceof Error ? error.cause : undefined].find((e) => e instanceof DomainError || e instanceof HttpProblem);
+      if (ours instanceof HttpProblem) return httpProblem(ours, instance);
+      const domain = ours instanceof DomainError ? ours : error instanceof ValidationError ? inputError(error) : null;
       if (domain) {
         if (statusOfError(domain) >= 500) logger.warn({ err: domain, path: instance }, domain.message);
         return domainProblem(domain, instance);
       }
-      if (error instanceof ValidationError) return validationProblem(error, instance);
       switch (code) {
         case "PARSE":
           return problemOf("malformed-json", 400, "Malformed JSON body", "the request body is not valid JSON", instance);
@@ -59,23 +64,19 @@ export function createApp(options: AppOptions) {
     })
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
-    .use(jobRoutes(options.jobs, options.stepEvents))
-    .use(options.admin ? adminRoutes(options.admin.service, { apiKey: options.admin.apiKey, logger }) : new Elysia());
+    .use(jobRoutes(options.jobs, options.stepEvents, { maxBodyBytes: options.maxBodyBytes }))
+    .use(options.admin ? adminRoutes(options.admin.service, { apiKey: options.admin.apiKey, logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia());
 }
 
 export type App = ReturnType<typeof createApp>;
 
-/** Body violations are 422 (the request was understood); query and path violations are 400. */
-function validationProblem(error: ValidationError, instance: string): Response {
-  const where = error.type === "body" ? "" : `/${error.type}`;
-  // TypeBox reports a missing property twice (missing, then wrong type): keep the first per path.
-  const byPath = new Map<string, FieldViolation>();
-  for (const e of error.all) {
-    const path = where + ("path" in e && typeof e.path === "string" ? e.path : "");
-    const message = "summary" in e && typeof e.summary === "string" && e.summary ? e.summary : e.message;
-    if (!byPath.has(path)) byPath.set(path, { path, message });
-  }
-  const errors = [...byPath.values()];
-  const [status, title] = error.type === "body" ? [422, "Request does not match its schema"] : [400, "Invalid request parameters"];
-  return problemOf("validation-failed", status, title, `${errors.length} violation(s) in the request ${error.type}`, instance, errors);
+/**
+ * What Elysia's own validation refused: a body is understood but wrong (422); a query, path or
+ * header value is a malformed request (400). Bodies are normally checked by their parse hook
+ * first (see http/json-body.ts), since Elysia's error would print the whole body.
+ */
+function inputError(error: ValidationError): DomainError {
+  const errors = violationsOf(error.all as unknown as ValueError[], error.type === "body" ? "" : `/${error.type}`);
+  const detail = `${errors.length} violation(s) in the request ${error.type}`;
+  return error.type === "body" ? new ValidationFailedError(detail, { errors }) : new MalformedRequestError(detail, { errors });
 }

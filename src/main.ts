@@ -112,7 +112,8 @@ async function serve(): Promise<void> {
   try {
     runtime = await createRuntime({ settings, protocols, logger: logs.logger });
   } catch (error) {
-    if (error instanceof StorageUnavailableError || error instanceof StorageRejectedError) return refuseToStart(error.message, logs);
+    if (error instanceof StorageUnavailableError || error instanceof StorageRejectedError || error instanceof SettingsError)
+      return refuseToStart(error.message, logs);
     throw error;
   }
   const server = listen(settings, runtime);

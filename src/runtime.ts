@@ -6,10 +6,11 @@ import { createAdminService } from "./admin/service.ts";
 import { type App, createApp } from "./app.ts";
 import { createCommandService } from "./commands/service.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
-import type { Settings } from "./config/settings.ts";
+import { type Settings, SettingsError } from "./config/settings.ts";
 import type { EventReceiver } from "./events/service-bus-receiver.ts";
 import type { ReadinessCheck } from "./health/routes.ts";
 import { observe } from "./http/observe.ts";
+import { guardRequests } from "./http/request-guard.ts";
 import { createJobService } from "./jobs/service.ts";
 import { createStepEventService, type StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
@@ -67,7 +68,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     commands: createCommandService(services),
     jobs: createJobService({ store }),
     stepEvents,
-    health: { checks: readinessChecks(settings, store, publisher, metrics), isAccepting: () => accepting },
+    health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
     ...(settings.admin.enabled && settings.admin.apiKey
       ? { admin: { service: createAdminService({ store, dispatcher, leaseSeconds, ...withClock }), apiKey: settings.admin.apiKey } }
       : {}),
@@ -78,7 +79,13 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   });
   return {
     app,
-    fetch: observe((request) => app.handle(request), { logger, metrics }),
+    fetch: observe(
+      guardRequests(
+        (request) => app.handle(request),
+        () => app.routes,
+      ),
+      { logger, metrics },
+    ),
     metrics,
     store,
     dispatcher,
@@ -104,11 +111,12 @@ async function selectPublisher(options: RuntimeOptions): Promise<Publisher | nul
   const { settings, protocols, logger } = options;
   if (settings.serviceBusConnection === null) return null;
   const { createServiceBusPublisher } = await import("./outbox/service-bus-publisher.ts");
-  return createServiceBusPublisher({
-    connectionString: settings.serviceBusConnection,
-    readinessTopic: protocols.list()[0]?.steps[0]?.topic ?? null,
-    logger,
-  });
+  try {
+    return createServiceBusPublisher({ connectionString: settings.serviceBusConnection, readinessTopic: protocols.list()[0]?.steps[0]?.topic ?? null, logger });
+  } catch (error) {
+    // A connection string the settings loader let through but the SDK refuses.
+    throw new SettingsError([`LUCIUS_SERVICEBUS_CONNECTION: the Service Bus SDK refused it (${(error as Error).message})`]);
+  }
 }
 
 interface OutboxWorkerOptions {
@@ -152,9 +160,10 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
   return { dispatcher, sweeper };
 }
 
-/** Storage always; the broker when publishing; the backlog's age when the retry loop runs. */
-function readinessChecks(settings: Settings, store: JobStore, publisher: Publisher | null, metrics: Metrics): ReadinessCheck[] {
+/** Storage always; the events entity when receiving; the broker when publishing; the backlog's age when the retry loop runs. */
+function readinessChecks(settings: Settings, store: JobStore, publisher: Publisher | null, metrics: Metrics, receiver: EventReceiver | null): ReadinessCheck[] {
   const checks: ReadinessCheck[] = [{ name: "storage", check: () => store.ping() }];
+  if (receiver) checks.push({ name: "events", check: () => receiver.check() });
   if (!publisher) return checks;
   checks.push({ name: "publisher", check: () => publisher.check() });
   const maxAge = settings.outbox.retryEnabled ? settings.readyMaxPendingAgeSeconds : 0;

@@ -1,8 +1,10 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Elysia, t } from "elysia";
 import { UnauthorizedError } from "../domain/errors.ts";
+import { jsonBody, noBody } from "../http/json-body.ts";
 import { adminSecurity, pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
+import { pathOf } from "../http/request-guard.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { AdminService } from "./service.ts";
 
@@ -20,92 +22,103 @@ function sameKey(presented: string, expected: string): boolean {
   return timingSafeEqual(digest(presented), digest(expected));
 }
 
-export function adminRoutes(service: AdminService, options: { apiKey: string; logger: Logger }) {
+const ADMIN_PREFIX = "/v1/admin/";
+
+const RetryAllBody = t.Object(
+  { limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })), includeFailed: t.Optional(t.Boolean()) },
+  { additionalProperties: false },
+);
+
+export function adminRoutes(service: AdminService, options: { apiKey: string; logger: Logger; maxBodyBytes: number }) {
   const { logger } = options;
-  return new Elysia({ name: "admin", normalize: false }).group("/v1/admin/outbox", (group) =>
-    group
-      .onBeforeHandle(({ request }) => {
-        const key = presentedKey(request.headers);
-        if (key === null || !sameKey(key, options.apiKey)) {
-          logger.warn({ path: new URL(request.url).pathname, keyPresented: key !== null }, "admin: refused a request without a valid key");
-          throw new UnauthorizedError("send the admin API key in X-API-Key or Authorization: Bearer");
-        }
-      })
-      .get(
-        "",
-        async ({ query }) => {
-          const page = await service.list(query.status ?? "pending", pageSize(query.limit), query.cursor ?? null);
-          logger.info({ action: "list", status: query.status ?? "pending", count: page.items.length }, "admin: listed outbox entries");
-          return page;
-        },
-        {
-          detail: {
-            tags: ["admin"],
-            summary: "Outbox entries by status",
-            security: adminSecurity,
-            responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 401, 503) },
+  return new Elysia({ name: "admin", normalize: false })
+    .onRequest(({ request }) => {
+      // Before parsing and validation: a caller without the key learns nothing, not even the schema.
+      const path = pathOf(request.url);
+      if (!path.startsWith(ADMIN_PREFIX)) return;
+      const key = presentedKey(request.headers);
+      if (key === null || !sameKey(key, options.apiKey)) {
+        logger.warn({ path, keyPresented: key !== null }, "admin: refused a request without a valid key");
+        throw new UnauthorizedError("send the admin API key in X-API-Key or Authorization: Bearer");
+      }
+    })
+    .group("/v1/admin/outbox", (group) =>
+      group
+        .get(
+          "",
+          async ({ query }) => {
+            const page = await service.list(query.status ?? "pending", pageSize(query.limit), query.cursor ?? null);
+            logger.info({ action: "list", status: query.status ?? "pending", count: page.items.length }, "admin: listed outbox entries");
+            return page;
           },
-          query: t.Object(
-            {
-              status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent")])),
-              limit: t.Optional(t.String()),
-              cursor: t.Optional(t.String({ minLength: 1, maxLength: 4096 })),
+          {
+            detail: {
+              tags: ["admin"],
+              summary: "Outbox entries by status",
+              security: adminSecurity,
+              responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 401, 503) },
             },
-            { additionalProperties: false },
-          ),
-        },
-      )
-      .get(
-        "/stats",
-        async () => {
-          const stats = await service.stats();
-          logger.info({ action: "stats", ...stats }, "admin: read outbox stats");
-          return stats;
-        },
-        {
-          detail: {
-            tags: ["admin"],
-            summary: "Pending and failed counts, oldest pending age",
-            security: adminSecurity,
-            responses: { 200: { description: "{ pending, failed, oldestPendingAgeSeconds }" }, ...pick(problems, 401, 503) },
+            query: t.Object(
+              {
+                status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent")])),
+                limit: t.Optional(t.String()),
+                cursor: t.Optional(t.String({ minLength: 1, maxLength: 4096 })),
+              },
+              { additionalProperties: false },
+            ),
           },
-        },
-      )
-      .post(
-        "/retry",
-        async ({ body }) => {
-          const summary = await service.retryAll(body?.limit ?? 100, body?.includeFailed ?? false);
-          logger.info({ action: "retry-all", includeFailed: body?.includeFailed ?? false, ...summary }, "admin: retried outbox entries");
-          return summary;
-        },
-        {
-          detail: {
-            tags: ["admin"],
-            summary: "Publish pending (and failed) entries now",
-            security: adminSecurity,
-            responses: { 200: { description: "{ attempted, sent, failed }" }, ...pick(problems, 401, 422, 503) },
+        )
+        .get(
+          "/stats",
+          async () => {
+            const stats = await service.stats();
+            logger.info({ action: "stats", ...stats }, "admin: read outbox stats");
+            return stats;
           },
-          body: t.Optional(
-            t.Object({ limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })), includeFailed: t.Optional(t.Boolean()) }, { additionalProperties: false }),
-          ),
-        },
-      )
-      .post(
-        "/:outboxId/retry",
-        async ({ params }) => {
-          const result = await service.retryOne(params.outboxId);
-          logger.info({ action: "retry-one", ...result }, "admin: retried an outbox entry");
-          return result;
-        },
-        {
-          params: t.Object({ outboxId: t.String({ minLength: 1, maxLength: 200 }) }),
-          detail: {
-            tags: ["admin"],
-            summary: "Publish one entry now (a failed one starts over)",
-            security: adminSecurity,
-            responses: { 200: { description: "{ outboxId, status }" }, ...pick(problems, 401, 404, 409, 503) },
+          {
+            detail: {
+              tags: ["admin"],
+              summary: "Pending and failed counts, oldest pending age",
+              security: adminSecurity,
+              responses: { 200: { description: "{ pending, failed, oldestPendingAgeSeconds }" }, ...pick(problems, 401, 503) },
+            },
           },
-        },
-      ),
-  );
+        )
+        .post(
+          "/retry",
+          async ({ body }) => {
+            const summary = await service.retryAll(body?.limit ?? 100, body?.includeFailed ?? false);
+            logger.info({ action: "retry-all", includeFailed: body?.includeFailed ?? false, ...summary }, "admin: retried outbox entries");
+            return summary;
+          },
+          {
+            detail: {
+              tags: ["admin"],
+              summary: "Publish pending (and failed) entries now",
+              security: adminSecurity,
+              responses: { 200: { description: "{ attempted, sent, failed }" }, ...pick(problems, 401, 422, 503) },
+            },
+            body: t.Optional(RetryAllBody),
+            parse: jsonBody({ maxBytes: options.maxBodyBytes, schema: RetryAllBody, optional: true }),
+          },
+        )
+        .post(
+          "/:outboxId/retry",
+          async ({ params }) => {
+            const result = await service.retryOne(params.outboxId);
+            logger.info({ action: "retry-one", ...result }, "admin: retried an outbox entry");
+            return result;
+          },
+          {
+            params: t.Object({ outboxId: t.String({ minLength: 1, maxLength: 200 }) }),
+            parse: noBody(options.maxBodyBytes),
+            detail: {
+              tags: ["admin"],
+              summary: "Publish one entry now (a failed one starts over)",
+              security: adminSecurity,
+              responses: { 200: { description: "{ outboxId, status }" }, ...pick(problems, 401, 404, 409, 503) },
+            },
+          },
+        ),
+    );
 }

@@ -1,6 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
-import { readJsonBody } from "../http/json-body.ts";
+import { jsonBody } from "../http/json-body.ts";
 import { asOpenApiSchema, pick, problems } from "../http/openapi.ts";
 import { acceptTraceparent, resolveIdempotencyKey } from "../http/request-headers.ts";
 import { CommandEnvelope } from "../validation/envelope.ts";
@@ -46,8 +46,7 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
           ...pick(problems, 400, 409, 413, 422, 503),
         },
       },
-      // Our reader replaces Elysia's: it enforces the size limit and ignores a missing Content-Type.
-      parse: ({ request }) => readJsonBody(request, options.maxBodyBytes),
+      parse: jsonBody({ maxBytes: options.maxBodyBytes, schema: CommandEnvelope }),
     },
   );
 }

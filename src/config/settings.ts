@@ -3,6 +3,8 @@
  * reported together so that one failed start names every wrong variable.
  */
 
+import { serviceBusConnectionProblem, tableConnectionProblem } from "./connection-strings.ts";
+
 export type StorageBackend = "memory" | "table" | "ledger";
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
@@ -159,6 +161,13 @@ export function loadSettings(env: Env): Settings {
     readyMaxPendingAgeSeconds: read.number("LUCIUS_READY_MAX_PENDING_AGE", 600, { min: 0, max: 7 * 86400 }),
   };
 
+  for (const [name, value, problemOf] of [
+    ["LUCIUS_TABLE_CONNECTION", tableConnection, tableConnectionProblem],
+    ["LUCIUS_SERVICEBUS_CONNECTION", settings.serviceBusConnection, serviceBusConnectionProblem],
+  ] as const) {
+    const problem = value === null ? null : problemOf(value);
+    if (problem) read.problems.push(`${name}: ${problem}`);
+  }
   if (storageBackend !== "memory" && tableConnection === null) {
     read.problems.push(`LUCIUS_STORAGE_BACKEND=${storageBackend} needs LUCIUS_TABLE_CONNECTION (an Azure Storage connection string)`);
   }

@@ -9,7 +9,15 @@ import { DomainError, NotFoundError } from "../domain/errors.ts";
 import type { StepEvent } from "../domain/step-events.ts";
 import type { StepEventService } from "../jobs/step-events.ts";
 import type { Logger } from "../logging/logger.ts";
+import { assertJsonWithinLimits, parseJsonText } from "../validation/json-value.ts";
 import { StepEventMessage } from "../validation/step-event.ts";
+import { violationsOf } from "../validation/violations.ts";
+
+/** Pauses before subscribing again to an entity that failed for good: 1 s, doubling, at most a minute. */
+const MIN_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 60_000;
+/** A subscription this long without an error is taken as working. */
+const HEALTHY_AFTER_MS = 5000;
 
 export interface EventReceiverOptions {
   connectionString: string;
@@ -24,12 +32,16 @@ export interface EventReceiverOptions {
 
 export interface EventReceiver {
   start(): void;
+  /** Throws, saying why, while events cannot be received (for /readyz). */
+  check(): Promise<void>;
   close(): Promise<void>;
 }
 
+/** The event as JSON within the same limits as an HTTP body; throws a domain error saying why not. */
 function decodeBody(body: unknown): unknown {
-  if (body instanceof Uint8Array) return JSON.parse(new TextDecoder().decode(body));
-  if (typeof body === "string") return JSON.parse(body);
+  if (body instanceof Uint8Array) return parseJsonText(new TextDecoder().decode(body));
+  if (typeof body === "string") return parseJsonText(body);
+  assertJsonWithinLimits(body);
   return body;
 }
 
@@ -45,11 +57,17 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
     try {
       parsed = decodeBody(message.body);
     } catch (error) {
-      await via.deadLetterMessage(message, { deadLetterReason: "MalformedEvent", deadLetterErrorDescription: `not JSON: ${(error as Error).message}` });
+      const problems = error instanceof DomainError && error.errors ? error.errors.slice(0, 5).map((e) => `${e.path || "/"}: ${e.message}`) : [];
+      await via.deadLetterMessage(message, {
+        deadLetterReason: "MalformedEvent",
+        deadLetterErrorDescription: [(error as Error).message, ...problems].join("; "),
+      });
       return;
     }
     if (!Value.Check(StepEventMessage, parsed)) {
-      const problems = [...Value.Errors(StepEventMessage, parsed)].slice(0, 5).map((e) => `${e.path || "/"}: ${e.message}`);
+      const problems = violationsOf(Value.Errors(StepEventMessage, parsed))
+        .slice(0, 5)
+        .map((e) => `${e.path || "/"}: ${e.message}`);
       await via.deadLetterMessage(message, { deadLetterReason: "MalformedEvent", deadLetterErrorDescription: problems.join("; ") });
       logger.warn({ messageId: message.messageId, problems }, "dead-lettered a malformed step event");
       return;
@@ -75,23 +93,67 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
     }
   }
 
+  /** Why the receiver does not receive, for readiness; null while it works. */
+  let failing: string | null = null;
+  let stopped = true;
+  let backoffMs = MIN_BACKOFF_MS;
+  let restartTimer: ReturnType<typeof setTimeout> | undefined;
+  let healthyTimer: ReturnType<typeof setTimeout> | undefined;
+
+  function subscribe(): void {
+    receiver = subscription
+      ? client.createReceiver(topic!, subscription, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 })
+      : client.createReceiver(options.entity, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
+    const via = receiver;
+    subscription_ = via.subscribe(
+      { processMessage: (message) => process(message, via), processError: async ({ error }) => onError(error) },
+      { autoCompleteMessages: false, maxConcurrentCalls: options.maxConcurrentCalls ?? 4 },
+    );
+    // No error for a while after (re)subscribing: the entity answers.
+    clearTimeout(healthyTimer);
+    healthyTimer = setTimeout(() => {
+      failing = null;
+      backoffMs = MIN_BACKOFF_MS;
+    }, HEALTHY_AFTER_MS);
+  }
+
+  /**
+   * An entity that does not exist (or refuses us) makes the SDK fail again at once, forever: stop,
+   * say so once, and try again after a growing pause. Other errors the SDK recovers from itself.
+   */
+  function onError(error: Error): void {
+    const code = (error as { code?: string }).code;
+    if (code !== "MessagingEntityNotFound" && code !== "UnauthorizedAccess") {
+      logger.warn({ err: error, entity: options.entity }, "step event receiver error");
+      return;
+    }
+    if (restartTimer !== undefined || stopped) return;
+    clearTimeout(healthyTimer);
+    failing = code === "MessagingEntityNotFound" ? `the events entity '${options.entity}' does not exist` : `no right to receive from '${options.entity}'`;
+    logger.error({ entity: options.entity, code, retryInSeconds: backoffMs / 1000 }, `step events cannot be received: ${failing}`);
+    const closing = subscription_?.close().then(() => receiver?.close());
+    subscription_ = null;
+    restartTimer = setTimeout(async () => {
+      await closing?.catch(() => {});
+      restartTimer = undefined;
+      if (!stopped) subscribe();
+    }, backoffMs);
+    backoffMs = Math.min(MAX_BACKOFF_MS, backoffMs * 2);
+  }
+
   return {
     start() {
-      receiver = subscription
-        ? client.createReceiver(topic!, subscription, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 })
-        : client.createReceiver(options.entity, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
-      const via = receiver;
-      subscription_ = via.subscribe(
-        {
-          processMessage: (message) => process(message, via),
-          processError: async ({ error }) => {
-            logger.warn({ err: error, entity: options.entity }, "step event receiver error");
-          },
-        },
-        { autoCompleteMessages: false, maxConcurrentCalls: options.maxConcurrentCalls ?? 4 },
-      );
+      if (!stopped) return;
+      stopped = false;
+      subscribe();
+    },
+    async check() {
+      if (failing) throw new Error(failing);
     },
     async close() {
+      stopped = true;
+      clearTimeout(restartTimer);
+      clearTimeout(healthyTimer);
       const closing = (async () => {
         await subscription_?.close();
         await receiver?.close();

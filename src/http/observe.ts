@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "../logging/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
 import { problemCodeOf } from "./problem.ts";
+import { pathOf } from "./request-guard.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const JOB_PATH = /^\/v1\/jobs\/([^/]+)/;
@@ -28,7 +29,7 @@ export function observe(handle: Handler, options: { logger: Logger; metrics: Met
       response.headers.set("x-request-id", requestId);
     }
     const seconds = (performance.now() - started) / 1000;
-    const path = new URL(request.url).pathname;
+    const path = pathOf(request.url);
     const jobId = /\/v1\/jobs\/([^/]+)/.exec(response.headers.get("location") ?? "")?.[1] ?? JOB_PATH.exec(path)?.[1];
     if (request.method === "POST" && path === "/v1/commands") {
       if (response.status === 202) metrics.commandAnswered(response.headers.get("idempotent-replayed") === "true" ? "replayed" : "accepted", "", seconds);

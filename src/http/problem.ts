@@ -87,6 +87,38 @@ export function domainProblem(error: DomainError, instance: string): Response {
   );
 }
 
+/**
+ * A problem only HTTP knows (a media type, a method, a Host header): raised and answered inside
+ * src/http, never by a service.
+ */
+export class HttpProblem extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    readonly title: string,
+    detail: string,
+    readonly headers: Record<string, string> = {},
+    readonly errors?: FieldViolation[],
+  ) {
+    super(detail);
+    this.name = "HttpProblem";
+  }
+}
+
+export function httpProblem(problem: HttpProblem, instance: string): Response {
+  return problemResponse(
+    {
+      type: TYPE_PREFIX + problem.code,
+      title: problem.title,
+      status: problem.status,
+      detail: problem.message,
+      instance,
+      ...(problem.errors ? { errors: problem.errors } : {}),
+    },
+    problem.headers,
+  );
+}
+
 export function problemOf(code: string, status: number, title: string, detail: string, instance: string, errors?: FieldViolation[]): Response {
   return problemResponse({ type: TYPE_PREFIX + code, title, status, detail, instance, ...(errors ? { errors } : {}) });
 }

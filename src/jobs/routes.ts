@@ -1,5 +1,6 @@
 import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
+import { jsonBody, noBody } from "../http/json-body.ts";
 import { pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
 import { TENANT_ID_PATTERN } from "../validation/envelope.ts";
@@ -7,7 +8,7 @@ import { JobId, StepEventBody, StepId } from "../validation/step-event.ts";
 import type { JobService } from "./service.ts";
 import type { StepEventService } from "./step-events.ts";
 
-export function jobRoutes(service: JobService, events: StepEventService) {
+export function jobRoutes(service: JobService, events: StepEventService, options: { maxBodyBytes: number }) {
   return new Elysia({ name: "jobs", normalize: false })
     .post(
       "/v1/jobs/:jobId/steps/:stepId/events",
@@ -26,7 +27,7 @@ export function jobRoutes(service: JobService, events: StepEventService) {
       {
         params: t.Object({ jobId: JobId, stepId: StepId }),
         body: StepEventBody,
-        parse: "json",
+        parse: jsonBody({ maxBytes: options.maxBodyBytes, schema: StepEventBody }),
         detail: {
           tags: ["jobs"],
           summary: "A worker reports on a step",
@@ -38,6 +39,7 @@ export function jobRoutes(service: JobService, events: StepEventService) {
     )
     .post("/v1/jobs/:jobId/cancel", ({ params }) => events.cancel(params.jobId), {
       params: t.Object({ jobId: JobId }),
+      parse: noBody(options.maxBodyBytes),
       detail: {
         tags: ["jobs"],
         summary: "Cancel a job that has not ended",

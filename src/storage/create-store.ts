@@ -1,4 +1,4 @@
-import { dueIndexTable, type Settings } from "../config/settings.ts";
+import { dueIndexTable, type Settings, SettingsError } from "../config/settings.ts";
 import type { JobStore } from "./job-store.ts";
 import { createMemoryStore } from "./memory/memory-store.ts";
 
@@ -13,11 +13,20 @@ export async function createStore(settings: Settings): Promise<JobStore> {
       return createMemoryStore();
     case "table": {
       const { createMultiTableStore } = await import("./azure/multi-table-store.ts");
-      return createMultiTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox) } });
+      return refusedAsSettings(() => createMultiTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox) } }));
     }
     case "ledger": {
       const { createSingleTableStore } = await import("./azure/single-table-store.ts");
-      return createSingleTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.ledger) } });
+      return refusedAsSettings(() => createSingleTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.ledger) } }));
     }
+  }
+}
+
+/** The SDK refuses a connection string the settings loader let through: a settings problem all the same. */
+function refusedAsSettings(create: () => JobStore): JobStore {
+  try {
+    return create();
+  } catch (error) {
+    throw new SettingsError([`LUCIUS_TABLE_CONNECTION: the Azure Tables SDK refused it (${(error as Error).message})`]);
   }
 }

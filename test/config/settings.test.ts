@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { loadSettings, SettingsError } from "../../src/config/settings.ts";
 
+const SB = "Endpoint=sb://x.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=k3y";
 function problemsOf(env: Record<string, string>): string[] {
   try {
     loadSettings(env);
@@ -93,13 +94,82 @@ describe("loadSettings", () => {
 
   test("LUCIUS_EVENTS_ENTITY needs a Service Bus connection and a valid entity", () => {
     expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "step-events" })[0]).toContain("LUCIUS_SERVICEBUS_CONNECTION");
-    expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "bad entity!", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" })[0]).toStartWith("LUCIUS_EVENTS_ENTITY");
-    expect(loadSettings({ LUCIUS_EVENTS_ENTITY: "events/Subscriptions/lucius", LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/" }).eventsEntity).toBe(
+    expect(problemsOf({ LUCIUS_EVENTS_ENTITY: "bad entity!", LUCIUS_SERVICEBUS_CONNECTION: SB })[0]).toStartWith("LUCIUS_EVENTS_ENTITY");
+    expect(loadSettings({ LUCIUS_EVENTS_ENTITY: "events/Subscriptions/lucius", LUCIUS_SERVICEBUS_CONNECTION: SB }).eventsEntity).toBe(
       "events/Subscriptions/lucius",
     );
   });
 
   test("an unknown backend is refused", () => {
     expect(problemsOf({ LUCIUS_STORAGE_BACKEND: "cosmos" })[0]).toStartWith("LUCIUS_STORAGE_BACKEND");
+  });
+});
+
+describe("connection strings", () => {
+  const cases: [string, Record<string, string>, string][] = [
+    ["Service Bus: not pairs", { LUCIUS_SERVICEBUS_CONNECTION: "garbage" }, "LUCIUS_SERVICEBUS_CONNECTION: is not a connection string"],
+    ["Service Bus: no endpoint", { LUCIUS_SERVICEBUS_CONNECTION: "SharedAccessKeyName=a;SharedAccessKey=b" }, "LUCIUS_SERVICEBUS_CONNECTION: has no Endpoint"],
+    [
+      "Service Bus: not sb://",
+      { LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=https://x/;SharedAccessKeyName=a;SharedAccessKey=b" },
+      "Endpoint must start with sb://",
+    ],
+    ["Service Bus: no key", { LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://x/;SharedAccessKeyName=a" }, "needs SharedAccessKeyName and SharedAccessKey"],
+    ["Table: not pairs", { LUCIUS_STORAGE_BACKEND: "ledger", LUCIUS_TABLE_CONNECTION: "garbage" }, "LUCIUS_TABLE_CONNECTION: is not a connection string"],
+    [
+      "Table: key not base64",
+      {
+        LUCIUS_STORAGE_BACKEND: "ledger",
+        LUCIUS_TABLE_CONNECTION: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=s3cr3t!!;EndpointSuffix=core.windows.net",
+      },
+      "AccountKey is not base64",
+    ],
+    [
+      "Table: no account",
+      { LUCIUS_STORAGE_BACKEND: "table", LUCIUS_TABLE_CONNECTION: "DefaultEndpointsProtocol=https;EndpointSuffix=core.windows.net" },
+      "needs AccountName and AccountKey",
+    ],
+    [
+      "Table: no endpoint",
+      { LUCIUS_STORAGE_BACKEND: "table", LUCIUS_TABLE_CONNECTION: "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=YWJj" },
+      "needs TableEndpoint or EndpointSuffix",
+    ],
+    [
+      "Table: bad endpoint",
+      { LUCIUS_STORAGE_BACKEND: "table", LUCIUS_TABLE_CONNECTION: "TableEndpoint=ftp://x;SharedAccessSignature=sv=1&sig=abc" },
+      "TableEndpoint must start with http:// or https://",
+    ],
+  ];
+  for (const [name, env, expected] of cases) {
+    test(`${name}: named, with what is wrong, never the secret`, () => {
+      const problems = problemsOf(env);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toContain(expected);
+      expect(problems[0]).not.toMatch(/s3cr3t|sig=abc|SharedAccessKey=b/);
+    });
+  }
+
+  test("both wrong at once: both named", () => {
+    expect(
+      problemsOf({ LUCIUS_STORAGE_BACKEND: "ledger", LUCIUS_TABLE_CONNECTION: "x", LUCIUS_SERVICEBUS_CONNECTION: "y" }).map((p) => p.split(":")[0]),
+    ).toEqual(["LUCIUS_TABLE_CONNECTION", "LUCIUS_SERVICEBUS_CONNECTION"]);
+  });
+
+  test("Azurite's, the dev broker's and Azure's usual forms pass", () => {
+    expect(() =>
+      loadSettings({
+        LUCIUS_STORAGE_BACKEND: "ledger",
+        LUCIUS_TABLE_CONNECTION:
+          "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=YWJj;TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;",
+        LUCIUS_SERVICEBUS_CONNECTION: "Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=dev;SharedAccessKey=dev;UseDevelopmentEmulator=true;",
+      }),
+    ).not.toThrow();
+    for (const connection of [
+      "UseDevelopmentStorage=true",
+      "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=YWJj;EndpointSuffix=core.windows.net",
+      "TableEndpoint=https://a.table.core.windows.net;SharedAccessSignature=sv=1&sig=x",
+    ]) {
+      expect(() => loadSettings({ LUCIUS_STORAGE_BACKEND: "table", LUCIUS_TABLE_CONNECTION: connection })).not.toThrow();
+    }
   });
 });

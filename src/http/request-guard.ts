@@ -1,0 +1,75 @@
+/**
+ * What must hold before a request reaches the router: a target that is a path, a Host that makes
+ * a valid URL, a method the path knows. Bun hands over a bare path as `request.url` when the Host
+ * header is unusable, and Elysia's router assumes an absolute URL with a host of at least four
+ * characters; both are settled here, so that nothing later parses a URL that can throw.
+ */
+import { type HttpProblem, httpProblem, HttpProblem as Problem } from "./problem.ts";
+
+type Handler = (request: Request) => Promise<Response>;
+
+export interface Route {
+  method: string;
+  path: string;
+}
+
+/** The path of a request URL (absolute or a bare path), never throwing; "" when it has none. */
+export function pathOf(url: string): string {
+  let start = 0;
+  if (!url.startsWith("/")) {
+    const scheme = url.indexOf("://");
+    if (scheme < 0) return "";
+    start = url.indexOf("/", scheme + 3);
+    if (start < 0) return "/";
+  }
+  const query = url.indexOf("?", start);
+  return url.slice(start, query < 0 ? undefined : query);
+}
+
+/** Elysia route paths (`/v1/jobs/:jobId`) as matchers of concrete paths. */
+function compileRoutes(routes: readonly Route[]): { pattern: RegExp; method: string }[] {
+  return routes.map((route) => ({
+    method: route.method.toUpperCase(),
+    pattern: new RegExp(`^${route.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+")}/?$`),
+  }));
+}
+
+export function guardRequests(handle: Handler, routes: () => readonly Route[]): Handler {
+  let compiled: ReturnType<typeof compileRoutes> | null = null;
+
+  /** Null when the method may go on; else the methods the path allows (empty: unknown path). */
+  function refusedMethod(method: string, path: string): string[] | null {
+    compiled ??= compileRoutes(routes());
+    const allowed = new Set<string>();
+    for (const route of compiled) if (route.pattern.test(path)) allowed.add(route.method);
+    if (allowed.size === 0) return null; // the router answers 404
+    if (allowed.has("GET")) allowed.add("HEAD");
+    return allowed.has(method) ? null : [...allowed].sort();
+  }
+
+  return async (request) => {
+    const target = request.url;
+    const path = pathOf(target);
+    const problem = refusal(request, target, path);
+    if (problem) return httpProblem(problem, path || "/");
+    const pathStart = target.startsWith("/") ? -1 : target.indexOf("/", target.indexOf("://") + 3);
+    // No Host (HTTP/1.0) or one shorter than four characters: give the router a URL it can slice.
+    if (pathStart < 11) return handle(new Request(`http://localhost${target.slice(Math.max(0, pathStart))}`, request));
+    return handle(request);
+  };
+
+  function refusal(request: Request, target: string, path: string): HttpProblem | null {
+    if (path === "") return new Problem("malformed-request", 400, "Malformed request", "the request target must be a path");
+    // An absolute URL that does not parse, or a bare path although a Host was sent: Bun found the Host unusable.
+    const badHost = target.startsWith("/") ? request.headers.get("host") !== null : !URL.canParse(target);
+    if (badHost) {
+      return new Problem("malformed-request", 400, "Malformed request", "the Host header is not a valid host", {}, [
+        { path: "/headers/host", message: "not a valid host" },
+      ]);
+    }
+    const allowed = refusedMethod(request.method, path);
+    if (allowed)
+      return new Problem("method-not-allowed", 405, "Method not allowed", `${request.method} is not allowed on ${path}`, { allow: allowed.join(", ") });
+    return null;
+  }
+}
