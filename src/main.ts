@@ -12,9 +12,14 @@ import { createRuntime, type Runtime } from "./runtime.ts";
 import { StorageRejectedError } from "./storage/errors.ts";
 import { VERSION } from "./version.ts";
 
-/** Bun's own limit is only a backstop: ours, lower, answers with a problem+json 413. */
+/**
+ * Bun's own limit answers 413 with an empty body, before our handler. Every route that reads a
+ * body refuses past LUCIUS_MAX_BODY_BYTES itself (declared or counted, with a problem+json), and
+ * Bun streams bodies to the handler without buffering them, so Bun's limit only bounds what no
+ * route reads.
+ */
 function bunBodyLimit(maxBodyBytes: number): number {
-  return Math.max(2 * maxBodyBytes, maxBodyBytes + 65536);
+  return Math.max(1024 * 1024 * 1024, 4 * maxBodyBytes);
 }
 
 type Logs = { logger: Logger; flush: () => Promise<void> };

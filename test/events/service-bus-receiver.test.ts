@@ -4,6 +4,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { ServiceBusReceivedMessage } from "@azure/service-bus";
+import { createLogger } from "../../src/logging/logger.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
@@ -172,4 +173,31 @@ describe("step events over Service Bus: delivery", () => {
     expect(job.outbox.filter((o) => o.stepId === job.steps[1]!.stepId)).toHaveLength(1);
     expect(next.filter((m) => (m.body as { stepIndex: number }).stepIndex === 1)).toHaveLength(1);
   }, 30_000);
+});
+
+describe("step events over Service Bus: an events entity that does not exist", () => {
+  test("fails readiness naming the entity, and is logged once per back-off, not per poll", async () => {
+    const bus = await startBroker({ queues: [EVENTS] });
+    cleanups.push(() => bus.stop());
+    const lines: { level: string; msg: string }[] = [];
+    const service = await startTestRuntime({
+      publisherFromSettings: true,
+      env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, LUCIUS_EVENTS_ENTITY: "no-such-queue" },
+      logger: createLogger({ level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } }),
+    });
+    service.runtime.start();
+    cleanups.push(() => service.runtime.stop());
+    const ready = await eventually(
+      async () => {
+        const response = await service.request("/readyz");
+        return response.status === 503 && ((await response.json()) as { checks: Record<string, string> });
+      },
+      { timeoutMs: 10_000, what: "readiness failing" },
+    );
+    expect(ready.checks.events).toBe("failing: the events entity 'no-such-queue' does not exist");
+    // The first retry comes after a second: until then, one line says what is wrong.
+    const errors = lines.filter((line) => line.level === "error" || line.level === "warn");
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.msg).toContain("'no-such-queue' does not exist");
+  });
 });

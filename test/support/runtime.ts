@@ -1,6 +1,6 @@
 import { bundledRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
 import { loadSettings, type Settings } from "../../src/config/settings.ts";
-import { silentLogger } from "../../src/logging/logger.ts";
+import { type Logger, silentLogger } from "../../src/logging/logger.ts";
 import type { Publisher } from "../../src/outbox/publisher.ts";
 import { createRuntime } from "../../src/runtime.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
@@ -14,6 +14,7 @@ export interface TestRuntimeOptions {
   protocols?: ProtocolRegistry;
   now?: () => Date;
   beforeEventComplete?: (eventId: string) => void | Promise<void>;
+  logger?: Logger;
 }
 
 /** Compiling the bundled schemas once per file keeps each test's start cheap. */
@@ -28,7 +29,7 @@ export async function startTestRuntime(options: TestRuntimeOptions = {}) {
   const runtime = await createRuntime({
     settings,
     protocols: options.protocols ?? bundledOnce(),
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
     ...(options.publisherFromSettings ? {} : { publisher: options.publisher ?? null }),
     ...(options.store ? { store: options.store } : {}),
     ...(options.now ? { now: options.now } : {}),
