@@ -1,0 +1,74 @@
+/** Benchmark helpers: the service and the steerable dev broker as child processes on free ports. */
+import { resolve } from "node:path";
+
+export async function freePort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+/** Starts `bun src/main.ts` with `env` and waits until /healthz answers; its output is not read. */
+export async function startServiceProcess(env: Record<string, string>) {
+  const port = await freePort();
+  const proc = Bun.spawn(["bun", resolve(import.meta.dir, "../src/main.ts")], {
+    env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), LUCIUS_LOG_LEVEL: "warn", ...env },
+    stdout: "ignore",
+    stderr: "inherit",
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (const deadline = Date.now() + 15_000; ; ) {
+    try {
+      await fetch(`${url}/healthz`);
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error("the service did not start");
+      await Bun.sleep(20);
+    }
+  }
+  return {
+    url,
+    async stop() {
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
+}
+
+/** The dev broker in its own process (bench/broker-process.ts), steered line by line. */
+export async function startBrokerProcess() {
+  const proc = Bun.spawn(["bun", resolve(import.meta.dir, "broker-process.ts")], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  async function line(): Promise<string> {
+    for (;;) {
+      const newline = buffered.indexOf("\n");
+      if (newline >= 0) {
+        const text = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        return text;
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the broker process ended");
+      buffered += decoder.decode(value);
+    }
+  }
+  const connection = await line();
+  const ask = async (command: string) => {
+    proc.stdin.write(`${command}\n`);
+    proc.stdin.flush();
+    return line();
+  };
+  return {
+    connection,
+    down: () => ask("down"),
+    up: () => ask("up"),
+    count: async (entity: string) => Number(await ask(`count ${entity}`)),
+    async stop() {
+      proc.stdin.end();
+      proc.kill("SIGTERM");
+      await proc.exited;
+    },
+  };
+}
