@@ -155,6 +155,8 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
     batchSize: outbox.retryBatchSize,
     leaseSeconds: leaseSecondsFor(outbox.publishTimeoutSeconds),
     onTick: metrics.swept,
+    onPublished: metrics.sweptEntries,
+    backlog: async () => (await metrics.outboxStats()).pending,
     ...withClock,
   });
   return { dispatcher, sweeper };

@@ -4,7 +4,7 @@ import { jobIdOfOutbox } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxStatus, OutboxWork, Page } from "../domain/model.ts";
 import { hasJobEnded, resetFailedEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
-import { leaseAndPublish, type PublishSummary } from "../outbox/sweeper.ts";
+import { leaseAndPublish, type PublishSummary } from "../outbox/lease.ts";
 import type { JobStore, OutboxStats } from "../storage/job-store.ts";
 
 export interface AdminServiceOptions {

@@ -67,6 +67,12 @@ export function createMetrics(options: MetricsOptions) {
     labelNames: ["result"] as const,
     registers: [registry],
   });
+  const sweptEntries = new Counter({
+    name: "lucius_sweeper_entries_total",
+    help: "Due entries the retry loop published, by outcome (sent, or a failed attempt)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
   new Gauge({
     name: "lucius_outbox_entries",
     help: "Outbox entries by status (pending, failed)",
@@ -100,6 +106,10 @@ export function createMetrics(options: MetricsOptions) {
     },
     swept(result: "ok" | "error") {
       sweeps.inc({ result });
+    },
+    sweptEntries(summary: { sent: number; failed: number }) {
+      if (summary.sent > 0) sweptEntries.inc({ result: "sent" }, summary.sent);
+      if (summary.failed > 0) sweptEntries.inc({ result: "failed" }, summary.failed);
     },
     render: () => registry.metrics(),
     contentType: registry.contentType,

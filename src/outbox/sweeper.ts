@@ -1,61 +1,21 @@
 /**
- * The retry loop (docs/OPERATIONS.md): every interval, take up to a batch of due entries, lease each
- * by an ETag-conditional write, publish the leased ones, store the outcomes. Ticks never
- * overlap: the next is scheduled when the previous ends.
+ * The retry loop (docs/OPERATIONS.md): find up to a batch of due entries, lease them, publish the
+ * leased ones and store the outcomes. While sweeps come back full the next one starts at once, with
+ * at most a few batches publishing at a time; the interval is only the pause when nothing more is
+ * due. Finding and leasing are never concurrent within one sweeper, so it never takes an entry
+ * twice; other replicas are kept off by the leases.
  */
-import { randomUUID } from "node:crypto";
-import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
-import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
-import { leaseEntry } from "../domain/transitions.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import type { Dispatcher } from "./dispatcher.ts";
+import { leaseEntries, type PublishSummary, summarize } from "./lease.ts";
 
-export interface PublishSummary {
-  attempted: number;
-  sent: number;
-  failed: number;
-}
+export type { PublishSummary } from "./lease.ts";
 
-export interface LeaseOptions {
-  store: JobStore;
-  dispatcher: Dispatcher;
-  /** How long a lease keeps other sweepers away; a dead holder's lease simply runs out. */
-  leaseSeconds: number;
-  now: Date;
-}
-
-/**
- * Leases each entry (losers of a race skip it: another sweeper has it), publishes what it
- * leased, and counts the outcomes.
- */
-export async function leaseAndPublish(items: OutboxWork[], options: LeaseOptions): Promise<PublishSummary> {
-  const now = options.now.toISOString();
-  const until = new Date(options.now.getTime() + options.leaseSeconds * 1000).toISOString();
-  // Tells this sweep's leases from another replica's written in the same millisecond.
-  const token = randomUUID();
-  const leased = await Promise.all(
-    items.map(async (work): Promise<OutboxWork | null> => {
-      const lease = leaseEntry(work.entry, now, until, token);
-      try {
-        const saved = await options.store.saveChanges(work.job.jobId, { outbox: [lease] });
-        return { ...work, entry: saved.outbox[0]! };
-      } catch (error) {
-        if (error instanceof InvalidTransitionError) return null;
-        if (!(error instanceof ConcurrencyConflictError)) throw error;
-        // A write whose answer was lost (a timeout, then the SDK's retry meets our own new
-        // etag) is ours all the same: left alone, the entry would wait out the whole lease.
-        const current = (await options.store.getJob(work.job.jobId))?.outbox.find((o) => o.outboxId === work.entry.outboxId);
-        const ours = current?.status === "pending" && current.lease === token;
-        return ours ? { ...work, entry: current } : null;
-      }
-    }),
-  );
-  const mine = leased.filter((work): work is OutboxWork => work !== null);
-  const outcomes: (OutboxEntry | null)[] = mine.length > 0 ? await options.dispatcher.publishNow(mine) : [];
-  const sent = outcomes.filter((entry) => entry?.status === "sent").length;
-  return { attempted: mine.length, sent, failed: mine.length - sent };
-}
+/** Batches publishing at once while draining: enough to keep the broker and storage busy. */
+const DEFAULT_BATCHES_IN_FLIGHT = 4;
+/** While draining, one progress line this often. */
+const PROGRESS_LOG_MS = 5000;
 
 export interface SweeperOptions {
   store: JobStore;
@@ -64,61 +24,131 @@ export interface SweeperOptions {
   intervalSeconds: number;
   batchSize: number;
   leaseSeconds: number;
+  batchesInFlight?: number;
   now?: () => Date;
   onTick?: (result: "ok" | "error") => void;
+  /** Told what each batch's publishing did (for the metrics). */
+  onPublished?: (summary: PublishSummary) => void;
+  /** Pending entries left, for the progress line; null when unknown. */
+  backlog?: () => Promise<number | null>;
 }
 
 export interface Sweeper {
-  /** One sweep now; what the timer runs. */
+  /** One sweep now, publishing awaited: what the loop runs, for tests and tools. */
   tick(): Promise<PublishSummary>;
   start(): void;
-  /** Stops scheduling and waits for a running tick to finish. */
+  /** Stops sweeping and waits for the running sweep and the batches still publishing. */
   stop(): Promise<void>;
 }
 
 export function createSweeper(options: SweeperOptions): Sweeper {
   const now = options.now ?? (() => new Date());
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let running: Promise<unknown> | null = null;
+  const batchesInFlight = options.batchesInFlight ?? DEFAULT_BATCHES_IN_FLIGHT;
+  const publishing = new Set<Promise<unknown>>();
+  const progress = createProgressLog(options);
+  let loop: Promise<void> | null = null;
   let stopped = true;
+  let wake: (() => void) | null = null;
 
-  async function tick(): Promise<PublishSummary> {
+  /** Finds and leases one batch; its publishing goes on in the background. */
+  async function sweep(): Promise<{ due: number; published: Promise<PublishSummary> }> {
     const at = now();
     const due = await options.store.findDueOutbox(at, options.batchSize);
-    const summary = await leaseAndPublish(due, { store: options.store, dispatcher: options.dispatcher, leaseSeconds: options.leaseSeconds, now: at });
-    if (summary.attempted > 0) options.logger.info({ ...summary, due: due.length }, "sweep published due outbox entries");
-    return summary;
+    const leased = await leaseEntries(due, { store: options.store, leaseSeconds: options.leaseSeconds, now: at });
+    const published = leased.length === 0 ? Promise.resolve(summarize([])) : options.dispatcher.publishNow(leased).then(summarize);
+    return { due: due.length, published: published.then(progress.record) };
   }
 
-  function schedule(): void {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      running = tick()
-        .then(
-          () => options.onTick?.("ok"),
-          (error: unknown) => {
-            options.onTick?.("error");
-            options.logger.warn({ err: error }, "sweep failed; the next one retries");
-          },
-        )
-        .finally(() => {
-          running = null;
-          schedule();
-        });
-    }, options.intervalSeconds * 1000);
+  function track(work: Promise<unknown>): void {
+    const settled = work.catch((error: unknown) => options.logger.warn({ err: error }, "publishing a swept batch failed; its entries stay due"));
+    publishing.add(settled);
+    void settled.finally(() => publishing.delete(settled));
+  }
+
+  /** Waits `ms`, or less when stopped. */
+  function pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  async function run(): Promise<void> {
+    while (!stopped) {
+      let full = false;
+      try {
+        const { due, published } = await sweep();
+        full = due >= options.batchSize;
+        track(published);
+        options.onTick?.("ok");
+      } catch (error) {
+        options.onTick?.("error");
+        options.logger.warn({ err: error }, "sweep failed; the next one retries");
+      }
+      while (publishing.size >= batchesInFlight) await Promise.race(publishing);
+      if (!full && !stopped) {
+        await progress.idle();
+        await pause(options.intervalSeconds * 1000);
+      }
+    }
   }
 
   return {
-    tick,
+    async tick() {
+      const { published } = await sweep();
+      return published;
+    },
     start() {
       if (!stopped) return;
       stopped = false;
-      schedule();
+      loop = run();
     },
     async stop() {
       stopped = true;
-      clearTimeout(timer);
-      await running;
+      wake?.();
+      await loop;
+      while (publishing.size > 0) await Promise.allSettled([...publishing]);
+    },
+  };
+}
+
+/**
+ * The drain as an operator sees it: one line every few seconds while entries are being published
+ * (how many, how fast, how many are still pending), and one when the backlog is done.
+ */
+function createProgressLog(options: Pick<SweeperOptions, "logger" | "onPublished" | "backlog">) {
+  let window = { attempted: 0, sent: 0, failed: 0, since: performance.now() };
+  let active = false;
+
+  async function flush(final: boolean): Promise<void> {
+    const seconds = (performance.now() - window.since) / 1000;
+    const pending = options.backlog ? await options.backlog().catch(() => null) : null;
+    options.logger.info(
+      { ...(({ since: _, ...counts }) => counts)(window), perSecond: Math.round(window.attempted / Math.max(seconds, 0.001)), pending },
+      final ? "sweeper: the due backlog is published" : "sweeper: publishing the due backlog",
+    );
+    window = { attempted: 0, sent: 0, failed: 0, since: performance.now() };
+  }
+
+  return {
+    record(summary: PublishSummary): PublishSummary {
+      options.onPublished?.(summary);
+      if (summary.attempted === 0) return summary;
+      active = true;
+      window.attempted += summary.attempted;
+      window.sent += summary.sent;
+      window.failed += summary.failed;
+      if (performance.now() - window.since >= PROGRESS_LOG_MS) void flush(false);
+      return summary;
+    },
+    /** Nothing more is due: close the drain's account. */
+    async idle(): Promise<void> {
+      if (!active) return;
+      active = false;
+      await flush(true);
     },
   };
 }
