@@ -13,6 +13,8 @@ import type { Publisher } from "./publisher.ts";
 
 /** Service Bus accepts at most 100 messages per batch send. */
 const MAX_BATCH_MESSAGES = 100;
+/** Directives waiting on the fast path per topic; past this the sweeper takes the rest when due. */
+const MAX_QUEUED_PER_TOPIC = 10_000;
 
 export interface DispatcherOptions {
   store: JobStore;
@@ -43,17 +45,34 @@ export interface Dispatcher {
 
 export function createDispatcher(options: DispatcherOptions): Dispatcher {
   const { publisher, logger } = options;
+  const now = options.now ?? (() => new Date());
   const writeOutcome = createOutcomeWriter({
     store: options.store,
     retryDelaySeconds: options.retryDelaySeconds,
     maxAttempts: options.maxAttempts,
-    now: options.now ?? (() => new Date()),
+    now,
     ...(options.random ? { random: options.random } : {}),
   });
   const inFlight = createInFlightSet();
-  const queues = createTopicQueues((topic, batch) => publishAndStore(topic, batch));
+  const queues = createTopicQueues(async (topic, batch) => {
+    const outcomes = await publishAndStore(topic, yetToBeDue(batch));
+    // The broker refused the whole batch: the rest of the queue would wait out the same failure
+    // batch after batch. It stays stored and pending; the sweeper takes it when due.
+    return outcomes.length === 0 || outcomes.some((entry) => entry?.status === "sent");
+  });
+
+  /**
+   * The fast path publishes only what the sweeper cannot take before the publish has ended (an
+   * entry falls due LUCIUS_OUTBOX_RETRY_DELAY after creation), so that the two never publish one
+   * entry at the same time. The rest is left to the sweeper.
+   */
+  function yetToBeDue(batch: OutboxWork[]): OutboxWork[] {
+    const latestStart = new Date(now().getTime() + options.publishTimeoutSeconds * 1000).toISOString();
+    return batch.filter((item) => item.entry.nextAttemptAt !== null && item.entry.nextAttemptAt > latestStart);
+  }
 
   async function publishAndStore(topic: string, items: OutboxWork[]): Promise<(OutboxEntry | null)[]> {
+    if (items.length === 0) return [];
     const started = performance.now();
     const messages = items.map((item) => buildMessage(item.job, item.step, item.entry, options.replyTo ?? null));
     const outcomes = await publishWithTimeout(publisher, topic, messages, options.publishTimeoutSeconds);
@@ -96,10 +115,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
 }
 
 /**
- * One queue per topic, flushed by one loop per topic in batches of at most MAX_BATCH_MESSAGES.
- * `push` starts the loop when none runs and returns it; otherwise the running loop takes the items.
+ * One queue per topic (at most MAX_QUEUED_PER_TOPIC long), flushed by one loop per topic in
+ * batches of at most MAX_BATCH_MESSAGES. `push` starts the loop when none runs and returns it;
+ * otherwise the running loop takes the items. A batch answered `false` drops what is queued.
  */
-function createTopicQueues(flushBatch: (topic: string, batch: OutboxWork[]) => Promise<unknown>) {
+function createTopicQueues(flushBatch: (topic: string, batch: OutboxWork[]) => Promise<boolean>) {
   const queues = new Map<string, OutboxWork[]>();
   const flushing = new Set<string>();
 
@@ -107,7 +127,7 @@ function createTopicQueues(flushBatch: (topic: string, batch: OutboxWork[]) => P
     flushing.add(topic);
     try {
       for (let queue = queues.get(topic); queue && queue.length > 0; queue = queues.get(topic)) {
-        await flushBatch(topic, queue.splice(0, MAX_BATCH_MESSAGES));
+        if (!(await flushBatch(topic, queue.splice(0, MAX_BATCH_MESSAGES)))) queue.length = 0;
       }
     } finally {
       flushing.delete(topic);
@@ -118,7 +138,7 @@ function createTopicQueues(flushBatch: (topic: string, batch: OutboxWork[]) => P
   return {
     push(topic: string, items: OutboxWork[]): Promise<void> | null {
       const queue = queues.get(topic) ?? [];
-      queue.push(...items);
+      queue.push(...items.slice(0, Math.max(0, MAX_QUEUED_PER_TOPIC - queue.length)));
       queues.set(topic, queue);
       return flushing.has(topic) ? null : flush(topic);
     },

@@ -118,3 +118,32 @@ describe("dispatcher", () => {
     expect((await entryOf(item!)).status).toBe("sent");
   });
 });
+
+describe("dispatcher: the fast path and the sweeper never hold one entry at once", () => {
+  test("an entry that falls due before a publish could end is left to the sweeper", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup({ publishTimeoutSeconds: 2 });
+    const [soon, later] = await stored(2);
+    // Due one second after NOW: a 2 s publish could still run when the sweeper takes it.
+    const dueSoon = { ...soon!, entry: { ...soon!.entry, nextAttemptAt: new Date(NOW.getTime() + 1000).toISOString() } };
+    const dueLater = { ...later!, entry: { ...later!.entry, nextAttemptAt: new Date(NOW.getTime() + 30_000).toISOString() } };
+    dispatcher.dispatch([dueSoon, dueLater]);
+    await dispatcher.drain();
+    expect(recording.published.map((p) => p.message.messageId)).toEqual([later!.entry.outboxId]);
+    expect(await entryOf(soon!)).toMatchObject({ status: "pending", attempts: 0 });
+  });
+
+  test("after a batch the broker refused whole, the rest of the topic's queue waits for the sweeper", async () => {
+    const { recording, dispatcher, stored, entryOf } = await setup();
+    const items = await stored(250);
+    recording.failWith("connection refused", true);
+    const release = recording.stall();
+    dispatcher.dispatch(items.slice(0, 1));
+    dispatcher.dispatch(items.slice(1));
+    release();
+    await dispatcher.drain();
+    expect(recording.calls).toHaveLength(1);
+    const entries = await Promise.all(items.map(entryOf));
+    expect(entries.filter((e) => e.attempts === 1)).toHaveLength(1);
+    expect(entries.every((e) => e.status === "pending")).toBe(true);
+  });
+});
