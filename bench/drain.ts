@@ -71,7 +71,14 @@ async function drain(broker: Broker, env: Record<string, string>, instances: num
   const before = await broker.count(TOPIC);
   await broker.down();
   const services = await Promise.all(
-    Array.from({ length: instances }, () => startServiceProcess({ ...env, LUCIUS_SERVICEBUS_CONNECTION: broker.connection, LUCIUS_OUTBOX_RETRY_DELAY: "1" })),
+    Array.from({ length: instances }, () =>
+      startServiceProcess({
+        ...env,
+        LUCIUS_SERVICEBUS_CONNECTION: broker.connection,
+        LUCIUS_OUTBOX_RETRY_DELAY: "1",
+        ...(process.env.DRAIN_INTERVAL ? { LUCIUS_OUTBOX_RETRY_INTERVAL: process.env.DRAIN_INTERVAL } : {}),
+      }),
+    ),
   );
   const intakeRate = await intake(
     services.map((s) => s.url),
@@ -80,12 +87,18 @@ async function drain(broker: Broker, env: Record<string, string>, instances: num
   await broker.up();
   const started = performance.now();
   let delivered = 0;
+  let firstSeconds: number | null = null;
+  const timeline: string[] = [];
   for (const deadline = Date.now() + 600_000; delivered < count; ) {
     if (Date.now() > deadline) throw new Error(`only ${delivered} of ${count} delivered after 10 minutes`);
     await Bun.sleep(100);
     delivered = (await broker.count(TOPIC)) - before;
+    const at = (performance.now() - started) / 1000;
+    if (delivered > 0 && firstSeconds === null) firstSeconds = at;
+    if (timeline.length === 0 || Number(timeline.at(-1)!.split("s:")[0]) + 1 <= at) timeline.push(`${at.toFixed(1)}s:${delivered}`);
   }
   const seconds = (performance.now() - started) / 1000;
+  if (process.env.DRAIN_TIMELINE) console.log(`  first message after ${firstSeconds?.toFixed(2)} s; delivered over time: ${timeline.join(" ")}`);
   await Promise.all(services.map((s) => s.stop()));
   return { drainRate: count / seconds, seconds, intakeRate };
 }

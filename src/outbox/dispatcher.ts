@@ -6,6 +6,7 @@
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
+import { type BrokerHealth, createBrokerHealth } from "./broker-health.ts";
 import { buildMessage } from "./message.ts";
 import { createOutcomeWriter } from "./outcome-writer.ts";
 import { countResults, type PublishResult, publishWithTimeout } from "./publish-with-timeout.ts";
@@ -13,6 +14,8 @@ import type { Publisher } from "./publisher.ts";
 
 /** Service Bus accepts at most 100 messages per batch send. */
 const MAX_BATCH_MESSAGES = 100;
+/** While the broker is down, how often one publish goes ahead to find out whether it is back. */
+const BROKER_PROBE_MS = 1000;
 /** Directives waiting on the fast path per topic; past this the sweeper takes the rest when due. */
 const MAX_QUEUED_PER_TOPIC = 10_000;
 
@@ -41,6 +44,8 @@ export interface Dispatcher {
   publishNow(items: OutboxWork[]): Promise<(OutboxEntry | null)[]>;
   /** Resolves when nothing handed over is still being published or stored. */
   drain(): Promise<void>;
+  /** Whether the broker answers, from the publishes so far (and probes). */
+  readonly broker: BrokerHealth;
 }
 
 export function createDispatcher(options: DispatcherOptions): Dispatcher {
@@ -53,8 +58,18 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     now,
     ...(options.random ? { random: options.random } : {}),
   });
+  const broker = createBrokerHealth({
+    check: () => publisher.check(),
+    probeEveryMs: BROKER_PROBE_MS,
+    timeoutMs: options.publishTimeoutSeconds * 1000,
+    onChange: (down) =>
+      down
+        ? logger.warn("the broker does not answer: directives stay pending, and publishing resumes once it answers again")
+        : logger.info("the broker answers again: publishing resumes"),
+  });
   const inFlight = createInFlightSet();
   const queues = createTopicQueues(async (topic, batch) => {
+    if (!broker.mayAttempt()) return false;
     const outcomes = await publishAndStore(topic, yetToBeDue(batch));
     // The broker refused the whole batch: the rest of the queue would wait out the same failure
     // batch after batch. It stays stored and pending; the sweeper takes it when due.
@@ -76,6 +91,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     const started = performance.now();
     const messages = items.map((item) => buildMessage(item.job, item.step, item.entry, options.replyTo ?? null));
     const outcomes = await publishWithTimeout(publisher, topic, messages, options.publishTimeoutSeconds);
+    broker.note(outcomes);
     const seconds = (performance.now() - started) / 1000;
     for (const [result, count] of countResults(outcomes)) options.onPublished?.(result, count, seconds);
     return Promise.all(
@@ -111,6 +127,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     },
 
     drain: () => inFlight.drain(),
+    broker,
   };
 }
 

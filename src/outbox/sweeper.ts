@@ -78,6 +78,11 @@ export function createSweeper(options: SweeperOptions): Sweeper {
 
   async function run(): Promise<void> {
     while (!stopped) {
+      // A broker that does not answer: probe it instead of spending every due entry's attempts.
+      if (options.dispatcher.broker.isDown() && !(await options.dispatcher.broker.probe())) {
+        await pause(Math.min(options.intervalSeconds, 1) * 1000);
+        continue;
+      }
       let full = false;
       try {
         const { due, published } = await sweep();

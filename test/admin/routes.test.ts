@@ -113,11 +113,12 @@ describe("admin endpoints", () => {
 
   test("retry all publishes pending entries now, and failed ones when asked", async () => {
     const { request, submit, recording, runtime } = await setup();
-    recording.failWith("connection refused", true);
-    const pending = [await submit(), await submit()];
-    await runtime.dispatcher!.drain();
     recording.failWith("messaging entity not found", false);
     const failed = await submit();
+    await runtime.dispatcher!.drain();
+    // A broker that refuses: the first directive's attempt fails, the next waits for the sweeper.
+    recording.failWith("connection refused", true);
+    const pending = [await submit(), await submit()];
     await runtime.dispatcher!.drain();
     recording.heal();
 

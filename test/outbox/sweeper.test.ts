@@ -7,7 +7,7 @@ import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import type { OutboxEntry } from "../../src/domain/model.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
-import type { Publisher } from "../../src/outbox/publisher.ts";
+import { PublishError, type Publisher } from "../../src/outbox/publisher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
 import { createRuntime, type Runtime } from "../../src/runtime.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
@@ -124,16 +124,24 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       expect((await bus.receive("ocr-requests", 1))[0]?.messageId).toBe((await entryOf(store, jobId)).outboxId);
     }, 60_000);
 
-    test("an entry that keeps failing is failed after exactly MAX_ATTEMPTS; an admin retry then delivers it", async () => {
+    test("an entry that keeps failing while the broker answers is failed after exactly MAX_ATTEMPTS; an admin retry then delivers it", async () => {
       const bus = await startBroker();
       cleanups.push(() => bus.stop());
       const store = (await storesFor(backend))();
-      const service = await instance(store, realPublisher(bus.broker.connectionString), {
+      // The namespace answers (readiness, probes) but this topic keeps refusing, as a busy entity does.
+      const real = realPublisher(bus.broker.connectionString);
+      let refusing = true;
+      const busyTopic: Publisher = {
+        publish: (topic, messages, signal) =>
+          refusing ? Promise.reject(new PublishError("ServerBusy: the entity is busy", true)) : real.publish(topic, messages, signal),
+        check: () => real.check(),
+        close: () => real.close(),
+      };
+      const service = await instance(store, busyTopic, {
         LUCIUS_OUTBOX_MAX_ATTEMPTS: "3",
         LUCIUS_ADMIN_ENABLED: "true",
         LUCIUS_ADMIN_API_KEY: "admin-key-0123456789",
       });
-      await bus.broker.refuseConnections(true);
       const { jobId } = (await (await service.post(ingestCommand())).json()) as { jobId: string };
       service.start();
       const failed = await eventually(
@@ -144,13 +152,43 @@ for (const backend of ["memory", "table", "ledger"] as const) {
         { timeoutMs: 20_000, what: "the entry failed" },
       );
       expect(failed.attempts).toBe(3);
-      expect(failed.lastError).toBeString();
-      await bus.broker.refuseConnections(false);
+      expect(failed.lastError).toContain("ServerBusy");
+      refusing = false;
       const retry = await service.app.handle(
         new Request(`http://localhost/v1/admin/outbox/${failed.outboxId}/retry`, { method: "POST", headers: { "x-api-key": "admin-key-0123456789" } }),
       );
       expect(await retry.json()).toEqual({ outboxId: failed.outboxId, status: "sent" });
       expect((await bus.receive("ocr-requests", 1))[0]?.messageId).toBe(failed.outboxId);
+    }, 60_000);
+
+    test("a broker outage does not spend the attempts of waiting entries; once it is back they all go out", async () => {
+      const bus = await startBroker();
+      cleanups.push(() => bus.stop());
+      const store = (await storesFor(backend))();
+      const service = await instance(store, realPublisher(bus.broker.connectionString), { LUCIUS_OUTBOX_MAX_ATTEMPTS: "2" });
+      await bus.broker.refuseConnections(true);
+      const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => service.post(ingestCommand({ correlationId: `o-${i}` }))));
+      const jobIds = await Promise.all(responses.map(async (r) => ((await r.json()) as { jobId: string }).jobId));
+      service.start();
+      // Long enough for every entry to fall due and for several probes: without the probe, the
+      // sweeper would spend both attempts of each entry and park them all as failed.
+      await eventually(() => service.dispatcher!.broker.isDown(), { timeoutMs: 10_000, what: "the broker seen down" });
+      await eventually(
+        async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.nextAttemptAt! < new Date(Date.now() - 2000).toISOString()),
+        {
+          timeoutMs: 15_000,
+          intervalMs: 100,
+          what: "every entry due for two seconds",
+        },
+      );
+      const waiting = await Promise.all(jobIds.map((id) => entryOf(store, id)));
+      expect(waiting.every((e) => e.status === "pending" && e.attempts <= 1)).toBe(true);
+      await bus.broker.refuseConnections(false);
+      await eventually(async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.status === "sent"), {
+        timeoutMs: 20_000,
+        what: "every entry sent",
+      });
+      expect(new Set((await bus.receive("ocr-requests", 20, { timeoutMs: 5000 })).map((m) => m.messageId)).size).toBe(20);
     }, 60_000);
 
     test("an instance killed mid-lease: another picks the entry up once the lease has run out", async () => {
