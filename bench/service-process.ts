@@ -12,8 +12,15 @@ export async function freePort(): Promise<number> {
 export async function startServiceProcess(env: Record<string, string>) {
   const port = await freePort();
   const proc = Bun.spawn(["bun", resolve(import.meta.dir, "../src/main.ts")], {
-    env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), LUCIUS_LOG_LEVEL: "warn", ...env },
-    stdout: "ignore",
+    env: {
+      PATH: process.env.PATH ?? "",
+      LUCIUS_HOST: "127.0.0.1",
+      LUCIUS_PORT: String(port),
+      LUCIUS_LOG_LEVEL: process.env.BENCH_SERVICE_LOG ? "info" : "warn",
+      ...env,
+    },
+    // BENCH_SERVICE_LOG=<file>: the service's log lines, for finding out where the time goes.
+    stdout: process.env.BENCH_SERVICE_LOG ? Bun.file(process.env.BENCH_SERVICE_LOG) : "ignore",
     stderr: "inherit",
   });
   const url = `http://127.0.0.1:${port}`;

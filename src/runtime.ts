@@ -135,7 +135,9 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
 } {
   if (!publisher) return { dispatcher: null, sweeper: null };
   const { outbox } = settings;
+  let sweeper: Sweeper | null = null;
   const dispatcher = createDispatcher({
+    onDue: (at) => sweeper?.wakeBy(at),
     onPublished: metrics.published,
     replyTo: settings.eventsEntity,
     store,
@@ -147,7 +149,7 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
     ...withClock,
   });
   if (!outbox.retryEnabled) return { dispatcher, sweeper: null };
-  const sweeper = createSweeper({
+  sweeper = createSweeper({
     store,
     dispatcher,
     logger,

@@ -30,6 +30,11 @@ export interface DispatcherOptions {
   replyTo?: string | null;
   now?: () => Date;
   random?: () => number;
+  /**
+   * Told when an entry handed over or stored again will fall due (its next attempt time), so
+   * that the sweeper can wake for it instead of waiting out its interval.
+   */
+  onDue?: (at: string) => void;
   /** Told after each publish call: how many messages had each result, and how long it took. */
   onPublished?: (result: PublishResult, count: number, seconds: number) => void;
 }
@@ -100,7 +105,9 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         if (!outcome.ok)
           logger.warn({ outboxId: item.entry.outboxId, jobId: item.job.jobId, topic, error: outcome.error, retryable: outcome.retryable }, "publish failed");
         try {
-          return await writeOutcome(item, outcome);
+          const stored = await writeOutcome(item, outcome);
+          if (stored.status === "pending" && stored.nextAttemptAt) options.onDue?.(stored.nextAttemptAt);
+          return stored;
         } catch (error) {
           // The entry stays as stored; the sweeper finds it when it is due.
           logger.warn({ outboxId: item.entry.outboxId, jobId: item.job.jobId, err: error }, "could not store publish outcome");
@@ -112,6 +119,11 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
 
   return {
     dispatch(items) {
+      const due = items.reduce<string | null>(
+        (min, item) => (item.entry.nextAttemptAt && (min === null || item.entry.nextAttemptAt < min) ? item.entry.nextAttemptAt : min),
+        null,
+      );
+      if (due) options.onDue?.(due);
       for (const [topic, group] of groupByTopic(items)) {
         const flushing = queues.push(topic, group);
         if (flushing) inFlight.track(flushing);

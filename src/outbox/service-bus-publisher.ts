@@ -123,9 +123,15 @@ export function createServiceBusPublisher(options: ServiceBusPublisherOptions): 
 
     async check() {
       if (options.readinessTopic === null) return;
-      // Opening the link proves the connection, the credentials and the entity.
-      const batch = await senderFor(options.readinessTopic).createMessageBatch({ abortSignal: AbortSignal.timeout(2000) });
-      if (batch.maxSizeInBytes <= 0) throw new Error("the broker announced no message size");
+      // Opening a fresh link proves the connection, the credentials and the entity; a cached one
+      // may outlive a dropped connection until its next send.
+      const sender = client.createSender(options.readinessTopic);
+      try {
+        const batch = await sender.createMessageBatch({ abortSignal: AbortSignal.timeout(2000) });
+        if (batch.maxSizeInBytes <= 0) throw new Error("the broker announced no message size");
+      } finally {
+        void sender.close().catch(() => {});
+      }
     },
 
     async close() {

@@ -14,6 +14,8 @@ export type { PublishSummary } from "./lease.ts";
 
 /** Batches publishing at once while draining: enough to keep the broker and storage busy. */
 const DEFAULT_BATCHES_IN_FLIGHT = 4;
+/** How long after an announced due time the sweeper wakes, so that the entry is due by then. */
+const WAKE_MARGIN_MS = 10;
 /** While draining, one progress line this often. */
 const PROGRESS_LOG_MS = 5000;
 
@@ -36,6 +38,8 @@ export interface SweeperOptions {
 export interface Sweeper {
   /** One sweep now, publishing awaited: what the loop runs, for tests and tools. */
   tick(): Promise<PublishSummary>;
+  /** An entry falls due at `at` (ISO time): a pause that would outlast it ends then instead. */
+  wakeBy(at: string): void;
   start(): void;
   /** Stops sweeping and waits for the running sweep and the batches still publishing. */
   stop(): Promise<void>;
@@ -48,7 +52,8 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   const progress = createProgressLog(options);
   let loop: Promise<void> | null = null;
   let stopped = true;
-  let wake: (() => void) | null = null;
+  /** The running pause, if any: when it ends and how to end it sooner. */
+  let paused: { untilMs: number; timer: ReturnType<typeof setTimeout>; resolve: () => void } | null = null;
 
   /** Finds and leases one batch; its publishing goes on in the background. */
   async function sweep(): Promise<{ due: number; published: Promise<PublishSummary> }> {
@@ -65,15 +70,21 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     void settled.finally(() => publishing.delete(settled));
   }
 
-  /** Waits `ms`, or less when stopped. */
+  /** Waits `ms`, or less when stopped or when an entry falls due sooner (see wakeBy). */
   function pause(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      wake = () => {
-        clearTimeout(timer);
+      const done = () => {
+        paused = null;
         resolve();
       };
+      paused = { untilMs: Date.now() + ms, timer: setTimeout(done, ms), resolve: done };
     });
+  }
+
+  function endPause(): void {
+    if (!paused) return;
+    clearTimeout(paused.timer);
+    paused.resolve();
   }
 
   async function run(): Promise<void> {
@@ -106,6 +117,15 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       const { published } = await sweep();
       return published;
     },
+    wakeBy(at) {
+      if (!paused) return;
+      const dueMs = Date.parse(at);
+      if (!(dueMs < paused.untilMs)) return;
+      clearTimeout(paused.timer);
+      // A little after the due time, so that the entry is due when the sweep reads it.
+      paused.timer = setTimeout(paused.resolve, Math.max(0, dueMs - Date.now()) + WAKE_MARGIN_MS);
+      paused.untilMs = dueMs;
+    },
     start() {
       if (!stopped) return;
       stopped = false;
@@ -113,7 +133,7 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     },
     async stop() {
       stopped = true;
-      wake?.();
+      endPause();
       await loop;
       while (publishing.size > 0) await Promise.allSettled([...publishing]);
     },
