@@ -170,15 +170,15 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       const responses = await Promise.all(Array.from({ length: 20 }, (_, i) => service.post(ingestCommand({ correlationId: `o-${i}` }))));
       const jobIds = await Promise.all(responses.map(async (r) => ((await r.json()) as { jobId: string }).jobId));
       service.start();
-      // Long enough for every entry to fall due and for several probes: without the probe, the
+      // Long enough for every entry to fall due and for ten sweep intervals: without the probe, the
       // sweeper would spend both attempts of each entry and park them all as failed.
       await eventually(() => service.dispatcher!.broker.isDown(), { timeoutMs: 10_000, what: "the broker seen down" });
       await eventually(
-        async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.nextAttemptAt! < new Date(Date.now() - 2000).toISOString()),
+        async () => (await Promise.all(jobIds.map((id) => entryOf(store, id)))).every((e) => e.nextAttemptAt! < new Date(Date.now() - 500).toISOString()),
         {
           timeoutMs: 15_000,
           intervalMs: 100,
-          what: "every entry due for two seconds",
+          what: "every entry due for half a second (ten sweep intervals)",
         },
       );
       const waiting = await Promise.all(jobIds.map((id) => entryOf(store, id)));
