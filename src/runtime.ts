@@ -58,7 +58,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const store = options.store ?? (await createStore(settings));
   await store.init();
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
-  const { dispatcher, sweeper } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
+  const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
   const services = { store, protocols: options.protocols, dispatcher, retryDelaySeconds: settings.outbox.retryDelaySeconds, ...withClock };
   const stepEvents = createStepEventService(services);
   const receiver = await createReceiver(options, stepEvents);
@@ -70,7 +70,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     stepEvents,
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
     ...(settings.admin.enabled && settings.admin.apiKey
-      ? { admin: { service: createAdminService({ store, dispatcher, leaseSeconds, ...withClock }), apiKey: settings.admin.apiKey } }
+      ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }), apiKey: settings.admin.apiKey } }
       : {}),
     logger,
     metrics,
@@ -97,7 +97,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     async stop() {
       accepting = false;
       await receiver?.close();
-      await sweeper?.stop();
+      await drainer?.stop();
       await dispatcher?.drain();
       await publisher?.close();
       await store.close();
@@ -132,8 +132,9 @@ interface OutboxWorkerOptions {
 function createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock }: OutboxWorkerOptions): {
   dispatcher: Dispatcher | null;
   sweeper: Sweeper | null;
+  drainer: Sweeper | null;
 } {
-  if (!publisher) return { dispatcher: null, sweeper: null };
+  if (!publisher) return { dispatcher: null, sweeper: null, drainer: null };
   const { outbox } = settings;
   let sweeper: Sweeper | null = null;
   const dispatcher = createDispatcher({
@@ -148,7 +149,6 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
     maxAttempts: outbox.maxAttempts,
     ...withClock,
   });
-  if (!outbox.retryEnabled) return { dispatcher, sweeper: null };
   sweeper = createSweeper({
     store,
     dispatcher,
@@ -161,7 +161,8 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
     backlog: async () => (await metrics.outboxStats()).pending,
     ...withClock,
   });
-  return { dispatcher, sweeper };
+  // Without the retry loop the sweeper is never started, but still runs the operator's drains.
+  return { dispatcher, sweeper: outbox.retryEnabled ? sweeper : null, drainer: sweeper };
 }
 
 /** Storage always; the events entity when receiving; the broker when publishing; the backlog's age when the retry loop runs. */

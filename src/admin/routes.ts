@@ -24,8 +24,11 @@ function sameKey(presented: string, expected: string): boolean {
 
 const ADMIN_PREFIX = "/v1/admin/";
 
+/** Failed entries started over by one "retry all" with includeFailed, unless `limit` says otherwise. */
+const DEFAULT_FAILED_RESET = 1000;
+
 const RetryAllBody = t.Object(
-  { limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000 })), includeFailed: t.Optional(t.Boolean()) },
+  { limit: t.Optional(t.Integer({ minimum: 1, maximum: 100_000 })), includeFailed: t.Optional(t.Boolean()) },
   { additionalProperties: false },
 );
 
@@ -86,17 +89,20 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
         )
         .post(
           "/retry",
-          async ({ body }) => {
-            const summary = await service.retryAll(body?.limit ?? 100, body?.includeFailed ?? false);
-            logger.info({ action: "retry-all", includeFailed: body?.includeFailed ?? false, ...summary }, "admin: retried outbox entries");
-            return summary;
+          async ({ body, set }) => {
+            const scheduled = await service.retryAll(body?.limit ?? DEFAULT_FAILED_RESET, body?.includeFailed ?? false);
+            logger.info({ action: "retry-all", includeFailed: body?.includeFailed ?? false, ...scheduled }, "admin: draining the outbox");
+            set.status = 202;
+            return scheduled;
           },
           {
             detail: {
               tags: ["admin"],
-              summary: "Publish pending (and failed) entries now",
+              summary: "Publish every pending entry now (and failed ones, started over, when asked)",
+              description:
+                "Answers at once; the drain runs in the background until nothing pending is left, and shows in /v1/admin/outbox/stats, /metrics and the log. `limit` caps the failed entries started over.",
               security: adminSecurity,
-              responses: { 200: { description: "{ attempted, sent, failed }" }, ...pick(problems, 401, 422, 503) },
+              responses: { 202: { description: "{ scheduled, failedReset }" }, ...pick(problems, 401, 413, 415, 422, 503) },
             },
             body: t.Optional(RetryAllBody),
             parse: jsonBody({ maxBytes: options.maxBodyBytes, schema: RetryAllBody, optional: true }),

@@ -4,26 +4,40 @@ import { jobIdOfOutbox } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxStatus, OutboxWork, Page } from "../domain/model.ts";
 import { hasJobEnded, resetFailedEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
-import { leaseAndPublish, type PublishSummary } from "../outbox/lease.ts";
+import { leaseAndPublish } from "../outbox/lease.ts";
+import type { Sweeper } from "../outbox/sweeper.ts";
 import type { JobStore, OutboxStats } from "../storage/job-store.ts";
 
 export interface AdminServiceOptions {
   store: JobStore;
   dispatcher: Dispatcher | null;
+  /** Runs the operator's "retry all" drains; null (like dispatcher) when nothing is published. */
+  drainer: Pick<Sweeper, "drainAll"> | null;
   leaseSeconds: number;
   now?: () => Date;
 }
 
-/** Pending entries are taken whatever their due time: "now" means now. */
-const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
+export interface RetryAllResult {
+  /** Pending entries when the drain started: what it will publish, besides what arrives meanwhile. */
+  scheduled: number;
+  /** Failed entries started over with a fresh attempt count. */
+  failedReset: number;
+}
 
 export function createAdminService(options: AdminServiceOptions) {
   const { store } = options;
   const now = options.now ?? (() => new Date());
 
+  const disabled = () => new PublishingDisabledError("LUCIUS_SERVICEBUS_CONNECTION is not set: nothing can be published");
+
   function dispatcher(): Dispatcher {
-    if (!options.dispatcher) throw new PublishingDisabledError("LUCIUS_SERVICEBUS_CONNECTION is not set: nothing can be published");
+    if (!options.dispatcher) throw disabled();
     return options.dispatcher;
+  }
+
+  function drainer(): Pick<Sweeper, "drainAll"> {
+    if (!options.drainer) throw disabled();
+    return options.drainer;
   }
 
   /** failed → pending with a fresh attempt count; the entry as stored. */
@@ -48,20 +62,31 @@ export function createAdminService(options: AdminServiceOptions) {
       return store.outboxStats(now());
     },
 
-    /** Publishes pending entries now (and failed ones, reset, when asked). */
-    async retryAll(limit: number, includeFailed: boolean): Promise<PublishSummary> {
-      const publishing = dispatcher();
-      const at = now();
-      const work = await store.findDueOutbox(FAR_FUTURE, limit);
-      if (includeFailed && work.length < limit) {
-        const failed = await store.listOutbox("failed", { limit: limit - work.length, cursor: null });
-        for (const entry of failed.items) {
-          const found = await workOf(entry);
+    /**
+     * Starts publishing every pending entry now, whatever its due time, in the background (and
+     * first resets up to `limit` failed ones, when asked); answers at once with what it scheduled.
+     * The progress shows in the stats, the metrics and the sweeper's log lines.
+     */
+    async retryAll(limit: number, includeFailed: boolean): Promise<RetryAllResult> {
+      const publishing = drainer();
+      let failedReset = 0;
+      if (includeFailed) {
+        const at = now();
+        for (let cursor: string | null = null, left = limit; left > 0; ) {
+          const page: Page<OutboxEntry> = await store.listOutbox("failed", { limit: Math.min(left, 100), cursor });
+          const found = await Promise.all(page.items.map(workOf));
           // A directive withdrawn because its job ended stays withdrawn.
-          if (found && !hasJobEnded(found.job)) work.push(await reset(found, at));
+          const retryable = found.filter((work): work is OutboxWork => work !== null && work.entry.status === "failed" && !hasJobEnded(work.job));
+          await Promise.all(retryable.map((work) => reset(work, at)));
+          failedReset += retryable.length;
+          left -= page.items.length;
+          if (page.nextCursor === null || page.items.length === 0) break;
+          cursor = page.nextCursor;
         }
       }
-      return leaseAndPublish(work, { store, dispatcher: publishing, leaseSeconds: options.leaseSeconds, now: at });
+      const { pending } = await store.outboxStats(now());
+      void publishing.drainAll().catch(() => {});
+      return { scheduled: pending, failedReset };
     },
 
     /** Publishes one entry now; a failed one starts over with a fresh attempt count. */

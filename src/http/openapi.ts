@@ -15,6 +15,7 @@ export const problems = {
   404: answers("Not found"),
   409: answers("Conflict: the same key still being stored (Retry-After), or a state that refuses the change"),
   413: answers("Request body over LUCIUS_MAX_BODY_BYTES"),
+  415: answers("A body whose Content-Type is not JSON"),
   422: answers("The envelope or payload violates its schema, unknown requestType, or an Idempotency-Key reused"),
   503: answers("Storage or broker unavailable (Retry-After)"),
 };

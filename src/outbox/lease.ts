@@ -26,9 +26,18 @@ export interface LeaseOptions {
   now: Date;
 }
 
-/** Leases what it can of `items`; what another sweeper holds (or settled) is left out. */
+/** An entry under a lease that has not run out: someone is publishing it. */
+export function isHeld(entry: OutboxEntry, now: string): boolean {
+  return entry.lease !== null && entry.nextAttemptAt !== null && entry.nextAttemptAt > now;
+}
+
+/**
+ * Leases what it can of `items`; what another sweeper holds (or settled) is left out. An entry
+ * still held is never taken, even when asked for entries "whatever their due time".
+ */
 export async function leaseEntries(items: readonly OutboxWork[], options: LeaseOptions): Promise<OutboxWork[]> {
   const now = options.now.toISOString();
+  items = items.filter((work) => !isHeld(work.entry, now));
   const until = new Date(options.now.getTime() + options.leaseSeconds * 1000).toISOString();
   // Tells this sweep's leases from another replica's written in the same millisecond.
   const token = randomUUID();

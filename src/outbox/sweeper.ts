@@ -8,12 +8,14 @@
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import type { Dispatcher } from "./dispatcher.ts";
-import { leaseEntries, type PublishSummary, summarize } from "./lease.ts";
+import { isHeld, leaseEntries, type PublishSummary, summarize } from "./lease.ts";
 
 export type { PublishSummary } from "./lease.ts";
 
 /** Batches publishing at once while draining: enough to keep the broker and storage busy. */
 const DEFAULT_BATCHES_IN_FLIGHT = 4;
+/** "Whatever its due time": every pending entry is due by then. */
+const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
 /** How long after an announced due time the sweeper wakes, so that the entry is due by then. */
 const WAKE_MARGIN_MS = 10;
 /** While draining, one progress line this often. */
@@ -40,6 +42,12 @@ export interface Sweeper {
   tick(): Promise<PublishSummary>;
   /** An entry falls due at `at` (ISO time): a pause that would outlast it ends then instead. */
   wakeBy(at: string): void;
+  /**
+   * Publishes every pending entry, whatever its due time, sweep after sweep until one comes back
+   * short (the operator's "retry all"); resolves with the totals. One drain runs at a time: a
+   * second call joins the running one.
+   */
+  drainAll(): Promise<PublishSummary>;
   start(): void;
   /** Stops sweeping and waits for the running sweep and the batches still publishing. */
   stop(): Promise<void>;
@@ -55,10 +63,13 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   /** The running pause, if any: when it ends and how to end it sooner. */
   let paused: { untilMs: number; timer: ReturnType<typeof setTimeout>; resolve: () => void } | null = null;
 
-  /** Finds and leases one batch; its publishing goes on in the background. */
-  async function sweep(): Promise<{ due: number; published: Promise<PublishSummary> }> {
+  /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
+  async function sweep(cutoff?: Date): Promise<{ due: number; published: Promise<PublishSummary> }> {
     const at = now();
-    const due = await options.store.findDueOutbox(at, options.batchSize);
+    const found = await options.store.findDueOutbox(cutoff ?? at, options.batchSize);
+    // Entries still held by a lease come back only when asked for everything (the operator's
+    // drain): they are not ours to take, and do not count as work found.
+    const due = found.filter((work) => !isHeld(work.entry, at.toISOString()));
     const leased = await leaseEntries(due, { store: options.store, leaseSeconds: options.leaseSeconds, now: at });
     const published = leased.length === 0 ? Promise.resolve(summarize([])) : options.dispatcher.publishNow(leased).then(summarize);
     return { due: due.length, published: published.then(progress.record) };
@@ -112,7 +123,36 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     }
   }
 
+  let draining: Promise<PublishSummary> | null = null;
+
+  async function drainEverything(): Promise<PublishSummary> {
+    const totals = summarize([]);
+    const add = (summary: PublishSummary) => {
+      totals.attempted += summary.attempted;
+      totals.sent += summary.sent;
+      totals.failed += summary.failed;
+    };
+    const batches = new Set<Promise<unknown>>();
+    for (let full = true; full; ) {
+      const { due, published } = await sweep(FAR_FUTURE);
+      full = due >= options.batchSize;
+      const batch = published.then(add);
+      batches.add(batch);
+      void batch.finally(() => batches.delete(batch));
+      while (batches.size >= batchesInFlight) await Promise.race(batches);
+    }
+    await Promise.all(batches);
+    await progress.idle();
+    return totals;
+  }
+
   return {
+    drainAll() {
+      draining ??= drainEverything().finally(() => {
+        draining = null;
+      });
+      return draining;
+    },
     async tick() {
       const { published } = await sweep();
       return published;
@@ -135,6 +175,7 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       stopped = true;
       endPause();
       await loop;
+      await draining?.catch(() => {});
       while (publishing.size > 0) await Promise.allSettled([...publishing]);
     },
   };

@@ -12,7 +12,7 @@ const KEY = "admin-key-0123456789";
 const ADMIN_ENV = { LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY, LUCIUS_OUTBOX_MAX_ATTEMPTS: "2", LUCIUS_OUTBOX_RETRY_ENABLED: "false" };
 
 /** A runtime with admin on, a recording publisher, and its log lines captured. */
-async function setup(options: { publisher?: boolean } = {}) {
+async function setup(options: { publisher?: boolean; env?: Record<string, string> } = {}) {
   const lines: Record<string, unknown>[] = [];
   const destination = new Writable({
     write(chunk, _encoding, done) {
@@ -22,7 +22,7 @@ async function setup(options: { publisher?: boolean } = {}) {
   });
   const recording = createRecordingPublisher();
   const runtime = await createRuntime({
-    settings: loadSettings(ADMIN_ENV),
+    settings: loadSettings({ ...ADMIN_ENV, ...options.env }),
     protocols: bundledRegistry(),
     logger: createLogger({ level: "info", destination }),
     publisher: options.publisher === false ? null : recording.publisher,
@@ -123,13 +123,38 @@ describe("admin endpoints", () => {
     recording.heal();
 
     const first = await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({}) });
-    expect(await first.json()).toEqual({ attempted: 2, sent: 2, failed: 0 });
-    for (const jobId of pending) expect((await runtime.store.getJob(jobId))!.outbox[0]!.status).toBe("sent");
+    expect(first.status).toBe(202);
+    expect(await first.json()).toEqual({ scheduled: 2, failedReset: 0 });
+    await eventually(async () => {
+      for (const jobId of pending) if ((await runtime.store.getJob(jobId))!.outbox[0]!.status !== "sent") return false;
+      return true;
+    });
     expect((await runtime.store.getJob(failed))!.outbox[0]!.status).toBe("failed");
 
     const second = await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({ includeFailed: true, limit: 10 }) });
-    expect(await second.json()).toEqual({ attempted: 1, sent: 1, failed: 0 });
-    expect((await runtime.store.getJob(failed))!.outbox[0]!.status).toBe("sent");
+    expect(await second.json()).toEqual({ scheduled: 1, failedReset: 1 });
+    await eventually(async () => (await runtime.store.getJob(failed))!.outbox[0]!.status === "sent");
+    const { outboxId } = (await runtime.store.getJob(failed))!.outbox[0]!;
+    expect(recording.published.filter((p) => p.message.messageId === outboxId)).toHaveLength(1);
+  });
+
+  test("retry all drains every pending entry, not one batch, and answers before the drain is done", async () => {
+    const { request, submit, recording, runtime } = await setup({ env: { LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "10", LUCIUS_OUTBOX_RETRY_ENABLED: "false" } });
+    recording.failWith("connection refused", true);
+    const jobIds = await Promise.all(Array.from({ length: 35 }, () => submit()));
+    await runtime.dispatcher!.drain();
+    recording.heal();
+    const release = recording.stall();
+    const response = await request("/v1/admin/outbox/retry", { method: "POST", body: "{}" });
+    expect(response.status).toBe(202);
+    expect(await response.json()).toEqual({ scheduled: 35, failedReset: 0 });
+    // Answered while the first batch is still held by the broker.
+    expect(recording.published).toHaveLength(0);
+    release();
+    await eventually(async () => (await runtime.store.outboxStats(new Date())).pending === 0, { what: "nothing pending" });
+    for (const jobId of jobIds) expect((await runtime.store.getJob(jobId))!.outbox[0]!.status).toBe("sent");
+    expect(new Set(recording.published.map((p) => p.message.messageId)).size).toBe(35);
+    expect(recording.published).toHaveLength(35);
   });
 
   test("retry without a broker configured is a 503 problem", async () => {
@@ -164,9 +189,9 @@ test("a directive withdrawn because its job was cancelled is not sent by an admi
   expect(entry.status).toBe("failed");
   expect((await request(`/v1/admin/outbox/${entry.outboxId}/retry`, { method: "POST" })).status).toBe(409);
   expect(await (await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({ includeFailed: true }) })).json()).toEqual({
-    attempted: 0,
-    sent: 0,
-    failed: 0,
+    scheduled: 0,
+    failedReset: 0,
   });
+  await runtime.dispatcher!.drain();
   expect(recording.published).toHaveLength(0);
 });

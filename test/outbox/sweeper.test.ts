@@ -6,6 +6,7 @@ import { afterEach, describe, expect, jest, test } from "bun:test";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import type { OutboxEntry } from "../../src/domain/model.ts";
+import { leaseEntry } from "../../src/domain/transitions.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import { PublishError, type Publisher } from "../../src/outbox/publisher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
@@ -330,4 +331,24 @@ test("a lease written but answered with a conflict (a lost answer, then a retry)
   cleanups.push(() => runtime.stop());
   expect(await runtime.sweeper!.tick()).toEqual({ attempted: 1, sent: 1, failed: 0 });
   expect((await store.getJob(planned.job.jobId))!.outbox[0]!.status).toBe("sent");
+});
+
+test("a drain of everything never takes an entry another sweeper holds under a lease", async () => {
+  const store = createMemoryStore();
+  const held = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+  const free = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+  const until = new Date(Date.now() + 60_000).toISOString();
+  await store.saveChanges(held.job.jobId, { outbox: [leaseEntry(held.outbox[0]!, new Date().toISOString(), until, "another-replica")] });
+  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const runtime = await createRuntime({
+    settings: loadSettings({}),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store,
+    publisher: recording.publisher,
+  });
+  cleanups.push(() => runtime.stop());
+  expect(await runtime.sweeper!.drainAll()).toEqual({ attempted: 1, sent: 1, failed: 0 });
+  expect(recording.published.map((p) => p.message.messageId)).toEqual([free.outbox[0]!.outboxId]);
+  expect((await entryOf(store, held.job.jobId)).status).toBe("pending");
 });
