@@ -55,25 +55,31 @@ function dueShard(outboxId: string): string {
 
 const PENDING_RANGE = odata`PartitionKey ge ${"due-"} and PartitionKey lt ${"due."}`;
 
+function markerOf(entry: OutboxEntry, now: string) {
+  return {
+    partitionKey: entry.status === "failed" ? FAILED_PARTITION : dueShard(entry.outboxId),
+    rowKey: entry.outboxId,
+    jobId: entry.jobId,
+    stepId: entry.stepId,
+    stepIndex: entry.stepIndex,
+    dueAt: entry.nextAttemptAt ?? undefined,
+    entryCreatedAt: entry.createdAt,
+    createdAt: now,
+  };
+}
+
 export function createDueIndex(client: TableClient) {
+  const deferred = createDeferredMarkerWrites(client);
+
   async function writeMarkers(marked: readonly OutboxEntry[], now: string): Promise<void> {
     await guarded("write outbox markers", () =>
       Promise.all(
-        marked.map((entry) =>
-          client.upsertEntity(
-            {
-              partitionKey: entry.status === "failed" ? FAILED_PARTITION : dueShard(entry.outboxId),
-              rowKey: entry.outboxId,
-              jobId: entry.jobId,
-              stepId: entry.stepId,
-              stepIndex: entry.stepIndex,
-              dueAt: entry.nextAttemptAt ?? undefined,
-              entryCreatedAt: entry.createdAt,
-              createdAt: now,
-            },
-            "Merge",
-          ),
-        ),
+        marked.map((entry) => {
+          const marker = markerOf(entry, now);
+          // This write is the marker's truth: a deferred change queued before it must not undo it.
+          deferred.cancel(marker.partitionKey, marker.rowKey);
+          return client.upsertEntity(marker, "Merge");
+        }),
       ),
     );
   }
@@ -101,14 +107,19 @@ export function createDueIndex(client: TableClient) {
      * After writing the entries: deletes the markers of entries no longer pending, and moves a
      * leased entry's marker to the lease's end. (A lease only postpones an entry that already
      * has a marker, so its marker may follow the write; written before, a replica that lost the
-     * lease race would leave a marker behind for an entry the winner has sent meanwhile.)
+     * lease race would leave a marker behind for an entry the winner has sent meanwhile.) These
+     * changes are queued and sent a hundred to a transaction: one lost leaves a marker that a
+     * sweep cleans, never an entry nobody finds.
      */
-    async afterWrite(entries: readonly OutboxEntry[], now: string): Promise<void> {
-      const settled = entries.filter((e) => e.status !== "pending");
-      await guarded("update due markers", () =>
-        Promise.all([...settled.map((entry) => deleteIfPresent(client, dueShard(entry.outboxId), entry.outboxId)), markDue(entries.filter(isLeased), now)]),
-      );
+    afterWrite(entries: readonly OutboxEntry[], now: string): void {
+      for (const entry of entries) {
+        if (entry.status !== "pending") deferred.delete(dueShard(entry.outboxId), entry.outboxId);
+        else if (isLeased(entry)) deferred.upsert(markerOf(entry, now));
+      }
     },
+
+    /** Sends what afterWrite queued; before closing, and for tests. */
+    flush: () => deferred.flush(),
 
     async deleteMarker(outboxId: string): Promise<void> {
       await guarded("delete due marker", () => deleteIfPresent(client, dueShard(outboxId), outboxId));
@@ -190,4 +201,78 @@ function spread(markers: DueMarker[], limit: number): DueMarker[] {
     [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!];
   }
   return candidates;
+}
+
+/** Deferred marker changes wait at most this long for others of their shard to share a transaction. */
+const DEFER_MS = 20;
+/** Azure's limit of operations in one entity-group transaction. */
+const MAX_TRANSACTION_OPERATIONS = 100;
+
+type MarkerAction = ["delete", { partitionKey: string; rowKey: string }] | ["upsert", ReturnType<typeof markerOf>, "Merge"];
+
+/**
+ * Marker changes that may follow their entries' writes, grouped per partition (shard) into
+ * entity-group transactions of up to 100: during a drain, one call per hundred entries instead of
+ * one each. The last change queued for a marker wins. A transaction that fails (a delete of a
+ * marker already gone fails it whole) is replayed one change at a time; what still fails is left
+ * for the sweeps to clean.
+ */
+function createDeferredMarkerWrites(client: TableClient) {
+  const queued = new Map<string, Map<string, MarkerAction>>();
+  const inFlight = new Set<Promise<void>>();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  function enqueue(partitionKey: string, rowKey: string, action: MarkerAction): void {
+    const partition = queued.get(partitionKey) ?? new Map<string, MarkerAction>();
+    partition.set(rowKey, action);
+    queued.set(partitionKey, partition);
+    if (partition.size >= MAX_TRANSACTION_OPERATIONS) send(partitionKey);
+    else timer ??= setTimeout(sendAll, DEFER_MS);
+  }
+
+  function sendAll(): void {
+    timer = undefined;
+    for (const partitionKey of [...queued.keys()]) send(partitionKey);
+  }
+
+  function send(partitionKey: string): void {
+    const partition = queued.get(partitionKey);
+    if (!partition) return;
+    queued.delete(partitionKey);
+    const actions = [...partition.values()];
+    for (let i = 0; i < actions.length; i += MAX_TRANSACTION_OPERATIONS) {
+      const chunk = actions.slice(i, i + MAX_TRANSACTION_OPERATIONS);
+      const sending: Promise<void> = client
+        .submitTransaction(chunk)
+        .then(
+          () => {},
+          () => replayOneByOne(chunk),
+        )
+        .finally(() => inFlight.delete(sending));
+      inFlight.add(sending);
+    }
+  }
+
+  async function replayOneByOne(actions: MarkerAction[]): Promise<void> {
+    await Promise.allSettled(
+      actions.map(([kind, entity]) => (kind === "delete" ? deleteIfPresent(client, entity.partitionKey, entity.rowKey) : client.upsertEntity(entity, "Merge"))),
+    );
+  }
+
+  return {
+    delete(partitionKey: string, rowKey: string): void {
+      enqueue(partitionKey, rowKey, ["delete", { partitionKey, rowKey }]);
+    },
+    upsert(marker: ReturnType<typeof markerOf>): void {
+      enqueue(marker.partitionKey, marker.rowKey, ["upsert", marker, "Merge"]);
+    },
+    cancel(partitionKey: string, rowKey: string): void {
+      queued.get(partitionKey)?.delete(rowKey);
+    },
+    async flush(): Promise<void> {
+      clearTimeout(timer);
+      sendAll();
+      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    },
+  };
 }

@@ -147,7 +147,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
         );
         return result;
       });
-      await due.afterWrite(entries, now);
+      due.afterWrite(entries, now);
       return saved;
     },
 
@@ -161,6 +161,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       await guarded("ping", () => queryAll(jobs, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));
     },
 
-    async close() {},
+    async close() {
+      await due.flush();
+    },
   };
 }

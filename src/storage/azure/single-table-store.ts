@@ -137,7 +137,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
           throw error;
         }
       });
-      await due.afterWrite(outbox, now);
+      due.afterWrite(outbox, now);
       const etags = withEtags(entities, response.subResponses);
       return {
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
@@ -156,6 +156,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       await guarded("ping", () => queryAll(ledger, odata`PartitionKey eq ${"~ping"}`, { limit: 1 }));
     },
 
-    async close() {},
+    async close() {
+      await due.flush();
+    },
   };
 }
