@@ -56,6 +56,20 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     return decode(await guarded("read job", () => queryAll<Record<string, unknown>>(ledger, odata`PartitionKey eq ${jobId}`)));
   }
 
+  /**
+   * One entity (a lease, an outcome of an entry alone) is one conditional call; several go in one
+   * entity-group transaction. Both are atomic; a transaction costs the storage more.
+   */
+  async function write(actions: TransactionAction[], entities: Entity[]): Promise<Map<string, string>> {
+    const [only] = actions;
+    if (actions.length === 1 && only) {
+      const [kind, entity] = only;
+      const response = kind === "update" ? await ledger.updateEntity(entity, "Replace", only[3] as { etag: string }) : await ledger.createEntity(entity);
+      return new Map([[entity.rowKey, response.etag ?? ""]]);
+    }
+    return withEtags(entities, (await ledger.submitTransaction(actions)).subResponses);
+  }
+
   function withEtags(entities: Entity[], responses: TableTransactionEntityResponse[]): Map<string, string> {
     const etags = new Map<string, string>();
     entities.forEach((entity, i) => {
@@ -129,16 +143,15 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       const outbox = changes.outbox ?? [];
       const now = new Date().toISOString();
       await due.beforeWrite(outbox, now);
-      const response = await guarded("save job changes", async () => {
+      const etags = await guarded("save job changes", async () => {
         try {
-          return await ledger.submitTransaction(actions);
+          return await write(actions, entities);
         } catch (error) {
           if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`job ${jobId} was changed by another writer`, { cause: error });
           throw error;
         }
       });
       due.afterWrite(outbox, now);
-      const etags = withEtags(entities, response.subResponses);
       return {
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
         steps: (changes.steps ?? []).map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),
