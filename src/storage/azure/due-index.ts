@@ -70,6 +70,7 @@ function markerOf(entry: OutboxEntry, now: string) {
 
 export function createDueIndex(client: TableClient) {
   const deferred = createDeferredMarkerWrites(client);
+  let rotation = Math.floor(Math.random() * DUE_SHARDS);
 
   async function writeMarkers(marked: readonly OutboxEntry[], now: string): Promise<void> {
     await guarded("write outbox markers", () =>
@@ -129,16 +130,22 @@ export function createDueIndex(client: TableClient) {
       await guarded("delete failed marker", () => deleteIfPresent(client, FAILED_PARTITION, outboxId));
     },
 
-    /** Markers due by `now` across all shards, earliest first. */
-    async dueMarkers(now: string): Promise<DueMarker[]> {
-      const shards = Array.from({ length: DUE_SHARDS }, (_, i) => `due-${i}`);
-      const rows = await guarded("read due markers", () =>
-        Promise.all(shards.map((shard) => queryAll<Record<string, unknown>>(client, odata`PartitionKey eq ${shard} and dueAt le ${now}`))),
-      );
-      return rows
-        .flat()
-        .map(toMarker)
-        .sort((a, b) => a.dueAt.localeCompare(b.dueAt));
+    /**
+     * Up to `wanted` markers due by `now`, earliest first, read shard after shard from a starting
+     * shard that moves on with every call and starts at random per instance: replicas sweeping at
+     * once mostly read different shards, and no sweep reads more markers than it can use.
+     */
+    async dueMarkers(now: string, wanted: number): Promise<DueMarker[]> {
+      const start = rotation++;
+      const markers: DueMarker[] = [];
+      for (let i = 0; i < DUE_SHARDS && markers.length < wanted; i++) {
+        const shard = `due-${(start + i) % DUE_SHARDS}`;
+        const rows = await guarded("read due markers", () =>
+          queryAll<Record<string, unknown>>(client, odata`PartitionKey eq ${shard} and dueAt le ${now}`, { limit: wanted - markers.length }),
+        );
+        markers.push(...rows.map(toMarker));
+      }
+      return markers.sort((a, b) => a.dueAt.localeCompare(b.dueAt));
     },
 
     /** Markers of one kind after a position, in key order: pending (all due shards) or failed. */
@@ -164,7 +171,7 @@ export type DueIndex = ReturnType<typeof createDueIndex>;
  */
 export async function findDueWork(due: DueIndex, layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
   const cutoff = now.toISOString();
-  const markers = spread(await due.dueMarkers(cutoff), limit);
+  const markers = spread(await due.dueMarkers(cutoff, limit * CANDIDATES_PER_ENTRY), limit);
   const work: OutboxWork[] = [];
   const cleanup: Promise<unknown>[] = [];
   for (let i = 0; i < markers.length && work.length < limit; i += READ_CONCURRENCY) {
@@ -189,13 +196,16 @@ export async function findDueWork(due: DueIndex, layout: RowLayout, now: Date, l
   return work.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
 }
 
+/** Markers read per entry wanted: the choice `spread` draws from. */
+const CANDIDATES_PER_ENTRY = 4;
+
 /**
  * The earliest `4 × limit` markers in random order: replicas sweeping at the same moment then
  * mostly lease different entries instead of racing for the same first `limit`, while what is
  * most overdue still goes first.
  */
 function spread(markers: DueMarker[], limit: number): DueMarker[] {
-  const candidates = markers.slice(0, limit * 4);
+  const candidates = markers.slice(0, limit * CANDIDATES_PER_ENTRY);
   for (let i = candidates.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
     [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!];
