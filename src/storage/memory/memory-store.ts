@@ -7,6 +7,7 @@ import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import type { CreateJobResult, JobChanges, JobStore, PageRequest, SavedChanges } from "../job-store.ts";
+import { DueHeap, type DueNode } from "./due-heap.ts";
 
 export function createMemoryStore(): JobStore {
   let version = 0;
@@ -36,9 +37,13 @@ export function createMemoryStore(): JobStore {
   /** outboxId → jobId of every entry, in creation order: the `sent` listing. */
   const allEntries = new Map<string, string>();
 
-  function track(jobId: string, entries: readonly { outboxId: string; status: string }[]): void {
+  /** Pending entries by due time (see DueHeap); superseded nodes are dropped when met. */
+  const dueHeap = new DueHeap();
+
+  function track(jobId: string, entries: readonly OutboxEntry[]): void {
     for (const entry of entries) {
       allEntries.set(entry.outboxId, jobId);
+      if (entry.status === "pending" && entry.nextAttemptAt !== null) dueHeap.push({ dueAt: entry.nextAttemptAt, outboxId: entry.outboxId });
       for (const [status, index] of [
         ["pending", pending],
         ["failed", failed],
@@ -145,13 +150,23 @@ export function createMemoryStore(): JobStore {
     async findDueOutbox(now, limit) {
       const cutoff = now.toISOString();
       const due: OutboxWork[] = [];
-      for (const [outboxId, jobId] of pending) {
-        const { job, steps, outbox } = jobs.get(jobId)!;
-        const entry = outbox.find((o) => o.outboxId === outboxId)!;
-        const step = steps.find((s) => s.stepId === entry.stepId);
-        if (step && entry.nextAttemptAt !== null && entry.nextAttemptAt <= cutoff) due.push({ job, step, entry });
+      const taken: DueNode[] = [];
+      const seen = new Set<string>();
+      for (let node = dueHeap.peek(); node && node.dueAt <= cutoff && due.length < limit; node = dueHeap.peek()) {
+        dueHeap.pop();
+        const jobId = pending.get(node.outboxId);
+        const aggregate = jobId === undefined ? undefined : jobs.get(jobId);
+        const entry = aggregate?.outbox.find((o) => o.outboxId === node!.outboxId);
+        // A node superseded by a later write (or of an entry no longer pending) is dropped here.
+        if (!aggregate || !entry || entry.nextAttemptAt !== node.dueAt || seen.has(node.outboxId)) continue;
+        seen.add(node.outboxId);
+        taken.push(node);
+        const step = aggregate.steps.find((s) => s.stepId === entry.stepId);
+        if (step) due.push({ job: aggregate.job, step, entry });
       }
-      return due.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
+      // Finding is not taking: what was found stays in the index until written again.
+      for (const node of taken) dueHeap.push(node);
+      return due;
     },
 
     async listOutbox(status, page) {

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { createMemoryStore } from "../../../src/storage/memory/memory-store.ts";
-import { describeStoreContract, storeJob } from "../job-store-contract.ts";
+import { describeStoreContract, sampleJob, storeJob } from "../job-store-contract.ts";
 
 describeStoreContract("memory", async () => createMemoryStore(), { atomicChanges: true });
 
@@ -16,4 +16,16 @@ test("memory: stored entities cannot be changed through what the store hands out
   }).toThrow(TypeError);
   read.outbox.pop();
   expect((await store.getJob(job.jobId))!.outbox).toHaveLength(1);
+});
+
+test("memory: the due index finds an entry at its latest due time only, and finding does not take it", async () => {
+  const store = createMemoryStore();
+  const { job, outbox } = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+  const now = new Date(Date.parse(outbox[0]!.nextAttemptAt!) + 1000);
+  expect((await store.findDueOutbox(now, 10)).map((w) => w.entry.outboxId)).toEqual([outbox[0]!.outboxId]);
+  expect((await store.findDueOutbox(now, 10)).map((w) => w.entry.outboxId)).toEqual([outbox[0]!.outboxId]);
+  const later = new Date(now.getTime() + 60_000).toISOString();
+  await store.saveChanges(job.jobId, { outbox: [{ ...(await store.getJob(job.jobId))!.outbox[0]!, nextAttemptAt: later }] });
+  expect(await store.findDueOutbox(now, 10)).toEqual([]);
+  expect((await store.findDueOutbox(new Date(Date.parse(later) + 1), 10)).map((w) => w.entry.nextAttemptAt)).toEqual([later]);
 });
