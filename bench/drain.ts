@@ -91,7 +91,7 @@ async function drain(broker: Broker, env: Record<string, string>, instances: num
   const timeline: string[] = [];
   for (const deadline = Date.now() + 600_000; delivered < count; ) {
     if (Date.now() > deadline) throw new Error(`only ${delivered} of ${count} delivered after 10 minutes`);
-    await Bun.sleep(100);
+    await Bun.sleep(20);
     delivered = (await broker.count(TOPIC)) - before;
     const at = (performance.now() - started) / 1000;
     if (delivered > 0 && firstSeconds === null) firstSeconds = at;

@@ -14,8 +14,11 @@ import type { Publisher } from "./publisher.ts";
 
 /** Service Bus accepts at most 100 messages per batch send. */
 const MAX_BATCH_MESSAGES = 100;
-/** While the broker is down, how often one publish goes ahead to find out whether it is back. */
-const BROKER_PROBE_MS = 1000;
+/**
+ * While the broker is down, how often one publish goes ahead (and the sweeper probes) to find out
+ * whether it is back: recovery waits at most this long for being noticed.
+ */
+export const BROKER_PROBE_MS = 250;
 /** Directives waiting on the fast path per topic; past this the sweeper takes the rest when due. */
 const MAX_QUEUED_PER_TOPIC = 10_000;
 

@@ -7,7 +7,7 @@
  */
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
-import type { Dispatcher } from "./dispatcher.ts";
+import { BROKER_PROBE_MS, type Dispatcher } from "./dispatcher.ts";
 import { isHeld, leaseEntries, type PublishSummary, summarize } from "./lease.ts";
 
 export type { PublishSummary } from "./lease.ts";
@@ -16,6 +16,11 @@ export type { PublishSummary } from "./lease.ts";
 const DEFAULT_BATCHES_IN_FLIGHT = 4;
 /** "Whatever its due time": every pending entry is due by then. */
 const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
+/**
+ * Announced due times are kept to this precision: at most one per 100 ms of the backoff range
+ * (15 minutes: 9,000), however many entries are announced.
+ */
+const HINT_BUCKET_MS = 100;
 /** How long after an announced due time the sweeper wakes, so that the entry is due by then. */
 const WAKE_MARGIN_MS = 10;
 /** While draining, one progress line this often. */
@@ -62,6 +67,19 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   let stopped = true;
   /** The running pause, if any: when it ends and how to end it sooner. */
   let paused: { untilMs: number; timer: ReturnType<typeof setTimeout>; resolve: () => void } | null = null;
+  /** Due times announced by the dispatcher, rounded up to HINT_BUCKET_MS (epoch ms / bucket). */
+  const hints = new Set<number>();
+
+  /** The earliest announced due time after `afterMs`, forgetting those at or before it. */
+  function nextHint(afterMs: number): number | null {
+    let earliest: number | null = null;
+    for (const bucket of hints) {
+      const dueMs = bucket * HINT_BUCKET_MS;
+      if (dueMs <= afterMs) hints.delete(bucket);
+      else if (earliest === null || dueMs < earliest) earliest = dueMs;
+    }
+    return earliest;
+  }
 
   /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
   async function sweep(cutoff?: Date): Promise<{ due: number; published: Promise<PublishSummary> }> {
@@ -102,10 +120,11 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     while (!stopped) {
       // A broker that does not answer: probe it instead of spending every due entry's attempts.
       if (options.dispatcher.broker.isDown() && !(await options.dispatcher.broker.probe())) {
-        await pause(Math.min(options.intervalSeconds, 1) * 1000);
+        await pause(Math.min(options.intervalSeconds * 1000, BROKER_PROBE_MS));
         continue;
       }
       let full = false;
+      const sweptAt = Date.now();
       try {
         const { due, published } = await sweep();
         full = due >= options.batchSize;
@@ -118,7 +137,10 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       while (publishing.size >= batchesInFlight) await Promise.race(publishing);
       if (!full && !stopped) {
         await progress.idle();
-        await pause(options.intervalSeconds * 1000);
+        // An entry announced earlier and not yet due at the last sweep ends the pause in time for it.
+        const hint = nextHint(sweptAt);
+        const untilHint = hint === null ? Number.POSITIVE_INFINITY : hint - Date.now() + WAKE_MARGIN_MS;
+        await pause(Math.max(0, Math.min(options.intervalSeconds * 1000, untilHint)));
       }
     }
   }
@@ -158,9 +180,11 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       return published;
     },
     wakeBy(at) {
-      if (!paused) return;
       const dueMs = Date.parse(at);
-      if (!(dueMs < paused.untilMs)) return;
+      if (!Number.isFinite(dueMs)) return;
+      // Remembered, so that the pause after the next sweep can end in time for it.
+      hints.add(Math.ceil(dueMs / HINT_BUCKET_MS));
+      if (!paused || !(dueMs < paused.untilMs)) return;
       clearTimeout(paused.timer);
       // A little after the due time, so that the entry is due when the sweep reads it.
       paused.timer = setTimeout(paused.resolve, Math.max(0, dueMs - Date.now()) + WAKE_MARGIN_MS);
