@@ -352,3 +352,25 @@ test("a drain of everything never takes an entry another sweeper holds under a l
   expect(recording.published.map((p) => p.message.messageId)).toEqual([free.outbox[0]!.outboxId]);
   expect((await entryOf(store, held.job.jobId)).status).toBe("pending");
 });
+
+test("the sweeper wakes when a directive it was told of falls due, not at the end of its interval", async () => {
+  const store = createMemoryStore();
+  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const runtime = await createRuntime({
+    // An interval far beyond the test's deadline: only the announced due time can wake the sweeper.
+    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_INTERVAL: "600", LUCIUS_OUTBOX_RETRY_DELAY: "0.6", LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "0.5" }),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store,
+    publisher: recording.publisher,
+  });
+  cleanups.push(() => runtime.stop());
+  runtime.start(); // its first sweep finds nothing and pauses for the interval
+  recording.rejectWhen(() => ({ ok: false, error: "ServerBusy", retryable: true }));
+  const accepted = await runtime.app.handle(new Request("http://localhost/v1/commands", { method: "POST", body: JSON.stringify(ingestCommand()) }));
+  const { jobId } = (await accepted.json()) as { jobId: string };
+  await runtime.dispatcher!.drain();
+  expect((await entryOf(store, jobId)).attempts).toBe(1);
+  recording.rejectWhen(() => null);
+  await eventually(async () => (await entryOf(store, jobId)).status === "sent", { timeoutMs: 5000, what: "the retry sent before the interval ends" });
+});
