@@ -11,7 +11,9 @@ export async function freePort(): Promise<number> {
 /** Starts `bun src/main.ts` with `env` and waits until /healthz answers; its output is not read. */
 export async function startServiceProcess(env: Record<string, string>) {
   const port = await freePort();
-  const proc = Bun.spawn(["bun", resolve(import.meta.dir, "../src/main.ts")], {
+  // BENCH_SERVICE_PROFILE=<dir>: a CPU profile of the service, written when it stops.
+  const profile = process.env.BENCH_SERVICE_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_SERVICE_PROFILE}`] : [];
+  const proc = Bun.spawn(["bun", ...profile, resolve(import.meta.dir, "../src/main.ts")], {
     env: {
       PATH: process.env.PATH ?? "",
       LUCIUS_HOST: "127.0.0.1",
