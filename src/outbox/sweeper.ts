@@ -9,6 +9,7 @@ import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { BROKER_PROBE_MS, type Dispatcher } from "./dispatcher.ts";
 import { isHeld, leaseEntries, type PublishSummary, summarize } from "./lease.ts";
+import { createWakeablePause } from "./wakeable-pause.ts";
 
 export type { PublishSummary } from "./lease.ts";
 
@@ -16,13 +17,6 @@ export type { PublishSummary } from "./lease.ts";
 const DEFAULT_BATCHES_IN_FLIGHT = 4;
 /** "Whatever its due time": every pending entry is due by then. */
 const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
-/**
- * Announced due times are kept to this precision: at most one per 100 ms of the backoff range
- * (15 minutes: 9,000), however many entries are announced.
- */
-const HINT_BUCKET_MS = 100;
-/** How long after an announced due time the sweeper wakes, so that the entry is due by then. */
-const WAKE_MARGIN_MS = 10;
 /** While draining, one progress line this often. */
 const PROGRESS_LOG_MS = 5000;
 
@@ -61,25 +55,12 @@ export interface Sweeper {
 export function createSweeper(options: SweeperOptions): Sweeper {
   const now = options.now ?? (() => new Date());
   const batchesInFlight = options.batchesInFlight ?? DEFAULT_BATCHES_IN_FLIGHT;
-  const publishing = new Set<Promise<unknown>>();
+  const publishing = createInFlight(batchesInFlight, options.logger);
   const progress = createProgressLog(options);
+  const pause = createWakeablePause();
   let loop: Promise<void> | null = null;
+  let draining: Promise<PublishSummary> | null = null;
   let stopped = true;
-  /** The running pause, if any: when it ends and how to end it sooner. */
-  let paused: { untilMs: number; timer: ReturnType<typeof setTimeout>; resolve: () => void } | null = null;
-  /** Due times announced by the dispatcher, rounded up to HINT_BUCKET_MS (epoch ms / bucket). */
-  const hints = new Set<number>();
-
-  /** The earliest announced due time after `afterMs`, forgetting those at or before it. */
-  function nextHint(afterMs: number): number | null {
-    let earliest: number | null = null;
-    for (const bucket of hints) {
-      const dueMs = bucket * HINT_BUCKET_MS;
-      if (dueMs <= afterMs) hints.delete(bucket);
-      else if (earliest === null || dueMs < earliest) earliest = dueMs;
-    }
-    return earliest;
-  }
 
   /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
   async function sweep(cutoff?: Date): Promise<{ due: number; published: Promise<PublishSummary> }> {
@@ -93,34 +74,11 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     return { due: due.length, published: published.then(progress.record) };
   }
 
-  function track(work: Promise<unknown>): void {
-    const settled = work.catch((error: unknown) => options.logger.warn({ err: error }, "publishing a swept batch failed; its entries stay due"));
-    publishing.add(settled);
-    void settled.finally(() => publishing.delete(settled));
-  }
-
-  /** Waits `ms`, or less when stopped or when an entry falls due sooner (see wakeBy). */
-  function pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        paused = null;
-        resolve();
-      };
-      paused = { untilMs: Date.now() + ms, timer: setTimeout(done, ms), resolve: done };
-    });
-  }
-
-  function endPause(): void {
-    if (!paused) return;
-    clearTimeout(paused.timer);
-    paused.resolve();
-  }
-
   async function run(): Promise<void> {
     while (!stopped) {
       // A broker that does not answer: probe it instead of spending every due entry's attempts.
       if (options.dispatcher.broker.isDown() && !(await options.dispatcher.broker.probe())) {
-        await pause(Math.min(options.intervalSeconds * 1000, BROKER_PROBE_MS));
+        await pause.wait(Math.min(options.intervalSeconds * 1000, BROKER_PROBE_MS), Date.now());
         continue;
       }
       let full = false;
@@ -128,42 +86,34 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       try {
         const { due, published } = await sweep();
         full = due >= options.batchSize;
-        track(published);
+        await publishing.add(published);
         options.onTick?.("ok");
       } catch (error) {
         options.onTick?.("error");
         options.logger.warn({ err: error }, "sweep failed; the next one retries");
       }
-      while (publishing.size >= batchesInFlight) await Promise.race(publishing);
       if (!full && !stopped) {
         await progress.idle();
-        // An entry announced earlier and not yet due at the last sweep ends the pause in time for it.
-        const hint = nextHint(sweptAt);
-        const untilHint = hint === null ? Number.POSITIVE_INFINITY : hint - Date.now() + WAKE_MARGIN_MS;
-        await pause(Math.max(0, Math.min(options.intervalSeconds * 1000, untilHint)));
+        await pause.wait(options.intervalSeconds * 1000, sweptAt);
       }
     }
   }
 
-  let draining: Promise<PublishSummary> | null = null;
-
   async function drainEverything(): Promise<PublishSummary> {
     const totals = summarize([]);
-    const add = (summary: PublishSummary) => {
-      totals.attempted += summary.attempted;
-      totals.sent += summary.sent;
-      totals.failed += summary.failed;
-    };
-    const batches = new Set<Promise<unknown>>();
+    const batches = createInFlight(batchesInFlight, options.logger);
     for (let full = true; full; ) {
       const { due, published } = await sweep(FAR_FUTURE);
       full = due >= options.batchSize;
-      const batch = published.then(add);
-      batches.add(batch);
-      void batch.finally(() => batches.delete(batch));
-      while (batches.size >= batchesInFlight) await Promise.race(batches);
+      await batches.add(
+        published.then((summary) => {
+          totals.attempted += summary.attempted;
+          totals.sent += summary.sent;
+          totals.failed += summary.failed;
+        }),
+      );
     }
-    await Promise.all(batches);
+    await batches.settle();
     await progress.idle();
     return totals;
   }
@@ -179,17 +129,7 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       const { published } = await sweep();
       return published;
     },
-    wakeBy(at) {
-      const dueMs = Date.parse(at);
-      if (!Number.isFinite(dueMs)) return;
-      // Remembered, so that the pause after the next sweep can end in time for it.
-      hints.add(Math.ceil(dueMs / HINT_BUCKET_MS));
-      if (!paused || !(dueMs < paused.untilMs)) return;
-      clearTimeout(paused.timer);
-      // A little after the due time, so that the entry is due when the sweep reads it.
-      paused.timer = setTimeout(paused.resolve, Math.max(0, dueMs - Date.now()) + WAKE_MARGIN_MS);
-      paused.untilMs = dueMs;
-    },
+    wakeBy: (at) => pause.announce(Date.parse(at)),
     start() {
       if (!stopped) return;
       stopped = false;
@@ -197,10 +137,26 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     },
     async stop() {
       stopped = true;
-      endPause();
+      pause.end();
       await loop;
       await draining?.catch(() => {});
-      while (publishing.size > 0) await Promise.allSettled([...publishing]);
+      await publishing.settle();
+    },
+  };
+}
+
+/** Batches publishing in the background, at most `limit` at once: `add` waits while that many run. */
+function createInFlight(limit: number, logger: Logger) {
+  const running = new Set<Promise<unknown>>();
+  return {
+    async add(work: Promise<unknown>): Promise<void> {
+      const settled = work.catch((error: unknown) => logger.warn({ err: error }, "publishing a swept batch failed; its entries stay due"));
+      running.add(settled);
+      void settled.finally(() => running.delete(settled));
+      while (running.size >= limit) await Promise.race(running);
+    },
+    async settle(): Promise<void> {
+      while (running.size > 0) await Promise.allSettled([...running]);
     },
   };
 }
