@@ -5,34 +5,12 @@
  *
  *   bun run bench:hostile [--requests 400]
  */
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { startServiceProcess } from "./service-process.ts";
 
 const { values } = parseArgs({ options: { requests: { type: "string", default: "400" } } });
 const total = Number(values.requests);
 const CLIENTS = 8;
-
-async function startService() {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  const proc = Bun.spawn(["bun", resolve(import.meta.dir, "../src/main.ts")], {
-    env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), LUCIUS_LOG_LEVEL: "warn" },
-    stdout: "ignore",
-    stderr: "inherit",
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (const deadline = Date.now() + 10_000; ; ) {
-    try {
-      await fetch(`${url}/healthz`);
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error("the service did not start");
-      await Bun.sleep(20);
-    }
-  }
-  return { proc, url };
-}
 
 function rssMb(pid: number): number {
   const status = require("node:fs").readFileSync(`/proc/${pid}/status`, "utf8") as string;
@@ -55,8 +33,8 @@ const workloads: [string, () => string][] = [
 ];
 
 async function run(name: string, body: () => string) {
-  const service = await startService();
-  const before = rssMb(service.proc.pid);
+  const service = await startServiceProcess();
+  const before = rssMb(service.pid);
   const statuses = new Map<number, number>();
   let sent = 0;
   let done = false;
@@ -83,9 +61,8 @@ async function run(name: string, body: () => string) {
   const seconds = (performance.now() - started) / 1000;
   done = true;
   await probe;
-  const after = rssMb(service.proc.pid);
-  service.proc.kill("SIGTERM");
-  await service.proc.exited;
+  const after = rssMb(service.pid);
+  await service.stop();
   healthMs.sort((a, b) => a - b);
   const max = healthMs.at(-1) ?? 0;
   const p99 = healthMs[Math.floor(healthMs.length * 0.99)] ?? 0;

@@ -8,8 +8,8 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** Starts `bun src/main.ts` with `env` and waits until /healthz answers; its output is not read. */
-export async function startServiceProcess(env: Record<string, string>) {
+/** Starts `bun src/main.ts` with `env` (logs at warn) and waits until /healthz answers; its output is not read. */
+export async function startServiceProcess(env: Record<string, string> = {}) {
   const port = await freePort();
   // BENCH_SERVICE_PROFILE=<dir>: a CPU profile of the service, written when it stops.
   const profile = process.env.BENCH_SERVICE_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_SERVICE_PROFILE}`] : [];
@@ -37,6 +37,7 @@ export async function startServiceProcess(env: Record<string, string>) {
   }
   return {
     url,
+    pid: proc.pid,
     async stop() {
       proc.kill("SIGTERM");
       await proc.exited;
