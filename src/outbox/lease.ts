@@ -51,7 +51,7 @@ export async function leaseEntries(items: readonly OutboxWork[], options: LeaseO
       if (!(error instanceof ConcurrencyConflictError)) throw error;
       // A write whose answer was lost (a timeout, then the SDK's retry meets our own new
       // etag) is ours all the same: left alone, the entry would wait out the whole lease.
-      const current = (await options.store.getJob(work.job.jobId))?.outbox.find((o) => o.outboxId === work.entry.outboxId);
+      const current = await options.store.getOutboxEntry(work.job.jobId, work.entry.outboxId);
       const ours = current?.status === "pending" && current.lease === token;
       return ours ? { ...work, entry: current } : null;
     }

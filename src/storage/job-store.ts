@@ -53,6 +53,9 @@ export interface JobStore {
   /** The job and everything of it, with etags; null until the job is wholly stored. */
   getJob(jobId: string): Promise<JobAggregate | null>;
 
+  /** One outbox entry as stored, by a point read; null when absent. Cheaper than getJob. */
+  getOutboxEntry(jobId: string, outboxId: string): Promise<OutboxEntry | null>;
+
   /** The tenant's jobs from the job index, newest first. */
   listJobs(tenantId: string, page: PageRequest): Promise<Page<JobSummary>>;
 

@@ -108,6 +108,17 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect(await store.getJob(newJobId())).toBeNull();
     });
 
+    test("getOutboxEntry reads one entry as stored, with its etag; null when absent", async () => {
+      const store = await makeStore();
+      const stored = await storeJob(store);
+      const entry = stored.outbox[0]!;
+      expect(await store.getOutboxEntry(stored.job.jobId, entry.outboxId)).toEqual(entry);
+      const sent = (await store.saveChanges(stored.job.jobId, { outbox: [markOutboxSent(entry, new Date().toISOString())] })).outbox[0]!;
+      expect(await store.getOutboxEntry(stored.job.jobId, entry.outboxId)).toEqual(sent);
+      expect(await store.getOutboxEntry(stored.job.jobId, `${stored.job.jobId}.s9.d0`)).toBeNull();
+      expect(await store.getOutboxEntry(newJobId(), entry.outboxId)).toBeNull();
+    });
+
     test("createJob of an existing job id changes nothing and returns what is stored", async () => {
       const store = await makeStore();
       const planned = sampleJob();

@@ -120,6 +120,9 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
 
     getJob,
 
+    getOutboxEntry: (jobId, outboxId) =>
+      guarded("read outbox entry", () => readRow(layout.clients.outbox, jobId, layout.outboxRow({ outboxId }), entityToOutbox)),
+
     listJobs: (tenantId, page) => index.list(tenantId, page),
 
     async saveChanges(jobId, changes: JobChanges): Promise<SavedChanges> {

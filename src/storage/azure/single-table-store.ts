@@ -18,7 +18,7 @@ import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
-import type { RowLayout } from "./rows.ts";
+import { type RowLayout, readRow } from "./rows.ts";
 import { claimAndMark, createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const KEY_SEPARATOR = "_";
@@ -124,6 +124,9 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     },
 
     getJob,
+
+    getOutboxEntry: (jobId, outboxId) =>
+      guarded("read outbox entry", () => readRow(layout.clients.outbox, jobId, layout.outboxRow({ outboxId }), entityToOutbox)),
 
     listJobs: (tenantId, page) => index.list(tenantId, page),
 

@@ -87,6 +87,10 @@ export function createMemoryStore(): JobStore {
       return { outcome: "stored", aggregate: view(stored) };
     },
 
+    async getOutboxEntry(jobId, outboxId) {
+      return entryOf(outboxId, jobId) ?? null;
+    },
+
     async getJob(jobId) {
       const stored = jobs.get(jobId);
       return stored ? view(stored) : null;
