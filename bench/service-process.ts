@@ -21,8 +21,8 @@ export async function startServiceProcess(env: Record<string, string> = {}) {
       LUCIUS_LOG_LEVEL: process.env.BENCH_SERVICE_LOG ? "info" : "warn",
       ...env,
     },
-    // BENCH_SERVICE_LOG=<file>: the service's log lines, for finding out where the time goes.
-    stdout: process.env.BENCH_SERVICE_LOG ? Bun.file(process.env.BENCH_SERVICE_LOG) : "ignore",
+    // BENCH_SERVICE_LOG=<path>: each service's log lines in <path>.<port>, for finding out where the time goes.
+    stdout: process.env.BENCH_SERVICE_LOG ? Bun.file(`${process.env.BENCH_SERVICE_LOG}.${port}`) : "ignore",
     stderr: "inherit",
   });
   const url = `http://127.0.0.1:${port}`;
