@@ -41,7 +41,7 @@ export function jsonBody(options: JsonBodyOptions): (context: { request: Request
 }
 
 /** The body as text, refused past `maxBytes`: before reading when declared, as soon as it is passed when chunked. */
-export async function readText(request: Request, maxBytes: number): Promise<string> {
+async function readText(request: Request, maxBytes: number): Promise<string> {
   const tooLarge = () => new PayloadTooLargeError(`the request body exceeds ${maxBytes} bytes`);
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge();

@@ -72,7 +72,7 @@ export async function leaseAndPublish(items: OutboxWork[], options: LeaseOptions
 }
 
 /** `fn` over `items` with at most `limit` calls running at once; results in order. */
-export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {

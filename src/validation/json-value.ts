@@ -9,7 +9,7 @@ import { type FieldViolation, MalformedJsonError, ValidationFailedError } from "
 import { escapePointerSegment } from "../domain/json-pointer.ts";
 
 /** Objects and arrays inside each other, the outermost counting as 1. Enough for any document we carry. */
-export const MAX_JSON_DEPTH = 64;
+const MAX_JSON_DEPTH = 64;
 /** Violations reported at most: enough to fix a request, never a second copy of a hostile one. */
 const MAX_VIOLATIONS = 20;
 
@@ -46,7 +46,7 @@ function pointerOf(place: Place): string {
   return segments.length === 0 ? "" : `/${segments.reverse().join("/")}`;
 }
 
-export function jsonLimitViolations(root: unknown): FieldViolation[] {
+function jsonLimitViolations(root: unknown): FieldViolation[] {
   const violations: FieldViolation[] = [];
   const stack: Place[] = [{ value: root, key: "", parent: null, depth: 0 }];
   while (stack.length > 0 && violations.length < MAX_VIOLATIONS) {
