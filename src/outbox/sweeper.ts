@@ -44,7 +44,7 @@ export interface Sweeper {
   /**
    * Publishes every pending entry, whatever its due time, sweep after sweep until one comes back
    * short (the operator's "retry all"); resolves with the totals. One drain runs at a time: a
-   * second call joins the running one.
+   * call during a drain starts another once it ends.
    */
   drainAll(): Promise<PublishSummary>;
   start(): void;
@@ -120,10 +120,15 @@ export function createSweeper(options: SweeperOptions): Sweeper {
 
   return {
     drainAll() {
-      draining ??= drainEverything().finally(() => {
-        draining = null;
+      // Asked again while draining: what was made pending since (reset failed entries) may sit
+      // behind the running drain's last sweep, so one more drain follows it.
+      const after: Promise<unknown> = draining ?? Promise.resolve();
+      const next: Promise<PublishSummary> = after.catch(() => {}).then(drainEverything);
+      draining = next;
+      void next.finally(() => {
+        if (draining === next) draining = null;
       });
-      return draining;
+      return next;
     },
     async tick() {
       const { published } = await sweep();
