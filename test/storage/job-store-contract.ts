@@ -123,10 +123,13 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       const store = await makeStore();
       const planned = sampleJob();
       const first = await storeJob(store, planned);
-      const again = await storeJob(store, { ...planned, job: { ...planned.job, correlationId: "other" } });
+      // A replay plans the job again, later and with whatever the request carries now.
+      const later = new Date(Date.parse(planned.job.createdAt) + 60_000).toISOString();
+      const again = await storeJob(store, { ...planned, job: { ...planned.job, correlationId: "other", createdAt: later, updatedAt: later } });
       expect(again.job.correlationId).toBe("c");
       expect(again.job.etag).toBe(first.job.etag!);
-      expect((await store.listJobs("acme", { limit: 10, cursor: null })).items).toHaveLength(1);
+      const listed = (await store.listJobs("acme", { limit: 10, cursor: null })).items;
+      expect(listed).toEqual([expect.objectContaining({ jobId: planned.job.jobId, correlationId: "c", createdAt: planned.job.createdAt })]);
     });
 
     test("a claimed key: the first job is stored, a second job under the key is not; keys are per tenant", async () => {

@@ -6,17 +6,27 @@ import { odata, type TableClient } from "@azure/data-tables";
 import type { Job, JobSummary, Page } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import type { PageRequest } from "../job-store.ts";
-import { guarded, queryAll } from "./client.ts";
+import { guarded, insertIfAbsent, queryAll } from "./client.ts";
 import { entityToSummary, keysOf, summaryToEntity } from "./entities.ts";
 
 export interface JobIndex {
-  write(job: Job): Promise<void>;
+  /**
+   * Lists a job unless it is listed already (a replay must not restate an older job with its own
+   * time); true when this call wrote the row.
+   */
+  write(job: Job): Promise<boolean>;
+  /** Writes the row from the job as stored, over whatever is there. */
+  restate(job: Job): Promise<void>;
   list(tenantId: string, page: PageRequest): Promise<Page<JobSummary>>;
 }
 
 export function createJobIndex(client: TableClient): JobIndex {
   return {
     async write(job) {
+      return guarded("write job index", async () => (await insertIfAbsent(client, summaryToEntity(job))).inserted);
+    },
+
+    async restate(job) {
       await guarded("write job index", () => client.upsertEntity(summaryToEntity(job), "Replace"));
     },
 
