@@ -1,0 +1,157 @@
+/**
+ * A worker to copy: takes Lucius's step messages from topic subscriptions with the official
+ * Service Bus SDK and reports step events back to the entity the message names in `replyTo`.
+ *
+ *   LUCIUS_SERVICEBUS_CONNECTION='Endpoint=sb://…' bun examples/worker.ts [topic ...]
+ *
+ * Topics default to those of the bundled protocols; each is read through the subscription
+ * WORKER_SUBSCRIPTION (default `workers`). The "work" here is a stand-in: it answers with a
+ * small result per step. Replace `doStep` with yours.
+ */
+import { isServiceBusError, ServiceBusClient, type ServiceBusReceivedMessage, type ServiceBusReceiver, type ServiceBusSender } from "@azure/service-bus";
+
+/** What Lucius puts in a step message's body (docs/API.md, "Messages to workers"). */
+interface StepMessage {
+  jobId: string;
+  stepId: string;
+  stepName: string;
+  stepIndex: number;
+  outboxId: string;
+  requestType: string;
+  tenantId: string;
+  correlationId: string | null;
+  payload: Record<string, unknown>;
+}
+
+/** A failure the worker wants Lucius to know about: retryable ones get another directive. */
+class StepFailure extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** The work itself. Throw StepFailure for a failure to report; anything else is transient. */
+async function doStep(message: StepMessage): Promise<Record<string, unknown>> {
+  const { payload, stepName } = message;
+  if (typeof payload.documentUri !== "string") throw new StepFailure("NO_DOCUMENT", "the payload has no documentUri", false);
+  switch (stepName) {
+    case "ocr":
+      return { pages: 1, text: `text of ${payload.documentId}` };
+    case "embed":
+      return { vectors: 1, model: "example" };
+    case "enrich":
+      return { entities: [], language: payload.language ?? "und" };
+    default:
+      return { done: stepName };
+  }
+}
+
+const DEFAULT_TOPICS = ["ocr-requests", "vector-ingestion", "semantic-intelligence"];
+
+export interface WorkerOptions {
+  connectionString: string;
+  topics: string[];
+  subscription: string;
+  log?: (line: string) => void;
+}
+
+export function startWorker(options: WorkerOptions) {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const client = new ServiceBusClient(options.connectionString);
+  const senders = new Map<string, ServiceBusSender>();
+  const receivers: ServiceBusReceiver[] = [];
+  const subscriptions: { close(): Promise<void> }[] = [];
+
+  const senderFor = (entity: string) => {
+    let sender = senders.get(entity);
+    if (!sender) {
+      sender = client.createSender(entity);
+      senders.set(entity, sender);
+    }
+    return sender;
+  };
+
+  /** A step event; its eventId is derived from the message, so a redelivery reports the same event. */
+  async function report(message: ServiceBusReceivedMessage, body: StepMessage, event: Record<string, unknown> & { status: string }) {
+    if (!message.replyTo) throw new StepFailure("NO_REPLY_TO", "the message names no events entity (LUCIUS_EVENTS_ENTITY unset)", false);
+    await senderFor(message.replyTo).sendMessages({
+      body: { jobId: body.jobId, stepId: body.stepId, eventId: `${message.messageId}:${event.status}`, ...event },
+      contentType: "application/json",
+      correlationId: body.jobId,
+    });
+  }
+
+  async function handle(message: ServiceBusReceivedMessage, receiver: ServiceBusReceiver): Promise<void> {
+    const body = message.body as StepMessage;
+    try {
+      await report(message, body, { status: "progress" });
+      const result = await doStep(body);
+      await report(message, body, { status: "succeeded", result });
+      log(`${body.stepName} of job ${body.jobId}: succeeded`);
+    } catch (error) {
+      if (!(error instanceof StepFailure)) {
+        // Transient (the events entity did not answer, say): the message comes back later.
+        log(`${body.stepName} of job ${body.jobId}: ${(error as Error).message}; abandoned for a later delivery`);
+        await receiver.abandonMessage(message).catch(() => {});
+        return;
+      }
+      await report(message, body, { status: "failed", error: { code: error.code, message: error.message, retryable: error.retryable } });
+      log(`${body.stepName} of job ${body.jobId}: failed (${error.code})`);
+    }
+    // Completed only once the event is sent: a crash before this redelivers the message.
+    await receiver.completeMessage(message);
+  }
+
+  for (const topic of options.topics) {
+    const receiver = client.createReceiver(topic, options.subscription, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
+    receivers.push(receiver);
+    subscriptions.push(
+      receiver.subscribe(
+        {
+          processMessage: (message) => handle(message, receiver),
+          processError: async ({ error }) => {
+            log(`receiver of ${topic}: ${isServiceBusError(error) ? error.code : ""} ${error.message}`);
+          },
+        },
+        { autoCompleteMessages: false, maxConcurrentCalls: 8 },
+      ),
+    );
+  }
+  log(`worker: taking ${options.topics.join(", ")} through subscription '${options.subscription}'`);
+
+  return {
+    /** Stops taking messages, lets running ones finish, closes the connection. */
+    async stop() {
+      await Promise.allSettled(subscriptions.map((s) => s.close()));
+      await Promise.allSettled([...receivers, ...senders.values()].map((link) => link.close()));
+      await client.close();
+    },
+  };
+}
+
+if (import.meta.main) {
+  const connectionString = process.env.LUCIUS_SERVICEBUS_CONNECTION;
+  if (!connectionString) {
+    console.error("worker: set LUCIUS_SERVICEBUS_CONNECTION");
+    process.exit(1);
+  }
+  const topics = process.argv.slice(2);
+  const worker = startWorker({
+    connectionString,
+    topics: topics.length > 0 ? topics : DEFAULT_TOPICS,
+    subscription: process.env.WORKER_SUBSCRIPTION ?? "workers",
+  });
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    await worker.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop());
+  process.on("SIGTERM", () => void stop());
+}
