@@ -6,11 +6,13 @@
  * every process it started.
  *
  *   bun run dev [--port 8000] [--azurite-port 10002] [--broker-port 5672]   (0: any free port)
+ *               [--runtime bun|deno]   (the service on Bun, or on Deno through src/deno.ts)
  */
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { connectionStringFor } from "../test/support/azurite.ts";
+import { DENO_RUN, denoExecutable } from "./deno-command.ts";
 
 const root = resolve(import.meta.dir, "..");
 const { values } = parseArgs({
@@ -18,9 +20,14 @@ const { values } = parseArgs({
     port: { type: "string", default: "8000" },
     "azurite-port": { type: "string", default: "10002" },
     "broker-port": { type: "string", default: "5672" },
+    runtime: { type: "string", default: "bun" },
   },
 });
 const EVENTS_QUEUE = "step-events";
+if (values.runtime !== "bun" && values.runtime !== "deno") {
+  console.error("dev: --runtime must be bun or deno");
+  process.exit(2);
+}
 
 async function portOf(value: string, flag: string): Promise<number> {
   const port = Number(value);
@@ -128,7 +135,8 @@ try {
     return match !== null;
   });
   const adminKey = `dev-${randomBytes(12).toString("hex")}`;
-  await start("lucius", ["bun", "src/main.ts"], {
+  const service = values.runtime === "deno" ? [denoExecutable(), ...DENO_RUN] : ["bun", "src/main.ts"];
+  await start("lucius", service, {
     LUCIUS_HOST: "127.0.0.1",
     LUCIUS_PORT: String(port),
     LUCIUS_LOG_LEVEL: process.env.LUCIUS_LOG_LEVEL ?? "warn",
@@ -144,7 +152,7 @@ try {
   await start("worker", ["bun", "examples/worker.ts"], { LUCIUS_SERVICEBUS_CONNECTION: brokerConnection }, (line) => line.startsWith("worker: taking"));
   console.log(`
 Lucius is running (Ctrl-C stops everything):
-  service   ${url}   (ledger on Azurite, publishing, step events from '${EVENTS_QUEUE}')
+  service   ${url}   (on ${values.runtime === "deno" ? "Deno" : "Bun"}; ledger on Azurite, publishing, step events from '${EVENTS_QUEUE}')
   Azurite   http://127.0.0.1:${azuritePort}   (in memory)
   broker    ${brokerConnection}
   worker    examples/worker.ts on every step's topic

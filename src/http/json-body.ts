@@ -4,6 +4,7 @@
  * its limits (depth, numbers, strings), then the route's schema. Each step answers with its own
  * problem, and none of them echoes or pretty-prints what was sent.
  */
+import { Buffer } from "node:buffer";
 import type { TSchema } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { PayloadTooLargeError, ValidationFailedError } from "../domain/errors.ts";

@@ -1,4 +1,5 @@
 /** Paging cursors are opaque to clients: base64url of the last key they saw. */
+import { Buffer } from "node:buffer";
 import { InvalidCursorError } from "../domain/errors.ts";
 
 export function encodeCursor(key: string): string {

@@ -2,6 +2,7 @@
  * Domain entities ↔ table entities, shared by the `table` and `ledger` layouts (they differ only
  * in keys). Nulls are left out (the SDK drops them anyway); JSON goes in as chunked strings.
  */
+import { Buffer } from "node:buffer";
 import type { TableEntityResult } from "@azure/data-tables";
 import type { IdempotencyRecord, Job, JobStatus, JobSummary, OutboxEntry, OutboxStatus, Step, StepStatus } from "../../domain/model.ts";
 import { chunkString, type Entity, joinChunks } from "./limits.ts";

@@ -3,6 +3,7 @@
  * (entity size, property count, the 100-operation limit answers only after the round trip), Azure
  * does not. docs/STORAGE.md lists them.
  */
+import { Buffer } from "node:buffer";
 
 export const MAX_STRING_CHARS = 32 * 1024;
 const MAX_ENTITY_BYTES = 1024 * 1024;

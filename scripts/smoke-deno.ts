@@ -1,0 +1,99 @@
+/**
+ * The same source served by Deno 2, black-box: intake with an idempotent replay on `memory`,
+ * then the whole stack (`bun run dev --runtime deno`: Azurite, the dev broker, the example
+ * worker) running a three-step job to `succeeded`; each time a clean stop on SIGTERM. Run by
+ * .ci/run; exits 1 naming what failed.
+ *
+ *   bun scripts/smoke-deno.ts
+ */
+import { resolve } from "node:path";
+import { DENO_RUN, denoExecutable } from "./deno-command.ts";
+
+const root = resolve(import.meta.dir, "..");
+const DENO = denoExecutable();
+
+function fail(reason: string): never {
+  console.error(`deno smoke: FAILED: ${reason}`);
+  process.exit(1);
+}
+
+async function freePort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 60_000): Promise<T> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) fail(`${what} within ${timeoutMs / 1000} s`);
+    await Bun.sleep(100);
+  }
+}
+
+const command = (documentId: string, requestType = "document.ocr") =>
+  JSON.stringify({ requestType, tenantId: "smoke", payload: { documentId, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" } });
+
+async function memoryIntake(): Promise<void> {
+  const port = await freePort();
+  const proc = Bun.spawn([DENO, ...DENO_RUN], {
+    cwd: root,
+    env: { ...process.env, LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), LUCIUS_LOG_LEVEL: "warn" },
+    stdout: "inherit",
+    stderr: "inherit",
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await until(async () => ((await fetch(`${url}/healthz`)).ok ? true : undefined), "the service on Deno answering /healthz");
+  const post = () =>
+    fetch(`${url}/v1/commands`, { method: "POST", headers: { "content-type": "application/json", "idempotency-key": "deno-1" }, body: command("d1") });
+  const first = await post();
+  const again = await post();
+  const [a, b] = (await Promise.all([first.json(), again.json()])) as { jobId: string }[];
+  if (first.status !== 202 || again.status !== 202) fail(`intake answered ${first.status} then ${again.status}`);
+  if (again.headers.get("idempotent-replayed") !== "true" || a!.jobId !== b!.jobId) fail("the replay did not answer the first job");
+  proc.kill("SIGTERM");
+  const code = await proc.exited;
+  if (code !== 0) fail(`the service on Deno exited with ${code} on SIGTERM`);
+  console.log("deno smoke: memory intake and replay ok, clean stop");
+}
+
+async function wholeStack(): Promise<void> {
+  const proc = Bun.spawn(["bun", resolve(root, "scripts/dev.ts"), "--runtime", "deno", "--port", "0", "--azurite-port", "0", "--broker-port", "0"], {
+    cwd: root,
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  let output = "";
+  void (async () => {
+    for await (const chunk of proc.stdout) output += new TextDecoder().decode(chunk);
+  })();
+  try {
+    const url = await until(async () => /dev: ready at (\S+)/.exec(output)?.[1], "the stack (Azurite, broker, Deno service, worker) ready");
+    const accepted = await fetch(`${url}/v1/commands`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: command("d2", "document.ingest"),
+    });
+    if (accepted.status !== 202) fail(`intake on ledger answered ${accepted.status}`);
+    const { jobId } = (await accepted.json()) as { jobId: string };
+    const job = await until(async () => {
+      const body = (await (await fetch(`${url}/v1/jobs/${jobId}`)).json()) as { status: string; steps: { status: string }[] };
+      return body.status === "succeeded" ? body : undefined;
+    }, "the job on ledger succeeded (published to the broker, step events back)");
+    if (!job.steps.every((step) => step.status === "succeeded")) fail("a step did not succeed");
+    console.log(`deno smoke: job ${jobId} on ledger (Azurite) through the dev broker and the worker: succeeded`);
+  } catch (error) {
+    console.error(output);
+    throw error;
+  } finally {
+    proc.kill("SIGTERM");
+  }
+  const code = await proc.exited;
+  if (code !== 0) fail(`bun run dev --runtime deno exited with ${code} on SIGTERM`);
+}
+
+await memoryIntake();
+await wholeStack();
+console.log("deno smoke: passed");
