@@ -2,14 +2,14 @@
  * `bun run azurite`: Azurite's table service in memory, for running the service on `ledger` or
  * `table` by hand (the tests start their own).
  *
- *   bun run azurite [--port 10002]
+ *   bun run azurite [--port 10002]        (Azurite's own --tablePort works too)
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { connectionStringFor } from "../test/support/azurite.ts";
 
-const { values } = parseArgs({ options: { port: { type: "string", default: "10002" } } });
-const port = Number(values.port);
+const { values } = parseArgs({ options: { port: { type: "string" }, tablePort: { type: "string" } } });
+const port = Number(values.port ?? values.tablePort ?? "10002");
 if (!Number.isInteger(port) || port < 1 || port > 65535) {
   console.error("azurite: --port must be a port number");
   process.exit(2);
