@@ -8,7 +8,15 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { connectionStringFor } from "../test/support/azurite.ts";
 
-const { values } = parseArgs({ options: { port: { type: "string" }, tablePort: { type: "string" } } });
+function options() {
+  try {
+    return parseArgs({ options: { port: { type: "string" }, tablePort: { type: "string" } } }).values;
+  } catch (error) {
+    console.error(`azurite: ${(error as Error).message}; usage: bun run azurite [--port 10002]`);
+    process.exit(2);
+  }
+}
+const values = options();
 const port = Number(values.port ?? values.tablePort ?? "10002");
 if (!Number.isInteger(port) || port < 1 || port > 65535) {
   console.error("azurite: --port must be a port number");

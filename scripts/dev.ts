@@ -15,14 +15,22 @@ import { connectionStringFor } from "../test/support/azurite.ts";
 import { DENO_RUN, denoExecutable } from "./deno-command.ts";
 
 const root = resolve(import.meta.dir, "..");
-const { values } = parseArgs({
-  options: {
-    port: { type: "string", default: "8000" },
-    "azurite-port": { type: "string", default: "10002" },
-    "broker-port": { type: "string", default: "5672" },
-    runtime: { type: "string", default: "bun" },
-  },
-});
+function options() {
+  try {
+    return parseArgs({
+      options: {
+        port: { type: "string", default: "8000" },
+        "azurite-port": { type: "string", default: "10002" },
+        "broker-port": { type: "string", default: "5672" },
+        runtime: { type: "string", default: "bun" },
+      },
+    }).values;
+  } catch (error) {
+    console.error(`dev: ${(error as Error).message}; usage: bun run dev [--port 8000] [--azurite-port 10002] [--broker-port 5672] [--runtime bun|deno]`);
+    process.exit(2);
+  }
+}
+const values = options();
 const EVENTS_QUEUE = "step-events";
 if (values.runtime !== "bun" && values.runtime !== "deno") {
   console.error("dev: --runtime must be bun or deno");
