@@ -11,6 +11,7 @@
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { loadProtocols } from "../src/config/protocols.ts";
 import { connectionStringFor } from "../test/support/azurite.ts";
 import { DENO_RUN, denoExecutable } from "./deno-command.ts";
 
@@ -136,8 +137,17 @@ try {
   );
   // Azurite answers a bare GET with an error: any answer means it listens.
   await waitForHttp(`http://127.0.0.1:${azuritePort}/`, "Azurite", true);
+  // Every topic of the active protocol file (LUCIUS_PROTOCOLS_FILE, else the bundled one).
+  const topics = [
+    ...new Set(
+      loadProtocols(process.env.LUCIUS_PROTOCOLS_FILE || null)
+        .list()
+        .flatMap((protocol) => protocol.steps.map((step) => step.topic)),
+    ),
+  ];
   let brokerConnection = "";
-  await start("broker", ["bun", "test/support/run-broker.ts", "--port", String(brokerPort), "--queue", EVENTS_QUEUE], {}, (line) => {
+  const topicArgs = topics.flatMap((topic) => ["--topic", topic]);
+  await start("broker", ["bun", "test/support/run-broker.ts", "--port", String(brokerPort), "--queue", EVENTS_QUEUE, ...topicArgs], {}, (line) => {
     const match = /LUCIUS_SERVICEBUS_CONNECTION='([^']+)'/.exec(line);
     if (match) brokerConnection = match[1]!;
     return match !== null;
@@ -157,13 +167,15 @@ try {
   });
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/readyz`, "the service");
-  await start("worker", ["bun", "examples/worker.ts"], { LUCIUS_SERVICEBUS_CONNECTION: brokerConnection }, (line) => line.startsWith("worker: taking"));
+  await start("worker", ["bun", "examples/worker.ts", ...topics], { LUCIUS_SERVICEBUS_CONNECTION: brokerConnection }, (line) =>
+    line.startsWith("worker: taking"),
+  );
   console.log(`
 Lucius is running (Ctrl-C stops everything):
   service   ${url}   (on ${values.runtime === "deno" ? "Deno" : "Bun"}; ledger on Azurite, publishing, step events from '${EVENTS_QUEUE}')
   Azurite   http://127.0.0.1:${azuritePort}   (in memory)
   broker    ${brokerConnection}
-  worker    examples/worker.ts on every step's topic
+  worker    examples/worker.ts on ${topics.join(", ")}
   admin key ${adminKey}   (development only)
 
 Try:

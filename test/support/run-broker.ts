@@ -2,17 +2,25 @@
  * `bun run broker`: the dev broker standalone, with the bundled protocols' topics (each with a
  * `workers` subscription), for running the service locally without Azure.
  *
- *   bun run broker [--port 5672] [--queue name ...]
+ *   bun run broker [--port 5672] [--queue name ...] [--topic name ...]   (topics: the bundled protocols' by default)
  */
 import { parseArgs } from "node:util";
 import { startDevBroker } from "./dev-broker.ts";
 import { BUNDLED_TOPICS } from "./service-bus.ts";
 
-const { values } = parseArgs({ options: { port: { type: "string", default: "5672" }, queue: { type: "string", multiple: true, default: [] } } });
-const broker = await startDevBroker({ port: Number(values.port), topics: BUNDLED_TOPICS, queues: values.queue });
+const { values } = parseArgs({
+  options: {
+    port: { type: "string", default: "5672" },
+    queue: { type: "string", multiple: true, default: [] },
+    topic: { type: "string", multiple: true, default: [] },
+  },
+});
+// Each topic with a `workers` subscription, as the example worker reads them.
+const topics = values.topic.length > 0 ? Object.fromEntries(values.topic.map((topic) => [topic, ["workers"]])) : BUNDLED_TOPICS;
+const broker = await startDevBroker({ port: Number(values.port), topics, queues: values.queue });
 console.log(`dev broker listening on 127.0.0.1:${broker.port}`);
 console.log(
-  `topics: ${Object.entries(BUNDLED_TOPICS)
+  `topics: ${Object.entries(topics)
     .map(([topic, subs]) => `${topic} (subscriptions: ${subs.join(", ")})`)
     .join("; ")}`,
 );
