@@ -13,6 +13,7 @@ import {
   initiateStep,
   recordStepError,
   rememberEvent,
+  startJob,
   succeedStep,
   withdrawEntry,
 } from "./transitions.ts";
@@ -54,12 +55,16 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
     if (step.attempts === 0) return { outcome: "ignored", reason: "step has not been dispatched" };
     step = initiateStep(step, now);
   }
+  // A step that answers has started, and so has its job, whether or not a publish was marked
+  // first (without a broker, none ever is).
+  const started = job.status === "accepted" ? startJob(job, now) : job;
+  const startedJob = started !== job ? { job: started } : {};
   const definitions = options.protocol?.steps ?? [];
 
   if (event.status === "succeeded") {
     step = succeedStep(step, event.result ?? null, now);
     const next = aggregate.steps.find((s) => s.index === step.index + 1);
-    if (!next) return { outcome: "applied", job: finishJob(job, "succeeded", now), steps: [step], outbox: [] };
+    if (!next) return { outcome: "applied", job: finishJob(started, "succeeded", now), steps: [step], outbox: [] };
     const issued = issueDirective({
       job,
       step: next,
@@ -68,7 +73,7 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
       now: options.now,
       retryDelaySeconds: options.retryDelaySeconds,
     });
-    return { outcome: "applied", steps: [step, issued.step], outbox: [issued.entry] };
+    return { outcome: "applied", ...startedJob, steps: [step, issued.step], outbox: [issued.entry] };
   }
 
   const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
@@ -82,11 +87,11 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
       now: options.now,
       retryDelaySeconds: options.retryDelaySeconds,
     });
-    return { outcome: "applied", steps: [issued.step], outbox: [issued.entry] };
+    return { outcome: "applied", ...startedJob, steps: [issued.step], outbox: [issued.entry] };
   }
   step = failStep(step, error, now);
   const rest = cancelRest(aggregate, now, step.stepId);
-  return { outcome: "applied", job: finishJob(job, "failed", now), steps: [step, ...rest.steps], outbox: rest.outbox };
+  return { outcome: "applied", job: finishJob(started, "failed", now), steps: [step, ...rest.steps], outbox: rest.outbox };
 }
 
 /** Cancels a job that has not ended: its open steps, and the directives not yet sent. */

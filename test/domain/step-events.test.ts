@@ -166,6 +166,19 @@ describe("applyStepEvent", () => {
     const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "e1", status: "succeeded" }, options);
     if (decided.outcome !== "applied") throw new Error(decided.outcome);
     expect(decided.steps[0]).toMatchObject({ status: "succeeded", startedAt: T1_ISO });
+    // ...and its job: nothing else would move it out of accepted without a broker.
+    expect(decided.job).toMatchObject({ status: "in_progress", updatedAt: T1_ISO });
+  });
+
+  test("the last step's success ends a job that no publish ever marked started as succeeded", () => {
+    const aggregate = planned();
+    const steps = [
+      { ...aggregate.steps[0]!, status: "succeeded" as const },
+      { ...aggregate.steps[1]!, attempts: 1 },
+    ];
+    const decided = applyStepEvent({ ...aggregate, steps }, stepId(aggregate, 1), { eventId: "e2", status: "succeeded" }, options);
+    if (decided.outcome !== "applied") throw new Error(decided.outcome);
+    expect(decided.job).toMatchObject({ status: "succeeded" });
   });
 
   test("a step id outside the job is a programming error", () => {

@@ -160,6 +160,25 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       expect((await view(jobId)).steps[2]!.status).toBe("pending");
     });
 
+    test("without a broker, events over HTTP alone take the job to succeeded (no 409 for a legitimate finish)", async () => {
+      const service = await startTestRuntime({ store: await storeFor(backend), publisher: null, protocols: retrying });
+      const { jobId } = (await (await service.postCommand(ingestCommand())).json()) as { jobId: string };
+      const view = async () => (await (await service.request(`/v1/jobs/${jobId}`)).json()) as View;
+      for (let index = 0; index < 3; index++) {
+        const { stepId } = (await view()).steps[index]!;
+        const response = await service.request(`/v1/jobs/${jobId}/steps/${stepId}/events`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ eventId: `done-${index}`, status: "succeeded", result: { index } }),
+        });
+        expect(response.status).toBe(202);
+        expect(await response.json()).toMatchObject({ outcome: "applied", stepStatus: "succeeded", jobStatus: index < 2 ? "in_progress" : "succeeded" });
+      }
+      const done = await view();
+      expect(done.status).toBe("succeeded");
+      expect(done.steps.map((s) => s.result)).toEqual([{ index: 0 }, { index: 1 }, { index: 2 }]);
+    });
+
     test("cancel ends the job, cancels open steps, withdraws unsent directives; then events are late", async () => {
       const { submit, event, dispatched, view, request, recording } = await setup(backend);
       const jobId = await submit();
