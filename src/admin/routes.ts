@@ -63,7 +63,7 @@ export function adminRoutes(service: AdminService, options: { apiKey: string; lo
             },
             query: t.Object(
               {
-                status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent")])),
+                status: t.Optional(t.Union([t.Literal("pending"), t.Literal("failed"), t.Literal("sent"), t.Literal("withdrawn")])),
                 limit: t.Optional(t.String()),
                 cursor: t.Optional(t.String({ minLength: 1, maxLength: 4096 })),
               },

@@ -98,6 +98,7 @@ export function createAdminService(options: AdminServiceOptions) {
       const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
       if (!aggregate || !entry || !step) throw new NotFoundError(`outbox entry ${outboxId} does not exist`);
       if (entry.status === "sent") throw new InvalidTransitionError(`outbox entry ${outboxId} was sent already`);
+      if (entry.status === "withdrawn") throw new InvalidTransitionError(`outbox entry ${outboxId} was withdrawn: its job ended before it was sent`);
       if (hasJobEnded(aggregate.job))
         throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
       const at = now();

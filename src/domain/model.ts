@@ -5,7 +5,8 @@
 
 export type JobStatus = "accepted" | "in_progress" | "succeeded" | "failed" | "cancelled";
 export type StepStatus = "pending" | "initiated" | "succeeded" | "failed" | "cancelled";
-export type OutboxStatus = "pending" | "sent" | "failed";
+/** `withdrawn`: its job ended before it was sent; never sent, never counted as a failure. */
+export type OutboxStatus = "pending" | "sent" | "failed" | "withdrawn";
 
 /** JSON object as received from a client: the command payload. */
 export type JsonObject = { [key: string]: unknown };

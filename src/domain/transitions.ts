@@ -22,9 +22,10 @@ const stepTransitions: Record<StepStatus, readonly StepStatus[]> = {
 };
 
 const outboxTransitions: Record<OutboxStatus, readonly OutboxStatus[]> = {
-  pending: ["sent", "failed"],
+  pending: ["sent", "failed", "withdrawn"],
   sent: [],
   failed: ["pending"],
+  withdrawn: [],
 };
 
 /** A job has ended when no transition leads out of its status. */
@@ -91,10 +92,10 @@ export function finishJob(job: Job, status: "succeeded" | "failed" | "cancelled"
   return { ...job, status, updatedAt: now };
 }
 
-/** A directive that must no longer go out (its job was cancelled): pending → failed. */
+/** A directive that must no longer go out (its job ended): pending → withdrawn, not a failure. */
 export function withdrawEntry(entry: OutboxEntry, reason: string, now: string): OutboxEntry {
-  assertAllowed("outbox entry", outboxTransitions, entry.status, "failed");
-  return { ...entry, status: "failed", lastError: reason, nextAttemptAt: null, lease: null, updatedAt: now };
+  assertAllowed("outbox entry", outboxTransitions, entry.status, "withdrawn");
+  return { ...entry, status: "withdrawn", lastError: reason, nextAttemptAt: null, lease: null, updatedAt: now };
 }
 
 /** pending → sent, counting the attempt that succeeded. */

@@ -177,7 +177,7 @@ describe("admin endpoints", () => {
   });
 });
 
-test("a directive withdrawn because its job was cancelled is not sent by an admin retry", async () => {
+test("a directive withdrawn because its job was cancelled is not failed, not counted, and not sent by an admin retry", async () => {
   const { request, submit, recording, runtime } = await setup();
   recording.failWith("connection refused", true);
   const jobId = await submit();
@@ -186,7 +186,12 @@ test("a directive withdrawn because its job was cancelled is not sent by an admi
   expect(cancelled.status).toBe(200);
   recording.heal();
   const entry = (await runtime.store.getJob(jobId))!.outbox[0]!;
-  expect(entry.status).toBe("failed");
+  expect(entry.status).toBe("withdrawn");
+  expect(await (await request("/v1/admin/outbox/stats")).json()).toMatchObject({ pending: 0, failed: 0 });
+  expect(((await (await request("/v1/admin/outbox?status=failed")).json()) as { items: unknown[] }).items).toEqual([]);
+  expect(((await (await request("/v1/admin/outbox?status=withdrawn")).json()) as { items: { outboxId: string }[] }).items.map((e) => e.outboxId)).toEqual([
+    entry.outboxId,
+  ]);
   expect((await request(`/v1/admin/outbox/${entry.outboxId}/retry`, { method: "POST" })).status).toBe(409);
   expect(await (await request("/v1/admin/outbox/retry", { method: "POST", body: JSON.stringify({ includeFailed: true }) })).json()).toEqual({
     scheduled: 0,

@@ -126,7 +126,7 @@ describe("applyStepEvent", () => {
     const decided = applyStepEvent(started, stepId(aggregate, 0), { eventId: "e1", status: "failed" }, options);
     if (decided.outcome !== "applied") throw new Error(decided.outcome);
     expect(decided.outbox).toEqual([
-      expect.objectContaining({ outboxId: aggregate.outbox[0]!.outboxId, status: "failed", lastError: "job ended before this directive was sent" }),
+      expect.objectContaining({ outboxId: aggregate.outbox[0]!.outboxId, status: "withdrawn", lastError: "job ended before this directive was sent" }),
     ]);
   });
 

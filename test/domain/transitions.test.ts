@@ -1,7 +1,16 @@
 import { describe, expect, test } from "bun:test";
 import { InvalidTransitionError } from "../../src/domain/errors.ts";
 import type { Job, OutboxEntry, Step } from "../../src/domain/model.ts";
-import { applyPublished, initiateStep, leaseEntry, markOutboxSent, recordPublishFailure, resetFailedEntry, startJob } from "../../src/domain/transitions.ts";
+import {
+  applyPublished,
+  initiateStep,
+  leaseEntry,
+  markOutboxSent,
+  recordPublishFailure,
+  resetFailedEntry,
+  startJob,
+  withdrawEntry,
+} from "../../src/domain/transitions.ts";
 
 const T0 = "2026-01-01T00:00:00.000Z";
 const T1 = "2026-01-01T00:00:01.000Z";
@@ -130,4 +139,12 @@ test("a lease moves the due time to the lease's end and carries its token; sent 
   expect(markOutboxSent(leased, T1).lease).toBeNull();
   expect(recordPublishFailure(leased, failure).lease).toBeNull();
   expect(() => leaseEntry({ ...entry, status: "sent" }, T1, T1, "x")).toThrow(InvalidTransitionError);
+});
+
+test("a directive withdrawn when its job ends is withdrawn, not failed, and final", () => {
+  const withdrawn = withdrawEntry(entry, "job ended before this directive was sent", T1);
+  expect(withdrawn).toMatchObject({ status: "withdrawn", nextAttemptAt: null, lastError: "job ended before this directive was sent" });
+  expect(() => markOutboxSent(withdrawn, T1)).toThrow(InvalidTransitionError);
+  expect(() => resetFailedEntry(withdrawn, T1)).toThrow(InvalidTransitionError);
+  expect(() => withdrawEntry(markOutboxSent(entry, T1), "late", T1)).toThrow(InvalidTransitionError);
 });

@@ -220,7 +220,7 @@ const cases: Case[] = [
     send: () => request("GET", "/v1/admin/outbox?status=bogus", admin),
     status: 400,
     type: "malformed-request",
-    check: (_, p) => expect(p.errors).toEqual([{ path: "/query/status", message: "must be one of: pending, failed, sent" }]),
+    check: (_, p) => expect(p.errors).toEqual([{ path: "/query/status", message: "must be one of: pending, failed, sent, withdrawn" }]),
   },
   {
     name: "a listing without tenantId",

@@ -7,7 +7,7 @@ import { ConcurrencyConflictError, InvalidCursorError } from "../../src/domain/e
 import { newJobId, outboxIdFor } from "../../src/domain/ids.ts";
 import type { IdempotencyRecord, JobAggregate, JsonObject } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
-import { applyPublished, markOutboxSent, recordPublishFailure } from "../../src/domain/transitions.ts";
+import { applyPublished, markOutboxSent, recordPublishFailure, withdrawEntry } from "../../src/domain/transitions.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 
 const protocol = {
@@ -269,13 +269,13 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect((await store.findDueOutbox(at(200), 2)).map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId]);
     });
 
-    test("listOutbox pages pending, failed and sent entries; outboxStats counts them", async () => {
+    test("listOutbox pages pending, failed, sent and withdrawn entries; outboxStats counts pending and failed", async () => {
       const store = await makeStore();
       const t0 = new Date("2026-01-01T00:00:00.000Z");
       const jobs = [];
-      for (let i = 0; i < 5; i++) jobs.push(await storeJob(store, sampleJob("acme", { now: new Date(t0.getTime() + i * 1000) })));
+      for (let i = 0; i < 6; i++) jobs.push(await storeJob(store, sampleJob("acme", { now: new Date(t0.getTime() + i * 1000) })));
       const at = new Date(t0.getTime() + 10_000).toISOString();
-      // Two sent, one failed, two left pending.
+      // Two sent, one failed, one withdrawn (its job ended), two left pending.
       for (const sent of jobs.slice(0, 2)) {
         const next = applyPublished({ job: sent.job, step: sent.steps[0]!, entry: sent.outbox[0]! }, at);
         await store.saveChanges(sent.job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
@@ -284,7 +284,9 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
         outbox: [recordPublishFailure(jobs[2]!.outbox[0]!, { error: "gone", retryable: false, now: at, nextAttemptAt: at, maxAttempts: 3 })],
       });
 
-      const collect = async (status: "pending" | "failed" | "sent") => {
+      await store.saveChanges(jobs[5]!.job.jobId, { outbox: [withdrawEntry(jobs[5]!.outbox[0]!, "job ended before this directive was sent", at)] });
+
+      const collect = async (status: "pending" | "failed" | "sent" | "withdrawn") => {
         const seen: string[] = [];
         let cursor: string | null = null;
         do {
@@ -299,6 +301,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect(await collect("pending")).toEqual([jobs[3]!.outbox[0]!.outboxId, jobs[4]!.outbox[0]!.outboxId].sort());
       expect(await collect("failed")).toEqual([jobs[2]!.outbox[0]!.outboxId]);
       expect(await collect("sent")).toEqual([jobs[0]!.outbox[0]!.outboxId, jobs[1]!.outbox[0]!.outboxId].sort());
+      expect(await collect("withdrawn")).toEqual([jobs[5]!.outbox[0]!.outboxId]);
       const stats = await store.outboxStats(new Date(t0.getTime() + 60_000));
       expect(stats).toEqual({ pending: 2, failed: 1, oldestPendingAgeSeconds: 57 });
       expect(await store.outboxStats(new Date(t0.getTime() + 60_000)).then((s) => s.failed)).toBe(1);

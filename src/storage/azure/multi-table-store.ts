@@ -160,7 +160,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
 
     findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
-    listOutbox: (status, page) => listOutbox(due, { ...layout, sentFilter: odata`status eq ${"sent"}` }, status, page),
+    listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`status eq ${s}` }, status, page),
 
     outboxStats: (now) => outboxStats(due, layout, now),
 

@@ -1,8 +1,8 @@
 /**
  * The operator's view of the outbox on both Azure layouts: the listing by status and the stats.
  * Pending and failed come from the due index's markers (then point reads; stale markers are
- * skipped); sent reads the outbox rows with Azure's own continuation token as the cursor, since
- * sent entries keep no index.
+ * skipped); sent and withdrawn read the outbox rows with Azure's own continuation token as the
+ * cursor, since settled entries keep no index.
  */
 import type { TableEntityResult } from "@azure/data-tables";
 import { InvalidCursorError } from "../../domain/errors.ts";
@@ -16,14 +16,15 @@ import { READ_CONCURRENCY, type RowLayout, readPointedRows } from "./rows.ts";
 
 export async function listOutbox(
   due: DueIndex,
-  layout: RowLayout & { sentFilter: string },
+  /** `rowsOfStatus`: the filter selecting the outbox rows of a status, for those without markers. */
+  layout: RowLayout & { rowsOfStatus: (status: OutboxStatus) => string },
   status: OutboxStatus,
   page: PageRequest,
 ): Promise<Page<OutboxEntry>> {
   const cursor = page.cursor === null ? null : readCursor(page.cursor);
-  if (status === "sent") {
+  if (status === "sent" || status === "withdrawn") {
     const pages = layout.clients.outbox
-      .listEntities<Record<string, unknown>>({ queryOptions: { filter: layout.sentFilter } })
+      .listEntities<Record<string, unknown>>({ queryOptions: { filter: layout.rowsOfStatus(status) } })
       .byPage({ maxPageSize: page.limit, ...(cursor ? { continuationToken: cursor } : {}) });
     const first = await guarded(
       "list sent entries",

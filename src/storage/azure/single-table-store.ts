@@ -166,7 +166,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
     findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
-    listOutbox: (status, page) => listOutbox(due, { ...layout, sentFilter: odata`kind eq ${KIND.outbox} and status eq ${"sent"}` }, status, page),
+    listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`kind eq ${KIND.outbox} and status eq ${s}` }, status, page),
 
     outboxStats: (now) => outboxStats(due, layout, now),
 
