@@ -144,6 +144,7 @@ try {
             topic: "ocr-requests",
             partitionKey: jobId,
             traceparent: null,
+            results: {},
             status: "sent",
             attempts: 1,
             nextAttemptAt: null,

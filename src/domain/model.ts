@@ -67,6 +67,8 @@ export interface OutboxEntry extends Versioned {
   partitionKey: string;
   /** W3C trace context of the request that created the entry, carried to the message. */
   traceparent: string | null;
+  /** The results of the job's earlier steps by step name, as they were when it was issued: carried to the message. */
+  results: Record<string, JsonObject>;
   status: OutboxStatus;
   attempts: number;
   nextAttemptAt: string | null;

@@ -39,6 +39,8 @@ export interface DirectiveOptions {
   step: Step;
   rule: PartitionKeyRule;
   traceparent: string | null;
+  /** The results of the steps before this one, by step name (none for the first step). */
+  results?: Record<string, JsonObject>;
   now: Date;
   retryDelaySeconds: number;
 }
@@ -61,6 +63,7 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
       topic: step.topic,
       partitionKey,
       traceparent: options.traceparent,
+      results: options.results ?? {},
       status: "pending",
       attempts: 0,
       nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),

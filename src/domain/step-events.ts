@@ -2,6 +2,8 @@
  * What a worker's step event does to a job, as one pure function: the
  * entities to write in one change, or why nothing changes.
  */
+
+import { ValidationFailedError } from "./errors.ts";
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
 import { issueDirective } from "./plan-job.ts";
 import {
@@ -65,9 +67,16 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
     step = succeedStep(step, event.result ?? null, now);
     const next = aggregate.steps.find((s) => s.index === step.index + 1);
     if (!next) return { outcome: "applied", job: finishJob(started, "succeeded", now), steps: [step], outbox: [] };
+    const succeeded = step;
+    const results = resultsBefore(
+      aggregate.steps.map((s) => (s.stepId === succeeded.stepId ? succeeded : s)),
+      next.index,
+    );
+    assertMessageFits(job, results, next.name);
     const issued = issueDirective({
       job,
       step: next,
+      results,
       rule: definitions[next.index]?.partitionKey ?? { kind: "jobId" },
       traceparent: aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null,
       now: options.now,
@@ -82,6 +91,7 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
     const issued = issueDirective({
       job,
       step: recordStepError(step, error, now),
+      results: resultsBefore(aggregate.steps, step.index),
       rule: definitions[step.index]?.partitionKey ?? { kind: "jobId" },
       traceparent: aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null,
       now: options.now,
@@ -92,6 +102,27 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   step = failStep(step, error, now);
   const rest = cancelRest(aggregate, now, step.stepId);
   return { outcome: "applied", job: finishJob(started, "failed", now), steps: [step, ...rest.steps], outbox: rest.outbox };
+}
+
+/**
+ * What one step message may carry of payload and earlier results, in UTF-8 bytes: Service Bus
+ * Standard takes 256 KB per message, and the rest of the message needs room too.
+ */
+export const MAX_MESSAGE_DATA_BYTES = 200 * 1024;
+
+/** The results of the steps before `index` that succeeded, by step name. */
+function resultsBefore(steps: readonly Step[], index: number): Record<string, JsonObject> {
+  const results: Record<string, JsonObject> = {};
+  for (const step of steps) if (step.index < index && step.status === "succeeded" && step.result) results[step.name] = step.result;
+  return results;
+}
+
+/** A result that would make the next step's message too large is refused, not stored. */
+function assertMessageFits(job: Job, results: Record<string, JsonObject>, nextStep: string): void {
+  const bytes = new TextEncoder().encode(JSON.stringify({ payload: job.payload, results })).byteLength;
+  if (bytes <= MAX_MESSAGE_DATA_BYTES) return;
+  const reason = `with this result, the message of step '${nextStep}' would carry ${bytes} bytes of payload and results, over the limit of ${MAX_MESSAGE_DATA_BYTES}`;
+  throw new ValidationFailedError(reason, { errors: [{ path: "/result", message: "too large to hand on to the next step" }] });
 }
 
 /** Cancels a job that has not ended: its open steps, and the directives not yet sent. */

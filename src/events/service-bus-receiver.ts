@@ -5,7 +5,7 @@
  */
 import { ServiceBusClient, type ServiceBusReceivedMessage, type ServiceBusReceiver } from "@azure/service-bus";
 import { Value } from "@sinclair/typebox/value";
-import { DomainError, NotFoundError } from "../domain/errors.ts";
+import { DomainError, NotFoundError, ValidationFailedError } from "../domain/errors.ts";
 import type { StepEvent } from "../domain/step-events.ts";
 import type { StepEventService } from "../jobs/step-events.ts";
 import type { Logger } from "../logging/logger.ts";
@@ -81,6 +81,11 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
     } catch (error) {
       if (error instanceof NotFoundError) {
         await via.deadLetterMessage(message, { deadLetterReason: "UnknownJobOrStep", deadLetterErrorDescription: error.message });
+        return;
+      }
+      // Applying it again would be refused again (a result too large to hand on, say).
+      if (error instanceof ValidationFailedError) {
+        await via.deadLetterMessage(message, { deadLetterReason: "InvalidEvent", deadLetterErrorDescription: error.message });
         return;
       }
       // Storage down, a lost race, a crash before completing: the event comes back and, applied

@@ -23,6 +23,7 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: 
       tenantId: job.tenantId,
       correlationId: job.correlationId,
       payload: job.payload,
+      results: entry.results,
     },
     contentType: "application/json",
     subject: `${job.requestType}/${step.name}`,

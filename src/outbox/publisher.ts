@@ -13,6 +13,8 @@ export interface OutboundMessage {
     tenantId: string;
     correlationId: string | null;
     payload: Record<string, unknown>;
+    /** The results of the job's earlier steps, by step name. */
+    results: Record<string, Record<string, unknown>>;
   };
   contentType: "application/json";
   subject: string;

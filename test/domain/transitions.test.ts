@@ -50,6 +50,7 @@ const entry: OutboxEntry = {
   topic: "ocr-requests",
   partitionKey: "j",
   traceparent: null,
+  results: {},
   status: "pending",
   attempts: 0,
   nextAttemptAt: T1,

@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { buildRegistry } from "../../src/config/protocols.ts";
+import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/step-events.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
@@ -100,6 +101,25 @@ for (const backend of ["memory", "table", "ledger"] as const) {
         ["vector-ingestion", "document.ingest/embed", "acme"],
         ["semantic-intelligence", "document.ingest/enrich", "d1"],
       ]);
+      // Each step's message carries what the steps before it produced.
+      expect(recording.published.map((p) => p.message.body.results)).toEqual([{}, { ocr: { pages: 1 } }, { ocr: { pages: 1 }, embed: { pages: 2 } }]);
+    });
+
+    test("a result too large to hand on to the next step is refused with a 422 and changes nothing", async () => {
+      const { submit, event, dispatched, view } = await setup(backend);
+      const jobId = await submit();
+      const v = await dispatched(jobId, 0);
+      const huge = { text: "x".repeat(MAX_MESSAGE_DATA_BYTES) };
+      const response = await event(jobId, v.steps[0]!.stepId, { eventId: "big", status: "succeeded", result: huge });
+      expect(response.status).toBe(422);
+      const problem = (await response.json()) as { type: string; detail: string; errors: { path: string }[] };
+      expect(problem.type).toEndWith("validation-failed");
+      expect(problem.detail).toContain("over the limit of");
+      expect(problem.errors.map((e) => e.path)).toEqual(["/result"]);
+      const after = await view(jobId);
+      expect(after.steps.map((s) => s.status)).toEqual(["initiated", "pending", "pending"]);
+      // The worker can still report a smaller result.
+      expect((await event(jobId, v.steps[0]!.stepId, { eventId: "small", status: "succeeded", result: { pages: 1 } })).status).toBe(202);
     });
 
     test("a failure ends the job failed and cancels the steps that never ran; nothing more is dispatched", async () => {

@@ -68,6 +68,8 @@ describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
       tenantId: "acme",
       correlationId: "c-42",
       payload: ingestCommand().payload,
+      // The first step has no earlier results.
+      results: {},
     });
     expect(message!.contentType).toBe("application/json");
     expect(message!.subject).toBe("document.ingest/ocr");

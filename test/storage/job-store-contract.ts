@@ -223,14 +223,17 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect((await store.getJob(job.jobId))!.outbox[0]!.attempts).toBe(1);
     });
 
-    test("saveChanges inserts a new outbox entry, and refuses to insert one that exists", async () => {
+    test("saveChanges inserts a new outbox entry (with the results it carries), and refuses to insert one that exists", async () => {
       const store = await makeStore();
       const { job, outbox } = await storeJob(store);
       const { etag: _old, ...template } = outbox[0]!;
-      const added = { ...template, outboxId: outboxIdFor(job.jobId, 1), stepId: template.stepId, status: "pending" as const };
+      // A later step's directive carries the earlier steps' results.
+      const results = { ocr: { pages: 3, text: "é".repeat(40_000) } };
+      const added = { ...template, outboxId: outboxIdFor(job.jobId, 1), stepId: template.stepId, status: "pending" as const, results };
       const saved = await store.saveChanges(job.jobId, { outbox: [added] });
       expect(saved.outbox[0]!.etag).toBeString();
       expect((await store.getJob(job.jobId))!.outbox.map((o) => o.outboxId).sort()).toEqual([outbox[0]!.outboxId, added.outboxId].sort());
+      expect((await store.getOutboxEntry(job.jobId, added.outboxId))!.results).toEqual(results);
       await expect(store.saveChanges(job.jobId, { outbox: [added] })).rejects.toBeInstanceOf(ConcurrencyConflictError);
     });
 

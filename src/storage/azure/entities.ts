@@ -136,6 +136,7 @@ export function outboxToEntity(entry: OutboxEntry, keys: Keys): Entity {
     createdAt: entry.createdAt,
     updatedAt: entry.updatedAt,
     ...(entry.lastError === null ? {} : chunkString("lastError", entry.lastError)),
+    ...(Object.keys(entry.results).length === 0 ? {} : chunkString("results", JSON.stringify(entry.results))),
   };
 }
 
@@ -148,6 +149,7 @@ export function entityToOutbox(entity: Stored): OutboxEntry {
     topic: text(entity, "topic"),
     partitionKey: text(entity, "partitionKey_"),
     traceparent: nullableText(entity, "traceparent"),
+    results: JSON.parse(joinChunks(entity, "results") ?? "{}"),
     status: text(entity, "status") as OutboxStatus,
     attempts: integer(entity, "attempts"),
     nextAttemptAt: nullableText(entity, "nextAttemptAt"),
