@@ -21,6 +21,8 @@ interface StepMessage {
   tenantId: string;
   correlationId: string | null;
   payload: Record<string, unknown>;
+  /** What the job's earlier steps produced, by step name. */
+  results: Record<string, Record<string, unknown>>;
 }
 
 /** A failure the worker wants Lucius to know about: retryable ones get another directive. */
@@ -42,7 +44,8 @@ async function doStep(message: StepMessage): Promise<Record<string, unknown>> {
     case "ocr":
       return { pages: 1, text: `text of ${payload.documentId}` };
     case "embed":
-      return { vectors: 1, model: "example" };
+      // A later step reads what the earlier ones produced.
+      return { vectors: 1, model: "example", from: Object.keys(message.results) };
     case "enrich":
       return { entities: [], language: payload.language ?? "und" };
     default:
