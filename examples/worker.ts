@@ -91,7 +91,7 @@ export function startWorker(options: WorkerOptions) {
   async function handle(message: ServiceBusReceivedMessage, receiver: ServiceBusReceiver): Promise<void> {
     const body = message.body as StepMessage;
     try {
-      await report(message, body, { status: "progress" });
+      await report(message, body, { status: "progress", percent: 0, message: "started" });
       const result = await doStep(body);
       await report(message, body, { status: "succeeded", result });
       log(`${body.stepName} of job ${body.jobId}: succeeded`);

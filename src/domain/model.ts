@@ -39,6 +39,14 @@ export interface StepError {
   retryable: boolean;
 }
 
+/** A worker's latest progress report on a step. */
+export interface StepProgress {
+  /** 0–100, when the worker said. */
+  percent: number | null;
+  message: string | null;
+  at: string;
+}
+
 export interface Step extends Versioned {
   jobId: string;
   stepId: string;
@@ -52,6 +60,8 @@ export interface Step extends Versioned {
   error: StepError | null;
   /** Event ids already applied to this step (the latest 100): a repeat changes nothing. */
   events: string[];
+  /** The latest progress the worker reported, if any. */
+  progress: StepProgress | null;
   startedAt: string | null;
   finishedAt: string | null;
   updatedAt: string;

@@ -103,6 +103,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     result: null,
     error: null,
     events: [],
+    progress: null,
     startedAt: null,
     finishedAt: null,
     updatedAt: now,

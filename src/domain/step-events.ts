@@ -25,6 +25,9 @@ export interface StepEvent {
   status: "succeeded" | "failed" | "progress";
   result?: JsonObject;
   error?: { code: string; message: string; retryable?: boolean };
+  /** With `progress`: how far (0–100) and a short note. */
+  percent?: number;
+  message?: string;
 }
 
 export type EventOutcome =
@@ -50,7 +53,10 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   if (hasStepEnded(found)) return { outcome: "ignored", reason: `step is ${found.status}` };
 
   let step = rememberEvent(found, event.eventId, now);
-  if (event.status === "progress") return { outcome: "applied", steps: [step], outbox: [] };
+  if (event.status === "progress") {
+    const progress = { percent: event.percent ?? null, message: event.message ?? null, at: now };
+    return { outcome: "applied", steps: [{ ...step, progress }], outbox: [] };
+  }
 
   // A worker can answer before the fast path marked its directive sent: the step started.
   if (step.status === "pending") {

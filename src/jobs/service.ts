@@ -1,6 +1,6 @@
 /** Reading jobs back (docs/API.md): one job with its steps and outbox, or a tenant's listing. */
 import { NotFoundError } from "../domain/errors.ts";
-import type { JobAggregate, JobSummary, JsonObject, Page, StepError } from "../domain/model.ts";
+import type { JobAggregate, JobSummary, JsonObject, Page, StepError, StepProgress } from "../domain/model.ts";
 import type { JobStore } from "../storage/job-store.ts";
 
 export interface JobView {
@@ -22,6 +22,8 @@ export interface JobView {
     error: StepError | null;
     startedAt: string | null;
     finishedAt: string | null;
+    /** The worker's latest progress report. */
+    progress: StepProgress | null;
     updatedAt: string;
   }[];
   outbox: {
@@ -76,6 +78,7 @@ function toView({ job, steps, outbox }: JobAggregate): JobView {
         error: s.error,
         startedAt: s.startedAt,
         finishedAt: s.finishedAt,
+        progress: s.progress,
         updatedAt: s.updatedAt,
       })),
     outbox: outbox.map((o) => ({

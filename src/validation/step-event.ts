@@ -11,6 +11,9 @@ const eventFields = {
   eventId: Type.String({ minLength: 1, maxLength: 200, description: "the worker's id for this event: a repeat changes nothing" }),
   status: Type.Union([Type.Literal("succeeded"), Type.Literal("failed"), Type.Literal("progress")]),
   result: Type.Optional(Type.Object({}, { additionalProperties: true })),
+  /** With `progress`: how far along, and a short note for the operator. */
+  percent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+  message: Type.Optional(Type.String({ maxLength: 500 })),
   error: Type.Optional(
     Type.Object(
       {

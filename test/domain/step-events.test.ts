@@ -130,10 +130,17 @@ describe("applyStepEvent", () => {
     ]);
   });
 
-  test("progress only remembers the event", () => {
+  test("progress only records the event and the latest progress, with its percent and message when given", () => {
     const aggregate = dispatched();
-    const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "p1", status: "progress" }, options);
-    expect(decided).toEqual({ outcome: "applied", steps: [{ ...aggregate.steps[0]!, events: ["p1"], updatedAt: T1_ISO }], outbox: [] });
+    const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "p1", status: "progress", percent: 40, message: "page 2 of 5" }, options);
+    expect(decided).toEqual({
+      outcome: "applied",
+      steps: [{ ...aggregate.steps[0]!, events: ["p1"], progress: { percent: 40, message: "page 2 of 5", at: T1_ISO }, updatedAt: T1_ISO }],
+      outbox: [],
+    });
+    const bare = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "p2", status: "progress" }, options);
+    if (bare.outcome !== "applied") throw new Error(bare.outcome);
+    expect(bare.steps[0]!.progress).toEqual({ percent: null, message: null, at: T1_ISO });
   });
 
   test("an event id seen before is a duplicate and changes nothing", () => {

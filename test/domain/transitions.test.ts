@@ -38,6 +38,7 @@ const step: Step = {
   result: null,
   error: null,
   events: [],
+  progress: null,
   startedAt: null,
   finishedAt: null,
   updatedAt: T0,

@@ -22,6 +22,7 @@ describe("GET /v1/jobs/{jobId}", () => {
       "finishedAt",
       "index",
       "name",
+      "progress",
       "result",
       "startedAt",
       "status",

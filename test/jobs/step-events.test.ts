@@ -43,7 +43,16 @@ const retrying = buildRegistry(
 
 type View = {
   status: string;
-  steps: { stepId: string; status: string; attempts: number; result: unknown; error: unknown; startedAt: string | null; finishedAt: string | null }[];
+  steps: {
+    stepId: string;
+    status: string;
+    attempts: number;
+    result: unknown;
+    error: unknown;
+    progress: unknown;
+    startedAt: string | null;
+    finishedAt: string | null;
+  }[];
   outbox: { outboxId: string; stepId: string; status: string; lastError: string | null }[];
 };
 
@@ -103,6 +112,17 @@ for (const backend of ["memory", "table", "ledger"] as const) {
       ]);
       // Each step's message carries what the steps before it produced.
       expect(recording.published.map((p) => p.message.body.results)).toEqual([{}, { ocr: { pages: 1 } }, { ocr: { pages: 1 }, embed: { pages: 2 } }]);
+    });
+
+    test("progress with percent and message shows on the job view, the latest per step", async () => {
+      const { submit, event, dispatched, view } = await setup(backend);
+      const jobId = await submit();
+      const v = await dispatched(jobId, 0);
+      const stepId = v.steps[0]!.stepId;
+      expect((await event(jobId, stepId, { eventId: "p1", status: "progress", percent: 20, message: "page 1 of 5" })).status).toBe(202);
+      expect((await event(jobId, stepId, { eventId: "p2", status: "progress", percent: 60, message: "page 3 of 5" })).status).toBe(202);
+      expect((await view(jobId)).steps[0]).toMatchObject({ status: "initiated", progress: { percent: 60, message: "page 3 of 5" } });
+      expect((await event(jobId, stepId, { eventId: "p3", status: "progress", percent: 101 })).status).toBe(422);
     });
 
     test("a result too large to hand on to the next step is refused with a 422 and changes nothing", async () => {

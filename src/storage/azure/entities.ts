@@ -91,6 +91,7 @@ export function stepToEntity(step: Step, keys: Keys): Entity {
     ...(step.error === null ? {} : { error: JSON.stringify(step.error) }),
     ...(step.events.length === 0 ? {} : { events: JSON.stringify(step.events) }),
     ...(step.result === null ? {} : chunkString("result", JSON.stringify(step.result))),
+    ...(step.progress === null ? {} : { progress: JSON.stringify(step.progress) }),
   };
 }
 
@@ -105,6 +106,7 @@ export function entityToStep(entity: Stored): Step {
     attempts: integer(entity, "attempts"),
     result: parseOr(joinChunks(entity, "result"), null),
     error: parseOr(nullableText(entity, "error") ?? undefined, null),
+    progress: parseOr(nullableText(entity, "progress") ?? undefined, null),
     events: parseOr(nullableText(entity, "events") ?? undefined, []),
     startedAt: nullableText(entity, "startedAt"),
     finishedAt: nullableText(entity, "finishedAt"),
