@@ -3,7 +3,8 @@
  * stores exactly what the transition functions produced.
  */
 
-export type JobStatus = "accepted" | "in_progress" | "succeeded" | "failed" | "cancelled";
+export const JOB_STATUSES = ["accepted", "in_progress", "succeeded", "failed", "cancelled"] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
 export type StepStatus = "pending" | "initiated" | "succeeded" | "failed" | "cancelled";
 /** `withdrawn`: its job ended before it was sent; never sent, never counted as a failure. */
 export type OutboxStatus = "pending" | "sent" | "failed" | "withdrawn";
@@ -119,7 +120,16 @@ export interface JobSummary {
   tenantId: string;
   requestType: string;
   correlationId: string | null;
+  status: JobStatus;
   createdAt: string;
+  updatedAt: string;
+}
+
+/** What a listing may be narrowed to; every given field must match. */
+export interface JobFilter {
+  status?: JobStatus;
+  requestType?: string;
+  correlationId?: string;
 }
 
 export interface Page<T> {

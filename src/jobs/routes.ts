@@ -1,9 +1,10 @@
 import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
+import { JOB_STATUSES } from "../domain/model.ts";
 import { jsonBody, noBody } from "../http/json-body.ts";
 import { pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
-import { TENANT_ID_PATTERN } from "../validation/envelope.ts";
+import { REQUEST_TYPE_PATTERN, TENANT_ID_PATTERN } from "../validation/envelope.ts";
 import { JobId, StepEventBody, StepId } from "../validation/step-event.ts";
 import type { JobService } from "./service.ts";
 import type { StepEventService } from "./step-events.ts";
@@ -54,19 +55,29 @@ export function jobRoutes(service: JobService, events: StepEventService, options
         responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) },
       },
     })
-    .get("/v1/jobs", ({ query }) => service.list(query.tenantId, pageSize(query.limit), query.cursor ?? null), {
-      query: t.Object(
-        {
-          tenantId: t.String({ pattern: TENANT_ID_PATTERN }),
-          limit: t.Optional(t.String()),
-          cursor: t.Optional(t.String({ minLength: 1, maxLength: 1024 })),
-        },
-        { additionalProperties: false },
-      ),
-      detail: {
-        tags: ["jobs"],
-        summary: "A tenant's jobs, newest first",
-        responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 503) },
+    .get(
+      "/v1/jobs",
+      ({ query }) => {
+        const { tenantId, limit, cursor, ...filter } = query;
+        return service.list(tenantId, pageSize(limit), cursor ?? null, filter);
       },
-    });
+      {
+        query: t.Object(
+          {
+            tenantId: t.String({ pattern: TENANT_ID_PATTERN }),
+            limit: t.Optional(t.String()),
+            cursor: t.Optional(t.String({ minLength: 1, maxLength: 1024 })),
+            status: t.Optional(t.Union(JOB_STATUSES.map((status) => t.Literal(status)))),
+            requestType: t.Optional(t.String({ pattern: REQUEST_TYPE_PATTERN })),
+            correlationId: t.Optional(t.String({ minLength: 1, maxLength: 128 })),
+          },
+          { additionalProperties: false },
+        ),
+        detail: {
+          tags: ["jobs"],
+          summary: "A tenant's jobs, newest first, by status, request type or correlation id",
+          responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 503) },
+        },
+      },
+    );
 }

@@ -1,6 +1,6 @@
 /** Reading jobs back (docs/API.md): one job with its steps and outbox, or a tenant's listing. */
 import { NotFoundError } from "../domain/errors.ts";
-import type { JobAggregate, JobSummary, JsonObject, Page, StepError, StepProgress } from "../domain/model.ts";
+import type { JobAggregate, JobFilter, JobSummary, JsonObject, Page, StepError, StepProgress } from "../domain/model.ts";
 import type { JobStore } from "../storage/job-store.ts";
 
 export interface JobView {
@@ -41,7 +41,7 @@ export interface JobView {
 
 export interface JobService {
   get(jobId: string): Promise<JobView>;
-  list(tenantId: string, limit: number, cursor: string | null): Promise<Page<JobSummary>>;
+  list(tenantId: string, limit: number, cursor: string | null, filter?: JobFilter): Promise<Page<JobSummary>>;
 }
 
 export function createJobService(options: { store: JobStore }): JobService {
@@ -52,7 +52,7 @@ export function createJobService(options: { store: JobStore }): JobService {
       if (!aggregate) throw new NotFoundError(`job ${jobId} does not exist`);
       return toView(aggregate);
     },
-    list: (tenantId, limit, cursor) => store.listJobs(tenantId, { limit, cursor }),
+    list: (tenantId, limit, cursor, filter = {}) => store.listJobs(tenantId, { limit, cursor }, filter),
   };
 }
 

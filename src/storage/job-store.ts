@@ -2,7 +2,7 @@
  * The storage port. Every backend (memory, table, ledger) implements it and passes the same
  * contract suite (test/storage/job-store-contract.ts).
  */
-import type { IdempotencyRecord, Job, JobAggregate, JobSummary, OutboxEntry, OutboxStatus, OutboxWork, Page, Step } from "../domain/model.ts";
+import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxStatus, OutboxWork, Page, Step } from "../domain/model.ts";
 
 export type CreateJobResult =
   /** The job is stored (now, or by an earlier attempt with the same job id). */
@@ -56,8 +56,11 @@ export interface JobStore {
   /** One outbox entry as stored, by a point read; null when absent. Cheaper than getJob. */
   getOutboxEntry(jobId: string, outboxId: string): Promise<OutboxEntry | null>;
 
-  /** The tenant's jobs from the job index, newest first. */
-  listJobs(tenantId: string, page: PageRequest): Promise<Page<JobSummary>>;
+  /**
+   * The tenant's jobs from the job index, newest first, narrowed by `filter`. The index row
+   * follows the job's status (written after the job row: it may lag a crashed write).
+   */
+  listJobs(tenantId: string, page: PageRequest, filter?: JobFilter): Promise<Page<JobSummary>>;
 
   /**
    * Writes the given entities of one job, each conditional on its etag. A stale etag throws

@@ -53,6 +53,25 @@ describe("GET /v1/jobs/{jobId}", () => {
 });
 
 describe("GET /v1/jobs?tenantId=", () => {
+  test("narrows by status, requestType and correlationId; items carry status and updatedAt", async () => {
+    const { postCommand, request } = await startTestRuntime();
+    const first = await submit(postCommand, { correlationId: "order-7" });
+    await submit(postCommand, { correlationId: "order-8" });
+    expect((await request(`/v1/jobs/${first}/cancel`, { method: "POST" })).status).toBe(200);
+    const list = async (query: string) =>
+      (await (await request(`/v1/jobs?tenantId=acme&${query}`)).json()) as { items: { jobId: string; status: string; updatedAt: string }[] };
+    expect((await list("status=cancelled")).items).toEqual([expect.objectContaining({ jobId: first, status: "cancelled", updatedAt: expect.any(String) })]);
+    expect((await list("correlationId=order-7")).items.map((item) => item.jobId)).toEqual([first]);
+    expect((await list("requestType=document.ocr")).items).toEqual([]);
+    expect((await list("status=accepted&correlationId=order-7")).items).toEqual([]);
+    const bad = await request("/v1/jobs?tenantId=acme&status=lost");
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { errors: { path: string; message: string }[] }).errors[0]).toEqual({
+      path: "/query/status",
+      message: "must be one of: accepted, in_progress, succeeded, failed, cancelled",
+    });
+  });
+
   test("lists the tenant's jobs newest first, paged with a cursor until nextCursor is null", async () => {
     const { postCommand, request } = await startTestRuntime();
     const ids: string[] = [];

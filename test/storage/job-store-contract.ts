@@ -7,7 +7,7 @@ import { ConcurrencyConflictError, InvalidCursorError } from "../../src/domain/e
 import { newJobId, outboxIdFor } from "../../src/domain/ids.ts";
 import type { IdempotencyRecord, JobAggregate, JsonObject } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
-import { applyPublished, markOutboxSent, recordPublishFailure, withdrawEntry } from "../../src/domain/transitions.ts";
+import { applyPublished, finishJob, markOutboxSent, recordPublishFailure, withdrawEntry } from "../../src/domain/transitions.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 
 const protocol = {
@@ -179,7 +179,58 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect(seen).toEqual([...ids].reverse());
       expect(pages).toBe(3);
       const first = (await store.listJobs("acme", { limit: 1, cursor: null })).items[0];
-      expect(first).toEqual({ jobId: ids.at(-1)!, tenantId: "acme", requestType: "document.ingest", correlationId: "c", createdAt: expect.any(String) });
+      expect(first).toEqual({
+        jobId: ids.at(-1)!,
+        tenantId: "acme",
+        requestType: "document.ingest",
+        correlationId: "c",
+        status: "accepted",
+        createdAt: expect.any(String),
+        updatedAt: expect.any(String),
+      });
+    });
+
+    test("listJobs narrows by status, request type and correlation id, pages newest first, and follows status changes", async () => {
+      const store = await makeStore();
+      const jobs = [];
+      for (let i = 0; i < 6; i++) {
+        const planned = sampleJob("acme");
+        planned.job.correlationId = i % 2 === 0 ? "even" : "odd";
+        jobs.push(await storeJob(store, planned));
+      }
+      // Jobs 1, 3 and 5 start; job 5 then fails.
+      const at = new Date().toISOString();
+      for (const started of [jobs[1]!, jobs[3]!, jobs[5]!]) {
+        const next = applyPublished({ job: started.job, step: started.steps[0]!, entry: started.outbox[0]! }, at);
+        const saved = await store.saveChanges(started.job.jobId, { job: next.job, steps: [next.step], outbox: [next.entry] });
+        started.job = saved.job!;
+      }
+      await store.saveChanges(jobs[5]!.job.jobId, { job: finishJob(jobs[5]!.job, "failed", at) });
+      const ids = (items: { jobId: string }[]) => items.map((item) => item.jobId);
+      const collect = async (filter: Parameters<JobStore["listJobs"]>[2]) => {
+        const seen: { jobId: string; status: string }[] = [];
+        let cursor: string | null = null;
+        do {
+          const page: Awaited<ReturnType<JobStore["listJobs"]>> = await store.listJobs("acme", { limit: 1, cursor }, filter);
+          seen.push(...page.items);
+          cursor = page.nextCursor;
+        } while (cursor);
+        return seen;
+      };
+      expect(ids(await collect({ status: "in_progress" }))).toEqual([jobs[3]!.job.jobId, jobs[1]!.job.jobId]);
+      expect(await collect({ status: "failed" })).toEqual([expect.objectContaining({ jobId: jobs[5]!.job.jobId, status: "failed" })]);
+      expect(ids(await collect({ correlationId: "even" }))).toEqual([jobs[4]!, jobs[2]!, jobs[0]!].map((j) => j.job.jobId));
+      expect(ids(await collect({ correlationId: "odd", status: "accepted" }))).toEqual([]);
+      expect(ids(await collect({ requestType: "document.ocr" }))).toEqual([]);
+      expect((await collect({ requestType: "document.ingest" })).length).toBe(6);
+      expect((await store.listJobs("acme", { limit: 10, cursor: null })).items.map((item) => item.status)).toEqual([
+        "failed",
+        "accepted",
+        "in_progress",
+        "accepted",
+        "in_progress",
+        "accepted",
+      ]);
     });
 
     test("listJobs refuses a cursor it did not issue", async () => {

@@ -205,7 +205,9 @@ export function summaryToEntity(job: Job): Entity {
     jobId: job.jobId,
     requestType: job.requestType,
     correlationId: optional(job.correlationId),
+    status: job.status,
     createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
   };
 }
 
@@ -215,6 +217,9 @@ export function entityToSummary(entity: Stored): JobSummary {
     tenantId: keysOf(entity).partitionKey,
     requestType: text(entity, "requestType"),
     correlationId: nullableText(entity, "correlationId"),
+    // Rows written before the index followed the status have none.
+    status: (nullableText(entity, "status") ?? "accepted") as JobStatus,
     createdAt: text(entity, "createdAt"),
+    updatedAt: nullableText(entity, "updatedAt") ?? text(entity, "createdAt"),
   };
 }

@@ -3,7 +3,7 @@
  * key the job id (time-ordered, so key order is creation order).
  */
 import { odata, type TableClient } from "@azure/data-tables";
-import type { Job, JobSummary, Page } from "../../domain/model.ts";
+import type { Job, JobFilter, JobSummary, Page } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import type { PageRequest } from "../job-store.ts";
 import { guarded, insertIfAbsent, queryAll } from "./client.ts";
@@ -17,7 +17,7 @@ export interface JobIndex {
   write(job: Job): Promise<boolean>;
   /** Writes the row from the job as stored, over whatever is there. */
   restate(job: Job): Promise<void>;
-  list(tenantId: string, page: PageRequest): Promise<Page<JobSummary>>;
+  list(tenantId: string, page: PageRequest, filter?: JobFilter): Promise<Page<JobSummary>>;
 }
 
 export function createJobIndex(client: TableClient): JobIndex {
@@ -30,9 +30,17 @@ export function createJobIndex(client: TableClient): JobIndex {
       await guarded("write job index", () => client.upsertEntity(summaryToEntity(job), "Replace"));
     },
 
-    async list(tenantId, page) {
+    async list(tenantId, page, filter = {}) {
       const after = page.cursor === null ? "" : readCursor(page.cursor);
-      const rows = await guarded("list jobs", () => queryAll(client, odata`PartitionKey eq ${tenantId} and RowKey gt ${after}`, { limit: page.limit + 1 }));
+      // Within the tenant's partition of the index: the cost grows with the tenant's jobs, never the table.
+      const narrowed = [
+        filter.status === undefined ? "" : odata` and status eq ${filter.status}`,
+        filter.requestType === undefined ? "" : odata` and requestType eq ${filter.requestType}`,
+        filter.correlationId === undefined ? "" : odata` and correlationId eq ${filter.correlationId}`,
+      ].join("");
+      const rows = await guarded("list jobs", () =>
+        queryAll(client, odata`PartitionKey eq ${tenantId} and RowKey gt ${after}` + narrowed, { limit: page.limit + 1 }),
+      );
       const items = rows.slice(0, page.limit);
       return { items: items.map(entityToSummary), nextCursor: rows.length > page.limit ? encodeCursor(keysOf(items.at(-1)!).rowKey) : null };
     },

@@ -127,7 +127,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
     getOutboxEntry: (jobId, outboxId) =>
       guarded("read outbox entry", () => readRow(layout.clients.outbox, jobId, layout.outboxRow({ outboxId }), entityToOutbox)),
 
-    listJobs: (tenantId, page) => index.list(tenantId, page),
+    listJobs: (tenantId, page, filter) => index.list(tenantId, page, filter),
 
     async saveChanges(jobId, changes: JobChanges): Promise<SavedChanges> {
       const partitionKey = jobId;
@@ -155,6 +155,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
         return result;
       });
       due.afterWrite(entries, now);
+      // The listing follows the job's status (a job row changes only when its status does).
+      if (changes.job) await index.restate(changes.job);
       return saved;
     },
 

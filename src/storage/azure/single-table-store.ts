@@ -130,7 +130,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     getOutboxEntry: (jobId, outboxId) =>
       guarded("read outbox entry", () => readRow(layout.clients.outbox, jobId, layout.outboxRow({ outboxId }), entityToOutbox)),
 
-    listJobs: (tenantId, page) => index.list(tenantId, page),
+    listJobs: (tenantId, page, filter) => index.list(tenantId, page, filter),
 
     async saveChanges(jobId, changes: JobChanges) {
       const partitionKey = jobId;
@@ -157,6 +157,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         }
       });
       due.afterWrite(outbox, now);
+      // The listing follows the job's status (a job row changes only when its status does).
+      if (changes.job) await index.restate(changes.job);
       return {
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
         steps: (changes.steps ?? []).map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),

@@ -4,8 +4,9 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
-import type { IdempotencyRecord, JobAggregate, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../../domain/model.ts";
+import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
+import { matchesFilter } from "../job-filter.ts";
 import type { CreateJobResult, JobChanges, JobStore, PageRequest, SavedChanges } from "../job-store.ts";
 import { DueHeap, type DueNode } from "./due-heap.ts";
 
@@ -96,23 +97,24 @@ export function createMemoryStore(): JobStore {
       return stored ? view(stored) : null;
     },
 
-    async listJobs(tenantId, page: PageRequest): Promise<Page<JobSummary>> {
+    async listJobs(tenantId, page: PageRequest, filter: JobFilter = {}): Promise<Page<JobSummary>> {
       const ids = jobIndex.get(tenantId) ?? [];
-      let end = ids.length;
-      if (page.cursor !== null) {
-        const after = readCursor(page.cursor);
-        end = ids.findLastIndex((id) => id < after) + 1;
+      const after = page.cursor === null ? null : readCursor(page.cursor);
+      let i = after === null ? ids.length - 1 : ids.findLastIndex((id) => id < after);
+      const matching = () => {
+        for (; i >= 0; i--) {
+          const { job } = jobs.get(ids[i]!)!;
+          if (matchesFilter(job, filter)) return job;
+        }
+        return null;
+      };
+      const items: JobSummary[] = [];
+      for (let job = matching(); job && items.length < page.limit; job = matching()) {
+        items.push(summaryOf(job));
+        i--;
       }
-      const start = Math.max(0, end - page.limit);
-      const items = ids
-        .slice(start, end)
-        .reverse()
-        .map((id) => {
-          const { job } = jobs.get(id)!;
-          return { jobId: job.jobId, tenantId: job.tenantId, requestType: job.requestType, correlationId: job.correlationId, createdAt: job.createdAt };
-        });
       const last = items.at(-1);
-      return { items, nextCursor: start > 0 && last ? encodeCursor(last.jobId) : null };
+      return { items, nextCursor: last && matching() ? encodeCursor(last.jobId) : null };
     },
 
     async saveChanges(jobId, changes: JobChanges) {
@@ -207,6 +209,11 @@ export function createMemoryStore(): JobStore {
     async ping() {},
     async close() {},
   };
+}
+
+function summaryOf(job: Job): JobSummary {
+  const { jobId, tenantId, requestType, correlationId, status, createdAt, updatedAt } = job;
+  return { jobId, tenantId, requestType, correlationId, status, createdAt, updatedAt };
 }
 
 /** The payload arrived as parsed JSON: a JSON round trip is an exact, fast deep copy of it. */
