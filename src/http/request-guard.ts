@@ -26,25 +26,44 @@ export function pathOf(url: string): string {
   return url.slice(start, query < 0 ? undefined : query);
 }
 
-/** Elysia route paths (`/v1/jobs/:jobId`) as matchers of concrete paths. */
-function compileRoutes(routes: readonly Route[]): { pattern: RegExp; method: string }[] {
-  return routes.map((route) => ({
-    method: route.method.toUpperCase(),
-    pattern: new RegExp(`^${route.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+")}/?$`),
-  }));
+/**
+ * The methods each path takes: static paths in a map (one lookup for most requests), paths with
+ * parameters (`/v1/jobs/:jobId`) as patterns.
+ */
+function compileRoutes(routes: readonly Route[]) {
+  const byPath = new Map<string, Set<string>>();
+  const patterns: { pattern: RegExp; methods: Set<string> }[] = [];
+  for (const route of routes) {
+    const method = route.method.toUpperCase();
+    const methods = method === "GET" ? [method, "HEAD"] : [method];
+    if (!route.path.includes(":")) {
+      const allowed = byPath.get(route.path) ?? new Set<string>();
+      for (const m of methods) allowed.add(m);
+      byPath.set(route.path, allowed);
+      continue;
+    }
+    const pattern = new RegExp(`^${route.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+")}/?$`);
+    const existing = patterns.find((p) => p.pattern.source === pattern.source);
+    if (existing) for (const m of methods) existing.methods.add(m);
+    else patterns.push({ pattern, methods: new Set(methods) });
+  }
+  return (path: string): Set<string> | null => {
+    const exact = byPath.get(path);
+    if (exact) return exact;
+    const allowed = new Set<string>();
+    for (const { pattern, methods } of patterns) if (pattern.test(path)) for (const m of methods) allowed.add(m);
+    return allowed.size > 0 ? allowed : null;
+  };
 }
 
 export function guardRequests(handle: Handler, routes: () => readonly Route[]): Handler {
-  let compiled: ReturnType<typeof compileRoutes> | null = null;
+  let methodsOf: ReturnType<typeof compileRoutes> | null = null;
 
-  /** Null when the method may go on; else the methods the path allows (empty: unknown path). */
+  /** Null when the method may go on (or the path is unknown: the router answers 404); else the methods the path takes. */
   function refusedMethod(method: string, path: string): string[] | null {
-    compiled ??= compileRoutes(routes());
-    const allowed = new Set<string>();
-    for (const route of compiled) if (route.pattern.test(path)) allowed.add(route.method);
-    if (allowed.size === 0) return null; // the router answers 404
-    if (allowed.has("GET")) allowed.add("HEAD");
-    return allowed.has(method) ? null : [...allowed].sort();
+    methodsOf ??= compileRoutes(routes());
+    const allowed = methodsOf(path);
+    return allowed === null || allowed.has(method) ? null : [...allowed].sort();
   }
 
   return async (request) => {
