@@ -116,6 +116,17 @@ const cases: Case[] = [
     check: (_, p) => expect(p.detail).toBe("job nope does not exist"),
   },
   {
+    name: "HTTP/1.0 without a Host, and a one-character Host, still carry a command's body",
+    send: async () => {
+      const accepted = await raw("POST /v1/commands HTTP/1.0\r\nContent-Type: application/json", JSON.stringify(ingestCommand()));
+      expect(accepted.status).toBe(202);
+      // The body reaches the reader through the rebuilt request: not JSON, refused as usual.
+      return raw("POST /v1/commands HTTP/1.1\r\nHost: a\r\nContent-Type: application/json", "{nope");
+    },
+    status: 400,
+    type: "malformed-json",
+  },
+  {
     name: "a one-character Host is routed like any other",
     send: () => raw("GET /v1/jobs/nope HTTP/1.1\r\nHost: a"),
     status: 404,
