@@ -15,6 +15,8 @@ export type { PublishSummary } from "./lease.ts";
 
 /** Batches publishing at once while draining: enough to keep the broker and storage busy. */
 const DEFAULT_BATCHES_IN_FLIGHT = 4;
+/** How far past entries held by leases an operator's drain looks, in batches. */
+const MAX_DRAIN_WINDOW_BATCHES = 16;
 /** "Whatever its due time": every pending entry is due by then. */
 const FAR_FUTURE = new Date("9999-12-31T23:59:59.999Z");
 /** While draining, one progress line this often. */
@@ -63,15 +65,15 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   let stopped = true;
 
   /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
-  async function sweep(cutoff?: Date): Promise<{ due: number; published: Promise<PublishSummary> }> {
+  async function sweep(cutoff?: Date, limit = options.batchSize): Promise<{ found: number; due: number; published: Promise<PublishSummary> }> {
     const at = now();
-    const found = await options.store.findDueOutbox(cutoff ?? at, options.batchSize);
+    const found = await options.store.findDueOutbox(cutoff ?? at, limit);
     // Entries still held by a lease come back only when asked for everything (the operator's
     // drain): they are not ours to take, and do not count as work found.
     const due = found.filter((work) => !isHeld(work.entry, at.toISOString()));
     const leased = await leaseEntries(due, { store: options.store, leaseSeconds: options.leaseSeconds, now: at });
     const published = leased.length === 0 ? Promise.resolve(summarize([])) : options.dispatcher.publishNow(leased).then(summarize);
-    return { due: due.length, published: published.then(progress.record) };
+    return { found: found.length, due: due.length, published: published.then(progress.record) };
   }
 
   async function run(): Promise<void> {
@@ -102,9 +104,9 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   async function drainEverything(): Promise<PublishSummary> {
     const totals = summarize([]);
     const batches = createInFlight(batchesInFlight, options.logger);
-    for (let full = true; full; ) {
-      const { due, published } = await sweep(FAR_FUTURE);
-      full = due >= options.batchSize;
+    const widest = options.batchSize * MAX_DRAIN_WINDOW_BATCHES;
+    for (let limit = options.batchSize; ; ) {
+      const { found, due, published } = await sweep(FAR_FUTURE, limit);
       await batches.add(
         published.then((summary) => {
           totals.attempted += summary.attempted;
@@ -112,6 +114,16 @@ export function createSweeper(options: SweeperOptions): Sweeper {
           totals.failed += summary.failed;
         }),
       );
+      if (found < limit) break; // every pending entry was seen
+      if (due > 0) {
+        limit = options.batchSize;
+        continue;
+      }
+      // A window full of entries held by leases (earlier batches of ours, other replicas): look
+      // past them rather than stop short of the rest; what stays held beyond the widest window is
+      // left to its holders and the retry loop.
+      if (limit >= widest) break;
+      limit = Math.min(limit * 2, widest);
     }
     await batches.settle();
     await progress.idle();

@@ -374,3 +374,30 @@ test("the sweeper wakes when a directive it was told of falls due, not at the en
   recording.rejectWhen(() => null);
   await eventually(async () => (await entryOf(store, jobId)).status === "sent", { timeoutMs: 5000, what: "the retry sent before the interval ends" });
 });
+
+test("a drain of everything looks past a full window of entries held by leases to the ones behind them", async () => {
+  const store = createMemoryStore();
+  const until = new Date(Date.now() + 60_000).toISOString();
+  const held = [];
+  for (let i = 0; i < 2; i++) {
+    const stored = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+    await store.saveChanges(stored.job.jobId, { outbox: [leaseEntry(stored.outbox[0]!, new Date().toISOString(), until, "another-replica")] });
+    held.push(stored);
+  }
+  // Backing off beyond the leases' end: it sorts after the held ones.
+  const behind = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+  const later = new Date(Date.now() + 120_000).toISOString();
+  await store.saveChanges(behind.job.jobId, { outbox: [{ ...behind.outbox[0]!, nextAttemptAt: later }] });
+  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const runtime = await createRuntime({
+    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store,
+    publisher: recording.publisher,
+  });
+  cleanups.push(() => runtime.stop());
+  expect(await runtime.sweeper!.drainAll()).toEqual({ attempted: 1, sent: 1, failed: 0 });
+  expect(recording.published.map((p) => p.message.messageId)).toEqual([behind.outbox[0]!.outboxId]);
+  for (const stored of held) expect((await entryOf(store, stored.job.jobId)).status).toBe("pending");
+});

@@ -100,21 +100,14 @@ export function createMemoryStore(): JobStore {
     async listJobs(tenantId, page: PageRequest, filter: JobFilter = {}): Promise<Page<JobSummary>> {
       const ids = jobIndex.get(tenantId) ?? [];
       const after = page.cursor === null ? null : readCursor(page.cursor);
-      let i = after === null ? ids.length - 1 : ids.findLastIndex((id) => id < after);
-      const matching = () => {
-        for (; i >= 0; i--) {
-          const { job } = jobs.get(ids[i]!)!;
-          if (matchesFilter(job, filter)) return job;
-        }
-        return null;
-      };
-      const items: JobSummary[] = [];
-      for (let job = matching(); job && items.length < page.limit; job = matching()) {
-        items.push(summaryOf(job));
-        i--;
+      // One match more than the page holds says whether another page follows (as on Azure).
+      const found: Job[] = [];
+      for (let i = after === null ? ids.length - 1 : ids.findLastIndex((id) => id < after); i >= 0 && found.length <= page.limit; i--) {
+        const { job } = jobs.get(ids[i]!)!;
+        if (matchesFilter(job, filter)) found.push(job);
       }
-      const last = items.at(-1);
-      return { items, nextCursor: last && matching() ? encodeCursor(last.jobId) : null };
+      const items = found.slice(0, page.limit).map(summaryOf);
+      return { items, nextCursor: found.length > page.limit ? encodeCursor(items.at(-1)!.jobId) : null };
     },
 
     async saveChanges(jobId, changes: JobChanges) {
