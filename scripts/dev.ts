@@ -140,7 +140,7 @@ try {
   // Every topic of the active protocol file (LUCIUS_PROTOCOLS_FILE, else the bundled one).
   const topics = [
     ...new Set(
-      loadProtocols(process.env.LUCIUS_PROTOCOLS_FILE || null)
+      loadProtocols({ protocolsFile: process.env.LUCIUS_PROTOCOLS_FILE || null, stepTimeoutSeconds: 0 })
         .list()
         .flatMap((protocol) => protocol.steps.map((step) => step.topic)),
     ),

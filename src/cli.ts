@@ -52,7 +52,7 @@ export function configCheck(env: Env, out: (line: string) => void, err: (line: s
     return 1;
   }
   try {
-    const protocols = loadProtocols(loaded.settings.protocolsFile);
+    const protocols = loadProtocols(loaded.settings);
     out(
       JSON.stringify(
         {

@@ -33,7 +33,7 @@ let settings: ReturnType<typeof loadSettings>;
 let protocols: ReturnType<typeof loadProtocols>;
 try {
   settings = loadSettings(Deno.env.toObject());
-  protocols = loadProtocols(settings.protocolsFile);
+  protocols = loadProtocols(settings);
 } catch (error) {
   if (error instanceof SettingsError || error instanceof ProtocolFileError) refuseToStart(error.message);
   throw error;

@@ -38,7 +38,7 @@ async function refuseToStart(reason: string, logs?: Logs): Promise<never> {
 async function loadConfiguration(): Promise<{ settings: Settings; protocols: ProtocolRegistry }> {
   try {
     const settings = loadSettings(Bun.env);
-    return { settings, protocols: loadProtocols(settings.protocolsFile) };
+    return { settings, protocols: loadProtocols(settings) };
   } catch (error) {
     if (error instanceof SettingsError || error instanceof ProtocolFileError) return refuseToStart(error.message);
     throw error;

@@ -11,6 +11,7 @@ import type { EventReceiver } from "./events/service-bus-receiver.ts";
 import type { ReadinessCheck } from "./health/routes.ts";
 import { observe } from "./http/observe.ts";
 import { guardRequests } from "./http/request-guard.ts";
+import { createDeadlineSweeper, type DeadlineSweeper } from "./jobs/deadline-sweeper.ts";
 import { createJobService } from "./jobs/service.ts";
 import { createStepEventService, type StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
@@ -44,6 +45,8 @@ export interface Runtime {
   dispatcher: Dispatcher | null;
   /** Null when nothing is published or LUCIUS_OUTBOX_RETRY_ENABLED is false. */
   sweeper: Sweeper | null;
+  /** Finds the steps whose deadline passed; runs with or without a broker. */
+  deadlines: DeadlineSweeper;
   /** Starts the background work (the sweeper's timer, the events receiver). */
   start(): void;
   /** Refuses readiness, then waits for in-flight publishes and closes the adapters. */
@@ -61,6 +64,15 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
   const services = { store, protocols: options.protocols, dispatcher, retryDelaySeconds: settings.outbox.retryDelaySeconds, ...withClock };
   const stepEvents = createStepEventService(services);
+  const deadlines = createDeadlineSweeper({
+    store,
+    events: stepEvents,
+    logger,
+    intervalSeconds: settings.outbox.retryIntervalSeconds,
+    batchSize: settings.outbox.retryBatchSize,
+    onHandled: metrics.deadlineHandled,
+    ...withClock,
+  });
   const receiver = await createReceiver(options, stepEvents);
   let accepting = true;
   const leaseSeconds = leaseSecondsFor(settings.outbox.publishTimeoutSeconds);
@@ -90,13 +102,16 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     store,
     dispatcher,
     sweeper,
+    deadlines,
     start() {
       sweeper?.start();
+      deadlines.start();
       receiver?.start();
     },
     async stop() {
       accepting = false;
       await receiver?.close();
+      await deadlines.stop();
       await drainer?.stop();
       await dispatcher?.drain();
       await publisher?.close();

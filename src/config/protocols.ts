@@ -12,6 +12,7 @@ import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "jso
 import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
 import type { FieldViolation } from "../domain/errors.ts";
 import type { PartitionKeyRule, Protocol } from "../domain/model.ts";
+import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
 import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
 
@@ -32,6 +33,8 @@ const StepDefinition = Type.Object(
     payloadSchema: Type.Union([Type.String({ minLength: 1 }), Type.Object({}, { additionalProperties: true })]),
     partitionKey: Type.Optional(Type.String({ minLength: 1 })),
     maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+    /** Seconds one attempt may run; 0 = no deadline; absent = LUCIUS_STEP_TIMEOUT. */
+    timeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_STEP_TIMEOUT_SECONDS })),
   },
   { additionalProperties: false },
 );
@@ -78,6 +81,8 @@ export interface BuildRegistryOptions {
   source: string;
   /** Check every payload schema against the JSON Schema meta-schema (default true). */
   validateSchemas?: boolean;
+  /** The deadline of a step that names none (LUCIUS_STEP_TIMEOUT); 0 = none. */
+  stepTimeoutSeconds?: number;
   /** Returns the JSON Schema at a path relative to the protocol file. Throws when there is none. */
   readSchema(relativePath: string): unknown;
 }
@@ -105,7 +110,13 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
       if (names.has(step.name)) fail(`${stepAt}: duplicate step name '${step.name}' in '${definition.requestType}'`);
       names.add(step.name);
       checks.push(compileStepSchema(step.payloadSchema, stepAt));
-      return { name: step.name, topic: step.topic, partitionKey: parsePartitionKey(step.partitionKey, stepAt), maxAttempts: step.maxAttempts ?? 1 };
+      return {
+        name: step.name,
+        topic: step.topic,
+        partitionKey: parsePartitionKey(step.partitionKey, stepAt),
+        maxAttempts: step.maxAttempts ?? 1,
+        timeoutSeconds: step.timeoutSeconds ?? options.stepTimeoutSeconds ?? DEFAULT_STEP_TIMEOUT_SECONDS,
+      };
     });
     protocols.set(definition.requestType, {
       requestType: definition.requestType,
@@ -162,10 +173,11 @@ function dedupe(violations: FieldViolation[]): FieldViolation[] {
 }
 
 /** `validateSchemas`: the test suite turns it on; the start skips it (see SchemaCompilerOptions). */
-export function bundledRegistry(options: { validateSchemas?: boolean } = {}): ProtocolRegistry {
+export function bundledRegistry(options: { validateSchemas?: boolean; stepTimeoutSeconds?: number } = {}): ProtocolRegistry {
   return buildRegistry(bundledDocument, {
     source: "bundled schemas/protocols.json",
     validateSchemas: options.validateSchemas ?? false,
+    ...(options.stepTimeoutSeconds === undefined ? {} : { stepTimeoutSeconds: options.stepTimeoutSeconds }),
     readSchema(relativePath) {
       const schema = bundledSchemas[relativePath];
       if (schema === undefined) throw new Error("not bundled");
@@ -174,7 +186,7 @@ export function bundledRegistry(options: { validateSchemas?: boolean } = {}): Pr
   });
 }
 
-export function loadProtocolFile(path: string): ProtocolRegistry {
+export function loadProtocolFile(path: string, stepTimeoutSeconds = DEFAULT_STEP_TIMEOUT_SECONDS): ProtocolRegistry {
   const source = resolve(path);
   const readJson = (file: string): unknown => JSON.parse(readFileSync(file, "utf8"));
   let document: unknown;
@@ -183,9 +195,11 @@ export function loadProtocolFile(path: string): ProtocolRegistry {
   } catch (error) {
     throw new ProtocolFileError(source, (error as Error).message);
   }
-  return buildRegistry(document, { source, readSchema: (relative) => readJson(resolve(dirname(source), relative)) });
+  return buildRegistry(document, { source, stepTimeoutSeconds, readSchema: (relative) => readJson(resolve(dirname(source), relative)) });
 }
 
-export function loadProtocols(protocolsFile: string | null): ProtocolRegistry {
-  return protocolsFile === null ? bundledRegistry() : loadProtocolFile(protocolsFile);
+/** The protocols the settings name (a file, or the bundled ones), steps without a timeout getting the configured one. */
+export function loadProtocols(settings: { protocolsFile: string | null; stepTimeoutSeconds: number }): ProtocolRegistry {
+  const { protocolsFile, stepTimeoutSeconds } = settings;
+  return protocolsFile === null ? bundledRegistry({ stepTimeoutSeconds }) : loadProtocolFile(protocolsFile, stepTimeoutSeconds);
 }

@@ -3,6 +3,7 @@
  * reported together so that one failed start names every wrong variable.
  */
 
+import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 import { serviceBusConnectionProblem, tableConnectionProblem } from "./connection-strings.ts";
 
 export type StorageBackend = "memory" | "table" | "ledger";
@@ -34,6 +35,8 @@ export interface Settings {
   host: string;
   port: number;
   protocolsFile: string | null;
+  /** A step's deadline when its protocol names none (seconds); 0 = none. */
+  stepTimeoutSeconds: number;
   maxBodyBytes: number;
   logLevel: LogLevel;
   /** /readyz fails once the oldest pending entry is older than this (seconds); 0 turns the check off. */
@@ -156,6 +159,7 @@ export function loadSettings(env: Env): Settings {
     host: read.string("LUCIUS_HOST", "0.0.0.0"),
     port: read.number("LUCIUS_PORT", 8000, { min: 0, max: 65535, integer: true }),
     protocolsFile: read.optional("LUCIUS_PROTOCOLS_FILE"),
+    stepTimeoutSeconds: read.number("LUCIUS_STEP_TIMEOUT", DEFAULT_STEP_TIMEOUT_SECONDS, { min: 0, max: MAX_STEP_TIMEOUT_SECONDS, integer: true }),
     maxBodyBytes: read.number("LUCIUS_MAX_BODY_BYTES", 262144, { min: 1024, max: 64 * 1024 * 1024, integer: true }),
     logLevel: read.oneOf("LUCIUS_LOG_LEVEL", LOG_LEVELS, "info"),
     readyMaxPendingAgeSeconds: read.number("LUCIUS_READY_MAX_PENDING_AGE", 600, { min: 0, max: 7 * 86400 }),

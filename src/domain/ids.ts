@@ -15,6 +15,12 @@ export function stepIdFor(jobId: string, stepIndex: number): string {
   return `${jobId}.s${stepIndex}`;
 }
 
+/** The job a step id belongs to (the inverse of stepIdFor); null for an id not of that shape. */
+export function jobIdOfStep(stepId: string): string | null {
+  const match = /^(.+)\.s\d+$/.exec(stepId);
+  return match ? match[1]! : null;
+}
+
 /** The job an outbox id belongs to (the inverse of outboxIdFor); null for an id not of that shape. */
 export function jobIdOfOutbox(outboxId: string): string | null {
   const match = /^(.+)\.s\d+\.d\d+$/.exec(outboxId);
@@ -24,4 +30,10 @@ export function jobIdOfOutbox(outboxId: string): string | null {
 /** `dispatch` counts the directives issued for one step: 0 for its first run. */
 export function outboxIdFor(jobId: string, stepIndex: number, dispatch = 0): string {
   return `${jobId}.s${stepIndex}.d${dispatch}`;
+}
+
+/** Which attempt of its step an outbox entry dispatches, from 1 (the inverse of outboxIdFor's `dispatch`). */
+export function attemptOfOutbox(outboxId: string): number {
+  const match = /\.d(\d+)$/.exec(outboxId);
+  return match ? Number(match[1]) + 1 : 1;
 }

@@ -63,6 +63,11 @@ export interface Step extends Versioned {
   events: string[];
   /** The latest progress the worker reported, if any. */
   progress: StepProgress | null;
+  /**
+   * When the current attempt runs out of time (see domain/step-deadlines.ts); null when the step
+   * was never dispatched or has no timeout. Kept after the step ends, so its marker can be found.
+   */
+  deadlineAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
   updatedAt: string;
@@ -146,6 +151,8 @@ export interface ProtocolStep {
   partitionKey: PartitionKeyRule;
   /** Directives a retryable failure may lead to, the first included (default 1). */
   maxAttempts: number;
+  /** How long one attempt may run before it counts as failed (seconds); 0 = no deadline. */
+  timeoutSeconds: number;
 }
 
 export interface Protocol {

@@ -41,20 +41,28 @@ export interface DirectiveOptions {
   traceparent: string | null;
   /** The results of the steps before this one, by step name (none for the first step). */
   results?: Record<string, JsonObject>;
+  /** How long the attempt may run (the step's timeoutSeconds); 0 = no deadline. */
+  timeoutSeconds: number;
   now: Date;
   retryDelaySeconds: number;
 }
 
+/** The deadline of an attempt starting at `from`; null without a timeout. */
+export function deadlineFrom(from: Date, timeoutSeconds: number): string | null {
+  return timeoutSeconds > 0 ? new Date(from.getTime() + timeoutSeconds * 1000).toISOString() : null;
+}
+
 /**
- * Another directive for a step (the next step's first, or a retry): the step counts it, and the
- * entry's id says which dispatch it is, so a repeated write is the same entry.
+ * Another directive for a step (the next step's first, or a retry): the step counts it and gets
+ * the attempt's deadline, and the entry's id says which dispatch it is, so a repeated write is the
+ * same entry.
  */
 export function issueDirective(options: DirectiveOptions): { step: Step; entry: OutboxEntry } {
   const { job, step } = options;
   const now = options.now.toISOString();
   const partitionKey = partitionKeyFor(options.rule, job.jobId, job.tenantId, job.payload) ?? job.jobId;
   return {
-    step: { ...step, attempts: step.attempts + 1, updatedAt: now },
+    step: { ...step, attempts: step.attempts + 1, deadlineAt: deadlineFrom(options.now, options.timeoutSeconds), updatedAt: now },
     entry: {
       outboxId: outboxIdFor(job.jobId, step.index, step.attempts),
       jobId: job.jobId,
@@ -104,6 +112,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     error: null,
     events: [],
     progress: null,
+    deadlineAt: null,
     startedAt: null,
     finishedAt: null,
     updatedAt: now,
@@ -118,6 +127,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     job,
     step: first,
     rule: firstDefinition.partitionKey,
+    timeoutSeconds: firstDefinition.timeoutSeconds,
     traceparent: options.traceparent,
     now: options.now,
     retryDelaySeconds: options.retryDelaySeconds,

@@ -28,6 +28,8 @@ export interface StepEvent {
   /** With `progress`: how far (0–100) and a short note. */
   percent?: number;
   message?: string;
+  /** The attempt the worker works on (the message's `attempt`): an event of an earlier one is ignored. */
+  attempt?: number;
 }
 
 export type EventOutcome =
@@ -51,6 +53,9 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   if (found.events.includes(event.eventId)) return { outcome: "duplicate" };
   if (hasJobEnded(job)) return { outcome: "ignored", reason: `job is ${job.status}` };
   if (hasStepEnded(found)) return { outcome: "ignored", reason: `step is ${found.status}` };
+  if (event.attempt !== undefined && event.attempt !== found.attempts) {
+    return { outcome: "ignored", reason: `attempt ${event.attempt} is not the step's current attempt (${found.attempts})` };
+  }
 
   let step = rememberEvent(found, event.eventId, now);
   if (event.status === "progress") {
@@ -67,7 +72,6 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   // first (without a broker, none ever is).
   const started = job.status === "accepted" ? startJob(job, now) : job;
   const startedJob = started !== job ? { job: started } : {};
-  const definitions = options.protocol?.steps ?? [];
 
   if (event.status === "succeeded") {
     step = succeedStep(step, event.result ?? null, now);
@@ -79,35 +83,50 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
       next.index,
     );
     assertMessageFits(job, results, next.name);
-    const issued = issueDirective({
-      job,
-      step: next,
-      results,
-      rule: definitions[next.index]?.partitionKey ?? { kind: "jobId" },
-      traceparent: aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null,
-      now: options.now,
-      retryDelaySeconds: options.retryDelaySeconds,
-    });
+    const issued = redispatch(aggregate, next, results, { ...options, traceFrom: found });
     return { outcome: "applied", ...startedJob, steps: [step, issued.step], outbox: [issued.entry] };
   }
 
   const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
-  const maxAttempts = definitions[step.index]?.maxAttempts ?? 1;
+  return { outcome: "applied", ...endAttempt({ ...aggregate, job: started }, step, error, options, startedJob) };
+}
+
+/**
+ * A failed attempt (a worker's `failed` event, or a deadline that passed): another directive
+ * while the error is retryable and attempts are left, else the step and the job fail and what
+ * never ran is cancelled. `aggregate.job` is the job as it stands after the attempt started.
+ */
+export function endAttempt(
+  aggregate: JobAggregate,
+  step: Step,
+  error: StepError,
+  options: ApplyOptions,
+  jobChange: { job?: Job } = {},
+): { job?: Job; steps: Step[]; outbox: OutboxEntry[] } {
+  const now = options.now.toISOString();
+  const maxAttempts = options.protocol?.steps[step.index]?.maxAttempts ?? 1;
   if (error.retryable && step.attempts < maxAttempts) {
-    const issued = issueDirective({
-      job,
-      step: recordStepError(step, error, now),
-      results: resultsBefore(aggregate.steps, step.index),
-      rule: definitions[step.index]?.partitionKey ?? { kind: "jobId" },
-      traceparent: aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null,
-      now: options.now,
-      retryDelaySeconds: options.retryDelaySeconds,
-    });
-    return { outcome: "applied", ...startedJob, steps: [issued.step], outbox: [issued.entry] };
+    const issued = redispatch(aggregate, recordStepError(step, error, now), resultsBefore(aggregate.steps, step.index), { ...options, traceFrom: step });
+    return { ...jobChange, steps: [issued.step], outbox: [issued.entry] };
   }
-  step = failStep(step, error, now);
-  const rest = cancelRest(aggregate, now, step.stepId);
-  return { outcome: "applied", job: finishJob(started, "failed", now), steps: [step, ...rest.steps], outbox: rest.outbox };
+  const failed = failStep(step, error, now);
+  const rest = cancelRest(aggregate, now, failed.stepId);
+  return { job: finishJob(aggregate.job, "failed", now), steps: [failed, ...rest.steps], outbox: rest.outbox };
+}
+
+/** The next directive of `step` under its protocol definition, traced like the step that led to it. */
+function redispatch(aggregate: JobAggregate, step: Step, results: Record<string, JsonObject>, options: ApplyOptions & { traceFrom: Step }) {
+  const definition = options.protocol?.steps[step.index];
+  return issueDirective({
+    job: aggregate.job,
+    step,
+    results,
+    rule: definition?.partitionKey ?? { kind: "jobId" },
+    timeoutSeconds: definition?.timeoutSeconds ?? 0,
+    traceparent: aggregate.outbox.find((o) => o.stepId === options.traceFrom.stepId)?.traceparent ?? null,
+    now: options.now,
+    retryDelaySeconds: options.retryDelaySeconds,
+  });
 }
 
 /**
@@ -139,7 +158,7 @@ export function cancelJob(aggregate: JobAggregate, now: Date): { job: Job; steps
   return { job: finishJob(aggregate.job, "cancelled", at), ...rest };
 }
 
-function cancelRest(aggregate: JobAggregate, now: string, except: string | null) {
+export function cancelRest(aggregate: JobAggregate, now: string, except: string | null) {
   return {
     steps: aggregate.steps.filter((s) => s.stepId !== except && (s.status === "pending" || s.status === "initiated")).map((s) => cancelStep(s, now)),
     outbox: aggregate.outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),

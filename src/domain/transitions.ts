@@ -14,7 +14,8 @@ const jobTransitions: Record<JobStatus, readonly JobStatus[]> = {
 };
 
 const stepTransitions: Record<StepStatus, readonly StepStatus[]> = {
-  pending: ["initiated", "cancelled"],
+  // pending → failed: its last attempt ran out of time before any worker was seen to take it.
+  pending: ["initiated", "failed", "cancelled"],
   initiated: ["succeeded", "failed", "cancelled"],
   succeeded: [],
   failed: [],
@@ -63,15 +64,15 @@ export function succeedStep(step: Step, result: JsonObject | null, now: string):
   return { ...step, status: "succeeded", result, error: null, finishedAt: now, updatedAt: now };
 }
 
-/** initiated → failed, for good. */
+/** initiated (or pending, see stepTransitions) → failed, for good. */
 export function failStep(step: Step, error: StepError, now: string): Step {
   assertAllowed("step", stepTransitions, step.status, "failed");
   return { ...step, status: "failed", error, finishedAt: now, updatedAt: now };
 }
 
-/** A retryable failure of an initiated step: it stays initiated, its error is recorded. */
+/** A retryable failure of an open step (an answer, or a deadline): it stays as it is, its error is recorded. */
 export function recordStepError(step: Step, error: StepError, now: string): Step {
-  if (step.status !== "initiated") throw new InvalidTransitionError(`step is '${step.status}', not initiated`);
+  if (hasStepEnded(step)) throw new InvalidTransitionError(`step is '${step.status}': it has ended`);
   return { ...step, error, updatedAt: now };
 }
 

@@ -1,11 +1,12 @@
 /**
- * Step events from workers (over HTTP or Service Bus, one function for both) and cancellation:
- * read the job, let the pure rules decide, write the change conditionally, hand new directives
- * to the dispatcher. A lost race re-reads and decides again.
+ * Step events from workers (over HTTP or Service Bus, one function for both), passed deadlines
+ * and cancellation: read the job, let the pure rules decide, write the change conditionally, hand
+ * new directives to the dispatcher. A lost race re-reads and decides again.
  */
 import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxWork } from "../domain/model.ts";
+import { type DeadlineOutcome, expireStep } from "../domain/step-deadlines.ts";
 import { applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, SavedChanges } from "../storage/job-store.ts";
@@ -27,6 +28,9 @@ export interface StepEventServiceOptions {
   retryDelaySeconds: number;
   now?: () => Date;
 }
+
+/** What a passed deadline did: nothing (the step moved on), a later deadline, another attempt, or a failed job. */
+export type DeadlineResult = DeadlineOutcome["outcome"] | "retried";
 
 const ATTEMPTS = 5;
 
@@ -88,6 +92,26 @@ export function createStepEventService(options: StepEventServiceOptions) {
         dispatchCreated(aggregate, saved);
         const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
+      });
+    },
+
+    /**
+     * A step whose deadline the index says has passed: decided against the job as it is now, so
+     * a replica that got there first, or a worker's late answer, leaves nothing to do.
+     */
+    async expire(jobId: string, stepId: string): Promise<DeadlineResult> {
+      return withRetries(jobId, async (aggregate) => {
+        const decided = expireStep(aggregate, stepId, {
+          protocol: options.protocols.get(aggregate.job.requestType),
+          now: now(),
+          retryDelaySeconds: options.retryDelaySeconds,
+          countFromSend: dispatcher !== null,
+        });
+        if (decided.outcome === "not-due") return decided.outcome;
+        const outbox = decided.outcome === "timed-out" ? decided.outbox : [];
+        const saved = await store.saveChanges(jobId, { ...(decided.outcome === "timed-out" && decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox });
+        dispatchCreated(aggregate, saved);
+        return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
       });
     },
 

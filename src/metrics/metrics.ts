@@ -73,6 +73,12 @@ export function createMetrics(options: MetricsOptions) {
     labelNames: ["result"] as const,
     registers: [registry],
   });
+  const deadlines = new Counter({
+    name: "lucius_step_deadlines_total",
+    help: "Passed step deadlines by what they did (extended, retried, timed-out, not-due)",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
   new Gauge({
     name: "lucius_outbox_entries",
     help: "Outbox entries by status (pending, failed)",
@@ -110,6 +116,9 @@ export function createMetrics(options: MetricsOptions) {
     sweptEntries(summary: { sent: number; failed: number }) {
       if (summary.sent > 0) sweptEntries.inc({ result: "sent" }, summary.sent);
       if (summary.failed > 0) sweptEntries.inc({ result: "failed" }, summary.failed);
+    },
+    deadlineHandled(result: string) {
+      deadlines.inc({ result });
     },
     render: () => registry.metrics(),
     contentType: registry.contentType,

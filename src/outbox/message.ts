@@ -1,3 +1,4 @@
+import { attemptOfOutbox } from "../domain/ids.ts";
 import type { Job, OutboxEntry, Step } from "../domain/model.ts";
 import type { OutboundMessage } from "./publisher.ts";
 
@@ -19,6 +20,8 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: 
       stepName: step.name,
       stepIndex: step.index,
       outboxId: entry.outboxId,
+      // Echoed in the worker's events: an answer of an attempt that timed out is then ignored.
+      attempt: attemptOfOutbox(entry.outboxId),
       requestType: job.requestType,
       tenantId: job.tenantId,
       correlationId: job.correlationId,

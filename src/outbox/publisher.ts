@@ -9,6 +9,8 @@ export interface OutboundMessage {
     stepName: string;
     stepIndex: number;
     outboxId: string;
+    /** Which attempt of the step this is, from 1: the worker echoes it in its events. */
+    attempt: number;
     requestType: string;
     tenantId: string;
     correlationId: string | null;

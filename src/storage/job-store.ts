@@ -31,6 +31,13 @@ export interface OutboxStats {
   oldestPendingAgeSeconds: number | null;
 }
 
+/** An open step whose deadline passed, as the deadline index points at it. */
+export interface ExpiredStep {
+  jobId: string;
+  stepId: string;
+  deadlineAt: string;
+}
+
 /** What saveChanges wrote, with new etags. */
 export interface SavedChanges {
   job?: Job;
@@ -75,6 +82,13 @@ export interface JobStore {
    * return a random choice among the most overdue, so that replicas sweeping together spread out.
    */
   findDueOutbox(now: Date, limit: number): Promise<OutboxWork[]>;
+
+  /**
+   * Open steps whose `deadlineAt` is at or before `now`, earliest first, up to `limit`, through an
+   * index: costs what expired, never O(open steps). Index rows of steps that ended meanwhile are
+   * skipped (and cleaned); finding is not taking: a step stays expired until a change is saved.
+   */
+  findExpiredSteps(now: Date, limit: number): Promise<ExpiredStep[]>;
 
   /**
    * Outbox entries of one status for the operator, in a stable order, paged. `pending` and

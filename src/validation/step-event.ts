@@ -14,6 +14,7 @@ const eventFields = {
   /** With `progress`: how far along, and a short note for the operator. */
   percent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
   message: Type.Optional(Type.String({ maxLength: 500 })),
+  attempt: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: "the message's attempt: an event of an attempt that is over is ignored" })),
   error: Type.Optional(
     Type.Object(
       {

@@ -8,8 +8,8 @@ const protocol: Protocol = {
   version: 2,
   description: "",
   steps: [
-    { name: "enrich", topic: "semantic-intelligence", partitionKey: { kind: "pointer", pointer: "/doc/id" }, maxAttempts: 1 },
-    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" }, maxAttempts: 1 },
+    { name: "enrich", topic: "semantic-intelligence", partitionKey: { kind: "pointer", pointer: "/doc/id" }, maxAttempts: 1, timeoutSeconds: 0 },
+    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" }, maxAttempts: 1, timeoutSeconds: 0 },
   ],
 };
 const jobId = "0190d9a0-0000-7000-8000-000000000001";

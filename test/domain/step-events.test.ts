@@ -11,8 +11,8 @@ const protocol: Protocol = {
   version: 1,
   description: "",
   steps: [
-    { name: "ocr", topic: "ocr-requests", partitionKey: { kind: "jobId" }, maxAttempts: 2 },
-    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" }, maxAttempts: 1 },
+    { name: "ocr", topic: "ocr-requests", partitionKey: { kind: "jobId" }, maxAttempts: 2, timeoutSeconds: 0 },
+    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" }, maxAttempts: 1, timeoutSeconds: 0 },
   ],
 };
 const T0 = new Date("2026-01-01T00:00:00.000Z");

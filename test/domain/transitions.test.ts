@@ -39,6 +39,7 @@ const step: Step = {
   error: null,
   events: [],
   progress: null,
+  deadlineAt: null,
   startedAt: null,
   finishedAt: null,
   updatedAt: T0,

@@ -64,6 +64,7 @@ describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
       stepName: "ocr",
       stepIndex: 0,
       outboxId: entry.outboxId,
+      attempt: 1,
       requestType: "document.ingest",
       tenantId: "acme",
       correlationId: "c-42",

@@ -15,8 +15,8 @@ const protocol = {
   version: 1,
   description: "",
   steps: [
-    { name: "ocr", topic: "ocr-requests", partitionKey: { kind: "jobId" as const }, maxAttempts: 1 },
-    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" as const }, maxAttempts: 2 },
+    { name: "ocr", topic: "ocr-requests", partitionKey: { kind: "jobId" as const }, maxAttempts: 1, timeoutSeconds: 0 },
+    { name: "embed", topic: "vector-ingestion", partitionKey: { kind: "tenantId" as const }, maxAttempts: 2, timeoutSeconds: 0 },
   ],
 };
 

@@ -10,6 +10,7 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import type { OutboxEntry, OutboxWork } from "../../domain/model.ts";
 import { deleteIfPresent, guarded, queryAll } from "./client.ts";
+import { createDeferredMarkerWrites } from "./deferred-marker-writes.ts";
 import { keysOf } from "./entities.ts";
 import { type EntryPointer, READ_CONCURRENCY, type RowLayout, readPointedRows } from "./rows.ts";
 
@@ -47,10 +48,15 @@ function toMarker(row: TableEntityResult<Record<string, unknown>>): DueMarker {
   };
 }
 
-function dueShard(outboxId: string): string {
+/** A stable shard number for a key: markers spread over a few partitions, found again by key alone. */
+export function shardOf(key: string, shards: number): number {
   let hash = 0;
-  for (let i = 0; i < outboxId.length; i++) hash = (hash * 31 + outboxId.charCodeAt(i)) >>> 0;
-  return `due-${hash % DUE_SHARDS}`;
+  for (let i = 0; i < key.length; i++) hash = (hash * 31 + key.charCodeAt(i)) >>> 0;
+  return hash % shards;
+}
+
+function dueShard(outboxId: string): string {
+  return `due-${shardOf(outboxId, DUE_SHARDS)}`;
 }
 
 const PENDING_RANGE = odata`PartitionKey ge ${"due-"} and PartitionKey lt ${"due."}`;
@@ -211,78 +217,4 @@ function spread(markers: DueMarker[], limit: number): DueMarker[] {
     [candidates[i], candidates[j]] = [candidates[j]!, candidates[i]!];
   }
   return candidates;
-}
-
-/** Deferred marker changes wait at most this long for others of their shard to share a transaction. */
-const DEFER_MS = 20;
-/** Azure's limit of operations in one entity-group transaction. */
-const MAX_TRANSACTION_OPERATIONS = 100;
-
-type MarkerAction = ["delete", { partitionKey: string; rowKey: string }] | ["upsert", ReturnType<typeof markerOf>, "Merge"];
-
-/**
- * Marker changes that may follow their entries' writes, grouped per partition (shard) into
- * entity-group transactions of up to 100: during a drain, one call per hundred entries instead of
- * one each. The last change queued for a marker wins. A transaction that fails (a delete of a
- * marker already gone fails it whole) is replayed one change at a time; what still fails is left
- * for the sweeps to clean.
- */
-function createDeferredMarkerWrites(client: TableClient) {
-  const queued = new Map<string, Map<string, MarkerAction>>();
-  const inFlight = new Set<Promise<void>>();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-
-  function enqueue(partitionKey: string, rowKey: string, action: MarkerAction): void {
-    const partition = queued.get(partitionKey) ?? new Map<string, MarkerAction>();
-    partition.set(rowKey, action);
-    queued.set(partitionKey, partition);
-    if (partition.size >= MAX_TRANSACTION_OPERATIONS) send(partitionKey);
-    else timer ??= setTimeout(sendAll, DEFER_MS);
-  }
-
-  function sendAll(): void {
-    timer = undefined;
-    for (const partitionKey of [...queued.keys()]) send(partitionKey);
-  }
-
-  function send(partitionKey: string): void {
-    const partition = queued.get(partitionKey);
-    if (!partition) return;
-    queued.delete(partitionKey);
-    const actions = [...partition.values()];
-    for (let i = 0; i < actions.length; i += MAX_TRANSACTION_OPERATIONS) {
-      const chunk = actions.slice(i, i + MAX_TRANSACTION_OPERATIONS);
-      const sending: Promise<void> = client
-        .submitTransaction(chunk)
-        .then(
-          () => {},
-          () => replayOneByOne(chunk),
-        )
-        .finally(() => inFlight.delete(sending));
-      inFlight.add(sending);
-    }
-  }
-
-  async function replayOneByOne(actions: MarkerAction[]): Promise<void> {
-    await Promise.allSettled(
-      actions.map(([kind, entity]) => (kind === "delete" ? deleteIfPresent(client, entity.partitionKey, entity.rowKey) : client.upsertEntity(entity, "Merge"))),
-    );
-  }
-
-  return {
-    delete(partitionKey: string, rowKey: string): void {
-      enqueue(partitionKey, rowKey, ["delete", { partitionKey, rowKey }]);
-    },
-    upsert(marker: ReturnType<typeof markerOf>): void {
-      enqueue(marker.partitionKey, marker.rowKey, ["upsert", marker, "Merge"]);
-    },
-    cancel(partitionKey: string, rowKey: string): void {
-      queued.get(partitionKey)?.delete(rowKey);
-    },
-    async flush(): Promise<void> {
-      clearTimeout(timer);
-      sendAll();
-      while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
-    },
-  };
 }

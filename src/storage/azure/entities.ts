@@ -87,6 +87,7 @@ export function stepToEntity(step: Step, keys: Keys): Entity {
     attempts: step.attempts,
     startedAt: optional(step.startedAt),
     finishedAt: optional(step.finishedAt),
+    deadlineAt: optional(step.deadlineAt),
     updatedAt: step.updatedAt,
     ...(step.error === null ? {} : { error: JSON.stringify(step.error) }),
     ...(step.events.length === 0 ? {} : { events: JSON.stringify(step.events) }),
@@ -110,6 +111,7 @@ export function entityToStep(entity: Stored): Step {
     events: parseOr(nullableText(entity, "events") ?? undefined, []),
     startedAt: nullableText(entity, "startedAt"),
     finishedAt: nullableText(entity, "finishedAt"),
+    deadlineAt: nullableText(entity, "deadlineAt"),
     updatedAt: text(entity, "updatedAt"),
     etag: etagOf(entity),
   };

@@ -24,7 +24,7 @@ import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity,
 import { checkEntity, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { claimAndMark, createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
+import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
@@ -41,7 +41,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   const steps = createTableClient(options.tables.steps, options);
   const outbox = createTableClient(options.tables.outbox, options);
   const side = createSideTables(options.tables, options);
-  const { jobIndex: index, due } = side;
+  const { jobIndex: index, due, deadlines } = side;
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -133,7 +133,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       const partitionKey = jobId;
       const entries = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await due.beforeWrite(entries, now);
+      await Promise.all([due.beforeWrite(entries, now), deadlines.beforeWrite(changes.steps ?? [], now)]);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
         if (changes.job) {
@@ -155,12 +155,15 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
         return result;
       });
       due.afterWrite(entries, now);
+      deadlines.afterWrite(saved.steps);
       // The listing follows the job's status (a job row changes only when its status does).
       if (changes.job) await index.restate(changes.job);
       return saved;
     },
 
     findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
+
+    findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`status eq ${s}` }, status, page),
 
@@ -171,7 +174,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
     },
 
     async close() {
-      await due.flush();
+      await flushSideTables(side);
     },
   };
 }

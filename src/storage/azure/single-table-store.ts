@@ -19,7 +19,7 @@ import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToE
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { claimAndMark, createSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
+import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
@@ -35,7 +35,7 @@ export interface SingleTableStoreOptions extends AzureTableOptions {
 export function createSingleTableStore(options: SingleTableStoreOptions): JobStore {
   const ledger = createTableClient(options.tables.ledger, options);
   const side = createSideTables(options.tables, options);
-  const { jobIndex: index, due } = side;
+  const { jobIndex: index, due, deadlines } = side;
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -147,7 +147,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
       const outbox = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await due.beforeWrite(outbox, now);
+      await Promise.all([due.beforeWrite(outbox, now), deadlines.beforeWrite(changes.steps ?? [], now)]);
       const etags = await guarded("save job changes", async () => {
         try {
           return await write(actions, entities);
@@ -157,6 +157,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         }
       });
       due.afterWrite(outbox, now);
+      deadlines.afterWrite(changes.steps ?? []);
       // The listing follows the job's status (a job row changes only when its status does).
       if (changes.job) await index.restate(changes.job);
       return {
@@ -168,6 +169,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
     findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
+    findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
+
     listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`kind eq ${KIND.outbox} and status eq ${s}` }, status, page),
 
     outboxStats: (now) => outboxStats(due, layout, now),
@@ -177,7 +180,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     },
 
     async close() {
-      await due.flush();
+      await flushSideTables(side);
     },
   };
 }

@@ -1,11 +1,13 @@
 /**
- * The memory store's due index: a min-heap of (due time, outbox id). A write pushes the entry's
- * new due time; superseded nodes stay until they reach the top, where the caller's check drops
- * them. Taking the `limit` earliest due costs O(limit · log n), not a sort of every pending entry.
+ * The memory store's time indexes (outbox entries by due time, steps by deadline): a min-heap of
+ * (time, key). A write pushes the new time; superseded nodes stay until they reach the top, where
+ * the caller's check drops them. Taking the `limit` earliest costs O(limit · log n), not a sort of
+ * every pending entry or open step.
  */
 export interface DueNode {
   dueAt: string;
-  outboxId: string;
+  /** An outbox id, or a step id. */
+  key: string;
 }
 
 export class DueHeap {

@@ -4,10 +4,12 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
-import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxWork, Page, Versioned } from "../../domain/model.ts";
+import { jobIdOfStep } from "../../domain/ids.ts";
+import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxWork, Page, Step, Versioned } from "../../domain/model.ts";
+import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import { matchesFilter } from "../job-filter.ts";
-import type { CreateJobResult, JobChanges, JobStore, PageRequest, SavedChanges } from "../job-store.ts";
+import type { CreateJobResult, ExpiredStep, JobChanges, JobStore, PageRequest, SavedChanges } from "../job-store.ts";
 import { DueHeap, type DueNode } from "./due-heap.ts";
 
 export function createMemoryStore(): JobStore {
@@ -40,11 +42,17 @@ export function createMemoryStore(): JobStore {
 
   /** Pending entries by due time (see DueHeap); superseded nodes are dropped when met. */
   const dueHeap = new DueHeap();
+  /** Open steps by deadline, keyed by step id; superseded nodes and ended steps are dropped when met. */
+  const deadlineHeap = new DueHeap();
+
+  function watchDeadlines(steps: readonly Step[]): void {
+    for (const step of steps) if (step.deadlineAt !== null && !hasStepEnded(step)) deadlineHeap.push({ dueAt: step.deadlineAt, key: step.stepId });
+  }
 
   function track(jobId: string, entries: readonly OutboxEntry[]): void {
     for (const entry of entries) {
       allEntries.set(entry.outboxId, jobId);
-      if (entry.status === "pending" && entry.nextAttemptAt !== null) dueHeap.push({ dueAt: entry.nextAttemptAt, outboxId: entry.outboxId });
+      if (entry.status === "pending" && entry.nextAttemptAt !== null) dueHeap.push({ dueAt: entry.nextAttemptAt, key: entry.outboxId });
       for (const [status, index] of [
         ["pending", pending],
         ["failed", failed],
@@ -82,6 +90,7 @@ export function createMemoryStore(): JobStore {
       };
       jobs.set(stored.job.jobId, stored);
       track(stored.job.jobId, stored.outbox);
+      watchDeadlines(stored.steps);
       const ids = jobIndex.get(stored.job.tenantId) ?? [];
       insertSorted(ids, stored.job.jobId);
       jobIndex.set(stored.job.tenantId, ids);
@@ -143,6 +152,7 @@ export function createMemoryStore(): JobStore {
         saved.outbox.push(fresh);
       });
       track(jobId, saved.outbox);
+      watchDeadlines(saved.steps);
       return saved;
     },
 
@@ -153,12 +163,12 @@ export function createMemoryStore(): JobStore {
       const seen = new Set<string>();
       for (let node = dueHeap.peek(); node && node.dueAt <= cutoff && due.length < limit; node = dueHeap.peek()) {
         dueHeap.pop();
-        const jobId = pending.get(node.outboxId);
+        const jobId = pending.get(node.key);
         const aggregate = jobId === undefined ? undefined : jobs.get(jobId);
-        const entry = aggregate?.outbox.find((o) => o.outboxId === node!.outboxId);
+        const entry = aggregate?.outbox.find((o) => o.outboxId === node!.key);
         // A node superseded by a later write (or of an entry no longer pending) is dropped here.
-        if (!aggregate || !entry || entry.nextAttemptAt !== node.dueAt || seen.has(node.outboxId)) continue;
-        seen.add(node.outboxId);
+        if (!aggregate || !entry || entry.nextAttemptAt !== node.dueAt || seen.has(node.key)) continue;
+        seen.add(node.key);
         taken.push(node);
         const step = aggregate.steps.find((s) => s.stepId === entry.stepId);
         if (step) due.push({ job: aggregate.job, step, entry });
@@ -166,6 +176,26 @@ export function createMemoryStore(): JobStore {
       // Finding is not taking: what was found stays in the index until written again.
       for (const node of taken) dueHeap.push(node);
       return due;
+    },
+
+    async findExpiredSteps(now, limit) {
+      const cutoff = now.toISOString();
+      const expired: ExpiredStep[] = [];
+      const taken: DueNode[] = [];
+      const seen = new Set<string>();
+      for (let node = deadlineHeap.peek(); node && node.dueAt <= cutoff && expired.length < limit; node = deadlineHeap.peek()) {
+        deadlineHeap.pop();
+        const jobId = jobIdOfStep(node.key);
+        const aggregate = jobId === null ? undefined : jobs.get(jobId);
+        const step = aggregate?.steps.find((s) => s.stepId === node!.key);
+        if (!aggregate || !step || hasJobEnded(aggregate.job) || hasStepEnded(step) || step.deadlineAt !== node.dueAt) continue;
+        if (seen.has(node.key)) continue;
+        seen.add(node.key);
+        taken.push(node);
+        expired.push({ jobId: aggregate.job.jobId, stepId: step.stepId, deadlineAt: node.dueAt });
+      }
+      for (const node of taken) deadlineHeap.push(node);
+      return expired;
     },
 
     async listOutbox(status, page) {

@@ -1,0 +1,50 @@
+/**
+ * What a passed step deadline does to a job, as one pure function. The deadline of an attempt is
+ * set when its directive is issued. While a broker is configured it counts from the publish: an
+ * attempt whose directive is still waiting for the broker has not reached any worker, so its
+ * deadline moves on instead of spending an attempt. A passed deadline is a failed, retryable
+ * attempt: the step is dispatched again while it has attempts left, else it fails `timed-out`,
+ * the job fails, and what never ran is cancelled.
+ */
+import { outboxIdFor } from "./ids.ts";
+import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
+import { deadlineFrom } from "./plan-job.ts";
+import { type ApplyOptions, endAttempt } from "./step-events.ts";
+import { hasJobEnded, hasStepEnded } from "./transitions.ts";
+
+/** The error a step records when an attempt ran out of time. */
+export const TIMED_OUT = "timed-out";
+
+export interface DeadlineOptions extends ApplyOptions {
+  /** Directives are published to a broker: an attempt's time starts when its directive is sent. */
+  countFromSend: boolean;
+}
+
+export type DeadlineOutcome =
+  /** Nothing to do: the step ended, or its deadline is still ahead. */
+  | { outcome: "not-due" }
+  /** The attempt had not had its time yet (its directive waits for the broker, or went out late): a later deadline. */
+  | { outcome: "extended"; steps: Step[] }
+  /** The attempt is over: another directive, or the step and its job failed. */
+  | { outcome: "timed-out"; retried: boolean; job?: Job; steps: Step[]; outbox: OutboxEntry[] };
+
+export function expireStep(aggregate: JobAggregate, stepId: string, options: DeadlineOptions): DeadlineOutcome {
+  const { job } = aggregate;
+  const step = aggregate.steps.find((s) => s.stepId === stepId);
+  const now = options.now.toISOString();
+  if (!step || hasJobEnded(job) || hasStepEnded(step) || step.deadlineAt === null || step.deadlineAt > now) return { outcome: "not-due" };
+
+  const timeoutSeconds = options.protocol?.steps[step.index]?.timeoutSeconds ?? 0;
+  // The protocol no longer gives the step a deadline (changed since it was dispatched).
+  if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...step, deadlineAt: null, updatedAt: now }] };
+  if (options.countFromSend) {
+    const directive = aggregate.outbox.find((o) => o.outboxId === outboxIdFor(job.jobId, step.index, step.attempts - 1));
+    const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
+    const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
+    if (later !== null) return { outcome: "extended", steps: [{ ...step, deadlineAt: later, updatedAt: now }] };
+  }
+
+  const error: StepError = { code: TIMED_OUT, message: `attempt ${step.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
+  const change = endAttempt(aggregate, step, error, options);
+  return { outcome: "timed-out", retried: change.outbox.some((o) => o.stepId === step.stepId && o.status === "pending"), ...change };
+}

@@ -1,0 +1,89 @@
+/**
+ * The deadline loop: every interval, the steps whose deadline passed (through the store's
+ * deadline index, so the cost follows what expired), each decided by the step-event service
+ * against the job as it is. Several replicas may meet the same step: the conditional write lets
+ * one win, the others re-read and find nothing left to do.
+ */
+import type { Logger } from "../logging/logger.ts";
+import { createWakeablePause } from "../outbox/wakeable-pause.ts";
+import type { JobStore } from "../storage/job-store.ts";
+import type { DeadlineResult, StepEventService } from "./step-events.ts";
+
+/** Steps decided at once: each is a read and a conditional write of its job. */
+const CONCURRENCY = 8;
+
+export interface DeadlineSweeperOptions {
+  store: JobStore;
+  events: Pick<StepEventService, "expire">;
+  logger: Logger;
+  intervalSeconds: number;
+  /** Expired steps taken per sweep; a full sweep is followed by the next at once. */
+  batchSize: number;
+  now?: () => Date;
+  onHandled?: (result: DeadlineResult | "error") => void;
+}
+
+export interface DeadlineSweeper {
+  /** One sweep now: what the loop runs, for tests and tools. */
+  tick(): Promise<Record<DeadlineResult | "error", number>>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export function createDeadlineSweeper(options: DeadlineSweeperOptions): DeadlineSweeper {
+  const now = options.now ?? (() => new Date());
+  const pause = createWakeablePause();
+  let stopped = true;
+  let loop: Promise<void> | null = null;
+
+  async function tick() {
+    const counts: Record<DeadlineResult | "error", number> = { "not-due": 0, extended: 0, retried: 0, "timed-out": 0, error: 0 };
+    const expired = await options.store.findExpiredSteps(now(), options.batchSize);
+    for (let i = 0; i < expired.length; i += CONCURRENCY) {
+      await Promise.all(
+        expired.slice(i, i + CONCURRENCY).map(async ({ jobId, stepId }) => {
+          let result: DeadlineResult | "error";
+          try {
+            result = await options.events.expire(jobId, stepId);
+            if (result === "timed-out") options.logger.warn({ jobId, stepId }, "step timed out: the job failed");
+          } catch (error) {
+            result = "error";
+            options.logger.warn({ err: error, jobId, stepId }, "a passed step deadline could not be handled; the next sweep retries");
+          }
+          counts[result]++;
+          options.onHandled?.(result);
+        }),
+      );
+    }
+    return counts;
+  }
+
+  async function run(): Promise<void> {
+    while (!stopped) {
+      const sweptAt = Date.now();
+      let full = false;
+      try {
+        const counts = await tick();
+        // Steps that failed to be handled do not make a sweep full: storage trouble waits the interval.
+        full = Object.values(counts).reduce((a, b) => a + b, 0) - counts.error >= options.batchSize;
+      } catch (error) {
+        options.logger.warn({ err: error }, "deadline sweep failed; the next one retries");
+      }
+      if (!full && !stopped) await pause.wait(options.intervalSeconds * 1000, sweptAt);
+    }
+  }
+
+  return {
+    tick,
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      loop = run();
+    },
+    async stop() {
+      stopped = true;
+      pause.end();
+      await loop;
+    },
+  };
+}

@@ -1,0 +1,141 @@
+/**
+ * The step deadline index of both Azure layouts: one marker per dispatched step with a deadline,
+ * in the due-index table, partitions `deadline-0`…`deadline-3`. Its row key starts with the
+ * deadline (`<deadlineAt>_<stepId>`), so a sweep reads one key range per partition, exactly the
+ * markers that expired: its cost grows with what expired, never with the open steps (a filter on
+ * a property, as the due index uses, would scan every marker of the partition).
+ *
+ * A marker is written before its step row (a crash leaves an orphan marker, which the sweep
+ * removes, never a deadline nobody finds). The marker of a step that ended is deleted after the
+ * write, in batches; one of a superseded deadline (a retry, a moved deadline) is removed when the
+ * sweep meets it.
+ */
+import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
+import type { Step } from "../../domain/model.ts";
+import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
+import type { ExpiredStep } from "../job-store.ts";
+import { deleteIfPresent, guarded, queryAll } from "./client.ts";
+import { createDeferredMarkerWrites } from "./deferred-marker-writes.ts";
+import { shardOf } from "./due-index.ts";
+import { entityToJob, entityToStep, keysOf } from "./entities.ts";
+import { READ_CONCURRENCY, type RowLayout, readRow } from "./rows.ts";
+
+const DEADLINE_SHARDS = 4;
+
+interface DeadlineMarker extends ExpiredStep {
+  partitionKey: string;
+  rowKey: string;
+  stepIndex: number;
+  createdAt: string;
+}
+
+const shardFor = (stepId: string) => `deadline-${shardOf(stepId, DEADLINE_SHARDS)}`;
+const keysFor = (step: Pick<Step, "stepId">, deadlineAt: string) => ({ partitionKey: shardFor(step.stepId), rowKey: `${deadlineAt}_${step.stepId}` });
+
+function toMarker(row: TableEntityResult<Record<string, unknown>>): DeadlineMarker {
+  const { partitionKey, rowKey } = keysOf(row);
+  return {
+    partitionKey,
+    rowKey,
+    jobId: String(row.jobId),
+    stepId: String(row.stepId),
+    stepIndex: Number(row.stepIndex),
+    deadlineAt: String(row.deadlineAt),
+    createdAt: String(row.createdAt),
+  };
+}
+
+const isWatched = (step: Step): step is Step & { deadlineAt: string } => step.deadlineAt !== null && !hasStepEnded(step);
+
+export function createDeadlineIndex(client: TableClient) {
+  const deferred = createDeferredMarkerWrites(client);
+
+  return {
+    /** Before writing steps: the markers of the open ones with a deadline. */
+    async beforeWrite(steps: readonly Step[], now: string): Promise<void> {
+      const watched = steps.filter(isWatched);
+      if (watched.length === 0) return;
+      await guarded("write deadline markers", () =>
+        Promise.all(
+          watched.map((step) => {
+            const keys = keysFor(step, step.deadlineAt);
+            deferred.cancel(keys.partitionKey, keys.rowKey);
+            return client.upsertEntity({ ...keys, jobId: step.jobId, stepId: step.stepId, stepIndex: step.index, deadlineAt: step.deadlineAt, createdAt: now }, "Merge");
+          }),
+        ),
+      );
+    },
+
+    /** After writing steps: the markers of those that ended go (queued, best effort). */
+    afterWrite(steps: readonly Step[]): void {
+      for (const step of steps) {
+        if (step.deadlineAt !== null && hasStepEnded(step)) {
+          const keys = keysFor(step, step.deadlineAt);
+          deferred.delete(keys.partitionKey, keys.rowKey);
+        }
+      }
+    },
+
+    /** Markers written for a job that will never be stored (its idempotency key was taken). */
+    async forget(steps: readonly Step[]): Promise<void> {
+      await Promise.allSettled(
+        steps.filter(isWatched).map((step) => {
+          const keys = keysFor(step, step.deadlineAt);
+          return deleteIfPresent(client, keys.partitionKey, keys.rowKey);
+        }),
+      );
+    },
+
+    /**
+     * Open steps whose deadline is at or before `now`, earliest first, cleaning what it meets: the
+     * marker of a step that ended, of a job that ended, of a superseded deadline, and an orphan
+     * (no job) once older than `orphanGraceMs`.
+     */
+    async expired(layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<ExpiredStep[]> {
+      const cutoff = now.toISOString();
+      const markers: DeadlineMarker[] = [];
+      // `~` sorts after `_`: every row key whose deadline is at or before the cutoff is below it.
+      for (let shard = 0; shard < DEADLINE_SHARDS; shard++) {
+        const partition = `deadline-${shard}`;
+        const rows = await guarded("read deadline markers", () =>
+          queryAll<Record<string, unknown>>(client, odata`PartitionKey eq ${partition} and RowKey lt ${`${cutoff}~`}`, { limit }),
+        );
+        markers.push(...rows.map(toMarker));
+      }
+      markers.sort((a, b) => a.rowKey.localeCompare(b.rowKey));
+      const found: ExpiredStep[] = [];
+      const stale: DeadlineMarker[] = [];
+      for (let i = 0; i < markers.length && found.length < limit; i += READ_CONCURRENCY) {
+        const batch = markers.slice(i, i + READ_CONCURRENCY);
+        const rows = await guarded("read expired steps", () =>
+          Promise.all(
+            batch.map(async (marker) => {
+              const [job, step] = await Promise.all([
+                readRow(layout.clients.job, marker.jobId, layout.jobRow, entityToJob),
+                readRow(layout.clients.step, marker.jobId, layout.stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
+              ]);
+              return { job, step };
+            }),
+          ),
+        );
+        batch.forEach((marker, b) => {
+          const { job, step } = rows[b]!;
+          if (!job || !step) {
+            // The job row is the commit point: without it, the job may still be on its way.
+            if (job || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) stale.push(marker);
+          } else if (hasJobEnded(job) || hasStepEnded(step) || step.deadlineAt !== marker.deadlineAt) {
+            stale.push(marker);
+          } else if (found.length < limit) {
+            found.push({ jobId: marker.jobId, stepId: marker.stepId, deadlineAt: marker.deadlineAt });
+          }
+        });
+      }
+      for (const marker of stale) deferred.delete(marker.partitionKey, marker.rowKey);
+      return found;
+    },
+
+    flush: () => deferred.flush(),
+  };
+}
+
+export type DeadlineIndex = ReturnType<typeof createDeadlineIndex>;
