@@ -12,9 +12,9 @@ import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "jso
 import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
 import type { FieldViolation } from "../domain/errors.ts";
 import type { PartitionKeyRule, Protocol } from "../domain/model.ts";
-import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
 import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
+import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 
 /** The bundled payload schemas by the path the bundled protocols.json gives them, so the binary needs no files. */
 const bundledSchemas: Record<string, unknown> = {

@@ -3,8 +3,8 @@
  * reported together so that one failed start names every wrong variable.
  */
 
-import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 import { serviceBusConnectionProblem, tableConnectionProblem } from "./connection-strings.ts";
+import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 
 export type StorageBackend = "memory" | "table" | "ledger";
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";

@@ -109,7 +109,11 @@ export function createStepEventService(options: StepEventServiceOptions) {
         });
         if (decided.outcome === "not-due") return decided.outcome;
         const outbox = decided.outcome === "timed-out" ? decided.outbox : [];
-        const saved = await store.saveChanges(jobId, { ...(decided.outcome === "timed-out" && decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox });
+        const saved = await store.saveChanges(jobId, {
+          ...(decided.outcome === "timed-out" && decided.job ? { job: decided.job } : {}),
+          steps: decided.steps,
+          outbox,
+        });
         dispatchCreated(aggregate, saved);
         return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
       });

@@ -20,7 +20,11 @@ const protocol = {
   ],
 };
 
-export function sampleJob(tenantId = "acme", overrides: { jobId?: string; now?: Date; payload?: JsonObject; retryDelaySeconds?: number } = {}): JobAggregate {
+export function sampleJob(
+  tenantId = "acme",
+  overrides: { jobId?: string; now?: Date; payload?: JsonObject; retryDelaySeconds?: number; timeoutSeconds?: number } = {},
+): JobAggregate {
+  const timeoutSeconds = overrides.timeoutSeconds ?? 0;
   return planJob({
     jobId: overrides.jobId ?? newJobId(),
     command: {
@@ -30,7 +34,7 @@ export function sampleJob(tenantId = "acme", overrides: { jobId?: string; now?: 
       idempotencyKey: null,
       payload: overrides.payload ?? { documentId: "d1", nested: { list: [1, "two"] } },
     },
-    protocol,
+    protocol: { ...protocol, steps: protocol.steps.map((step) => ({ ...step, timeoutSeconds })) },
     traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     now: overrides.now ?? new Date(),
     retryDelaySeconds: overrides.retryDelaySeconds ?? 30,
@@ -321,6 +325,29 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       const all = await store.findDueOutbox(at(200), 10);
       expect(all.map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId, jobs[1]!.job.jobId]);
       expect((await store.findDueOutbox(at(200), 2)).map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId]);
+    });
+
+    test("findExpiredSteps returns open steps whose deadline passed, earliest first, up to the limit; not ended or superseded ones", async () => {
+      const store = await makeStore();
+      const t0 = new Date("2026-01-01T00:00:00.000Z");
+      const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
+      // First steps with deadlines at +60, +70, +80, +90, +100.
+      const jobs: JobAggregate[] = [];
+      for (let i = 0; i < 5; i++) jobs.push(await storeJob(store, sampleJob("acme", { now: at(i * 10), timeoutSeconds: 60 })));
+      // One step ended, one deadline moved to +500: neither is expired at +95.
+      const [ended, moved] = [jobs[0]!, jobs[1]!];
+      await store.saveChanges(ended.job.jobId, {
+        job: finishJob(ended.job, "cancelled", at(5).toISOString()),
+        steps: [{ ...ended.steps[0]!, status: "cancelled" }],
+      });
+      await store.saveChanges(moved.job.jobId, { steps: [{ ...moved.steps[0]!, deadlineAt: at(500).toISOString() }] });
+
+      const expired = await store.findExpiredSteps(at(95), 10);
+      expect(expired).toEqual([2, 3].map((i) => ({ jobId: jobs[i]!.job.jobId, stepId: jobs[i]!.steps[0]!.stepId, deadlineAt: at(i * 10 + 60).toISOString() })));
+      // Finding is not taking: asked again, the same steps come back; the limit holds.
+      expect((await store.findExpiredSteps(at(95), 1)).map((e) => e.jobId)).toEqual([jobs[2]!.job.jobId]);
+      expect((await store.findExpiredSteps(at(1000), 10)).map((e) => e.jobId)).toEqual([2, 3, 4, 1].map((i) => jobs[i]!.job.jobId));
+      expect(await store.findExpiredSteps(at(59), 10)).toEqual([]);
     });
 
     test("listOutbox pages pending, failed, sent and withdrawn entries; outboxStats counts pending and failed", async () => {

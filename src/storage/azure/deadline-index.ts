@@ -50,6 +50,36 @@ const isWatched = (step: Step): step is Step & { deadlineAt: string } => step.de
 export function createDeadlineIndex(client: TableClient) {
   const deferred = createDeferredMarkerWrites(client);
 
+  /** The markers that point at open steps; the others are queued for deletion. */
+  async function openSteps(layout: RowLayout, markers: DeadlineMarker[], now: Date, orphanGraceMs: number): Promise<ExpiredStep[]> {
+    const found: ExpiredStep[] = [];
+    for (let i = 0; i < markers.length; i += READ_CONCURRENCY) {
+      const batch = markers.slice(i, i + READ_CONCURRENCY);
+      const rows = await guarded("read expired steps", () =>
+        Promise.all(
+          batch.map(async (marker) => {
+            const [job, step] = await Promise.all([
+              readRow(layout.clients.job, marker.jobId, layout.jobRow, entityToJob),
+              readRow(layout.clients.step, marker.jobId, layout.stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
+            ]);
+            return { job, step };
+          }),
+        ),
+      );
+      batch.forEach((marker, b) => {
+        const { job, step } = rows[b]!;
+        const stale =
+          !job || !step
+            ? // The job row is the commit point: without it, the job may still be on its way.
+              job !== null || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs
+            : hasJobEnded(job) || hasStepEnded(step) || step.deadlineAt !== marker.deadlineAt;
+        if (stale) deferred.delete(marker.partitionKey, marker.rowKey);
+        else if (job && step) found.push({ jobId: marker.jobId, stepId: marker.stepId, deadlineAt: marker.deadlineAt });
+      });
+    }
+    return found;
+  }
+
   return {
     /** Before writing steps: the markers of the open ones with a deadline. */
     async beforeWrite(steps: readonly Step[], now: string): Promise<void> {
@@ -60,7 +90,10 @@ export function createDeadlineIndex(client: TableClient) {
           watched.map((step) => {
             const keys = keysFor(step, step.deadlineAt);
             deferred.cancel(keys.partitionKey, keys.rowKey);
-            return client.upsertEntity({ ...keys, jobId: step.jobId, stepId: step.stepId, stepIndex: step.index, deadlineAt: step.deadlineAt, createdAt: now }, "Merge");
+            return client.upsertEntity(
+              { ...keys, jobId: step.jobId, stepId: step.stepId, stepIndex: step.index, deadlineAt: step.deadlineAt, createdAt: now },
+              "Merge",
+            );
           }),
         ),
       );
@@ -89,49 +122,31 @@ export function createDeadlineIndex(client: TableClient) {
     /**
      * Open steps whose deadline is at or before `now`, earliest first, cleaning what it meets: the
      * marker of a step that ended, of a job that ended, of a superseded deadline, and an orphan
-     * (no job) once older than `orphanGraceMs`.
+     * (no job) once older than `orphanGraceMs`. Each partition is read in key order until it gave
+     * `limit` open steps or ran out of expired markers, so stale markers never hide open ones.
      */
     async expired(layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<ExpiredStep[]> {
-      const cutoff = now.toISOString();
-      const markers: DeadlineMarker[] = [];
       // `~` sorts after `_`: every row key whose deadline is at or before the cutoff is below it.
-      for (let shard = 0; shard < DEADLINE_SHARDS; shard++) {
-        const partition = `deadline-${shard}`;
-        const rows = await guarded("read deadline markers", () =>
-          queryAll<Record<string, unknown>>(client, odata`PartitionKey eq ${partition} and RowKey lt ${`${cutoff}~`}`, { limit }),
-        );
-        markers.push(...rows.map(toMarker));
-      }
-      markers.sort((a, b) => a.rowKey.localeCompare(b.rowKey));
-      const found: ExpiredStep[] = [];
-      const stale: DeadlineMarker[] = [];
-      for (let i = 0; i < markers.length && found.length < limit; i += READ_CONCURRENCY) {
-        const batch = markers.slice(i, i + READ_CONCURRENCY);
-        const rows = await guarded("read expired steps", () =>
-          Promise.all(
-            batch.map(async (marker) => {
-              const [job, step] = await Promise.all([
-                readRow(layout.clients.job, marker.jobId, layout.jobRow, entityToJob),
-                readRow(layout.clients.step, marker.jobId, layout.stepRow({ index: marker.stepIndex, stepId: marker.stepId }), entityToStep),
-              ]);
-              return { job, step };
-            }),
-          ),
-        );
-        batch.forEach((marker, b) => {
-          const { job, step } = rows[b]!;
-          if (!job || !step) {
-            // The job row is the commit point: without it, the job may still be on its way.
-            if (job || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) stale.push(marker);
-          } else if (hasJobEnded(job) || hasStepEnded(step) || step.deadlineAt !== marker.deadlineAt) {
-            stale.push(marker);
-          } else if (found.length < limit) {
-            found.push({ jobId: marker.jobId, stepId: marker.stepId, deadlineAt: marker.deadlineAt });
+      const below = `${now.toISOString()}~`;
+      const fromShards = await Promise.all(
+        Array.from({ length: DEADLINE_SHARDS }, async (_, shard) => {
+          const partition = `deadline-${shard}`;
+          const found: ExpiredStep[] = [];
+          for (let after = ""; found.length < limit; ) {
+            const rows = await guarded("read deadline markers", () =>
+              queryAll<Record<string, unknown>>(client, odata`PartitionKey eq ${partition} and RowKey gt ${after} and RowKey lt ${below}`, { limit }),
+            );
+            found.push(...(await openSteps(layout, rows.map(toMarker), now, orphanGraceMs)));
+            if (rows.length < limit) break;
+            after = keysOf(rows.at(-1)!).rowKey;
           }
-        });
-      }
-      for (const marker of stale) deferred.delete(marker.partitionKey, marker.rowKey);
-      return found;
+          return found;
+        }),
+      );
+      return fromShards
+        .flat()
+        .sort((a, b) => a.deadlineAt.localeCompare(b.deadlineAt) || a.stepId.localeCompare(b.stepId))
+        .slice(0, limit);
     },
 
     flush: () => deferred.flush(),
