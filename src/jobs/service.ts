@@ -24,6 +24,8 @@ export interface JobView {
     finishedAt: string | null;
     /** The worker's latest progress report. */
     progress: StepProgress | null;
+    /** When the current attempt runs out of time, if it has a deadline. */
+    deadlineAt: string | null;
     updatedAt: string;
   }[];
   outbox: {
@@ -79,6 +81,7 @@ function toView({ job, steps, outbox }: JobAggregate): JobView {
         startedAt: s.startedAt,
         finishedAt: s.finishedAt,
         progress: s.progress,
+        deadlineAt: s.deadlineAt,
         updatedAt: s.updatedAt,
       })),
     outbox: outbox.map((o) => ({
