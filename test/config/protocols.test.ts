@@ -81,6 +81,7 @@ describe("a protocol file", () => {
     ],
     ["a protocol without steps", { protocols: [{ requestType: "a.b", version: 1, steps: [] }] }, /protocols\/0\/steps/],
     ["an unknown field", { protocols: [{ requestType: "a.b", version: 1, steps: [step], retries: 3 }] }, /protocols\/0/],
+    ["a negative timeout", { protocols: [{ requestType: "a.b", version: 1, steps: [{ ...step, timeoutSeconds: -1 }] }] }, /steps\/0\/timeoutSeconds/],
   ])("with %s stops the start naming the file and the problem", (name, content, reason) => {
     const path = writeProtocols(`${name.replaceAll(" ", "-")}.json`, content);
     let error: unknown;
@@ -92,6 +93,28 @@ describe("a protocol file", () => {
     expect(error).toBeInstanceOf(ProtocolFileError);
     expect((error as Error).message).toContain(path);
     expect((error as Error).message).toMatch(reason);
+  });
+
+  test("a step's timeoutSeconds is its deadline; a step without one gets LUCIUS_STEP_TIMEOUT's", () => {
+    const file = writeProtocols("timeouts.json", {
+      protocols: [
+        {
+          requestType: "a.b",
+          version: 1,
+          steps: [
+            { ...step, name: "fast", timeoutSeconds: 30 },
+            { ...step, name: "slow" },
+            { ...step, name: "free", timeoutSeconds: 0 },
+          ],
+        },
+      ],
+    });
+    expect(
+      loadProtocolFile(file, 900)
+        .get("a.b")!
+        .steps.map((s) => s.timeoutSeconds),
+    ).toEqual([30, 900, 0]);
+    expect(bundledRegistry({ stepTimeoutSeconds: 120 }).get("document.ocr")!.steps[0]!.timeoutSeconds).toBe(120);
   });
 
   test("that does not exist stops the start naming it", () => {

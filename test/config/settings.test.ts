@@ -24,6 +24,7 @@ describe("loadSettings", () => {
       host: "0.0.0.0",
       port: 8000,
       protocolsFile: null,
+      stepTimeoutSeconds: 3600,
       maxBodyBytes: 262144,
       logLevel: "info",
     });
@@ -43,8 +44,10 @@ describe("loadSettings", () => {
       LUCIUS_PORT: "9000",
       LUCIUS_LOG_LEVEL: "debug",
       LUCIUS_PROTOCOLS_FILE: "/etc/lucius/protocols.json",
+      LUCIUS_STEP_TIMEOUT: "0",
     });
     expect(settings).toMatchObject({
+      stepTimeoutSeconds: 0,
       storageBackend: "ledger",
       tables: { ledger: "ledger2" },
       admin: { enabled: true, apiKey: "0123456789abcdef" },
@@ -67,6 +70,7 @@ describe("loadSettings", () => {
       LUCIUS_LOG_LEVEL: "loud",
       LUCIUS_JOBS_TABLE: "bad-name",
       LUCIUS_MAX_BODY_BYTES: "-1",
+      LUCIUS_STEP_TIMEOUT: "8d",
     });
     for (const name of [
       "LUCIUS_PORT",
@@ -75,10 +79,11 @@ describe("loadSettings", () => {
       "LUCIUS_LOG_LEVEL",
       "LUCIUS_JOBS_TABLE",
       "LUCIUS_MAX_BODY_BYTES",
+      "LUCIUS_STEP_TIMEOUT",
     ]) {
       expect(problems.some((p) => p.startsWith(name))).toBe(true);
     }
-    expect(problems).toHaveLength(6);
+    expect(problems).toHaveLength(7);
   });
 
   test("a table backend without a connection names both variables", () => {

@@ -36,4 +36,14 @@ describe("step event schema", () => {
       expect(Value.Check(StepEventMessage, { ...ids, ...bad })).toBe(false);
     }
   });
+
+  test("an attempt is a whole number from 1, both ways", () => {
+    const event = { eventId: "e1", status: "succeeded" };
+    expect(Value.Check(StepEventBody, { ...event, attempt: 2 })).toBe(true);
+    expect(Value.Check(StepEventMessage, { ...ids, ...event, attempt: 2 })).toBe(true);
+    for (const attempt of [0, 1.5, "2", -1]) {
+      expect(Value.Check(StepEventBody, { ...event, attempt })).toBe(false);
+      expect(Value.Check(StepEventMessage, { ...ids, ...event, attempt })).toBe(false);
+    }
+  });
 });
