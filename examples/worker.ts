@@ -17,6 +17,8 @@ interface StepMessage {
   stepName: string;
   stepIndex: number;
   outboxId: string;
+  /** Which dispatch of the step this is, from 1: echoed in the events. */
+  attempt: number;
   requestType: string;
   tenantId: string;
   correlationId: string | null;
@@ -82,7 +84,8 @@ export function startWorker(options: WorkerOptions) {
   async function report(message: ServiceBusReceivedMessage, body: StepMessage, event: Record<string, unknown> & { status: string }) {
     if (!message.replyTo) throw new StepFailure("NO_REPLY_TO", "the message names no events entity (LUCIUS_EVENTS_ENTITY unset)", false);
     await senderFor(message.replyTo).sendMessages({
-      body: { jobId: body.jobId, stepId: body.stepId, eventId: `${message.messageId}:${event.status}`, ...event },
+      // `attempt` lets the service ignore this answer if the attempt timed out meanwhile.
+      body: { jobId: body.jobId, stepId: body.stepId, attempt: body.attempt, eventId: `${message.messageId}:${event.status}`, ...event },
       contentType: "application/json",
       correlationId: body.jobId,
     });
