@@ -18,6 +18,7 @@ describe("GET /v1/jobs/{jobId}", () => {
     expect(view).toMatchObject({ jobId, tenantId: "acme", requestType: "document.ingest", correlationId: "c-42", status: "accepted" });
     expect(Object.keys(view.steps[0] as object).sort()).toEqual([
       "attempts",
+      "deadlineAt",
       "error",
       "finishedAt",
       "index",
