@@ -9,8 +9,9 @@ import { adminRoutes } from "./admin/routes.ts";
 import type { AdminService } from "./admin/service.ts";
 import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
-import { DomainError, MalformedRequestError, ValidationFailedError } from "./domain/errors.ts";
+import { DomainError, ForbiddenError, MalformedRequestError, RateLimitedError, UnauthorizedError, ValidationFailedError } from "./domain/errors.ts";
 import { type HealthOptions, healthRoutes } from "./health/routes.ts";
+import { type AuthGuardOptions, authGuard } from "./http/auth-guard.ts";
 import { openapiPlugin } from "./http/openapi.ts";
 import { domainProblem, HttpProblem, httpProblem, problemOf, statusOfError } from "./http/problem.ts";
 import { pathOf } from "./http/request-guard.ts";
@@ -26,7 +27,9 @@ export interface AppOptions {
   jobs: JobService;
   stepEvents: StepEventService;
   /** Absent: the admin routes do not exist (404). */
-  admin?: { service: AdminService; apiKey: string };
+  admin?: { service: AdminService };
+  /** Who may call what (LUCIUS_AUTH_MODE, LUCIUS_ADMIN_API_KEY). */
+  auth: Omit<AuthGuardOptions, "logger">;
   health: HealthOptions;
   logger: Logger;
   metrics: Metrics;
@@ -44,6 +47,8 @@ export function createApp(options: AppOptions) {
       if (ours instanceof HttpProblem) return httpProblem(ours, instance);
       const domain = ours instanceof DomainError ? ours : error instanceof ValidationError ? inputError(error) : null;
       if (domain) {
+        if (domain instanceof UnauthorizedError || domain instanceof ForbiddenError || domain instanceof RateLimitedError)
+          options.metrics.refused(domain.reason);
         if (statusOfError(domain) >= 500) logger.warn({ err: domain, path: instance }, domain.message);
         return domainProblem(domain, instance);
       }
@@ -58,6 +63,7 @@ export function createApp(options: AppOptions) {
           return problemOf("internal-error", 500, "Internal error", "the request could not be completed", instance);
       }
     })
+    .use(authGuard({ ...options.auth, logger }))
     .use(openapiPlugin(options.version))
     .get("/metrics", async () => new Response(await options.metrics.render(), { headers: { "content-type": options.metrics.contentType } }), {
       detail: { tags: ["operations"], summary: "Prometheus metrics" },
@@ -65,7 +71,7 @@ export function createApp(options: AppOptions) {
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
     .use(jobRoutes(options.jobs, options.stepEvents, { maxBodyBytes: options.maxBodyBytes }))
-    .use(options.admin ? adminRoutes(options.admin.service, { apiKey: options.admin.apiKey, logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia());
+    .use(options.admin ? adminRoutes(options.admin.service, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia());
 }
 
 export type App = ReturnType<typeof createApp>;

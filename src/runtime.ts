@@ -4,7 +4,11 @@
  */
 import { createAdminService } from "./admin/service.ts";
 import { type App, createApp } from "./app.ts";
+import { createApiKeyAuthenticator, KeysFileError, loadKeysFile } from "./auth/api-key-authenticator.ts";
+import type { Authenticator } from "./auth/authenticator.ts";
+import { createJwtAuthenticator } from "./auth/jwt-authenticator.ts";
 import { createCommandService } from "./commands/service.ts";
+import { createTenantRateLimit } from "./commands/tenant-rate-limit.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
 import { type Settings, SettingsError } from "./config/settings.ts";
 import type { EventReceiver } from "./events/service-bus-receiver.ts";
@@ -63,6 +67,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
   const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
   const services = { store, protocols: options.protocols, dispatcher, retryDelaySeconds: settings.outbox.retryDelaySeconds, ...withClock };
+  const authenticator = createAuthenticator(settings, logger);
   const stepEvents = createStepEventService(services);
   const deadlines = createDeadlineSweeper({
     store,
@@ -77,13 +82,12 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   let accepting = true;
   const leaseSeconds = leaseSecondsFor(settings.outbox.publishTimeoutSeconds);
   const app = createApp({
-    commands: createCommandService(services),
+    commands: createCommandService({ ...services, rateLimit: settings.tenantRateLimit > 0 ? createTenantRateLimit(settings.tenantRateLimit) : null }),
     jobs: createJobService({ store }),
     stepEvents,
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
-    ...(settings.admin.enabled && settings.admin.apiKey
-      ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }), apiKey: settings.admin.apiKey } }
-      : {}),
+    ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }) } } : {}),
+    auth: { authenticator, adminApiKey: settings.admin.apiKey, adminEnabled: settings.admin.enabled },
     logger,
     metrics,
     maxBodyBytes: settings.maxBodyBytes,
@@ -118,6 +122,31 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       await store.close();
     },
   };
+}
+
+/** The adapter of LUCIUS_AUTH_MODE; null for `none`, which is said once at start. */
+function createAuthenticator(settings: Settings, logger: Logger): Authenticator | null {
+  const { auth } = settings;
+  switch (auth.mode) {
+    case "none":
+      logger.warn("LUCIUS_AUTH_MODE=none: every route but the admin routes is open to anyone who reaches the port (development only)");
+      return null;
+    case "jwt":
+      return createJwtAuthenticator({
+        jwksUrl: auth.jwksUrl!,
+        issuer: auth.issuer!,
+        audience: auth.audience!,
+        clockSkewSeconds: auth.clockSkewSeconds,
+        tenantClaim: auth.tenantClaim,
+      });
+    case "apikey":
+      try {
+        return createApiKeyAuthenticator(loadKeysFile(auth.keysFile!));
+      } catch (error) {
+        if (error instanceof KeysFileError) throw new SettingsError([error.message]);
+        throw error;
+      }
+  }
 }
 
 /** The Service Bus SDK is imported only when a connection is set (it weighs on the start). */

@@ -1,5 +1,6 @@
 import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
+import { callerOf } from "../http/auth-guard.ts";
 import { jsonBody } from "../http/json-body.ts";
 import { asOpenApiSchema, pick, problems } from "../http/openapi.ts";
 import { acceptTraceparent, resolveIdempotencyKey } from "../http/request-headers.ts";
@@ -22,6 +23,7 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
         envelope: body,
         idempotencyKey: resolveIdempotencyKey(request.headers.get("idempotency-key"), body.idempotencyKey),
         traceparent: acceptTraceparent(request.headers.get("traceparent")),
+        caller: callerOf(request),
       });
       set.status = 202;
       set.headers.location = `/v1/jobs/${job.jobId}`;
@@ -43,7 +45,7 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
             description: "Accepted (or replayed: header Idempotent-Replayed: true)",
             content: { "application/json": { schema: asOpenApiSchema(Accepted) } },
           },
-          ...pick(problems, 400, 409, 413, 422, 503),
+          ...pick(problems, 400, 401, 403, 409, 413, 422, 429, 503),
         },
       },
       parse: jsonBody({ maxBytes: options.maxBodyBytes, schema: CommandEnvelope }),

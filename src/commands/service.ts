@@ -2,11 +2,14 @@
  * Intake as plain functions: validate, apply the idempotency rules,
  * store the job, hand its first directive to the dispatcher. Knows nothing of HTTP.
  */
+import { type Caller, holdsTenant } from "../auth/caller.ts";
 import type { ProtocolRegistry, RegisteredProtocol } from "../config/protocols.ts";
 import {
   type FieldViolation,
+  ForbiddenError,
   IdempotencyKeyInFlightError,
   IdempotencyKeyReusedError,
+  RateLimitedError,
   UnknownRequestTypeError,
   ValidationFailedError,
 } from "../domain/errors.ts";
@@ -17,6 +20,7 @@ import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import type { CommandEnvelope } from "../validation/envelope.ts";
 import { requestFingerprint } from "../validation/idempotency.ts";
+import type { TenantRateLimit } from "./tenant-rate-limit.ts";
 
 export interface SubmitCommand {
   envelope: CommandEnvelope;
@@ -24,6 +28,8 @@ export interface SubmitCommand {
   idempotencyKey: string | null;
   /** A valid W3C traceparent, if the request had one. */
   traceparent: string | null;
+  /** Who submits: it must hold the command's tenant. */
+  caller: Caller;
 }
 
 export interface SubmitResult {
@@ -43,6 +49,8 @@ export interface CommandServiceOptions {
    * writer is presumed dead and a retry of the same request completes the job under the claimed id.
    */
   claimTimeoutSeconds?: number;
+  /** LUCIUS_TENANT_RATE_LIMIT, when on. */
+  rateLimit?: TenantRateLimit | null;
   now?: () => Date;
 }
 
@@ -138,6 +146,15 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
   return {
     async submit(command) {
       const { envelope } = command;
+      if (!holdsTenant(command.caller, envelope.tenantId)) {
+        throw new ForbiddenError(`not allowed to submit commands for tenant '${envelope.tenantId}'`, "tenant-not-held");
+      }
+      const waitSeconds = options.rateLimit?.take(envelope.tenantId) ?? 0;
+      if (waitSeconds > 0) {
+        throw new RateLimitedError(`tenant '${envelope.tenantId}' is over its rate of commands; retry after ${waitSeconds} s`, {
+          retryAfterSeconds: waitSeconds,
+        });
+      }
       const key = command.idempotencyKey;
       const protocol = validate(envelope);
       const jobId = newJobId();

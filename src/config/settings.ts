@@ -7,6 +7,7 @@ import { serviceBusConnectionProblem, tableConnectionProblem } from "./connectio
 import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 
 export type StorageBackend = "memory" | "table" | "ledger";
+export type AuthMode = "none" | "jwt" | "apikey";
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
 export interface Settings {
@@ -21,6 +22,17 @@ export interface Settings {
     jobIndex: string;
   };
   admin: { enabled: boolean; apiKey: string | null };
+  auth: {
+    mode: AuthMode;
+    jwksUrl: string | null;
+    issuer: string | null;
+    audience: string | null;
+    clockSkewSeconds: number;
+    tenantClaim: string;
+    keysFile: string | null;
+  };
+  /** Commands per second per tenant and instance (burst twice that); 0 = no limit. */
+  tenantRateLimit: number;
   serviceBusConnection: string | null;
   /** Where workers send step events: a queue, or `topic/Subscriptions/name`. */
   eventsEntity: string | null;
@@ -63,6 +75,7 @@ export function dueIndexTable(outboxOrLedgerTable: string): string {
 const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
+const AUTH_MODES: readonly AuthMode[] = ["none", "jwt", "apikey"];
 
 type Env = Record<string, string | undefined>;
 
@@ -146,6 +159,16 @@ export function loadSettings(env: Env): Settings {
       enabled: read.boolean("LUCIUS_ADMIN_ENABLED", false),
       apiKey: read.optional("LUCIUS_ADMIN_API_KEY"),
     },
+    auth: {
+      mode: read.oneOf("LUCIUS_AUTH_MODE", AUTH_MODES, "none"),
+      jwksUrl: read.optional("LUCIUS_AUTH_JWKS_URL"),
+      issuer: read.optional("LUCIUS_AUTH_ISSUER"),
+      audience: read.optional("LUCIUS_AUTH_AUDIENCE"),
+      clockSkewSeconds: read.number("LUCIUS_AUTH_CLOCK_SKEW", 60, { min: 0, max: 600 }),
+      tenantClaim: read.string("LUCIUS_AUTH_TENANT_CLAIM", "tenants"),
+      keysFile: read.optional("LUCIUS_AUTH_KEYS_FILE"),
+    },
+    tenantRateLimit: read.number("LUCIUS_TENANT_RATE_LIMIT", 0, { min: 0, max: 1_000_000 }),
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     outbox: {
@@ -181,13 +204,27 @@ export function loadSettings(env: Env): Settings {
       read.problems.push(`LUCIUS_EVENTS_ENTITY=${JSON.stringify(settings.eventsEntity)}: a queue name, or topic/Subscriptions/name`);
     }
   }
-  if (settings.admin.enabled) {
-    if (settings.admin.apiKey === null) {
-      read.problems.push("LUCIUS_ADMIN_ENABLED=true needs LUCIUS_ADMIN_API_KEY");
-    } else if (settings.admin.apiKey.length < MIN_ADMIN_KEY_LENGTH) {
-      read.problems.push(`LUCIUS_ADMIN_API_KEY: must be at least ${MIN_ADMIN_KEY_LENGTH} characters`);
-    }
+  if (settings.admin.apiKey !== null && settings.admin.apiKey.length < MIN_ADMIN_KEY_LENGTH) {
+    read.problems.push(`LUCIUS_ADMIN_API_KEY: must be at least ${MIN_ADMIN_KEY_LENGTH} characters`);
+  } else if (settings.admin.enabled && settings.admin.apiKey === null && settings.auth.mode === "none") {
+    // With authentication on, the outbox.admin permission opens the admin routes; without, only the key.
+    read.problems.push("LUCIUS_ADMIN_ENABLED=true needs LUCIUS_ADMIN_API_KEY (or LUCIUS_AUTH_MODE=jwt|apikey and the outbox.admin permission)");
   }
+  read.problems.push(...authProblems(settings.auth));
   if (read.problems.length > 0) throw new SettingsError(read.problems);
   return settings;
+}
+
+/** What each authentication mode needs, by variable. */
+function authProblems(auth: Settings["auth"]): string[] {
+  const problems: string[] = [];
+  if (auth.mode === "jwt") {
+    if (auth.jwksUrl === null) problems.push("LUCIUS_AUTH_MODE=jwt needs LUCIUS_AUTH_JWKS_URL (the issuer's JWKS address)");
+    else if (!/^https?:\/\/[^\s/]+/i.test(auth.jwksUrl)) problems.push(`LUCIUS_AUTH_JWKS_URL=${JSON.stringify(auth.jwksUrl)}: must be an http(s) URL`);
+    if (auth.issuer === null) problems.push("LUCIUS_AUTH_MODE=jwt needs LUCIUS_AUTH_ISSUER (the tokens' iss)");
+    if (auth.audience === null) problems.push("LUCIUS_AUTH_MODE=jwt needs LUCIUS_AUTH_AUDIENCE (the tokens' aud)");
+  }
+  if (auth.mode === "apikey" && auth.keysFile === null) problems.push("LUCIUS_AUTH_MODE=apikey needs LUCIUS_AUTH_KEYS_FILE (a JSON file of key digests)");
+  if (!/^[A-Za-z0-9_.:/-]{1,200}$/.test(auth.tenantClaim)) problems.push(`LUCIUS_AUTH_TENANT_CLAIM=${JSON.stringify(auth.tenantClaim)}: a claim name`);
+  return problems;
 }

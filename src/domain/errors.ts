@@ -15,6 +15,9 @@ export type ErrorCode =
   | "invalid-cursor"
   | "not-found"
   | "unauthorized"
+  | "forbidden"
+  | "rate-limited"
+  | "authentication-unavailable"
   | "concurrency-conflict"
   | "invalid-transition"
   | "storage-unavailable"
@@ -85,9 +88,38 @@ export class NotFoundError extends DomainError {
   readonly code = "not-found";
 }
 
-/** A caller without valid credentials. */
+/** Why a caller was refused, for the refusal metrics; never the credential itself. */
+export type RefusalReason = "missing-credentials" | "invalid-credentials" | "missing-permission" | "tenant-not-held" | "rate-limited";
+
+/** A caller without valid credentials: none were sent, or they were wrong. */
 export class UnauthorizedError extends DomainError {
   readonly code = "unauthorized";
+  readonly reason: "missing-credentials" | "invalid-credentials";
+  constructor(detail: string, reason: "missing-credentials" | "invalid-credentials", extras: DomainErrorExtras = {}) {
+    super(detail, extras);
+    this.reason = reason;
+  }
+}
+
+/** A known caller without the permission or the tenant a request needs. */
+export class ForbiddenError extends DomainError {
+  readonly code = "forbidden";
+  readonly reason: "missing-permission" | "tenant-not-held";
+  constructor(detail: string, reason: "missing-permission" | "tenant-not-held") {
+    super(detail);
+    this.reason = reason;
+  }
+}
+
+/** A tenant over its command rate; `retryAfterSeconds` says when a token is back. */
+export class RateLimitedError extends DomainError {
+  readonly code = "rate-limited";
+  readonly reason = "rate-limited";
+}
+
+/** Credentials that cannot be checked now (the identity provider's keys cannot be fetched). */
+export class AuthenticationUnavailableError extends DomainError {
+  readonly code = "authentication-unavailable";
 }
 
 /** A conditional write lost against a concurrent writer (stale ETag or existing key). */

@@ -5,6 +5,7 @@
  */
 import { ServiceBusClient, type ServiceBusReceivedMessage, type ServiceBusReceiver } from "@azure/service-bus";
 import { Value } from "@sinclair/typebox/value";
+import { OPEN_CALLER } from "../auth/caller.ts";
 import { DomainError, NotFoundError, ValidationFailedError } from "../domain/errors.ts";
 import type { StepEvent } from "../domain/step-events.ts";
 import type { StepEventService } from "../jobs/step-events.ts";
@@ -74,7 +75,8 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
     }
     const { jobId, stepId, ...event } = parsed;
     try {
-      const result = await options.events.handle(jobId, stepId, event as StepEvent);
+      // The events entity is reached only with the namespace's own credentials: a trusted channel.
+      const result = await options.events.handle(jobId, stepId, event as StepEvent, OPEN_CALLER);
       await options.beforeComplete?.(event.eventId);
       await via.completeMessage(message);
       logger.info({ jobId, stepId, eventId: event.eventId, outcome: result.outcome }, "step event received");

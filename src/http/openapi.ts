@@ -11,12 +11,14 @@ const answers = (description: string) => ({ description, content: { "application
 /** Problem answers by status, for the routes' `detail.responses`. */
 export const problems = {
   400: answers("Malformed request: bad JSON, bad header, bad query"),
-  401: answers("Missing or wrong admin API key"),
-  404: answers("Not found"),
+  401: answers("Missing or invalid credentials (WWW-Authenticate says which scheme)"),
+  403: answers("The caller lacks the permission, or the tenant, this request needs"),
+  404: answers("Not found (also a job of a tenant the caller does not hold)"),
   409: answers("Conflict: the same key still being stored (Retry-After), or a state that refuses the change"),
   413: answers("Request body over LUCIUS_MAX_BODY_BYTES"),
   415: answers("A body whose Content-Type is not JSON"),
   422: answers("The envelope or payload violates its schema, unknown requestType, or an Idempotency-Key reused"),
+  429: answers("The tenant is over LUCIUS_TENANT_RATE_LIMIT (Retry-After)"),
   503: answers("Storage or broker unavailable (Retry-After)"),
 };
 

@@ -2,7 +2,7 @@
  * The one place where errors become responses: RFC 9457 problem+json, never a stack trace, never
  * a backend's raw error text.
  */
-import type { DomainError, ErrorCode, FieldViolation } from "../domain/errors.ts";
+import { type DomainError, type ErrorCode, type FieldViolation, UnauthorizedError } from "../domain/errors.ts";
 
 const PROBLEM_CONTENT_TYPE = "application/problem+json";
 const TYPE_PREFIX = "urn:lucius:problem:";
@@ -57,7 +57,10 @@ const PROBLEM_KINDS: Record<ErrorCode, ProblemKind> = {
   // Every paged route takes its cursor from the query string.
   "invalid-cursor": { status: 400, title: "Malformed request", type: "malformed-request", errors: [{ path: "/query/cursor", message: "invalid cursor" }] },
   "not-found": { status: 404, title: "Not found" },
-  unauthorized: { status: 401, title: "Missing or wrong API key" },
+  unauthorized: { status: 401, title: "Missing or invalid credentials" },
+  forbidden: { status: 403, title: "Not allowed" },
+  "rate-limited": { status: 429, title: "Too many commands for this tenant" },
+  "authentication-unavailable": { status: 503, title: "Credentials cannot be checked now" },
   "concurrency-conflict": { status: 409, title: "Conflicting concurrent update" },
   "invalid-transition": { status: 409, title: "State transition not allowed" },
   "storage-unavailable": { status: 503, title: "Storage unavailable" },
@@ -73,6 +76,7 @@ export function domainProblem(error: DomainError, instance: string): Response {
   const kind = PROBLEM_KINDS[error.code];
   const headers: Record<string, string> = {};
   if (error.retryAfterSeconds !== undefined) headers["retry-after"] = String(error.retryAfterSeconds);
+  if (error instanceof UnauthorizedError) headers["www-authenticate"] = challengeFor(error);
   const errors = error.errors ?? kind.errors;
   return problemResponse(
     {
@@ -85,6 +89,16 @@ export function domainProblem(error: DomainError, instance: string): Response {
     },
     headers,
   );
+}
+
+/**
+ * RFC 6750's challenge: the scheme and realm, and with credentials that were sent but refused,
+ * `error="invalid_token"` and a description (never the credential).
+ */
+function challengeFor(error: UnauthorizedError): string {
+  if (error.reason === "missing-credentials") return 'Bearer realm="lucius"';
+  const description = error.message.replace(/["\\]/g, "'").slice(0, 200);
+  return `Bearer realm="lucius", error="invalid_token", error_description="${description}"`;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { Elysia, t } from "elysia";
 import { MalformedRequestError } from "../domain/errors.ts";
 import { JOB_STATUSES } from "../domain/model.ts";
+import { callerOf } from "../http/auth-guard.ts";
 import { jsonBody, noBody } from "../http/json-body.ts";
 import { pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
@@ -13,7 +14,7 @@ export function jobRoutes(service: JobService, events: StepEventService, options
   return new Elysia({ name: "jobs", normalize: false })
     .post(
       "/v1/jobs/:jobId/steps/:stepId/events",
-      async ({ params, body, set }) => {
+      async ({ params, body, set, request }) => {
         for (const field of ["jobId", "stepId"] as const) {
           if (body[field] !== undefined && body[field] !== params[field]) {
             throw new MalformedRequestError(`the event's ${field} differs from the path`, {
@@ -23,7 +24,7 @@ export function jobRoutes(service: JobService, events: StepEventService, options
         }
         const { jobId: _j, stepId: _s, ...event } = body;
         set.status = 202;
-        return events.handle(params.jobId, params.stepId, event);
+        return events.handle(params.jobId, params.stepId, event, callerOf(request));
       },
       {
         params: t.Object({ jobId: JobId, stepId: StepId }),
@@ -34,32 +35,35 @@ export function jobRoutes(service: JobService, events: StepEventService, options
           summary: "A worker reports on a step",
           description:
             "succeeded stores the result and dispatches the next step; failed retries (retryable, up to the step's maxAttempts) or fails the job; progress only records. A repeated eventId or a late event changes nothing and says so.",
-          responses: { 202: { description: "{ outcome: applied | duplicate | ignored, jobStatus, stepStatus }" }, ...pick(problems, 400, 404, 409, 422, 503) },
+          responses: {
+            202: { description: "{ outcome: applied | duplicate | ignored, jobStatus, stepStatus }" },
+            ...pick(problems, 400, 401, 403, 404, 409, 422, 503),
+          },
         },
       },
     )
-    .post("/v1/jobs/:jobId/cancel", ({ params }) => events.cancel(params.jobId), {
+    .post("/v1/jobs/:jobId/cancel", ({ params, request }) => events.cancel(params.jobId, callerOf(request)), {
       params: t.Object({ jobId: JobId }),
       parse: noBody(options.maxBodyBytes),
       detail: {
         tags: ["jobs"],
         summary: "Cancel a job that has not ended",
-        responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 404, 409, 503) },
+        responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 401, 403, 404, 409, 503) },
       },
     })
-    .get("/v1/jobs/:jobId", ({ params }) => service.get(params.jobId), {
+    .get("/v1/jobs/:jobId", ({ params, request }) => service.get(params.jobId, callerOf(request)), {
       params: t.Object({ jobId: JobId }),
       detail: {
         tags: ["jobs"],
         summary: "One job with its steps and outbox entries",
-        responses: { 200: { description: "The job" }, ...pick(problems, 404, 503) },
+        responses: { 200: { description: "The job" }, ...pick(problems, 401, 403, 404, 503) },
       },
     })
     .get(
       "/v1/jobs",
-      ({ query }) => {
+      ({ query, request }) => {
         const { tenantId, limit, cursor, ...filter } = query;
-        return service.list(tenantId, pageSize(limit), cursor ?? null, filter);
+        return service.list(tenantId, pageSize(limit), cursor ?? null, callerOf(request), filter);
       },
       {
         query: t.Object(
@@ -76,7 +80,7 @@ export function jobRoutes(service: JobService, events: StepEventService, options
         detail: {
           tags: ["jobs"],
           summary: "A tenant's jobs, newest first, by status, request type or correlation id",
-          responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 503) },
+          responses: { 200: { description: "{ items, nextCursor }" }, ...pick(problems, 400, 401, 403, 503) },
         },
       },
     );

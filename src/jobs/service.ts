@@ -1,5 +1,6 @@
 /** Reading jobs back (docs/API.md): one job with its steps and outbox, or a tenant's listing. */
-import { NotFoundError } from "../domain/errors.ts";
+import { type Caller, holdsTenant } from "../auth/caller.ts";
+import { ForbiddenError, NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, JobFilter, JobSummary, JsonObject, Page, StepError, StepProgress } from "../domain/model.ts";
 import type { JobStore } from "../storage/job-store.ts";
 
@@ -42,19 +43,24 @@ export interface JobView {
 }
 
 export interface JobService {
-  get(jobId: string): Promise<JobView>;
-  list(tenantId: string, limit: number, cursor: string | null, filter?: JobFilter): Promise<Page<JobSummary>>;
+  /** A job of another tenant than the caller's is not found: its existence is not revealed. */
+  get(jobId: string, caller: Caller): Promise<JobView>;
+  /** Listing a tenant the caller does not hold is refused. */
+  list(tenantId: string, limit: number, cursor: string | null, caller: Caller, filter?: JobFilter): Promise<Page<JobSummary>>;
 }
 
 export function createJobService(options: { store: JobStore }): JobService {
   const { store } = options;
   return {
-    async get(jobId) {
+    async get(jobId, caller) {
       const aggregate = await store.getJob(jobId);
-      if (!aggregate) throw new NotFoundError(`job ${jobId} does not exist`);
+      if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
       return toView(aggregate);
     },
-    list: (tenantId, limit, cursor, filter = {}) => store.listJobs(tenantId, { limit, cursor }, filter),
+    async list(tenantId, limit, cursor, caller, filter = {}) {
+      if (!holdsTenant(caller, tenantId)) throw new ForbiddenError(`not allowed to read the jobs of tenant '${tenantId}'`, "tenant-not-held");
+      return store.listJobs(tenantId, { limit, cursor }, filter);
+    },
   };
 }
 

@@ -3,6 +3,7 @@
  * and cancellation: read the job, let the pure rules decide, write the change conditionally, hand
  * new directives to the dispatcher. A lost race re-reads and decides again.
  */
+import { type Caller, holdsTenant, OPEN_CALLER } from "../auth/caller.ts";
 import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
 import type { JobAggregate, OutboxWork } from "../domain/model.ts";
@@ -38,9 +39,10 @@ export function createStepEventService(options: StepEventServiceOptions) {
   const { store, dispatcher } = options;
   const now = options.now ?? (() => new Date());
 
-  async function load(jobId: string): Promise<JobAggregate> {
+  /** The job, when it exists for this caller: another tenant's job is not found. */
+  async function load(jobId: string, caller: Caller): Promise<JobAggregate> {
     const aggregate = await store.getJob(jobId);
-    if (!aggregate) throw new NotFoundError(`job ${jobId} does not exist`);
+    if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
     return aggregate;
   }
 
@@ -58,10 +60,10 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   /** Runs `decide` against the current job until its write wins. */
-  async function withRetries<T>(jobId: string, decide: (aggregate: JobAggregate) => Promise<T>): Promise<T> {
+  async function withRetries<T>(jobId: string, caller: Caller, decide: (aggregate: JobAggregate) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await decide(await load(jobId));
+        return await decide(await load(jobId, caller));
       } catch (error) {
         if (!(error instanceof ConcurrencyConflictError) || attempt >= ATTEMPTS) throw error;
       }
@@ -69,8 +71,9 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   return {
-    async handle(jobId: string, stepId: string, event: StepEvent): Promise<StepEventResult> {
-      return withRetries(jobId, async (aggregate) => {
+    /** `caller`: who reports over HTTP; the Service Bus receiver's channel is trusted (OPEN_CALLER). */
+    async handle(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
+      return withRetries(jobId, caller, async (aggregate) => {
         const step = aggregate.steps.find((s) => s.stepId === stepId);
         if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
         const decided = applyStepEvent(aggregate, stepId, event, {
@@ -100,7 +103,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
      * a replica that got there first, or a worker's late answer, leaves nothing to do.
      */
     async expire(jobId: string, stepId: string): Promise<DeadlineResult> {
-      return withRetries(jobId, async (aggregate) => {
+      return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
         const decided = expireStep(aggregate, stepId, {
           protocol: options.protocols.get(aggregate.job.requestType),
           now: now(),
@@ -119,8 +122,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
       });
     },
 
-    async cancel(jobId: string): Promise<{ jobId: string; status: string }> {
-      return withRetries(jobId, async (aggregate) => {
+    async cancel(jobId: string, caller: Caller): Promise<{ jobId: string; status: string }> {
+      return withRetries(jobId, caller, async (aggregate) => {
         const change = cancelJob(aggregate, now());
         if (!change) throw new InvalidTransitionError(`job ${jobId} has already ended: ${aggregate.job.status}`);
         const saved = await store.saveChanges(jobId, change);

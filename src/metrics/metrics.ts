@@ -73,6 +73,12 @@ export function createMetrics(options: MetricsOptions) {
     labelNames: ["result"] as const,
     registers: [registry],
   });
+  const refusals = new Counter({
+    name: "lucius_auth_refusals_total",
+    help: "Requests refused by authentication, permissions, tenant or rate limit, by reason",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+  });
   const deadlines = new Counter({
     name: "lucius_step_deadlines_total",
     help: "Passed step deadlines by what they did (extended, retried, timed-out, not-due)",
@@ -116,6 +122,9 @@ export function createMetrics(options: MetricsOptions) {
     sweptEntries(summary: { sent: number; failed: number }) {
       if (summary.sent > 0) sweptEntries.inc({ result: "sent" }, summary.sent);
       if (summary.failed > 0) sweptEntries.inc({ result: "failed" }, summary.failed);
+    },
+    refused(reason: string) {
+      refusals.inc({ reason });
     },
     deadlineHandled(result: string) {
       deadlines.inc({ result });
