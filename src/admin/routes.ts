@@ -2,7 +2,6 @@ import { Elysia, t } from "elysia";
 import { jsonBody, noBody } from "../http/json-body.ts";
 import { adminSecurity, pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
-import { pathOf } from "../http/request-guard.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { AdminService } from "./service.ts";
 
