@@ -12,7 +12,7 @@ import type { CommandService } from "./commands/service.ts";
 import { DomainError, ForbiddenError, MalformedRequestError, RateLimitedError, UnauthorizedError, ValidationFailedError } from "./domain/errors.ts";
 import { type HealthOptions, healthRoutes } from "./health/routes.ts";
 import { type AuthGuardOptions, authGuard } from "./http/auth-guard.ts";
-import { openapiPlugin } from "./http/openapi.ts";
+import { openapiPlugin, openRoute } from "./http/openapi.ts";
 import { domainProblem, HttpProblem, httpProblem, problemOf, statusOfError } from "./http/problem.ts";
 import { pathOf } from "./http/request-guard.ts";
 import { jobRoutes } from "./jobs/routes.ts";
@@ -29,7 +29,7 @@ export interface AppOptions {
   /** Absent: the admin routes do not exist (404). */
   admin?: { service: AdminService };
   /** Who may call what (LUCIUS_AUTH_MODE, LUCIUS_ADMIN_API_KEY). */
-  auth: Omit<AuthGuardOptions, "logger">;
+  auth: Omit<AuthGuardOptions, "logger"> & { mode: "none" | "jwt" | "apikey" };
   health: HealthOptions;
   logger: Logger;
   metrics: Metrics;
@@ -64,9 +64,9 @@ export function createApp(options: AppOptions) {
       }
     })
     .use(authGuard({ ...options.auth, logger }))
-    .use(openapiPlugin(options.version))
+    .use(openapiPlugin(options.version, options.auth.authenticator === null ? "none" : options.auth.mode))
     .get("/metrics", async () => new Response(await options.metrics.render(), { headers: { "content-type": options.metrics.contentType } }), {
-      detail: { tags: ["operations"], summary: "Prometheus metrics" },
+      detail: { tags: ["operations"], summary: "Prometheus metrics", ...openRoute },
     })
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))

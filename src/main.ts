@@ -3,7 +3,7 @@
  * Bun-specific code lives here.
  */
 
-import { configCheck, healthcheck, USAGE } from "./cli.ts";
+import { configCheck, healthcheck, newKeyCommand, USAGE } from "./cli.ts";
 import { loadProtocols, ProtocolFileError, type ProtocolRegistry } from "./config/protocols.ts";
 import { loadSettings, type Settings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
@@ -141,6 +141,9 @@ async function main(args: string[]): Promise<number | undefined> {
       return healthcheck(Bun.env, rest.includes("--ready"), err);
     case "config":
       if (rest[0] === "check") return configCheck(Bun.env, out, err);
+      break;
+    case "auth":
+      if (rest[0] === "new-key") return newKeyCommand(rest.slice(1), out, err);
       break;
     case "--version":
     case "-v":

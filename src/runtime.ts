@@ -87,7 +87,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     stepEvents,
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
     ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }) } } : {}),
-    auth: { authenticator, adminApiKey: settings.admin.apiKey, adminEnabled: settings.admin.enabled },
+    auth: { mode: settings.auth.mode, authenticator, adminApiKey: settings.admin.apiKey, adminEnabled: settings.admin.enabled },
     logger,
     metrics,
     maxBodyBytes: settings.maxBodyBytes,

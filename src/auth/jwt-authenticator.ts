@@ -29,6 +29,8 @@ export interface JwtAuthenticatorOptions {
   clockSkewSeconds: number;
   /** The claim that lists the caller's tenants: a string, or an array of strings ("*" = all). */
   tenantClaim: string;
+  /** How often an unknown `kid` may fetch the keys again (default 30 s; tests shorten it). */
+  jwksCooldownMs?: number;
   /** Epoch milliseconds (tests). */
   now?: () => number;
 }
@@ -36,7 +38,7 @@ export interface JwtAuthenticatorOptions {
 export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authenticator {
   const now = options.now ?? Date.now;
   const keys = createRemoteJWKSet(new URL(options.jwksUrl), {
-    cooldownDuration: JWKS_COOLDOWN_MS,
+    cooldownDuration: options.jwksCooldownMs ?? JWKS_COOLDOWN_MS,
     cacheMaxAge: JWKS_MAX_AGE_MS,
     timeoutDuration: JWKS_TIMEOUT_MS,
   });

@@ -1,4 +1,5 @@
 import { Elysia } from "elysia";
+import { openRoute } from "../http/openapi.ts";
 import { problemResponse } from "../http/problem.ts";
 
 export interface ReadinessCheck {
@@ -34,7 +35,7 @@ export function healthRoutes(options: HealthOptions) {
   }
 
   return new Elysia({ name: "health" })
-    .get("/healthz", () => ({ status: "ok" }), { detail: { tags: ["operations"], summary: "Liveness: 200 while the process runs" } })
+    .get("/healthz", () => ({ status: "ok" }), { detail: { tags: ["operations"], summary: "Liveness: 200 while the process runs", ...openRoute } })
     .get(
       "/readyz",
       async () => {
@@ -57,6 +58,7 @@ export function healthRoutes(options: HealthOptions) {
           tags: ["operations"],
           summary: "Readiness: storage, broker, outbox age",
           responses: { 200: { description: "ready" }, 503: { description: "not ready, failing checks named" } },
+          ...openRoute,
         },
       },
     );

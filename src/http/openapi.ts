@@ -28,7 +28,15 @@ export function pick<K extends keyof typeof problems>(from: typeof problems, ...
   return Object.fromEntries(statuses.map((status) => [status, from[status]])) as Pick<typeof problems, K>;
 }
 
-export function openapiPlugin(version: string) {
+/** Routes that stay open in every authentication mode. */
+export const openRoute = { security: [] as Record<string, string[]>[] };
+
+/**
+ * The document says what the service enforces: with `jwt`, a bearer JWT on every /v1 route; with
+ * `apikey`, an API key (X-API-Key or Bearer); with `none`, nothing but the admin key on admin routes.
+ */
+export function openapiPlugin(version: string, authMode: "none" | "jwt" | "apikey") {
+  const security = authMode === "jwt" ? [{ bearer: [] }] : authMode === "apikey" ? [{ apiKey: [] }, { bearer: [] }] : [];
   return openapi({
     path: "/openapi",
     documentation: {
@@ -43,10 +51,11 @@ export function openapiPlugin(version: string) {
         { name: "admin", description: "The outbox, for operators (LUCIUS_ADMIN_ENABLED)" },
         { name: "operations", description: "Health, readiness, metrics" },
       ],
+      security,
       components: {
         securitySchemes: {
           apiKey: { type: "apiKey", in: "header", name: "X-API-Key" },
-          bearer: { type: "http", scheme: "bearer" },
+          bearer: { type: "http", scheme: "bearer", ...(authMode === "jwt" ? { bearerFormat: "JWT" } : {}) },
         },
         schemas: {
           Problem: {
