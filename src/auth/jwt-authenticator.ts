@@ -56,7 +56,7 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
       });
       return payload;
     } catch (error) {
-      if (error instanceof errors.JWKSTimeout || !(error instanceof errors.JOSEError)) {
+      if (keysUnavailable(error)) {
         throw new AuthenticationUnavailableError("the identity provider's signing keys cannot be fetched", {
           retryAfterSeconds: UNAVAILABLE_RETRY_SECONDS,
           cause: error,
@@ -79,6 +79,15 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
       return caller;
     },
   };
+}
+
+/**
+ * The keys could not be fetched: a timeout, a network error, or an answer that is not a key set
+ * (jose reports a non-200 answer and unparsable JSON with its base JOSEError).
+ */
+function keysUnavailable(error: unknown): boolean {
+  if (!(error instanceof errors.JOSEError)) return true;
+  return error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid || error.constructor === errors.JOSEError;
 }
 
 /** What the token may do: its `roles`, or its space-separated `scp` (delegated scopes). */
