@@ -62,7 +62,7 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
           cause: error,
         });
       }
-      throw new UnauthorizedError(describe(error), "invalid-credentials");
+      throw new UnauthorizedError(describe(error as errors.JOSEError), "invalid-credentials");
     }
   }
 
@@ -85,7 +85,7 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
  * The keys could not be fetched: a timeout, a network error, or an answer that is not a key set
  * (jose reports a non-200 answer and unparsable JSON with its base JOSEError).
  */
-function keysUnavailable(error: unknown): boolean {
+function keysUnavailable(error: unknown): error is Error {
   if (!(error instanceof errors.JOSEError)) return true;
   return error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid || error.constructor === errors.JOSEError;
 }
