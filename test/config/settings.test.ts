@@ -105,6 +105,23 @@ describe("loadSettings", () => {
     );
   });
 
+  test("each authentication mode names every variable it still needs", () => {
+    const jwt = problemsOf({ LUCIUS_AUTH_MODE: "jwt", LUCIUS_AUTH_JWKS_URL: "ftp://keys" });
+    expect(jwt.some((p) => p.startsWith("LUCIUS_AUTH_JWKS_URL="))).toBe(true);
+    expect(jwt.some((p) => p.includes("LUCIUS_AUTH_ISSUER"))).toBe(true);
+    expect(jwt.some((p) => p.includes("LUCIUS_AUTH_AUDIENCE"))).toBe(true);
+    expect(problemsOf({ LUCIUS_AUTH_MODE: "apikey" }).some((p) => p.includes("LUCIUS_AUTH_KEYS_FILE"))).toBe(true);
+    expect(problemsOf({ LUCIUS_AUTH_MODE: "oauth" }).some((p) => p.startsWith("LUCIUS_AUTH_MODE="))).toBe(true);
+    expect(problemsOf({ LUCIUS_TENANT_RATE_LIMIT: "-1" }).some((p) => p.startsWith("LUCIUS_TENANT_RATE_LIMIT="))).toBe(true);
+  });
+
+  test("with authentication on, the admin routes may go without LUCIUS_ADMIN_API_KEY (the outbox.admin permission opens them)", () => {
+    const settings = loadSettings({ LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: "/etc/lucius/keys.json", LUCIUS_ADMIN_ENABLED: "true" });
+    expect(settings.admin).toEqual({ enabled: true, apiKey: null });
+    expect(settings.auth).toMatchObject({ mode: "apikey", keysFile: "/etc/lucius/keys.json", tenantClaim: "tenants", clockSkewSeconds: 60 });
+    expect(problemsOf({ LUCIUS_ADMIN_ENABLED: "true" }).some((p) => p.includes("LUCIUS_ADMIN_API_KEY"))).toBe(true);
+  });
+
   test("an unknown backend is refused", () => {
     expect(problemsOf({ LUCIUS_STORAGE_BACKEND: "cosmos" })[0]).toStartWith("LUCIUS_STORAGE_BACKEND");
   });

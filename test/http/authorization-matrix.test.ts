@@ -1,0 +1,128 @@
+/**
+ * Every route against every permission and tenant, on every backend: a caller without the right
+ * permission for the tenant gets nothing but 401, 403 or 404; the right one gets its answer.
+ * Health, readiness and metrics stay open.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
+import { PERMISSIONS, type Permission } from "../../src/auth/caller.ts";
+import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import { azurite, freshTables } from "../support/azurite.ts";
+import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "lucius-matrix-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface TestCaller {
+  name: string;
+  key: string | null;
+  tenant: string | null;
+  permissions: readonly Permission[];
+}
+
+/** One key per permission on tenant acme, every permission on another tenant, every one on acme, a wrong key, none. */
+const granted = [
+  ...PERMISSIONS.map((p) => ({ name: `${p}@acme`, tenants: ["acme"], roles: [p] })),
+  { name: "all@globex", tenants: ["globex"], roles: [...PERMISSIONS] },
+  { name: "all@acme", tenants: ["acme"], roles: [...PERMISSIONS] },
+].map((grant) => ({ grant, issued: newApiKey({ name: grant.name, tenants: grant.tenants, roles: grant.roles }) }));
+const keysFile = join(dir, "keys.json");
+writeFileSync(keysFile, JSON.stringify(granted.map((g) => g.issued.entry)));
+
+const callers: TestCaller[] = [
+  ...granted.map(({ grant, issued }) => ({ name: grant.name, key: issued.key, tenant: grant.tenants[0]!, permissions: grant.roles })),
+  { name: "wrong key", key: "lk_not-a-key-anyone-was-given", tenant: null, permissions: [] },
+  { name: "no credentials", key: null, tenant: null, permissions: [] },
+];
+const setupKey = granted.find((g) => g.grant.name === "all@acme")!.issued.key;
+
+type Target = { jobId: string; stepId: string };
+interface Route {
+  name: string;
+  permission: Permission;
+  /** What a caller with the permission but another tenant gets. */
+  otherTenant: 403 | 404 | "allowed";
+  allowed: number;
+  request(target: Target): [string, RequestInit];
+}
+
+const json = (body: unknown): RequestInit => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+const routes: Route[] = [
+  { name: "submit a command", permission: "commands.submit", otherTenant: 403, allowed: 202, request: () => ["/v1/commands", json(ingestCommand())] },
+  { name: "cancel a job", permission: "commands.submit", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}/cancel`, { method: "POST" }] },
+  {
+    name: "report a step event",
+    permission: "steps.report",
+    otherTenant: 404,
+    allowed: 202,
+    request: (t) => [`/v1/jobs/${t.jobId}/steps/${t.stepId}/events`, json({ eventId: "e1", status: "progress", percent: 10 })],
+  },
+  { name: "read a job", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}`, {}] },
+  { name: "list a tenant's jobs", permission: "jobs.read", otherTenant: 403, allowed: 200, request: () => ["/v1/jobs?tenantId=acme", {}] },
+  { name: "read the outbox stats", permission: "outbox.admin", otherTenant: "allowed", allowed: 200, request: () => ["/v1/admin/outbox/stats", {}] },
+];
+
+function expected(route: Route, caller: TestCaller): number {
+  if (caller.tenant === null) return 401;
+  if (!caller.permissions.includes(route.permission)) return 403;
+  if (caller.tenant !== "acme" && route.otherTenant !== "allowed") return route.otherTenant;
+  return route.allowed;
+}
+
+async function storeFor(backend: "memory" | "table" | "ledger"): Promise<JobStore> {
+  if (backend === "memory") return createMemoryStore();
+  const { connection } = await azurite();
+  const options = { connection, tables: freshTables() };
+  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
+}
+
+for (const backend of ["memory", "table", "ledger"] as const) {
+  describe(`authorization: ${backend}`, () => {
+    test(`${routes.length} routes × ${callers.length} callers answer as the permission and tenant say`, async () => {
+      const svc = await startTestRuntime({
+        store: await storeFor(backend),
+        env: { LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: keysFile, LUCIUS_ADMIN_ENABLED: "true" },
+      });
+      const mismatches: string[] = [];
+      for (const route of routes) {
+        for (const caller of callers) {
+          // A fresh job of tenant acme for each request, so that a cancel or event finds it open.
+          const created = await svc.postCommand(ingestCommand(), { "x-api-key": setupKey });
+          const { jobId } = (await created.json()) as { jobId: string };
+          const [path, init] = route.request({ jobId, stepId: `${jobId}.s0` });
+          const headers = new Headers(init.headers);
+          if (caller.key !== null) headers.set("x-api-key", caller.key);
+          const response = await svc.request(path, { ...init, headers });
+          const want = expected(route, caller);
+          if (response.status !== want) mismatches.push(`${route.name} as ${caller.name}: ${response.status}, expected ${want}`);
+          if (want === 401 && !response.headers.get("www-authenticate")) mismatches.push(`${route.name} as ${caller.name}: 401 without WWW-Authenticate`);
+        }
+      }
+      expect(mismatches).toEqual([]);
+    });
+
+    test("health, readiness and metrics stay open without credentials", async () => {
+      const svc = await startTestRuntime({ store: await storeFor(backend), env: { LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: keysFile } });
+      for (const path of ["/healthz", "/readyz", "/metrics"]) expect((await svc.request(path)).status).toBe(200);
+    });
+  });
+}
+
+test("refusals are counted by reason in the metrics, never with the credential", async () => {
+  const svc = await startTestRuntime({ env: { LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: keysFile } });
+  await svc.postCommand(ingestCommand());
+  await svc.postCommand(ingestCommand(), { "x-api-key": "lk_wrong" });
+  await svc.postCommand(ingestCommand({ tenantId: "globex" }), { "x-api-key": setupKey });
+  await svc.request("/v1/jobs?tenantId=acme", { headers: { "x-api-key": granted[0]!.issued.key } });
+  const metrics = await (await svc.request("/metrics")).text();
+  for (const reason of ["missing-credentials", "invalid-credentials", "tenant-not-held", "missing-permission"]) {
+    expect(metrics).toContain(`lucius_auth_refusals_total{reason="${reason}"} 1`);
+  }
+  expect(metrics).not.toContain("lk_wrong");
+});
