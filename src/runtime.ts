@@ -16,6 +16,8 @@ import type { ReadinessCheck } from "./health/routes.ts";
 import { observe } from "./http/observe.ts";
 import { guardRequests } from "./http/request-guard.ts";
 import { createDeadlineSweeper, type DeadlineSweeper } from "./jobs/deadline-sweeper.ts";
+import { createHousekeeping } from "./jobs/housekeeping.ts";
+import { createRetention, type Retention } from "./jobs/retention.ts";
 import { createJobService } from "./jobs/service.ts";
 import { createStepEventService, type StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
@@ -51,6 +53,8 @@ export interface Runtime {
   sweeper: Sweeper | null;
   /** Finds the steps whose deadline passed; runs with or without a broker. */
   deadlines: DeadlineSweeper;
+  /** Removes expired jobs and idempotency records. */
+  retention: Retention;
   /** Starts the background work (the sweeper's timer, the events receiver). */
   start(): void;
   /** Refuses readiness, then waits for in-flight publishes and closes the adapters. */
@@ -73,16 +77,35 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     store,
     events: stepEvents,
     logger,
-    intervalSeconds: settings.outbox.retryIntervalSeconds,
     batchSize: settings.outbox.retryBatchSize,
     onHandled: metrics.deadlineHandled,
     ...withClock,
+  });
+  const retention = createRetention({
+    store,
+    logger,
+    jobRetentionSeconds: settings.jobRetentionSeconds,
+    idempotencyTtlSeconds: settings.idempotencyTtlSeconds,
+    batchSize: settings.outbox.retryBatchSize,
+    ...withClock,
+  });
+  const housekeeping = createHousekeeping({
+    chores: [
+      { name: "step deadlines", run: deadlines.chore },
+      { name: "retention", run: retention.chore },
+    ],
+    intervalSeconds: settings.outbox.retryIntervalSeconds,
+    logger,
   });
   const receiver = await createReceiver(options, stepEvents);
   let accepting = true;
   const leaseSeconds = leaseSecondsFor(settings.outbox.publishTimeoutSeconds);
   const app = createApp({
-    commands: createCommandService({ ...services, rateLimit: settings.tenantRateLimit > 0 ? createTenantRateLimit(settings.tenantRateLimit) : null }),
+    commands: createCommandService({
+      ...services,
+      idempotencyTtlSeconds: settings.idempotencyTtlSeconds,
+      rateLimit: settings.tenantRateLimit > 0 ? createTenantRateLimit(settings.tenantRateLimit) : null,
+    }),
     jobs: createJobService({ store }),
     stepEvents,
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
@@ -107,15 +130,16 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     dispatcher,
     sweeper,
     deadlines,
+    retention,
     start() {
       sweeper?.start();
-      deadlines.start();
+      housekeeping.start();
       receiver?.start();
     },
     async stop() {
       accepting = false;
       await receiver?.close();
-      await deadlines.stop();
+      await housekeeping.stop();
       await drainer?.stop();
       await dispatcher?.drain();
       await publisher?.close();

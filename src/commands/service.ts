@@ -49,6 +49,8 @@ export interface CommandServiceOptions {
    * writer is presumed dead and a retry of the same request completes the job under the claimed id.
    */
   claimTimeoutSeconds?: number;
+  /** LUCIUS_IDEMPOTENCY_TTL: an older key no longer holds its job (default 24 h). */
+  idempotencyTtlSeconds?: number;
   /** LUCIUS_TENANT_RATE_LIMIT, when on. */
   rateLimit?: TenantRateLimit | null;
   now?: () => Date;
@@ -59,6 +61,7 @@ export interface CommandService {
 }
 
 const DEFAULT_CLAIM_TIMEOUT_SECONDS = 10;
+const DEFAULT_IDEMPOTENCY_TTL_SECONDS = 86400;
 
 export function createCommandService(options: CommandServiceOptions): CommandService {
   const { store, protocols, dispatcher } = options;
@@ -161,7 +164,8 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       const planned = plan(jobId, command, protocol, key);
       const claim =
         key === null ? null : { tenantId: envelope.tenantId, key, fingerprint: requestFingerprint(envelope), jobId, createdAt: planned.job.createdAt };
-      const result = await store.createJob(planned, claim);
+      const ttlSeconds = options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS;
+      const result = await store.createJob(planned, claim, new Date(now().getTime() - ttlSeconds * 1000));
       if (result.outcome === "key-taken") return answerExistingClaim(result.existing, claim!.fingerprint, command, protocol);
       return { job: dispatchNew(result.aggregate), replayed: false };
     },

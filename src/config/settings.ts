@@ -33,6 +33,12 @@ export interface Settings {
   };
   /** Commands per second per tenant and instance (burst twice that); 0 = no limit. */
   tenantRateLimit: number;
+  /** Seconds an ended job is kept before it is removed with everything of it; 0 keeps jobs forever. */
+  jobRetentionSeconds: number;
+  /** Seconds an idempotency key is remembered; a request with an older key starts a new job. */
+  idempotencyTtlSeconds: number;
+  /** The memory backend's bound: jobs kept at most (the oldest ended ones go first). */
+  memoryMaxJobs: number;
   serviceBusConnection: string | null;
   /** Where workers send step events: a queue, or `topic/Subscriptions/name`. */
   eventsEntity: string | null;
@@ -78,6 +84,9 @@ const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
 const AUTH_MODES: readonly AuthMode[] = ["none", "jwt", "apikey"];
 
 type Env = Record<string, string | undefined>;
+
+const DAY = 86400;
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: DAY };
 
 /** Reads variables and records problems instead of throwing at the first one. */
 class EnvReader {
@@ -129,6 +138,25 @@ class EnvReader {
     return parsed;
   }
 
+  /**
+   * A duration: a number of seconds, or a number with a unit (`s`, `m`, `h`, `d`), e.g. `90s`,
+   * `15m`, `24h`, `7d`. With `zero`, `0` is allowed too (it turns the feature off).
+   */
+  duration(name: string, fallbackSeconds: number, rule: { min: number; max: number; zero?: boolean }): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallbackSeconds;
+    const match = /^(\d+(?:\.\d+)?)\s*([smhd]?)$/i.exec(value);
+    const seconds = match ? Number(match[1]) * UNIT_SECONDS[(match[2] || "s").toLowerCase()]! : Number.NaN;
+    const allowed = (rule.zero === true && seconds === 0) || (seconds >= rule.min && seconds <= rule.max);
+    if (!allowed) {
+      this.problems.push(
+        `${name}=${JSON.stringify(value)}: must be a duration such as 90s, 15m, 24h or 7d, from ${rule.min} s to ${rule.max / DAY} days${rule.zero ? ", or 0 (off)" : ""}`,
+      );
+      return fallbackSeconds;
+    }
+    return seconds;
+  }
+
   tableName(name: string, fallback: string, options: { withDueIndex?: boolean } = {}): string {
     const value = this.string(name, fallback);
     if (!TABLE_NAME.test(value)) {
@@ -169,6 +197,9 @@ export function loadSettings(env: Env): Settings {
       keysFile: read.optional("LUCIUS_AUTH_KEYS_FILE"),
     },
     tenantRateLimit: read.number("LUCIUS_TENANT_RATE_LIMIT", 0, { min: 0, max: 1_000_000 }),
+    jobRetentionSeconds: read.duration("LUCIUS_JOB_RETENTION", 7 * DAY, { min: 60, max: 3650 * DAY, zero: true }),
+    idempotencyTtlSeconds: read.duration("LUCIUS_IDEMPOTENCY_TTL", DAY, { min: 60, max: 365 * DAY }),
+    memoryMaxJobs: read.number("LUCIUS_MEMORY_MAX_JOBS", 100_000, { min: 100, max: 100_000_000, integer: true }),
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     outbox: {

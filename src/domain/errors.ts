@@ -21,6 +21,7 @@ export type ErrorCode =
   | "concurrency-conflict"
   | "invalid-transition"
   | "storage-unavailable"
+  | "storage-full"
   | "publishing-disabled";
 
 export interface FieldViolation {
@@ -134,6 +135,11 @@ export class InvalidTransitionError extends DomainError {
 
 export class StorageUnavailableError extends DomainError {
   readonly code = "storage-unavailable";
+}
+
+/** The memory backend holds its bound of open jobs: new ones wait until some end. */
+export class StorageFullError extends DomainError {
+  readonly code = "storage-full";
 }
 
 /** An operation that needs a broker, on a service started without one. */

@@ -64,6 +64,7 @@ const PROBLEM_KINDS: Record<ErrorCode, ProblemKind> = {
   "concurrency-conflict": { status: 409, title: "Conflicting concurrent update" },
   "invalid-transition": { status: 409, title: "State transition not allowed" },
   "storage-unavailable": { status: 503, title: "Storage unavailable" },
+  "storage-full": { status: 503, title: "Too many open jobs" },
   "publishing-disabled": { status: 503, title: "Publishing is not configured" },
 };
 

@@ -1,12 +1,12 @@
 /**
- * The deadline loop: every interval, the steps whose deadline passed (through the store's
+ * The deadline sweep, one chore of the housekeeping loop: the steps whose deadline passed (through the store's
  * deadline index, so the cost follows what expired), each decided by the step-event service
  * against the job as it is. Several replicas may meet the same step: the conditional write lets
  * one win, the others re-read and find nothing left to do.
  */
 import type { Logger } from "../logging/logger.ts";
-import { createWakeablePause } from "../outbox/wakeable-pause.ts";
 import type { JobStore } from "../storage/job-store.ts";
+import type { ChoreResult } from "./housekeeping.ts";
 import type { DeadlineResult, StepEventService } from "./step-events.ts";
 
 /** Steps decided at once: each is a read and a conditional write of its job. */
@@ -16,7 +16,6 @@ export interface DeadlineSweeperOptions {
   store: JobStore;
   events: Pick<StepEventService, "expire">;
   logger: Logger;
-  intervalSeconds: number;
   /** Expired steps taken per sweep; a full sweep is followed by the next at once. */
   batchSize: number;
   now?: () => Date;
@@ -24,17 +23,14 @@ export interface DeadlineSweeperOptions {
 }
 
 export interface DeadlineSweeper {
-  /** One sweep now: what the loop runs, for tests and tools. */
+  /** One sweep now, with what it did: for tests and tools. */
   tick(): Promise<Record<DeadlineResult | "error", number>>;
-  start(): void;
-  stop(): Promise<void>;
+  /** One sweep as the housekeeping loop runs it. */
+  chore(): Promise<ChoreResult>;
 }
 
 export function createDeadlineSweeper(options: DeadlineSweeperOptions): DeadlineSweeper {
   const now = options.now ?? (() => new Date());
-  const pause = createWakeablePause();
-  let stopped = true;
-  let loop: Promise<void> | null = null;
 
   async function tick() {
     const counts: Record<DeadlineResult | "error", number> = { "not-due": 0, extended: 0, retried: 0, "timed-out": 0, error: 0 };
@@ -58,32 +54,12 @@ export function createDeadlineSweeper(options: DeadlineSweeperOptions): Deadline
     return counts;
   }
 
-  async function run(): Promise<void> {
-    while (!stopped) {
-      const sweptAt = Date.now();
-      let full = false;
-      try {
-        const counts = await tick();
-        // Steps that failed to be handled do not make a sweep full: storage trouble waits the interval.
-        full = Object.values(counts).reduce((a, b) => a + b, 0) - counts.error >= options.batchSize;
-      } catch (error) {
-        options.logger.warn({ err: error }, "deadline sweep failed; the next one retries");
-      }
-      if (!full && !stopped) await pause.wait(options.intervalSeconds * 1000, sweptAt);
-    }
-  }
-
   return {
     tick,
-    start() {
-      if (!stopped) return;
-      stopped = false;
-      loop = run();
-    },
-    async stop() {
-      stopped = true;
-      pause.end();
-      await loop;
+    async chore() {
+      const counts = await tick();
+      // Steps that failed to be handled do not make a sweep full: storage trouble waits the interval.
+      return { full: Object.values(counts).reduce((a, b) => a + b, 0) - counts.error >= options.batchSize };
     },
   };
 }

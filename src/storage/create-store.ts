@@ -10,7 +10,7 @@ export async function createStore(settings: Settings): Promise<JobStore> {
   const { tables, tableConnection } = settings;
   switch (settings.storageBackend) {
     case "memory":
-      return createMemoryStore();
+      return createMemoryStore({ maxJobs: settings.memoryMaxJobs });
     case "table": {
       const { createMultiTableStore } = await import("./azure/multi-table-store.ts");
       return refusedAsSettings(() => createMultiTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox) } }));

@@ -53,9 +53,10 @@ export interface JobStore {
    * Stores a new job with its steps, outbox entries and job index row, after claiming `claim`'s
    * (tenantId, key) when given: of any number of concurrent claims of one key exactly one
    * stores its job, the others get the winner's record. Storing the same job id again (a retry
-   * after a crash) completes what is missing and changes nothing that exists.
+   * after a crash) completes what is missing and changes nothing that exists. A record created
+   * before `keysExpireBefore` is expired (LUCIUS_IDEMPOTENCY_TTL): the claim replaces it.
    */
-  createJob(aggregate: JobAggregate, claim: IdempotencyRecord | null): Promise<CreateJobResult>;
+  createJob(aggregate: JobAggregate, claim: IdempotencyRecord | null, keysExpireBefore?: Date): Promise<CreateJobResult>;
 
   /** The job and everything of it, with etags; null until the job is wholly stored. */
   getJob(jobId: string): Promise<JobAggregate | null>;
@@ -98,6 +99,16 @@ export interface JobStore {
 
   /** Counts of pending and failed entries, and the age of the oldest pending one. */
   outboxStats(now: Date): Promise<OutboxStats>;
+
+  /**
+   * Removes up to `limit` jobs that ended before `endedBefore` (LUCIUS_JOB_RETENTION), each with
+   * its steps, outbox entries, job index row and index markers, found through an index of ended
+   * jobs: costs what expired, never the history. Open jobs are never removed. Returns how many.
+   */
+  purgeEndedJobs(endedBefore: Date, limit: number): Promise<number>;
+
+  /** Removes up to `limit` idempotency records created before `createdBefore`, through an index. Returns how many. */
+  purgeIdempotencyRecords(createdBefore: Date, limit: number): Promise<number>;
 
   /** Throws StorageUnavailableError when the backend does not answer. */
   ping(): Promise<void>;

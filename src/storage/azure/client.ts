@@ -4,7 +4,7 @@
 import { TableClient, type TableEntityResult } from "@azure/data-tables";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../domain/errors.ts";
 import { StorageRejectedError } from "../errors.ts";
-import { StorageLimitError } from "./limits.ts";
+import { MAX_TRANSACTION_OPERATIONS, StorageLimitError } from "./limits.ts";
 
 export interface AzureTableOptions {
   /** An Azure Storage connection string (Azurite's works too). */
@@ -134,6 +134,21 @@ export async function queryAll<T extends object>(
     if (options.limit !== undefined && results.length >= options.limit) return results.slice(0, options.limit);
   }
   return results;
+}
+
+/**
+ * Deletes rows of one partition, in order, a hundred to a transaction. A transaction that fails
+ * (a row already gone fails it whole) is replayed row by row, ignoring rows that are missing.
+ */
+export async function deleteRows(client: TableClient, partitionKey: string, rowKeys: readonly string[]): Promise<void> {
+  for (let i = 0; i < rowKeys.length; i += MAX_TRANSACTION_OPERATIONS) {
+    const chunk = rowKeys.slice(i, i + MAX_TRANSACTION_OPERATIONS);
+    try {
+      await client.submitTransaction(chunk.map((rowKey) => ["delete", { partitionKey, rowKey }]));
+    } catch {
+      for (const rowKey of chunk) await deleteIfPresent(client, partitionKey, rowKey);
+    }
+  }
 }
 
 /** Inserts unless an entity with those keys exists; true when this call inserted it. */

@@ -4,11 +4,10 @@
  */
 import type { TableClient } from "@azure/data-tables";
 import { deleteIfPresent } from "./client.ts";
+import { MAX_TRANSACTION_OPERATIONS } from "./limits.ts";
 
 /** Deferred marker changes wait at most this long for others of their shard to share a transaction. */
 const DEFER_MS = 20;
-/** Azure's limit of operations in one entity-group transaction. */
-const MAX_TRANSACTION_OPERATIONS = 100;
 
 /** A marker row: its keys and whatever it records. */
 export type MarkerRow = { partitionKey: string; rowKey: string } & Record<string, unknown>;

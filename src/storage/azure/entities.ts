@@ -196,7 +196,7 @@ export function entityToIdempotency(entity: Stored): IdempotencyRecord {
  * Job index rows sort newest first: the row key is the (time-ordered) job id with every hex
  * digit complemented, so ascending row keys are descending job ids.
  */
-function indexRowKey(jobId: string): string {
+export function indexRowKey(jobId: string): string {
   return jobId.replace(/[0-9a-f]/g, (digit) => (15 - parseInt(digit, 16)).toString(16));
 }
 

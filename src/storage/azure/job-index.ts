@@ -6,8 +6,8 @@ import { odata, type TableClient } from "@azure/data-tables";
 import type { Job, JobFilter, JobSummary, Page } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import type { PageRequest } from "../job-store.ts";
-import { guarded, insertIfAbsent, queryAll } from "./client.ts";
-import { entityToSummary, keysOf, summaryToEntity } from "./entities.ts";
+import { deleteIfPresent, guarded, insertIfAbsent, queryAll } from "./client.ts";
+import { entityToSummary, indexRowKey, keysOf, summaryToEntity } from "./entities.ts";
 
 export interface JobIndex {
   /**
@@ -18,12 +18,18 @@ export interface JobIndex {
   /** Writes the row from the job as stored, over whatever is there. */
   restate(job: Job): Promise<void>;
   list(tenantId: string, page: PageRequest, filter?: JobFilter): Promise<Page<JobSummary>>;
+  /** Removes a job's row (retention). */
+  remove(tenantId: string, jobId: string): Promise<void>;
 }
 
 export function createJobIndex(client: TableClient): JobIndex {
   return {
     async write(job) {
       return guarded("write job index", async () => (await insertIfAbsent(client, summaryToEntity(job))).inserted);
+    },
+
+    async remove(tenantId, jobId) {
+      await guarded("delete job index row", () => deleteIfPresent(client, tenantId, indexRowKey(jobId)));
     },
 
     async restate(job) {

@@ -7,7 +7,8 @@ import { Buffer } from "node:buffer";
 
 export const MAX_STRING_CHARS = 32 * 1024;
 const MAX_ENTITY_BYTES = 1024 * 1024;
-const MAX_TRANSACTION_OPERATIONS = 100;
+/** Azure's limit of operations in one entity-group transaction. */
+export const MAX_TRANSACTION_OPERATIONS = 100;
 const MAX_TRANSACTION_BYTES = 4 * 1024 * 1024;
 const MAX_PROPERTIES = 252;
 /** Multipart headers around each operation of a batch request, generously counted. */

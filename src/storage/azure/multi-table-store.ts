@@ -18,13 +18,13 @@ import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
-import { type AzureTableOptions, createTableClient, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
+import { type AzureTableOptions, createTableClient, deleteRows, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
 import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
 import { checkEntity, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
+import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, purgeEndedJobs, purgeIdempotencyRecords, type SideTableNames } from "./side-tables.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
@@ -41,7 +41,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   const steps = createTableClient(options.tables.steps, options);
   const outbox = createTableClient(options.tables.outbox, options);
   const side = createSideTables(options.tables, options);
-  const { jobIndex: index, due, deadlines } = side;
+  const { jobIndex: index, due, deadlines, retention } = side;
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -85,7 +85,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       await guarded("create tables", () => Promise.all([jobs, steps, outbox, ...side.clients].map((client) => client.createTable())));
     },
 
-    async createJob(aggregate, claim): Promise<CreateJobResult> {
+    async createJob(aggregate, claim, keysExpireBefore): Promise<CreateJobResult> {
       const { job } = aggregate;
       const partitionKey = job.jobId;
       const jobEntity = jobToEntity(job, { partitionKey, rowKey: JOB_ROW });
@@ -94,7 +94,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       await guarded("store job", async () => [jobEntity, ...stepEntities, ...outboxEntities].forEach(checkEntity));
 
       // Round trip 1: the key claimed while the due markers go in (before their entries).
-      const claimed = await claimAndMark(side, aggregate, claim);
+      const claimed = await claimAndMark(side, aggregate, claim, keysExpireBefore);
       if (!claimed.claimed) return { outcome: "key-taken", existing: claimed.existing };
       return guarded("store job", async () => {
         const [stepEtags, outboxEtags] = await Promise.all([
@@ -133,7 +133,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       const partitionKey = jobId;
       const entries = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await Promise.all([due.beforeWrite(entries, now), deadlines.beforeWrite(changes.steps ?? [], now)]);
+      await Promise.all([due.beforeWrite(entries, now), deadlines.beforeWrite(changes.steps ?? [], now), retention.markEnded(changes.job)]);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
         if (changes.job) {
@@ -164,6 +164,20 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
     findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
+
+    purgeEndedJobs: (endedBefore, limit) =>
+      purgeEndedJobs(side, endedBefore, limit, {
+        getJob,
+        // The job row, the commit point, last: until it goes, a purge cut short is found again and finished.
+        deleteRows: (aggregate) =>
+          guarded("delete job", async () => {
+            const { jobId } = aggregate.job;
+            await Promise.all([deleteRows(steps, jobId, aggregate.steps.map(stepRow)), deleteRows(outbox, jobId, aggregate.outbox.map(outboxRow))]);
+            await deleteRows(jobs, jobId, [JOB_ROW]);
+          }),
+      }),
+
+    purgeIdempotencyRecords: (createdBefore, limit) => purgeIdempotencyRecords(side, createdBefore, limit),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`status eq ${s}` }, status, page),
 

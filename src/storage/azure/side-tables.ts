@@ -1,11 +1,13 @@
 /** The tables both Azure layouts keep beside a job's rows: idempotency claims, job index, due and deadline indexes. */
 import type { TableClient } from "@azure/data-tables";
 import type { IdempotencyRecord, JobAggregate } from "../../domain/model.ts";
+import { hasJobEnded } from "../../domain/transitions.ts";
 import { type AzureTableOptions, createTableClient } from "./client.ts";
 import { createDeadlineIndex, type DeadlineIndex } from "./deadline-index.ts";
 import { createDueIndex, type DueIndex } from "./due-index.ts";
 import { type ClaimOutcome, createIdempotencyClaims, type IdempotencyClaims } from "./idempotency-claims.ts";
 import { createJobIndex, type JobIndex } from "./job-index.ts";
+import { createRetentionIndex, type RetentionIndex } from "./retention-index.ts";
 
 export interface SideTableNames {
   idempotency: string;
@@ -20,6 +22,8 @@ export interface SideTables {
   due: DueIndex;
   /** Step deadlines: markers in the due-index table, partitions of their own. */
   deadlines: DeadlineIndex;
+  /** Ended jobs and idempotency records by age: markers in the due-index table. */
+  retention: RetentionIndex;
   /** Their clients, for creating the tables at start. */
   clients: TableClient[];
 }
@@ -32,6 +36,7 @@ export function createSideTables(names: SideTableNames, options: AzureTableOptio
     jobIndex: createJobIndex(jobIndex),
     due: createDueIndex(due),
     deadlines: createDeadlineIndex(due),
+    retention: createRetentionIndex(due),
     clients,
   };
 }
@@ -51,9 +56,10 @@ export function orphanGraceMs(options: { orphanGraceSeconds?: number }): number 
  * due and deadline markers go in, before their rows. When the key is taken, the markers point at
  * a job that will never be stored: they are removed off the answer's path.
  */
-export async function claimAndMark(side: SideTables, aggregate: JobAggregate, claim: IdempotencyRecord | null): Promise<ClaimOutcome> {
+export async function claimAndMark(side: SideTables, aggregate: JobAggregate, claim: IdempotencyRecord | null, keysExpireBefore?: Date): Promise<ClaimOutcome> {
   const [claimed] = await Promise.all([
-    claim ? side.claims.claim(claim) : Promise.resolve<ClaimOutcome>({ claimed: true }),
+    claim ? side.claims.claim(claim, keysExpireBefore) : Promise.resolve<ClaimOutcome>({ claimed: true }),
+    claim ? side.retention.markKey(claim) : Promise.resolve(),
     side.due.markDue(aggregate.outbox, aggregate.job.createdAt),
     side.deadlines.beforeWrite(aggregate.steps, aggregate.job.createdAt),
   ]);
@@ -62,4 +68,54 @@ export async function claimAndMark(side: SideTables, aggregate: JobAggregate, cl
     void side.deadlines.forget(aggregate.steps);
   }
   return claimed;
+}
+
+/** Concurrent removals while cleaning up: each is a read and a few deletes. */
+const PURGE_CONCURRENCY = 8;
+
+/**
+ * Jobs that ended before `endedBefore`, found through the retention markers: each one still as
+ * its marker says (ended, at that time) loses its listing row, its failed-entry markers and its
+ * rows (`deleteRows`, the job row last); then the marker goes. A purge cut short by a crash is
+ * finished by the next one (the marker stays until everything is gone).
+ */
+export async function purgeEndedJobs(
+  side: SideTables,
+  endedBefore: Date,
+  limit: number,
+  layout: { getJob(jobId: string): Promise<JobAggregate | null>; deleteRows(aggregate: JobAggregate): Promise<void> },
+): Promise<number> {
+  const markers = await side.retention.endedBefore(endedBefore, limit);
+  let removed = 0;
+  for (let i = 0; i < markers.length; i += PURGE_CONCURRENCY) {
+    await Promise.all(
+      markers.slice(i, i + PURGE_CONCURRENCY).map(async (marker) => {
+        const aggregate = await layout.getJob(marker.jobId);
+        const current = aggregate !== null && hasJobEnded(aggregate.job) && aggregate.job.updatedAt === marker.endedAt;
+        if (current || aggregate === null) await side.jobIndex.remove(marker.tenantId, marker.jobId);
+        if (current) {
+          await Promise.all(aggregate.outbox.filter((o) => o.status === "failed").map((o) => side.due.deleteFailedMarker(o.outboxId)));
+          await layout.deleteRows(aggregate);
+          removed++;
+        }
+        await side.retention.drop(marker);
+      }),
+    );
+  }
+  return removed;
+}
+
+/** Idempotency records created before `createdBefore`, through their markers; a record re-claimed since stays. */
+export async function purgeIdempotencyRecords(side: SideTables, createdBefore: Date, limit: number): Promise<number> {
+  const markers = await side.retention.keysBefore(createdBefore, limit);
+  let removed = 0;
+  for (let i = 0; i < markers.length; i += PURGE_CONCURRENCY) {
+    await Promise.all(
+      markers.slice(i, i + PURGE_CONCURRENCY).map(async (marker) => {
+        if (await side.claims.expire(marker.tenantId, marker.key, marker.createdAt)) removed++;
+        await side.retention.drop(marker);
+      }),
+    );
+  }
+  return removed;
 }

@@ -13,13 +13,13 @@ import { odata, type TableTransactionEntityResponse, type TransactionAction } fr
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
-import { type AzureTableOptions, alreadyExists, createTableClient, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
+import { type AzureTableOptions, alreadyExists, createTableClient, deleteRows, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
 import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, type SideTableNames } from "./side-tables.ts";
+import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, purgeEndedJobs, purgeIdempotencyRecords, type SideTableNames } from "./side-tables.ts";
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
@@ -35,7 +35,7 @@ export interface SingleTableStoreOptions extends AzureTableOptions {
 export function createSingleTableStore(options: SingleTableStoreOptions): JobStore {
   const ledger = createTableClient(options.tables.ledger, options);
   const side = createSideTables(options.tables, options);
-  const { jobIndex: index, due, deadlines } = side;
+  const { jobIndex: index, due, deadlines, retention } = side;
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: ledger, step: ledger, outbox: ledger }, jobRow: JOB_ROW, stepRow, outboxRow };
 
@@ -84,7 +84,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       await guarded("create tables", () => Promise.all([ledger, ...side.clients].map((client) => client.createTable())));
     },
 
-    async createJob(aggregate, claim): Promise<CreateJobResult> {
+    async createJob(aggregate, claim, keysExpireBefore): Promise<CreateJobResult> {
       const { job } = aggregate;
       const partitionKey = job.jobId;
       const entities = [
@@ -95,7 +95,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       await guarded("store job", async () => checkTransaction(entities));
 
       // Round trip 1: the key claimed while the due markers go in (before their entries).
-      const claimed = await claimAndMark(side, aggregate, claim);
+      const claimed = await claimAndMark(side, aggregate, claim, keysExpireBefore);
       if (!claimed.claimed) return { outcome: "key-taken", existing: claimed.existing };
 
       // Round trip 2: the job in one transaction, beside its index row.
@@ -147,7 +147,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
       const outbox = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await Promise.all([due.beforeWrite(outbox, now), deadlines.beforeWrite(changes.steps ?? [], now)]);
+      await Promise.all([due.beforeWrite(outbox, now), deadlines.beforeWrite(changes.steps ?? [], now), retention.markEnded(changes.job)]);
       const etags = await guarded("save job changes", async () => {
         try {
           return await write(actions, entities);
@@ -170,6 +170,16 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
+
+    purgeEndedJobs: (endedBefore, limit) =>
+      purgeEndedJobs(side, endedBefore, limit, {
+        getJob,
+        // The job row last: until it goes, a purge cut short is found again and finished.
+        deleteRows: (aggregate) =>
+          guarded("delete job", () => deleteRows(ledger, aggregate.job.jobId, [...aggregate.steps.map(stepRow), ...aggregate.outbox.map(outboxRow), JOB_ROW])),
+      }),
+
+    purgeIdempotencyRecords: (createdBefore, limit) => purgeIdempotencyRecords(side, createdBefore, limit),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`kind eq ${KIND.outbox} and status eq ${s}` }, status, page),
 

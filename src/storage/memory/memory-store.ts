@@ -3,7 +3,7 @@
  * deeply, after a copy), so they are handed out without copies and still never change except
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
-import { ConcurrencyConflictError } from "../../domain/errors.ts";
+import { ConcurrencyConflictError, StorageFullError } from "../../domain/errors.ts";
 import { jobIdOfStep } from "../../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxWork, Page, Step, Versioned } from "../../domain/model.ts";
 import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
@@ -12,7 +12,19 @@ import { matchesFilter } from "../job-filter.ts";
 import type { CreateJobResult, ExpiredStep, JobChanges, JobStore, PageRequest, SavedChanges } from "../job-store.ts";
 import { DueHeap, type DueNode } from "./due-heap.ts";
 
-export function createMemoryStore(): JobStore {
+export interface MemoryStoreOptions {
+  /**
+   * Jobs kept at most (LUCIUS_MEMORY_MAX_JOBS): past it the oldest ended jobs are evicted, and
+   * when every job is open a new one is refused with StorageFullError.
+   */
+  maxJobs?: number;
+}
+
+/** How long a caller refused for a full store should wait: a few deadline or retry sweeps. */
+const FULL_RETRY_AFTER_SECONDS = 5;
+
+export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
+  const maxJobs = options.maxJobs ?? Number.POSITIVE_INFINITY;
   let version = 0;
   const nextEtag = () => `W/"${++version}"`;
   const jobs = new Map<string, JobAggregate>();
@@ -26,7 +38,8 @@ export function createMemoryStore(): JobStore {
   const stamp = <T extends Versioned>(entity: T): T => Object.freeze({ ...entity, etag: nextEtag() });
   const view = (aggregate: JobAggregate): JobAggregate => ({ job: aggregate.job, steps: [...aggregate.steps], outbox: [...aggregate.outbox] });
 
-  function insertSorted(ids: string[], id: string): void {
+  /** Where `id` is or would go in the ascending `ids`. */
+  function lowerBound(ids: string[], id: string): number {
     let low = 0;
     let high = ids.length;
     while (low < high) {
@@ -34,7 +47,17 @@ export function createMemoryStore(): JobStore {
       if (ids[mid]! < id) low = mid + 1;
       else high = mid;
     }
-    if (ids[low] !== id) ids.splice(low, 0, id);
+    return low;
+  }
+
+  function insertSorted(ids: string[], id: string): void {
+    const at = lowerBound(ids, id);
+    if (ids[at] !== id) ids.splice(at, 0, id);
+  }
+
+  function sortedIndexOf(ids: string[], id: string): number {
+    const at = lowerBound(ids, id);
+    return ids[at] === id ? at : -1;
   }
 
   /** outboxId → jobId of every entry, in creation order: the `sent` listing. */
@@ -44,6 +67,53 @@ export function createMemoryStore(): JobStore {
   const dueHeap = new DueHeap();
   /** Open steps by deadline, keyed by step id; superseded nodes and ended steps are dropped when met. */
   const deadlineHeap = new DueHeap();
+
+  /** Ended jobs by the time they ended (their updatedAt then): what retention and eviction remove. */
+  const endedHeap = new DueHeap();
+
+  function noteEnded(job: Job): void {
+    if (hasJobEnded(job)) endedHeap.push({ dueAt: job.updatedAt, key: job.jobId });
+  }
+
+  /** Removes a job and every trace of it: entries in the outbox indexes, its listing row. */
+  function removeJob(jobId: string): void {
+    const stored = jobs.get(jobId);
+    if (!stored) return;
+    jobs.delete(jobId);
+    for (const entry of stored.outbox) {
+      allEntries.delete(entry.outboxId);
+      pending.delete(entry.outboxId);
+      failed.delete(entry.outboxId);
+    }
+    const ids = jobIndex.get(stored.job.tenantId);
+    if (ids) {
+      const at = sortedIndexOf(ids, jobId);
+      if (at >= 0) ids.splice(at, 1);
+      if (ids.length === 0) jobIndex.delete(stored.job.tenantId);
+    }
+  }
+
+  /** The next ended job in the heap that still is what its node says, removed from the heap. */
+  function takeEnded(endedBefore: string | null): string | null {
+    for (let node = endedHeap.peek(); node && (endedBefore === null || node.dueAt < endedBefore); node = endedHeap.peek()) {
+      endedHeap.pop();
+      const job = jobs.get(node.key)?.job;
+      if (job && hasJobEnded(job) && job.updatedAt === node.dueAt) return node.key;
+    }
+    return null;
+  }
+
+  /** Room for one more job: evicts the oldest ended job when at the bound, refuses when all are open. */
+  function makeRoom(): void {
+    if (jobs.size < maxJobs) return;
+    const evicted = takeEnded(null);
+    if (evicted === null) {
+      throw new StorageFullError(`the memory backend holds ${maxJobs} open jobs (LUCIUS_MEMORY_MAX_JOBS); retry when some have ended`, {
+        retryAfterSeconds: FULL_RETRY_AFTER_SECONDS,
+      });
+    }
+    removeJob(evicted);
+  }
 
   function watchDeadlines(steps: readonly Step[]): void {
     for (const step of steps) if (step.deadlineAt !== null && !hasStepEnded(step)) deadlineHeap.push({ dueAt: step.deadlineAt, key: step.stepId });
@@ -74,14 +144,18 @@ export function createMemoryStore(): JobStore {
   return {
     async init() {},
 
-    async createJob(aggregate, claim): Promise<CreateJobResult> {
+    async createJob(aggregate, claim, keysExpireBefore): Promise<CreateJobResult> {
+      const existing = jobs.get(aggregate.job.jobId);
+      if (!existing) makeRoom();
       if (claim) {
         const key = `${claim.tenantId}\u0000${claim.key}`;
-        const existing = idempotency.get(key);
-        if (existing) return { outcome: "key-taken", existing };
+        const taken = idempotency.get(key);
+        const expired = taken !== undefined && keysExpireBefore !== undefined && taken.createdAt < keysExpireBefore.toISOString();
+        if (taken && !expired) return { outcome: "key-taken", existing: taken };
+        // Deleted first, so that the map's order stays the order of creation (see purgeIdempotencyRecords).
+        idempotency.delete(key);
         idempotency.set(key, stamp(claim));
       }
-      const existing = jobs.get(aggregate.job.jobId);
       if (existing) return { outcome: "stored", aggregate: view(existing) };
       const stored: JobAggregate = {
         job: stamp({ ...aggregate.job, payload: deepFreeze(jsonCopy(aggregate.job.payload)) }),
@@ -139,7 +213,10 @@ export function createMemoryStore(): JobStore {
         return index;
       });
       const saved: SavedChanges = { steps: [], outbox: [] };
-      if (changes.job) saved.job = stored.job = stamp(changes.job);
+      if (changes.job) {
+        saved.job = stored.job = stamp(changes.job);
+        noteEnded(saved.job);
+      }
       (changes.steps ?? []).forEach((step, i) => {
         const fresh = stamp(step);
         stored.steps[stepAt[i]!] = fresh;
@@ -227,6 +304,28 @@ export function createMemoryStore(): JobStore {
         failed: failed.size,
         oldestPendingAgeSeconds: oldest === null ? null : Math.max(0, (now.getTime() - Date.parse(oldest)) / 1000),
       };
+    },
+
+    async purgeEndedJobs(endedBefore, limit) {
+      const cutoff = endedBefore.toISOString();
+      let removed = 0;
+      for (let jobId = takeEnded(cutoff); jobId !== null; jobId = removed < limit ? takeEnded(cutoff) : null) {
+        removeJob(jobId);
+        removed++;
+      }
+      return removed;
+    },
+
+    async purgeIdempotencyRecords(createdBefore, limit) {
+      const cutoff = createdBefore.toISOString();
+      let removed = 0;
+      // The map holds records in the order they were created (a re-claim moves to the end).
+      for (const [key, record] of idempotency) {
+        if (removed >= limit || record.createdAt >= cutoff) break;
+        idempotency.delete(key);
+        removed++;
+      }
+      return removed;
     },
 
     async ping() {},
