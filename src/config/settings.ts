@@ -78,6 +78,14 @@ const MIN_ADMIN_KEY_LENGTH = 16;
 export function dueIndexTable(outboxOrLedgerTable: string): string {
   return `${outboxOrLedgerTable}Due`;
 }
+
+/**
+ * The retention index (ended jobs, idempotency records by age) has a table of its own too, so that
+ * its clean-up queries never read the markers of open work.
+ */
+export function ttlIndexTable(outboxOrLedgerTable: string): string {
+  return `${outboxOrLedgerTable}Ttl`;
+}
 const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
@@ -162,7 +170,9 @@ class EnvReader {
     if (!TABLE_NAME.test(value)) {
       this.problems.push(`${name}=${JSON.stringify(value)}: an Azure table name is 3-63 letters or digits, starting with a letter`);
     } else if (options.withDueIndex && !TABLE_NAME.test(dueIndexTable(value))) {
-      this.problems.push(`${name}=${JSON.stringify(value)}: at most 60 characters, so that its due-index table ${dueIndexTable(value)} is a valid name`);
+      this.problems.push(
+        `${name}=${JSON.stringify(value)}: at most 60 characters, so that its index tables ${dueIndexTable(value)} and ${ttlIndexTable(value)} are valid names`,
+      );
     }
     return value;
   }

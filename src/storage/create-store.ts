@@ -1,4 +1,4 @@
-import { dueIndexTable, type Settings, SettingsError } from "../config/settings.ts";
+import { dueIndexTable, type Settings, SettingsError, ttlIndexTable } from "../config/settings.ts";
 import type { JobStore } from "./job-store.ts";
 import { createMemoryStore } from "./memory/memory-store.ts";
 
@@ -13,11 +13,15 @@ export async function createStore(settings: Settings): Promise<JobStore> {
       return createMemoryStore({ maxJobs: settings.memoryMaxJobs });
     case "table": {
       const { createMultiTableStore } = await import("./azure/multi-table-store.ts");
-      return refusedAsSettings(() => createMultiTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox) } }));
+      return refusedAsSettings(() =>
+        createMultiTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox), ttl: ttlIndexTable(tables.outbox) } }),
+      );
     }
     case "ledger": {
       const { createSingleTableStore } = await import("./azure/single-table-store.ts");
-      return refusedAsSettings(() => createSingleTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.ledger) } }));
+      return refusedAsSettings(() =>
+        createSingleTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } }),
+      );
     }
   }
 }

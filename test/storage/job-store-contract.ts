@@ -7,6 +7,7 @@ import { ConcurrencyConflictError, InvalidCursorError } from "../../src/domain/e
 import { newJobId, outboxIdFor } from "../../src/domain/ids.ts";
 import type { IdempotencyRecord, JobAggregate, JsonObject } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
+import { cancelJob } from "../../src/domain/step-events.ts";
 import { applyPublished, finishJob, markOutboxSent, recordPublishFailure, withdrawEntry } from "../../src/domain/transitions.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 
@@ -325,6 +326,77 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       const all = await store.findDueOutbox(at(200), 10);
       expect(all.map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId, jobs[1]!.job.jobId]);
       expect((await store.findDueOutbox(at(200), 2)).map((d) => d.job.jobId)).toEqual([jobs[2]!.job.jobId, jobs[3]!.job.jobId]);
+    });
+
+    test("purgeEndedJobs removes jobs ended before the cutoff with everything of them; open and recent ones stay", async () => {
+      const store = await makeStore();
+      const t0 = new Date("2026-01-01T00:00:00.000Z");
+      const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
+      const [early, late, open] = [
+        await storeJob(store, sampleJob("acme", { now: at(0) })),
+        await storeJob(store, sampleJob("acme", { now: at(1) })),
+        await storeJob(store, sampleJob("acme", { now: at(2) })),
+      ];
+      for (const [stored, endedAt] of [
+        [early, at(10)],
+        [late, at(100)],
+      ] as const) {
+        const ended = cancelJob(stored, endedAt)!;
+        await store.saveChanges(stored.job.jobId, ended);
+      }
+
+      expect(await store.purgeEndedJobs(at(50), 10)).toBe(1);
+      expect(await store.getJob(early.job.jobId)).toBeNull();
+      expect(await store.getOutboxEntry(early.job.jobId, early.outbox[0]!.outboxId)).toBeNull();
+      const listed = (await store.listJobs("acme", { limit: 10, cursor: null })).items.map((i) => i.jobId);
+      expect(listed).toEqual([open.job.jobId, late.job.jobId]);
+      expect((await store.listOutbox("withdrawn", { limit: 10, cursor: null })).items.map((o) => o.jobId)).toEqual([late.job.jobId]);
+      // Nothing more is expired at that cutoff; a later one takes the other ended job, never the open one.
+      expect(await store.purgeEndedJobs(at(50), 10)).toBe(0);
+      expect(await store.purgeEndedJobs(at(10_000), 10)).toBe(1);
+      expect((await store.listJobs("acme", { limit: 10, cursor: null })).items.map((i) => i.jobId)).toEqual([open.job.jobId]);
+      expect(await store.getJob(open.job.jobId)).not.toBeNull();
+    });
+
+    test("purgeEndedJobs takes at most `limit` jobs, oldest first", async () => {
+      const store = await makeStore();
+      const t0 = new Date("2026-01-01T00:00:00.000Z");
+      const jobs: JobAggregate[] = [];
+      for (let i = 0; i < 3; i++) {
+        const stored = await storeJob(store, sampleJob("acme", { now: new Date(t0.getTime() + i * 1000) }));
+        await store.saveChanges(stored.job.jobId, cancelJob(stored, new Date(t0.getTime() + (10 + i) * 1000))!);
+        jobs.push(stored);
+      }
+      expect(await store.purgeEndedJobs(new Date(t0.getTime() + 60_000), 2)).toBe(2);
+      expect(await store.getJob(jobs[0]!.job.jobId)).toBeNull();
+      expect(await store.getJob(jobs[1]!.job.jobId)).toBeNull();
+      expect(await store.getJob(jobs[2]!.job.jobId)).not.toBeNull();
+    });
+
+    test("an idempotency key holds its job within the TTL; an expired one is claimed anew; purgeIdempotencyRecords removes expired records", async () => {
+      const store = await makeStore();
+      const t0 = new Date("2026-01-01T00:00:00.000Z");
+      const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
+      const first = sampleJob("acme", { now: at(0) });
+      await storeJob(store, first, claimFor(first, "k"));
+      // Within the TTL (nothing expired before t0 − 1 s): the key is taken by the first job.
+      const replay = sampleJob("acme", { now: at(10) });
+      const taken = await store.createJob(replay, claimFor(replay, "k"), at(-1));
+      expect(taken).toMatchObject({ outcome: "key-taken", existing: { jobId: first.job.jobId } });
+      // Past it, the same key starts a new job.
+      const later = sampleJob("acme", { now: at(100) });
+      expect((await store.createJob(later, claimFor(later, "k"), at(50))).outcome).toBe("stored");
+      const again = sampleJob("acme", { now: at(101) });
+      expect(await store.createJob(again, claimFor(again, "k"), at(50))).toMatchObject({ outcome: "key-taken", existing: { jobId: later.job.jobId } });
+
+      // Another key, created at t0, expires; "k" was claimed again at +100 and stays.
+      const other = sampleJob("acme", { now: at(0) });
+      await storeJob(store, other, claimFor(other, "k2"));
+      expect(await store.purgeIdempotencyRecords(at(50), 10)).toBe(1);
+      const fresh = sampleJob("acme", { now: at(60) });
+      expect((await store.createJob(fresh, claimFor(fresh, "k2"))).outcome).toBe("stored");
+      const replayK = sampleJob("acme", { now: at(61) });
+      expect((await store.createJob(replayK, claimFor(replayK, "k"))).outcome).toBe("key-taken");
     });
 
     test("findExpiredSteps returns open steps whose deadline passed, earliest first, up to the limit; not ended or superseded ones", async () => {

@@ -66,5 +66,6 @@ export function freshTables() {
     idempotency: `${prefix}Idem`,
     jobIndex: `${prefix}Index`,
     due: `${prefix}Due`,
+    ttl: `${prefix}Ttl`,
   };
 }

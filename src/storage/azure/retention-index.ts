@@ -1,7 +1,8 @@
 /**
  * Retention on both Azure layouts: what LUCIUS_JOB_RETENTION and LUCIUS_IDEMPOTENCY_TTL remove is
- * found through markers in the due-index table, keyed by time like the deadline index, so a
- * clean-up reads one key range per partition (what expired), never the history:
+ * found through markers in a table of their own (`<outbox or ledger table>Ttl`), keyed by time
+ * like the deadline index, so a clean-up reads one key range per partition (what expired), never
+ * the history nor the markers of open work:
  *
  * - `ended-0`…`ended-3`, row key `<endedAt>_<jobId>`: a job that ended, written before the job
  *   row that ends it (a crash leaves a marker of a job that has not ended: the clean-up drops it);

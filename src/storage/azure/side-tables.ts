@@ -12,8 +12,10 @@ import { createRetentionIndex, type RetentionIndex } from "./retention-index.ts"
 export interface SideTableNames {
   idempotency: string;
   jobIndex: string;
-  /** The due-entry index (see dueIndexTable in config/settings.ts). */
+  /** The due-entry and deadline indexes (see dueIndexTable in config/settings.ts). */
   due: string;
+  /** The retention index (see ttlIndexTable). */
+  ttl: string;
 }
 
 export interface SideTables {
@@ -22,21 +24,21 @@ export interface SideTables {
   due: DueIndex;
   /** Step deadlines: markers in the due-index table, partitions of their own. */
   deadlines: DeadlineIndex;
-  /** Ended jobs and idempotency records by age: markers in the due-index table. */
+  /** Ended jobs and idempotency records by age: markers in the retention-index table. */
   retention: RetentionIndex;
   /** Their clients, for creating the tables at start. */
   clients: TableClient[];
 }
 
 export function createSideTables(names: SideTableNames, options: AzureTableOptions): SideTables {
-  const clients = [names.idempotency, names.jobIndex, names.due].map((name) => createTableClient(name, options));
-  const [idempotency, jobIndex, due] = clients as [TableClient, TableClient, TableClient];
+  const clients = [names.idempotency, names.jobIndex, names.due, names.ttl].map((name) => createTableClient(name, options));
+  const [idempotency, jobIndex, due, ttl] = clients as [TableClient, TableClient, TableClient, TableClient];
   return {
     claims: createIdempotencyClaims(idempotency),
     jobIndex: createJobIndex(jobIndex),
     due: createDueIndex(due),
     deadlines: createDeadlineIndex(due),
-    retention: createRetentionIndex(due),
+    retention: createRetentionIndex(ttl),
     clients,
   };
 }

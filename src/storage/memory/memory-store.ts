@@ -68,6 +68,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
   /** Open steps by deadline, keyed by step id; superseded nodes and ended steps are dropped when met. */
   const deadlineHeap = new DueHeap();
 
+  /** Idempotency records by creation time: what the TTL removes. */
+  const keysHeap = new DueHeap();
   /** Ended jobs by the time they ended (their updatedAt then): what retention and eviction remove. */
   const endedHeap = new DueHeap();
 
@@ -152,9 +154,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         const taken = idempotency.get(key);
         const expired = taken !== undefined && keysExpireBefore !== undefined && taken.createdAt < keysExpireBefore.toISOString();
         if (taken && !expired) return { outcome: "key-taken", existing: taken };
-        // Deleted first, so that the map's order stays the order of creation (see purgeIdempotencyRecords).
-        idempotency.delete(key);
         idempotency.set(key, stamp(claim));
+        keysHeap.push({ dueAt: claim.createdAt, key });
       }
       if (existing) return { outcome: "stored", aggregate: view(existing) };
       const stored: JobAggregate = {
@@ -319,10 +320,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
     async purgeIdempotencyRecords(createdBefore, limit) {
       const cutoff = createdBefore.toISOString();
       let removed = 0;
-      // The map holds records in the order they were created (a re-claim moves to the end).
-      for (const [key, record] of idempotency) {
-        if (removed >= limit || record.createdAt >= cutoff) break;
-        idempotency.delete(key);
+      for (let node = keysHeap.peek(); node && node.dueAt < cutoff && removed < limit; node = keysHeap.peek()) {
+        keysHeap.pop();
+        // A node of a record claimed again since is superseded: the record stays.
+        if (idempotency.get(node.key)?.createdAt !== node.dueAt) continue;
+        idempotency.delete(node.key);
         removed++;
       }
       return removed;

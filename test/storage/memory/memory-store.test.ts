@@ -1,4 +1,6 @@
 import { expect, test } from "bun:test";
+import { StorageFullError } from "../../../src/domain/errors.ts";
+import { cancelJob } from "../../../src/domain/step-events.ts";
 import { createMemoryStore } from "../../../src/storage/memory/memory-store.ts";
 import { describeStoreContract, sampleJob, storeJob } from "../job-store-contract.ts";
 
@@ -28,4 +30,25 @@ test("memory: the due index finds an entry at its latest due time only, and find
   await store.saveChanges(job.jobId, { outbox: [{ ...(await store.getJob(job.jobId))!.outbox[0]!, nextAttemptAt: later }] });
   expect(await store.findDueOutbox(now, 10)).toEqual([]);
   expect((await store.findDueOutbox(new Date(Date.parse(later) + 1), 10)).map((w) => w.entry.nextAttemptAt)).toEqual([later]);
+});
+
+test("memory: at LUCIUS_MEMORY_MAX_JOBS the oldest ended job makes room; with every job open a new one is refused", async () => {
+  const store = createMemoryStore({ maxJobs: 3 });
+  const t0 = Date.parse("2026-01-01T00:00:00.000Z");
+  const stored = [];
+  for (let i = 0; i < 3; i++) stored.push(await storeJob(store, sampleJob("acme", { now: new Date(t0 + i * 1000) })));
+  const refused = store.createJob(sampleJob(), null);
+  await expect(refused).rejects.toBeInstanceOf(StorageFullError);
+  await expect(refused).rejects.toMatchObject({ retryAfterSeconds: 5 });
+
+  // Two end (the later-created first): the one that ended first is evicted first.
+  await store.saveChanges(stored[2]!.job.jobId, cancelJob(stored[2]!, new Date(t0 + 10_000))!);
+  await store.saveChanges(stored[0]!.job.jobId, cancelJob(stored[0]!, new Date(t0 + 20_000))!);
+  const next = await storeJob(store, sampleJob());
+  expect(await store.getJob(stored[2]!.job.jobId)).toBeNull();
+  expect((await store.listJobs("acme", { limit: 10, cursor: null })).items.map((i) => i.jobId)).not.toContain(stored[2]!.job.jobId);
+  expect(await store.getJob(stored[0]!.job.jobId)).not.toBeNull();
+  expect(await store.getJob(next.job.jobId)).not.toBeNull();
+  // Storing the same job again (a retry) needs no room.
+  expect((await store.createJob(next, null)).outcome).toBe("stored");
 });
