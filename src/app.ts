@@ -9,6 +9,7 @@ import { adminRoutes } from "./admin/routes.ts";
 import type { AdminService } from "./admin/service.ts";
 import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
+import { consoleRoutes } from "./console/routes.ts";
 import { DomainError, ForbiddenError, MalformedRequestError, RateLimitedError, UnauthorizedError, ValidationFailedError } from "./domain/errors.ts";
 import { type HealthOptions, healthRoutes } from "./health/routes.ts";
 import { type AuthGuardOptions, authGuard } from "./http/auth-guard.ts";
@@ -71,7 +72,8 @@ export function createApp(options: AppOptions) {
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
     .use(jobRoutes(options.jobs, options.stepEvents, { maxBodyBytes: options.maxBodyBytes }))
-    .use(options.admin ? adminRoutes(options.admin.service, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia());
+    .use(options.admin ? adminRoutes(options.admin.service, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia())
+    .use(options.admin ? consoleRoutes() : new Elysia());
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -26,8 +26,11 @@ export function permissionFor(method: string, path: string): Permission | null {
   return RULES.find((rule) => (rule.method === "*" || rule.method === method) && rule.path.test(path))?.permission ?? null;
 }
 
-/** The caller that LUCIUS_ADMIN_API_KEY stands for: the admin routes, every tenant, nothing else. */
-const ADMIN_KEY_CALLER: Caller = { name: "admin-key", tenants: "*", permissions: new Set<Permission>(["outbox.admin"]) };
+/**
+ * The caller that LUCIUS_ADMIN_API_KEY stands for: an operator, who runs the admin routes and reads
+ * the jobs of every tenant (the console shows both), but submits and reports nothing.
+ */
+const ADMIN_KEY_CALLER: Caller = { name: "admin-key", tenants: "*", permissions: new Set<Permission>(["outbox.admin", "jobs.read"]) };
 
 /** The credential from `Authorization: Bearer`, else `X-API-Key`. */
 function presentedCredential(headers: Headers): string | null {
@@ -66,7 +69,8 @@ export function authGuard(options: AuthGuardOptions) {
 
   async function identify(request: Request, path: string, permission: Permission | null): Promise<Caller> {
     const credential = presentedCredential(request.headers);
-    if (permission === "outbox.admin" && adminApiKey !== null && credential !== null && sameKey(credential, adminApiKey)) return ADMIN_KEY_CALLER;
+    const operatorRoute = permission === "outbox.admin" || permission === "jobs.read";
+    if (operatorRoute && adminApiKey !== null && credential !== null && sameKey(credential, adminApiKey)) return ADMIN_KEY_CALLER;
     if (authenticator === null) {
       if (permission !== "outbox.admin") return OPEN_CALLER;
       logger.warn({ path, keyPresented: credential !== null }, "admin: refused a request without a valid key");

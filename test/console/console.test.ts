@@ -1,0 +1,114 @@
+/**
+ * The operator console in a real browser (headless Chromium), against the service on a real
+ * socket with the dev broker: a job moving to `succeeded` appears by itself, a failed entry is
+ * retried from the page and turns `sent`, a wrong key is refused. Screenshots go to
+ * artifacts/console/.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync } from "node:fs";
+import type { Browser, Page } from "puppeteer-core";
+import { recordPublishFailure } from "../../src/domain/transitions.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
+import { ARTIFACTS_DIR, launchBrowser } from "../support/browser.ts";
+import { eventually } from "../support/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import { startBroker } from "../support/service-bus.ts";
+
+const KEY = "console-test-key-0123456789";
+const store = createMemoryStore();
+let browser: Browser;
+let bus: Awaited<ReturnType<typeof startBroker>>;
+let service: Awaited<ReturnType<typeof startTestRuntime>>;
+let server: ReturnType<typeof Bun.serve>;
+let base: string;
+
+beforeAll(async () => {
+  mkdirSync(ARTIFACTS_DIR, { recursive: true });
+  bus = await startBroker();
+  service = await startTestRuntime({
+    store,
+    env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY },
+    publisherFromSettings: true,
+  });
+  server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: service.runtime.fetch });
+  base = `http://127.0.0.1:${server.port}`;
+  browser = await launchBrowser();
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop(true);
+  await service?.runtime.stop();
+  await bus?.stop();
+});
+
+async function openConsole(hash: string, key: string | null): Promise<Page> {
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1280, height: 800 });
+  await page.goto(`${base}/console?refresh=500${hash}`);
+  if (key !== null) {
+    await page.type("#key", key);
+    await page.keyboard.press("Enter");
+  }
+  return page;
+}
+
+const submit = async () => ((await (await service.postCommand(ingestCommand({ requestType: "document.ocr" }))).json()) as { jobId: string }).jobId;
+
+describe("operator console", () => {
+  test("a wrong key is refused, and the page says so", async () => {
+    const page = await openConsole("#/outbox", "wrong-key-of-someone");
+    await page.waitForFunction(() => document.getElementById("banner")?.textContent?.includes("Refused"), { timeout: 5000 });
+    expect(await page.$eval("#view", (el) => el.textContent)).not.toContain("Pending");
+    await page.screenshot({ path: `${ARTIFACTS_DIR}wrong-key.png` });
+    await page.close();
+  });
+
+  test("a job moving to succeeded appears in the tenant's list by itself, and its timeline shows the step", async () => {
+    const jobId = await submit();
+    const page = await openConsole("#/jobs?tenant=acme", KEY);
+    await page.waitForSelector(`tr[data-job="${jobId}"]`, { timeout: 5000 });
+    // The worker answers; the page, left alone, shows the job succeeded.
+    await eventually(async () => (await service.runtime.store.getJob(jobId))?.outbox[0]?.status === "sent", { what: "the directive sent" });
+    const stepId = `${jobId}.s0`;
+    const answered = await service.request(`/v1/jobs/${jobId}/steps/${stepId}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId: "done", status: "succeeded", result: { pages: 3 } }),
+    });
+    expect(answered.status).toBe(202);
+    await page.waitForSelector(`tr[data-job="${jobId}"] .status.succeeded`, { timeout: 5000 });
+    await page.screenshot({ path: `${ARTIFACTS_DIR}jobs.png` });
+
+    // Keyboard: the job's link opens its timeline.
+    await page.focus(`tr[data-job="${jobId}"] a`);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((id) => location.hash === `#/job/${id}` && document.querySelector(".step.succeeded") !== null, { timeout: 5000 }, jobId);
+    expect(await page.$eval(".step.succeeded", (el) => el.textContent)).toContain('"pages": 3');
+    await page.screenshot({ path: `${ARTIFACTS_DIR}job.png` });
+    await page.close();
+  });
+
+  test("a failed entry is retried from the page and turns sent", async () => {
+    // A directive that gave up (its topic was missing, say), parked as failed.
+    const parked = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 3600 }));
+    const now = new Date().toISOString();
+    await store.saveChanges(parked.job.jobId, {
+      outbox: [recordPublishFailure(parked.outbox[0]!, { error: "topic missing", retryable: false, now, nextAttemptAt: now, maxAttempts: 3 })],
+    });
+    const stored = parked;
+
+    const page = await openConsole("#/outbox", KEY);
+    const row = `tr[data-entry="${stored.outbox[0]!.outboxId}"]`;
+    await page.waitForSelector(`${row} button`, { timeout: 5000 });
+    expect(await page.$eval("#failed", (el) => el.textContent)).toBe("1");
+    await page.screenshot({ path: `${ARTIFACTS_DIR}outbox-failed.png` });
+    await page.click(`${row} button`);
+    await page.waitForFunction(() => document.getElementById("failed")?.textContent === "0", { timeout: 5000 });
+    expect((await store.getJob(parked.job.jobId))!.outbox[0]!.status).toBe("sent");
+    expect(bus.broker.accepted("ocr-requests").some((m) => m.message_id === stored.outbox[0]!.outboxId)).toBe(true);
+    await page.screenshot({ path: `${ARTIFACTS_DIR}outbox.png` });
+    await page.close();
+  });
+});
