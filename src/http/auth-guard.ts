@@ -21,9 +21,13 @@ const RULES: { method: string; path: RegExp; permission: Permission }[] = [
   { method: "*", path: /^\/v1\/admin(\/|$)/, permission: "outbox.admin" },
 ];
 
-/** The permission a request needs; null for a path that needs only a known caller. */
+/**
+ * The permission a request needs; null for a path that needs only a known caller. Trailing
+ * slashes are dropped first: the router takes `/v1/commands/` for `/v1/commands`, and so must this.
+ */
 export function permissionFor(method: string, path: string): Permission | null {
-  return RULES.find((rule) => (rule.method === "*" || rule.method === method) && rule.path.test(path))?.permission ?? null;
+  const routed = path.replace(/\/+$/, "") || "/";
+  return RULES.find((rule) => (rule.method === "*" || rule.method === method) && rule.path.test(routed))?.permission ?? null;
 }
 
 /**

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
 import { PERMISSIONS, type Permission } from "../../src/auth/caller.ts";
+import { permissionFor } from "../../src/http/auth-guard.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
@@ -68,6 +69,18 @@ const routes: Route[] = [
   { name: "read the outbox stats", permission: "outbox.admin", otherTenant: "allowed", allowed: 200, request: () => ["/v1/admin/outbox/stats", {}] },
 ];
 
+function withTrailingSlash(route: Route): Route {
+  return {
+    ...route,
+    name: `${route.name} (trailing slash)`,
+    request: (target) => {
+      const [path, init] = route.request(target);
+      const [pathname, query] = path.split("?");
+      return [`${pathname}/${query ? `?${query}` : ""}`, init];
+    },
+  };
+}
+
 function expected(route: Route, caller: TestCaller): number {
   if (caller.tenant === null) return 401;
   if (!caller.permissions.includes(route.permission)) return 403;
@@ -84,13 +97,14 @@ async function storeFor(backend: "memory" | "table" | "ledger"): Promise<JobStor
 
 for (const backend of ["memory", "table", "ledger"] as const) {
   describe(`authorization: ${backend}`, () => {
-    test(`${routes.length} routes × ${callers.length} callers answer as the permission and tenant say`, async () => {
+    test(`${routes.length} routes (and their trailing-slash forms) × ${callers.length} callers answer as the permission and tenant say`, async () => {
       const svc = await startTestRuntime({
         store: await storeFor(backend),
         env: { LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: keysFile, LUCIUS_ADMIN_ENABLED: "true" },
       });
       const mismatches: string[] = [];
-      for (const route of routes) {
+      // Each route as written and with a trailing slash (the router takes both).
+      for (const route of [...routes, ...routes.map(withTrailingSlash)]) {
         for (const caller of callers) {
           // A fresh job of tenant acme for each request, so that a cancel or event finds it open.
           const created = await svc.postCommand(ingestCommand(), { "x-api-key": setupKey });
@@ -125,4 +139,12 @@ test("refusals are counted by reason in the metrics, never with the credential",
     expect(metrics).toContain(`lucius_auth_refusals_total{reason="${reason}"} 1`);
   }
   expect(metrics).not.toContain("lk_wrong");
+});
+
+test("every /v1 route the app serves names its permission (a new route cannot be left open by mistake)", async () => {
+  const svc = await startTestRuntime({ env: { LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: keysFile, LUCIUS_ADMIN_ENABLED: "true" } });
+  const served = svc.runtime.app.routes.filter((route) => route.path.startsWith("/v1"));
+  expect(served.length).toBeGreaterThan(8);
+  const unnamed = served.filter((route) => permissionFor(route.method, route.path.replace(/:[^/]+/g, "x")) === null).map((r) => `${r.method} ${r.path}`);
+  expect(unnamed).toEqual([]);
 });
