@@ -332,8 +332,10 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       const store = await makeStore();
       const t0 = new Date("2026-01-01T00:00:00.000Z");
       const at = (seconds: number) => new Date(t0.getTime() + seconds * 1000);
+      const keyed = sampleJob("acme", { now: at(0) });
+      keyed.job.idempotencyKey = "early-key";
       const [early, late, open] = [
-        await storeJob(store, sampleJob("acme", { now: at(0) })),
+        await storeJob(store, keyed, claimFor(keyed, "early-key")),
         await storeJob(store, sampleJob("acme", { now: at(1) })),
         await storeJob(store, sampleJob("acme", { now: at(2) })),
       ];
@@ -356,6 +358,9 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect(await store.purgeEndedJobs(at(10_000), 10)).toBe(1);
       expect((await store.listJobs("acme", { limit: 10, cursor: null })).items.map((i) => i.jobId)).toEqual([open.job.jobId]);
       expect(await store.getJob(open.job.jobId)).not.toBeNull();
+      // Its idempotency key went with it: the same key now starts a new job instead of replaying a removed one.
+      const reuse = sampleJob("acme", { now: at(60) });
+      expect((await store.createJob(reuse, claimFor(reuse, "early-key"))).outcome).toBe("stored");
     });
 
     test("purgeEndedJobs takes at most `limit` jobs, oldest first", async () => {

@@ -14,8 +14,11 @@ export interface IdempotencyClaims {
    * so that of concurrent re-claims too exactly one wins.
    */
   claim(record: IdempotencyRecord, expiredBefore?: Date): Promise<ClaimOutcome>;
-  /** Deletes the record of (tenant, key) if it is still the one created at `createdAt`; true when deleted. */
-  expire(tenantId: string, key: string, createdAt: string): Promise<boolean>;
+  /**
+   * Deletes the record of (tenant, key) if it is still the one `match` describes (created at that
+   * time, or pointing at that job); true when deleted.
+   */
+  expire(tenantId: string, key: string, match: { createdAt: string } | { jobId: string }): Promise<boolean>;
 }
 
 export function createIdempotencyClaims(client: TableClient): IdempotencyClaims {
@@ -53,10 +56,10 @@ export function createIdempotencyClaims(client: TableClient): IdempotencyClaims 
       });
     },
 
-    expire(tenantId, key, createdAt) {
+    expire(tenantId, key, match) {
       return guarded("expire idempotency key", async () => {
         const existing = await read(tenantId, key);
-        if (!existing || existing.createdAt !== createdAt) return false;
+        if (!existing || ("createdAt" in match ? existing.createdAt !== match.createdAt : existing.jobId !== match.jobId)) return false;
         const keys = idempotencyKeys(tenantId, key);
         try {
           await client.deleteEntity(keys.partitionKey, keys.rowKey, { etag: existing.etag });

@@ -77,8 +77,9 @@ const PURGE_CONCURRENCY = 8;
 
 /**
  * Jobs that ended before `endedBefore`, found through the retention markers: each one still as
- * its marker says (ended, at that time) loses its listing row, its failed-entry markers and its
- * rows (`deleteRows`, the job row last); then the marker goes. A purge cut short by a crash is
+ * its marker says (ended, at that time) loses its listing row, its idempotency record (when it
+ * still points at the job), its failed-entry markers and its rows (`deleteRows`, the job row
+ * last); then the marker goes. A purge cut short by a crash is
  * finished by the next one (the marker stays until everything is gone).
  */
 export async function purgeEndedJobs(
@@ -96,6 +97,9 @@ export async function purgeEndedJobs(
         const current = aggregate !== null && hasJobEnded(aggregate.job) && aggregate.job.updatedAt === marker.endedAt;
         if (current || aggregate === null) await side.jobIndex.remove(marker.tenantId, marker.jobId);
         if (current) {
+          const { tenantId, idempotencyKey, jobId } = aggregate.job;
+          // Its key goes with it: a replay must not bring a removed job back.
+          if (idempotencyKey !== null) await side.claims.expire(tenantId, idempotencyKey, { jobId });
           await Promise.all(aggregate.outbox.filter((o) => o.status === "failed").map((o) => side.due.deleteFailedMarker(o.outboxId)));
           await layout.deleteRows(aggregate);
           removed++;
@@ -114,7 +118,7 @@ export async function purgeIdempotencyRecords(side: SideTables, createdBefore: D
   for (let i = 0; i < markers.length; i += PURGE_CONCURRENCY) {
     await Promise.all(
       markers.slice(i, i + PURGE_CONCURRENCY).map(async (marker) => {
-        if (await side.claims.expire(marker.tenantId, marker.key, marker.createdAt)) removed++;
+        if (await side.claims.expire(marker.tenantId, marker.key, { createdAt: marker.createdAt })) removed++;
         await side.retention.drop(marker);
       }),
     );

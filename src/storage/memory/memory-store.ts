@@ -77,11 +77,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
     if (hasJobEnded(job)) endedHeap.push({ dueAt: job.updatedAt, key: job.jobId });
   }
 
-  /** Removes a job and every trace of it: entries in the outbox indexes, its listing row. */
+  /** Removes a job and every trace of it: entries in the outbox indexes, its listing row, its idempotency record. */
   function removeJob(jobId: string): void {
     const stored = jobs.get(jobId);
     if (!stored) return;
     jobs.delete(jobId);
+    // Its key goes with it: a replay must not bring a removed job back.
+    const { tenantId, idempotencyKey } = stored.job;
+    const keyOf = idempotencyKey === null ? null : `${tenantId}\u0000${idempotencyKey}`;
+    if (keyOf !== null && idempotency.get(keyOf)?.jobId === jobId) idempotency.delete(keyOf);
     for (const entry of stored.outbox) {
       allEntries.delete(entry.outboxId);
       pending.delete(entry.outboxId);
