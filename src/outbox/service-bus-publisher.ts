@@ -14,9 +14,11 @@ export interface ServiceBusPublisherOptions {
   logger: Logger;
   /** Per-operation timeout of the SDK; the dispatcher bounds each publish as a whole. */
   operationTimeoutMs?: number;
+  /** How long close() waits for a broker that does not answer (default 3 s). */
+  closeTimeoutMs?: number;
 }
 
-const CLOSE_TIMEOUT_MS = 3000;
+const DEFAULT_CLOSE_TIMEOUT_MS = 3000;
 
 /** Codes that no retry can fix: the entry fails at once with the reason. */
 const PERMANENT = new Set(["MessagingEntityNotFound", "MessagingEntityDisabled", "UnauthorizedAccess", "MessageSizeExceeded", "QuotaExceeded"]);
@@ -45,6 +47,7 @@ export function toServiceBusMessage(message: OutboundMessage): ServiceBusMessage
 }
 
 export function createServiceBusPublisher(options: ServiceBusPublisherOptions): Publisher {
+  const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
   const client = new ServiceBusClient(options.connectionString, {
     // Few, quick SDK retries: the outbox retries with backoff and never loses the entry.
     retryOptions: { maxRetries: 1, retryDelayInMs: 100, timeoutInMs: options.operationTimeoutMs ?? 5000 },
@@ -149,9 +152,9 @@ export function createServiceBusPublisher(options: ServiceBusPublisherOptions): 
             return false;
           },
         ),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(true), CLOSE_TIMEOUT_MS).unref?.()),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(true), closeTimeoutMs).unref?.()),
       ]);
-      if (gaveUp) options.logger.warn(`the Service Bus client did not close within ${CLOSE_TIMEOUT_MS} ms; leaving it`);
+      if (gaveUp) options.logger.warn(`the Service Bus client did not close within ${closeTimeoutMs} ms; leaving it`);
     },
   };
 }

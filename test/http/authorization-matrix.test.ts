@@ -46,6 +46,8 @@ const setupKey = granted.find((g) => g.grant.name === "all@acme")!.issued.key;
 type Target = { jobId: string; stepId: string };
 interface Route {
   name: string;
+  /** It changes the job (cancel, event): each request gets a fresh one. */
+  changesJob?: boolean;
   permission: Permission;
   /** What a caller with the permission but another tenant gets. */
   otherTenant: 403 | 404 | "allowed";
@@ -56,9 +58,17 @@ interface Route {
 const json = (body: unknown): RequestInit => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 const routes: Route[] = [
   { name: "submit a command", permission: "commands.submit", otherTenant: 403, allowed: 202, request: () => ["/v1/commands", json(ingestCommand())] },
-  { name: "cancel a job", permission: "commands.submit", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}/cancel`, { method: "POST" }] },
+  {
+    name: "cancel a job",
+    changesJob: true,
+    permission: "commands.submit",
+    otherTenant: 404,
+    allowed: 200,
+    request: (t) => [`/v1/jobs/${t.jobId}/cancel`, { method: "POST" }],
+  },
   {
     name: "report a step event",
+    changesJob: true,
     permission: "steps.report",
     otherTenant: 404,
     allowed: 202,
@@ -103,12 +113,13 @@ for (const backend of ["memory", "table", "ledger"] as const) {
         env: { LUCIUS_AUTH_MODE: "apikey", LUCIUS_AUTH_KEYS_FILE: keysFile, LUCIUS_ADMIN_ENABLED: "true" },
       });
       const mismatches: string[] = [];
+      const newJob = async () => ((await (await svc.postCommand(ingestCommand(), { "x-api-key": setupKey })).json()) as { jobId: string }).jobId;
+      const shared = await newJob();
       // Each route as written and with a trailing slash (the router takes both).
       for (const route of [...routes, ...routes.map(withTrailingSlash)]) {
         for (const caller of callers) {
-          // A fresh job of tenant acme for each request, so that a cancel or event finds it open.
-          const created = await svc.postCommand(ingestCommand(), { "x-api-key": setupKey });
-          const { jobId } = (await created.json()) as { jobId: string };
+          // A job of tenant acme; a fresh one for a route that changes it, so that it finds the job open.
+          const jobId = route.changesJob ? await newJob() : shared;
           const [path, init] = route.request({ jobId, stepId: `${jobId}.s0` });
           const headers = new Headers(init.headers);
           if (caller.key !== null) headers.set("x-api-key", caller.key);
