@@ -177,6 +177,7 @@ Lucius is running (Ctrl-C stops everything):
   broker    ${brokerConnection}
   worker    examples/worker.ts on ${topics.join(", ")}
   admin key ${adminKey}   (development only)
+  console   ${url}/console   (enter the admin key; then Jobs, tenant acme)
 
 Try:
   curl -s ${url}/v1/commands -H 'content-type: application/json' -d '{"requestType":"document.ingest","tenantId":"acme","payload":{"documentId":"d1","documentUri":"https://files.example/d1.pdf","contentType":"application/pdf"}}'

@@ -74,6 +74,8 @@ function logStartup(logger: Logger, settings: Settings, protocols: ProtocolRegis
       url: url.href,
       retryLoop: runtime.sweeper ? `every ${settings.outbox.retryIntervalSeconds}s` : "off",
       storage: settings.storageBackend,
+      auth: settings.auth.mode,
+      console: settings.admin.enabled ? new URL("/console", url).href : "off",
       protocols: protocols.list().map((p) => p.requestType),
       protocolSource: protocols.source,
     },
