@@ -152,12 +152,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
 
     async createJob(aggregate, claim, keysExpireBefore): Promise<CreateJobResult> {
       const existing = jobs.get(aggregate.job.jobId);
-      if (!existing) makeRoom();
-      if (claim) {
-        const key = `${claim.tenantId}\u0000${claim.key}`;
+      const key = claim === null ? null : `${claim.tenantId}\u0000${claim.key}`;
+      if (claim && key !== null) {
         const taken = idempotency.get(key);
         const expired = taken !== undefined && keysExpireBefore !== undefined && taken.createdAt < keysExpireBefore.toISOString();
+        // A replay is answered even when the store is full: it creates nothing.
         if (taken && !expired) return { outcome: "key-taken", existing: taken };
+      }
+      if (!existing) makeRoom();
+      if (claim && key !== null) {
         idempotency.set(key, stamp(claim));
         keysHeap.push({ dueAt: claim.createdAt, key });
       }

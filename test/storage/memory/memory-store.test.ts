@@ -52,3 +52,13 @@ test("memory: at LUCIUS_MEMORY_MAX_JOBS the oldest ended job makes room; with ev
   // Storing the same job again (a retry) needs no room.
   expect((await store.createJob(next, null)).outcome).toBe("stored");
 });
+
+test("memory: a replay is answered while the store is full of open jobs", async () => {
+  const store = createMemoryStore({ maxJobs: 1 });
+  const first = sampleJob();
+  const claim = { tenantId: "acme", key: "k", fingerprint: "f", jobId: first.job.jobId, createdAt: first.job.createdAt };
+  await storeJob(store, first, claim);
+  const replay = sampleJob();
+  expect(await store.createJob(replay, { ...claim, jobId: replay.job.jobId })).toMatchObject({ outcome: "key-taken", existing: { jobId: first.job.jobId } });
+  await expect(store.createJob(sampleJob(), null)).rejects.toBeInstanceOf(StorageFullError);
+});
