@@ -50,7 +50,9 @@ export function createApp(options: AppOptions) {
       if (domain) {
         if (domain instanceof UnauthorizedError || domain instanceof ForbiddenError || domain instanceof RateLimitedError)
           options.metrics.refused(domain.reason);
-        if (statusOfError(domain) >= 500) logger.warn({ err: domain, path: instance }, domain.message);
+        // A full memory store refuses every command until jobs end: counted in the metrics
+        // (lucius_commands_total{reason="storage-full"}), not logged once per refusal.
+        if (statusOfError(domain) >= 500 && domain.code !== "storage-full") logger.warn({ err: domain, path: instance }, domain.message);
         return domainProblem(domain, instance);
       }
       switch (code) {
