@@ -5,29 +5,17 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import type { ServiceBusReceivedMessage } from "@azure/service-bus";
 import { createLogger } from "../../src/logging/logger.ts";
-import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 import { startBroker } from "../support/service-bus.ts";
+import { type Backend, storeFor } from "../support/stores.ts";
 
-type Backend = "memory" | "table" | "ledger";
 const EVENTS = "step-events";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
 });
-
-async function storeFor(backend: Backend): Promise<JobStore> {
-  if (backend === "memory") return createMemoryStore();
-  const { connection } = await azurite();
-  const options = { connection, tables: freshTables() };
-  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
-}
 
 async function setup(backend: Backend, beforeEventComplete?: (eventId: string) => void) {
   const bus = await startBroker({ queues: [EVENTS] });

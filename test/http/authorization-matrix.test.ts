@@ -10,12 +10,8 @@ import { join } from "node:path";
 import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
 import { PERMISSIONS, type Permission } from "../../src/auth/caller.ts";
 import { permissionFor } from "../../src/http/auth-guard.ts";
-import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import { storeFor } from "../support/stores.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-matrix-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -96,13 +92,6 @@ function expected(route: Route, caller: TestCaller): number {
   if (!caller.permissions.includes(route.permission)) return 403;
   if (caller.tenant !== "acme" && route.otherTenant !== "allowed") return route.otherTenant;
   return route.allowed;
-}
-
-async function storeFor(backend: "memory" | "table" | "ledger"): Promise<JobStore> {
-  if (backend === "memory") return createMemoryStore();
-  const { connection } = await azurite();
-  const options = { connection, tables: freshTables() };
-  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
 }
 
 for (const backend of ["memory", "table", "ledger"] as const) {

@@ -6,28 +6,15 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { buildRegistry } from "../../src/config/protocols.ts";
-import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 import { startBroker } from "../support/service-bus.ts";
-
-type Backend = "memory" | "table" | "ledger";
+import { type Backend, storeFor } from "../support/stores.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
 });
-
-async function storeFor(backend: Backend): Promise<JobStore> {
-  if (backend === "memory") return createMemoryStore();
-  const { connection } = await azurite();
-  const options = { connection, tables: freshTables() };
-  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
-}
 
 /** `ocr` has one second per attempt and two attempts; `embed` never runs here. */
 const protocols = buildRegistry(

@@ -4,21 +4,10 @@
  * memory backend refuses work with 503 when its bound is full of open jobs.
  */
 import { describe, expect, test } from "bun:test";
-import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import { storeFor } from "../support/stores.ts";
 
 const HOUR = 3600_000;
-
-async function storeFor(backend: "memory" | "table" | "ledger"): Promise<JobStore> {
-  if (backend === "memory") return createMemoryStore();
-  const { connection } = await azurite();
-  const options = { connection, tables: freshTables() };
-  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
-}
 
 for (const backend of ["memory", "table", "ledger"] as const) {
   describe(`retention: ${backend}`, () => {

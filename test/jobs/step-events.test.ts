@@ -5,23 +5,10 @@
 import { describe, expect, test } from "bun:test";
 import { buildRegistry } from "../../src/config/protocols.ts";
 import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/step-events.ts";
-import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
-import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
 import { eventually } from "../support/eventually.ts";
 import { createRecordingPublisher } from "../support/recording-publisher.ts";
 import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
-
-type Backend = "memory" | "table" | "ledger";
-
-async function storeFor(backend: Backend): Promise<JobStore> {
-  if (backend === "memory") return createMemoryStore();
-  const { connection } = await azurite();
-  const options = { connection, tables: freshTables() };
-  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
-}
+import { type Backend, storeFor } from "../support/stores.ts";
 
 /** document.ingest as bundled, but `embed` may be tried twice. */
 const retrying = buildRegistry(
