@@ -9,11 +9,10 @@
  *
  *   bun run bench:intake [--seconds 6] [--connections 32]
  */
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { AUDIENCE, ISSUER, signingKey, startIdentityProvider, token } from "../test/support/identity-provider.ts";
 import { type LoadResult, type MakeRequest, openLoop } from "./load.ts";
-import { freePort } from "./service-process.ts";
+import { startScriptProcess } from "./service-process.ts";
 import { ensureWrk, type WrkResult, wrk } from "./wrk.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "6" }, connections: { type: "string", default: "32" } } });
@@ -55,31 +54,10 @@ const targets: Target[] = [
   },
 ];
 
-/** A fresh process on a free port, ready when /healthz answers; its output is not read. */
+/** A fresh process of the target; its output is not read. */
 async function start(target: Target) {
-  const port = await freePort();
-  const proc = Bun.spawn(["bun", resolve(import.meta.dir, target.script)], {
-    env: { PATH: process.env.PATH ?? "", NODE_ENV: "production", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), PORT: String(port), ...target.env },
-    stdout: "ignore",
-    stderr: "ignore",
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (const deadline = Date.now() + 10_000; ; ) {
-    try {
-      await fetch(`${url}/healthz`);
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`${target.name} did not start`);
-      await Bun.sleep(20);
-    }
-  }
-  return {
-    url: `${url}/v1/commands`,
-    async stop() {
-      proc.kill("SIGTERM");
-      await proc.exited;
-    },
-  };
+  const server = await startScriptProcess(target.script, { NODE_ENV: "production", ...target.env });
+  return { url: `${server.url}/v1/commands`, stop: server.stop };
 }
 
 async function measure(target: Target): Promise<WrkResult> {

@@ -9,9 +9,8 @@
  *   bun run bench:memory [--seconds 300]
  */
 import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { freePort } from "./service-process.ts";
+import { startScriptProcess } from "./service-process.ts";
 import { ensureWrk, wrk } from "./wrk.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "300" } } });
@@ -27,28 +26,14 @@ const body = JSON.stringify({
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024;
 
 async function run(name: string, script: string) {
-  const port = await freePort();
-  const proc = Bun.spawn(["bun", resolve(import.meta.dir, script)], {
-    env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), PORT: String(port) },
-    stdout: "ignore",
-    stderr: "ignore",
-  });
-  for (const deadline = Date.now() + 10_000; ; ) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/healthz`);
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`${name} did not start`);
-      await Bun.sleep(20);
-    }
-  }
+  const proc = await startScriptProcess(script, { LUCIUS_LOG_LEVEL: "info" });
+  const port = new URL(proc.url).port;
   const samples: number[] = [rssMb(proc.pid)];
   const sampler = setInterval(() => samples.push(rssMb(proc.pid)), 5000);
   const result = await wrk(`http://127.0.0.1:${port}/v1/commands`, { body, connections: 32, seconds });
   clearInterval(sampler);
   samples.push(rssMb(proc.pid));
-  proc.kill("SIGTERM");
-  await proc.exited;
+  await proc.stop();
   console.log(
     `${name.padEnd(34)} RSS idle ${samples[0]!.toFixed(0)} MB, max ${Math.max(...samples).toFixed(0)} MB, last ${samples.at(-1)!.toFixed(0)} MB; ${result.requests} answers (${result.errors} not 2xx) at ${result.perSecond.toFixed(0)}/s`,
   );

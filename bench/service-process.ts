@@ -8,21 +8,19 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** Starts `bun src/main.ts` with `env` (logs at warn) and waits until /healthz answers; its output is not read. */
-export async function startServiceProcess(env: Record<string, string> = {}) {
+/**
+ * Starts `bun <script>` (relative to bench/) on a free port (as LUCIUS_PORT and PORT) and waits
+ * until /healthz answers. Its stdout goes to `stdout` (ignored by default: a full pipe would stall it).
+ */
+export async function startScriptProcess(
+  script: string,
+  env: Record<string, string> = {},
+  options: { stdout?: "ignore" | ReturnType<typeof Bun.file>; flags?: string[] } = {},
+) {
   const port = await freePort();
-  // BENCH_SERVICE_PROFILE=<dir>: a CPU profile of the service, written when it stops.
-  const profile = process.env.BENCH_SERVICE_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_SERVICE_PROFILE}`] : [];
-  const proc = Bun.spawn(["bun", ...profile, resolve(import.meta.dir, "../src/main.ts")], {
-    env: {
-      PATH: process.env.PATH ?? "",
-      LUCIUS_HOST: "127.0.0.1",
-      LUCIUS_PORT: String(port),
-      LUCIUS_LOG_LEVEL: process.env.BENCH_SERVICE_LOG ? "info" : "warn",
-      ...env,
-    },
-    // BENCH_SERVICE_LOG=<path>: each service's log lines in <path>.<port>, for finding out where the time goes.
-    stdout: process.env.BENCH_SERVICE_LOG ? Bun.file(`${process.env.BENCH_SERVICE_LOG}.${port}`) : "ignore",
+  const proc = Bun.spawn(["bun", ...(options.flags ?? []), resolve(import.meta.dir, script)], {
+    env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), PORT: String(port), ...env },
+    stdout: options.stdout ?? "ignore",
     stderr: "inherit",
   });
   const url = `http://127.0.0.1:${port}`;
@@ -31,7 +29,7 @@ export async function startServiceProcess(env: Record<string, string> = {}) {
       await fetch(`${url}/healthz`);
       break;
     } catch {
-      if (Date.now() > deadline) throw new Error("the service did not start");
+      if (Date.now() > deadline) throw new Error(`${script} did not start`);
       await Bun.sleep(20);
     }
   }
@@ -43,6 +41,22 @@ export async function startServiceProcess(env: Record<string, string> = {}) {
       await proc.exited;
     },
   };
+}
+
+/** Starts `bun src/main.ts` with `env` (logs at warn) and waits until /healthz answers; its output is not read. */
+export function startServiceProcess(env: Record<string, string> = {}) {
+  // BENCH_SERVICE_PROFILE=<dir>: a CPU profile of the service, written when it stops.
+  const profile = process.env.BENCH_SERVICE_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_SERVICE_PROFILE}`] : [];
+  // BENCH_SERVICE_LOG=<path>: each service's log lines in <path>.<8 random hex>, for finding out where the time goes.
+  const log = process.env.BENCH_SERVICE_LOG;
+  return startScriptProcess(
+    "../src/main.ts",
+    { LUCIUS_LOG_LEVEL: log ? "info" : "warn", ...env },
+    {
+      flags: profile,
+      ...(log ? { stdout: Bun.file(`${log}.${crypto.randomUUID().slice(0, 8)}`) } : {}),
+    },
+  );
 }
 
 /** The dev broker in its own process (bench/broker-process.ts), steered line by line. */
