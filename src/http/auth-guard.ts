@@ -22,12 +22,14 @@ const RULES: { method: string; path: RegExp; permission: Permission }[] = [
 ];
 
 /**
- * The permission a request needs; null for a path that needs only a known caller. Trailing
- * slashes are dropped first: the router takes `/v1/commands/` for `/v1/commands`, and so must this.
+ * The permission a request needs; null for a path that needs only a known caller. Read as the
+ * router reads it: trailing slashes dropped (it takes `/v1/commands/` for `/v1/commands`), and
+ * HEAD answered by the GET route, so it needs what GET needs.
  */
 export function permissionFor(method: string, path: string): Permission | null {
   const routed = path.replace(/\/+$/, "") || "/";
-  return RULES.find((rule) => (rule.method === "*" || rule.method === method) && rule.path.test(routed))?.permission ?? null;
+  const as = method === "HEAD" ? "GET" : method;
+  return RULES.find((rule) => (rule.method === "*" || rule.method === as) && rule.path.test(routed))?.permission ?? null;
 }
 
 /**

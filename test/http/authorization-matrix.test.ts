@@ -73,6 +73,9 @@ const routes: Route[] = [
   { name: "read a job", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}`, {}] },
   { name: "list a tenant's jobs", permission: "jobs.read", otherTenant: 403, allowed: 200, request: () => ["/v1/jobs?tenantId=acme", {}] },
   { name: "read the outbox stats", permission: "outbox.admin", otherTenant: "allowed", allowed: 200, request: () => ["/v1/admin/outbox/stats", {}] },
+  // HEAD is answered by the GET routes: it needs what GET needs.
+  { name: "HEAD a job", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}`, { method: "HEAD" }] },
+  { name: "HEAD a tenant's jobs", permission: "jobs.read", otherTenant: 403, allowed: 200, request: () => ["/v1/jobs?tenantId=acme", { method: "HEAD" }] },
 ];
 
 function withTrailingSlash(route: Route): Route {
