@@ -209,7 +209,7 @@ export function loadSettings(env: Env): Settings {
     tenantRateLimit: read.number("LUCIUS_TENANT_RATE_LIMIT", 0, { min: 0, max: 1_000_000 }),
     jobRetentionSeconds: read.duration("LUCIUS_JOB_RETENTION", 7 * DAY, { min: 60, max: 3650 * DAY, zero: true }),
     idempotencyTtlSeconds: read.duration("LUCIUS_IDEMPOTENCY_TTL", DAY, { min: 60, max: 365 * DAY }),
-    memoryMaxJobs: read.number("LUCIUS_MEMORY_MAX_JOBS", 50_000, { min: 100, max: 100_000_000, integer: true }),
+    memoryMaxJobs: read.number("LUCIUS_MEMORY_MAX_JOBS", 25_000, { min: 100, max: 100_000_000, integer: true }),
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     outbox: {
