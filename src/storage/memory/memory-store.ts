@@ -64,14 +64,34 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
   const allEntries = new Map<string, string>();
 
   /** Pending entries by due time (see DueHeap); superseded nodes are dropped when met. */
-  const dueHeap = new DueHeap();
+  const dueHeap = new DueHeap({
+    isLive: (node) => {
+      const jobId = pending.get(node.key);
+      return jobId !== undefined && entryOf(node.key, jobId)?.nextAttemptAt === node.dueAt;
+    },
+    liveCount: () => pending.size,
+  });
   /** Open steps by deadline, keyed by step id; superseded nodes and ended steps are dropped when met. */
-  const deadlineHeap = new DueHeap();
+  const deadlineHeap = new DueHeap({
+    isLive: (node) => {
+      const jobId = jobIdOfStep(node.key);
+      const step = jobId === null ? undefined : jobs.get(jobId)?.steps.find((s) => s.stepId === node.key);
+      return step !== undefined && !hasStepEnded(step) && step.deadlineAt === node.dueAt;
+    },
+    // Steps run one after another: a job has at most one open step with a deadline.
+    liveCount: () => jobs.size,
+  });
 
   /** Idempotency records by creation time: what the TTL removes. */
-  const keysHeap = new DueHeap();
+  const keysHeap = new DueHeap({ isLive: (node) => idempotency.get(node.key)?.createdAt === node.dueAt, liveCount: () => idempotency.size });
   /** Ended jobs by the time they ended (their updatedAt then): what retention and eviction remove. */
-  const endedHeap = new DueHeap();
+  const endedHeap = new DueHeap({
+    isLive: (node) => {
+      const job = jobs.get(node.key)?.job;
+      return job !== undefined && hasJobEnded(job) && job.updatedAt === node.dueAt;
+    },
+    liveCount: () => jobs.size,
+  });
 
   function noteEnded(job: Job): void {
     if (hasJobEnded(job)) endedHeap.push({ dueAt: job.updatedAt, key: job.jobId });
