@@ -7,7 +7,7 @@ const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toIS
 test("pops nodes earliest first", () => {
   const heap = new DueHeap({ isLive: () => true, liveCount: () => Number.POSITIVE_INFINITY });
   const seconds = [42, 7, 19, 3, 55, 7, 30];
-  seconds.forEach((second, i) => heap.push({ dueAt: at(second), key: `k${i}` }));
+  for (const [i, second] of seconds.entries()) heap.push({ dueAt: at(second), key: `k${i}` });
   const popped: string[] = [];
   for (let node = heap.pop(); node; node = heap.pop()) popped.push(node.dueAt);
   expect(popped).toEqual([...seconds].sort((a, b) => a - b).map(at));
