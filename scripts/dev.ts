@@ -38,17 +38,25 @@ if (values.runtime !== "bun" && values.runtime !== "deno") {
   process.exit(2);
 }
 
-async function portOf(value: string, flag: string): Promise<number> {
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    console.error(`dev: --${flag} must be a port number (0 picks a free one)`);
-    process.exit(2);
-  }
-  if (port !== 0) return port;
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const free = probe.port;
-  probe.stop(true);
-  return free;
+/**
+ * The ports asked for; each 0 becomes a free port. The probes stay open until every port is
+ * chosen, so that two zeros never get the same port (a port closed is free to be handed out again).
+ */
+function portsOf(flags: Record<string, string>): number[] {
+  const probes: ReturnType<typeof Bun.listen>[] = [];
+  const ports = Object.entries(flags).map(([flag, value]) => {
+    const port = Number(value);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      console.error(`dev: --${flag} must be a port number (0 picks a free one)`);
+      process.exit(2);
+    }
+    if (port !== 0) return port;
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    probes.push(probe);
+    return probe.port;
+  });
+  for (const probe of probes) probe.stop(true);
+  return ports;
 }
 
 const children: { name: string; proc: Bun.Subprocess }[] = [];
@@ -124,11 +132,11 @@ process.on("SIGINT", () => void stopAll(0, true));
 process.on("SIGTERM", () => void stopAll(0));
 
 try {
-  const [port, azuritePort, brokerPort] = await Promise.all([
-    portOf(values.port, "port"),
-    portOf(values["azurite-port"], "azurite-port"),
-    portOf(values["broker-port"], "broker-port"),
-  ]);
+  const [port, azuritePort, brokerPort] = portsOf({ port: values.port!, "azurite-port": values["azurite-port"]!, "broker-port": values["broker-port"]! }) as [
+    number,
+    number,
+    number,
+  ];
   const azuriteMain = resolve(root, "node_modules/azurite/dist/src/table/main.js");
   await start(
     "azurite",

@@ -28,7 +28,8 @@ async function until<T>(probe: () => Promise<T | undefined>, what: string, timeo
   for (const deadline = Date.now() + timeoutMs; ; ) {
     const value = await probe().catch(() => undefined);
     if (value !== undefined) return value;
-    if (Date.now() > deadline) fail(`${what} within ${timeoutMs / 1000} s`);
+    // Thrown, not exited: the caller prints what the stack said before it fails.
+    if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs / 1000} s`);
     await Bun.sleep(100);
   }
 }
@@ -94,6 +95,10 @@ async function wholeStack(): Promise<void> {
   if (code !== 0) fail(`bun run dev --runtime deno exited with ${code} on SIGTERM`);
 }
 
-await memoryIntake();
-await wholeStack();
+try {
+  await memoryIntake();
+  await wholeStack();
+} catch (error) {
+  fail((error as Error).message);
+}
 console.log("deno smoke: passed");
