@@ -7,7 +7,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { Browser, Page } from "puppeteer-core";
+import { StorageUnavailableError } from "../../src/domain/errors.ts";
 import { recordPublishFailure } from "../../src/domain/transitions.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
 import { ARTIFACTS_DIR, launchBrowser } from "../support/browser.ts";
@@ -16,7 +18,15 @@ import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 import { startBroker } from "../support/service-bus.ts";
 
 const KEY = "console-test-key-0123456789";
-const store = createMemoryStore();
+const memory = createMemoryStore();
+/** Storage that can be taken down: its outbox reads fail as Azure's do when it does not answer. */
+let storageDown = false;
+const unavailable = () => new StorageUnavailableError("table storage did not answer", { retryAfterSeconds: 5 });
+const store: JobStore = {
+  ...memory,
+  outboxStats: (now) => (storageDown ? Promise.reject(unavailable()) : memory.outboxStats(now)),
+  listOutbox: (status, page) => (storageDown ? Promise.reject(unavailable()) : memory.listOutbox(status, page)),
+};
 let browser: Browser;
 let bus: Awaited<ReturnType<typeof startBroker>>;
 let service: Awaited<ReturnType<typeof startTestRuntime>>;
@@ -110,5 +120,28 @@ describe("operator console", () => {
     expect(bus.broker.accepted("ocr-requests").some((m) => m.message_id === stored.outbox[0]!.outboxId)).toBe(true);
     await page.screenshot({ path: `${ARTIFACTS_DIR}outbox.png` });
     await page.close();
+  });
+
+  test("the page says when storage is down, and when the service stops answering", async () => {
+    const own = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: service.runtime.fetch });
+    const page = await browser.newPage();
+    try {
+      await page.goto(`http://127.0.0.1:${own.port}/console?refresh=500#/outbox`);
+      await page.type("#key", KEY);
+      await page.keyboard.press("Enter");
+      await page.waitForSelector("#pending", { timeout: 5000 });
+      storageDown = true;
+      await page.waitForFunction(() => document.getElementById("banner")?.textContent?.includes("Storage is unavailable"), { timeout: 5000 });
+      await page.screenshot({ path: `${ARTIFACTS_DIR}storage-down.png` });
+      storageDown = false;
+      await page.waitForFunction(() => document.getElementById("banner")?.textContent === "", { timeout: 5000 });
+      await own.stop(true);
+      await page.waitForFunction(() => document.getElementById("banner")?.textContent?.includes("does not answer"), { timeout: 5000 });
+      await page.screenshot({ path: `${ARTIFACTS_DIR}service-down.png` });
+    } finally {
+      storageDown = false;
+      await page.close();
+      await own.stop(true);
+    }
   });
 });
