@@ -6,7 +6,6 @@ import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { azurite, freshTables } from "./azurite.ts";
 
 export type Backend = "memory" | "table" | "ledger";
-export const BACKENDS: readonly Backend[] = ["memory", "table", "ledger"];
 
 /** Memory in process; `table` and `ledger` on fresh tables of the shared Azurite. */
 export async function storeFor(backend: Backend): Promise<JobStore> {
