@@ -3,9 +3,10 @@
  * connections), beside two reference servers in the same run: a bare Bun.serve handler that
  * parses the same JSON and answers 202, and a minimal Elysia route with a TypeBox body. The
  * service runs at the default log level (one line per request), at `warn`, and with
- * LUCIUS_AUTH_MODE=jwt (tokens of an identity provider served by this process). Each server is a
- * fresh process per run; two rounds, the best of each kept. Then an open-loop run at half the
- * service's peak for the latency percentiles.
+ * LUCIUS_AUTH_MODE=jwt (tokens of an identity provider served by this process), and, to show
+ * where the time goes, with a store that keeps no job (bench/forgetful-service.ts). Each server
+ * is a fresh process per run; two rounds, the best of each kept. Then an open-loop run at half
+ * the service's peak for the latency percentiles, of the service and of its forgetful twin.
  *
  *   bun run bench:intake [--seconds 6] [--connections 32]
  */
@@ -41,18 +42,20 @@ const service = "../src/main.ts";
 /** Throughput, not the memory bound, is measured here: room for every job of a run (bench:memory measures the bound). */
 const roomy = { LUCIUS_MEMORY_MAX_JOBS: "5000000" };
 const jwtEnv = { LUCIUS_AUTH_MODE: "jwt", LUCIUS_AUTH_JWKS_URL: idp.jwksUrl, LUCIUS_AUTH_ISSUER: ISSUER, LUCIUS_AUTH_AUDIENCE: AUDIENCE };
-const targets: Target[] = [
-  { name: "bare Bun.serve", script: "./bare-server.ts" },
-  { name: "minimal Elysia + TypeBox", script: "./elysia-server.ts" },
-  { name: "lucius, log level info (default)", script: service, env: { LUCIUS_LOG_LEVEL: "info", ...roomy } },
-  { name: "lucius, log level warn", script: service, env: { LUCIUS_LOG_LEVEL: "warn", ...roomy } },
-  {
-    name: "lucius, info, LUCIUS_AUTH_MODE=jwt",
-    script: service,
-    env: { LUCIUS_LOG_LEVEL: "info", ...roomy, ...jwtEnv },
-    headers: { Authorization: `Bearer ${bearer}` },
-  },
-];
+const bare: Target = { name: "bare Bun.serve", script: "./bare-server.ts" };
+const elysia: Target = { name: "minimal Elysia + TypeBox", script: "./elysia-server.ts" };
+const info: Target = { name: "lucius, log level info (default)", script: service, env: { LUCIUS_LOG_LEVEL: "info", ...roomy } };
+const warn: Target = { name: "lucius, log level warn", script: service, env: { LUCIUS_LOG_LEVEL: "warn", ...roomy } };
+// Where the time goes: the same service with a store that keeps nothing (bench/forgetful-service.ts).
+const infoForgetful: Target = { name: "lucius, info, store keeps nothing", script: "./forgetful-service.ts", env: { LUCIUS_LOG_LEVEL: "info" } };
+const warnForgetful: Target = { name: "lucius, warn, store keeps nothing", script: "./forgetful-service.ts", env: { LUCIUS_LOG_LEVEL: "warn" } };
+const jwt: Target = {
+  name: "lucius, info, LUCIUS_AUTH_MODE=jwt",
+  script: service,
+  env: { LUCIUS_LOG_LEVEL: "info", ...roomy, ...jwtEnv },
+  headers: { Authorization: `Bearer ${bearer}` },
+};
+const targets = [bare, elysia, info, warn, infoForgetful, warnForgetful, jwt];
 
 /** A fresh process of the target; its output is not read. */
 async function start(target: Target) {
@@ -89,28 +92,30 @@ const row = (name: string, r: WrkResult) =>
   `  ${name.padEnd(38)} ${r.perSecond.toFixed(0).padStart(7)} req/s  p50 ${r.p50Ms.toFixed(2).padStart(6)} ms  p99 ${r.p99Ms.toFixed(2).padStart(6)} ms`;
 console.log("\npeak (best of 2 rounds)");
 for (const target of targets) console.log(row(target.name, best.get(target.name)!));
-const rate = (name: string) => best.get(name)!.perSecond;
-const ratio = (a: string, b: string) => (rate(a) / rate(b)).toFixed(2);
-console.log(`\n  Elysia / bare:                 ${ratio(targets[1]!.name, targets[0]!.name)}`);
-console.log(`  lucius (info) / bare:          ${ratio(targets[2]!.name, targets[0]!.name)}   (target ≥ 0.5)`);
-console.log(`  lucius (warn) / bare:          ${ratio(targets[3]!.name, targets[0]!.name)}`);
-console.log(`  lucius jwt / lucius none:      ${ratio(targets[4]!.name, targets[2]!.name)}   (target ≥ 0.8)`);
+const rate = (target: Target) => best.get(target.name)!.perSecond;
+const ratio = (a: Target, b: Target) => (rate(a) / rate(b)).toFixed(2);
+console.log(`\n  Elysia / bare:                        ${ratio(elysia, bare)}`);
+console.log(`  lucius (info) / bare:                 ${ratio(info, bare)}   (target ≥ 0.5)`);
+console.log(`  lucius (warn) / bare:                 ${ratio(warn, bare)}`);
+console.log(`  info, store keeps nothing / bare:     ${ratio(infoForgetful, bare)}   (what keeping the jobs costs: see bench/forgetful-service.ts)`);
+console.log(`  warn, store keeps nothing / bare:     ${ratio(warnForgetful, bare)}`);
+console.log(`  lucius jwt / lucius none:             ${ratio(jwt, info)}   (target ≥ 0.8)`);
 
 // Open loop: requests at a fixed rate whatever the answers' pace, so that queueing shows in the
 // percentiles (a closed loop slows down with the server and hides it). Half the service's peak
 // is well within what a generator in this process can send.
-const half = Math.floor(rate(targets[2]!.name) / 2);
+const half = Math.floor(rate(info) / 2);
 const make =
   (url: string): MakeRequest =>
   () =>
     new Request(url, { method: "POST", headers: { "content-type": "application/json" }, body });
 const fmt = (r: LoadResult) => `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  (${r.requests} ok, ${r.errors} errors)`;
 console.log(`\nopen loop at half the service's peak: ${half} req/s for ${seconds}s, fresh processes`);
-for (const target of [targets[0]!, targets[2]!]) {
+for (const target of [bare, info, infoForgetful]) {
   const server = await start(target);
   try {
     const result = await openLoop(make(server.url), { ratePerSecond: half, seconds, expectStatus: 202, maxInFlight: 256 });
-    console.log(`  ${target.name.padEnd(38)} ${fmt(result)}${target === targets[2] ? "   (target p99 < 10 ms)" : ""}`);
+    console.log(`  ${target.name.padEnd(38)} ${fmt(result)}${target === info ? "   (target p99 < 10 ms)" : ""}`);
   } finally {
     await server.stop();
   }
