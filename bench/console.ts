@@ -7,8 +7,8 @@
  *   bun run bench:console [--loads 10]
  */
 import { parseArgs } from "node:util";
-import { launchBrowser } from "../test/support/browser.ts";
-import { ingestCommand, startTestRuntime } from "../test/support/runtime.ts";
+import { launchBrowser } from "../dev/browser.ts";
+import { ingestCommand, startTestRuntime } from "../dev/in-process-runtime.ts";
 
 const { values } = parseArgs({ options: { loads: { type: "string", default: "10" } } });
 const loads = Number(values.loads);

@@ -9,6 +9,7 @@
  *   bun run bench:deadlines [--runs 20]
  */
 import { parseArgs } from "node:util";
+import { freshTables } from "../dev/azurite.ts";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { newJobId, stepIdFor } from "../src/domain/ids.ts";
 import type { Step } from "../src/domain/model.ts";
@@ -16,8 +17,7 @@ import { planJob } from "../src/domain/plan-job.ts";
 import { createTableClient } from "../src/storage/azure/client.ts";
 import { createDeadlineIndex } from "../src/storage/azure/deadline-index.ts";
 import { createSingleTableStore } from "../src/storage/azure/single-table-store.ts";
-import { freshTables } from "../test/support/azurite.ts";
-import { startAzuriteProcess } from "./azurite-process.ts";
+import { startAzuriteProcess } from "./support/azurite-process.ts";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "20" } } });
 const runs = Number(values.runs);

@@ -8,13 +8,13 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ServiceBusClient } from "@azure/service-bus";
+import { sampleJob, storeJob } from "../dev/job-fixtures.ts";
 import type { OutboxWork } from "../src/domain/model.ts";
 import { silentLogger } from "../src/logging/logger.ts";
 import { createDispatcher } from "../src/outbox/dispatcher.ts";
 import { buildMessage } from "../src/outbox/message.ts";
 import { createServiceBusPublisher, toServiceBusMessage } from "../src/outbox/service-bus-publisher.ts";
 import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
-import { sampleJob, storeJob } from "../test/storage/job-store-contract.ts";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "10000" } } });
 const entries = Number(values.entries);
@@ -23,7 +23,7 @@ async function startBrokerProcess() {
   const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = probe.port;
   probe.stop(true);
-  const proc = Bun.spawn(["bun", resolve(import.meta.dir, "../test/support/run-broker.ts"), "--port", String(port)], { stdout: "pipe", stderr: "inherit" });
+  const proc = Bun.spawn(["bun", resolve(import.meta.dir, "../scripts/broker.ts"), "--port", String(port)], { stdout: "pipe", stderr: "inherit" });
   const reader = proc.stdout.getReader();
   let text = "";
   while (!text.includes("LUCIUS_SERVICEBUS_CONNECTION")) {

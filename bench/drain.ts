@@ -15,8 +15,8 @@ import { newJobId } from "../src/domain/ids.ts";
 import { planJob } from "../src/domain/plan-job.ts";
 import { buildMessage } from "../src/outbox/message.ts";
 import { toServiceBusMessage } from "../src/outbox/service-bus-publisher.ts";
-import { startAzuriteProcess } from "./azurite-process.ts";
-import { startBrokerProcess, startServiceProcess } from "./service-process.ts";
+import { startAzuriteProcess } from "./support/azurite-process.ts";
+import { startBrokerProcess, startServiceProcess } from "./support/service-process.ts";
 
 const { values } = parseArgs({
   options: {

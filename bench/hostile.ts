@@ -6,7 +6,7 @@
  *   bun run bench:hostile [--requests 400]
  */
 import { parseArgs } from "node:util";
-import { startServiceProcess } from "./service-process.ts";
+import { startServiceProcess } from "./support/service-process.ts";
 
 const { values } = parseArgs({ options: { requests: { type: "string", default: "400" } } });
 const total = Number(values.requests);

@@ -11,10 +11,10 @@
  *   bun run bench:intake [--seconds 6] [--connections 32]
  */
 import { parseArgs } from "node:util";
-import { AUDIENCE, ISSUER, signingKey, startIdentityProvider, token } from "../test/support/identity-provider.ts";
-import { type LoadResult, type MakeRequest, openLoop } from "./load.ts";
-import { startScriptProcess } from "./service-process.ts";
-import { ensureWrk, type WrkResult, wrk } from "./wrk.ts";
+import { AUDIENCE, ISSUER, signingKey, startIdentityProvider, token } from "../dev/identity-provider.ts";
+import { type LoadResult, type MakeRequest, openLoop } from "./support/load.ts";
+import { startScriptProcess } from "./support/service-process.ts";
+import { ensureWrk, type WrkResult, wrk } from "./support/wrk.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "6" }, connections: { type: "string", default: "32" } } });
 const seconds = Number(values.seconds);
@@ -38,17 +38,17 @@ interface Target {
   headers?: Record<string, string>;
 }
 
-const service = "../src/main.ts";
+const service = "src/main.ts";
 /** Throughput, not the memory bound, is measured here: room for every job of a run (bench:memory measures the bound). */
 const roomy = { LUCIUS_MEMORY_MAX_JOBS: "5000000" };
 const jwtEnv = { LUCIUS_AUTH_MODE: "jwt", LUCIUS_AUTH_JWKS_URL: idp.jwksUrl, LUCIUS_AUTH_ISSUER: ISSUER, LUCIUS_AUTH_AUDIENCE: AUDIENCE };
-const bare: Target = { name: "bare Bun.serve", script: "./bare-server.ts" };
-const elysia: Target = { name: "minimal Elysia + TypeBox", script: "./elysia-server.ts" };
+const bare: Target = { name: "bare Bun.serve", script: "bench/support/bare-server.ts" };
+const elysia: Target = { name: "minimal Elysia + TypeBox", script: "bench/support/elysia-server.ts" };
 const info: Target = { name: "lucius, log level info (default)", script: service, env: { LUCIUS_LOG_LEVEL: "info", ...roomy } };
 const warn: Target = { name: "lucius, log level warn", script: service, env: { LUCIUS_LOG_LEVEL: "warn", ...roomy } };
 // Where the time goes: the same service with a store that keeps nothing (bench/forgetful-service.ts).
-const infoForgetful: Target = { name: "lucius, info, store keeps nothing", script: "./forgetful-service.ts", env: { LUCIUS_LOG_LEVEL: "info" } };
-const warnForgetful: Target = { name: "lucius, warn, store keeps nothing", script: "./forgetful-service.ts", env: { LUCIUS_LOG_LEVEL: "warn" } };
+const infoForgetful: Target = { name: "lucius, info, store keeps nothing", script: "bench/support/forgetful-service.ts", env: { LUCIUS_LOG_LEVEL: "info" } };
+const warnForgetful: Target = { name: "lucius, warn, store keeps nothing", script: "bench/support/forgetful-service.ts", env: { LUCIUS_LOG_LEVEL: "warn" } };
 const jwt: Target = {
   name: "lucius, info, LUCIUS_AUTH_MODE=jwt",
   script: service,

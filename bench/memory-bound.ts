@@ -10,8 +10,8 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { startScriptProcess } from "./service-process.ts";
-import { ensureWrk, wrk } from "./wrk.ts";
+import { startScriptProcess } from "./support/service-process.ts";
+import { ensureWrk, wrk } from "./support/wrk.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "300" } } });
 const seconds = Number(values.seconds);
@@ -41,5 +41,5 @@ async function run(name: string, script: string) {
 }
 
 console.log(`wrk -t1 -c32 -d${seconds}s, POST document.ocr; RSS from /proc`);
-await run("bare Bun.serve", "./bare-server.ts");
-await run("lucius, memory, default bound", "../src/main.ts");
+await run("bare Bun.serve", "bench/support/bare-server.ts");
+await run("lucius, memory, default bound", "src/main.ts");

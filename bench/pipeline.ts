@@ -8,8 +8,8 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ServiceBusClient } from "@azure/service-bus";
-import { freshTables } from "../test/support/azurite.ts";
-import { startAzuriteProcess } from "./azurite-process.ts";
+import { freshTables } from "../dev/azurite.ts";
+import { startAzuriteProcess } from "./support/azurite-process.ts";
 
 const { values } = parseArgs({ options: { jobs: { type: "string", default: "1000" }, concurrency: { type: "string", default: "32" } } });
 const jobs = Number(values.jobs);
@@ -38,7 +38,7 @@ async function waitFor(url: string): Promise<void> {
 
 const azurite = await startAzuriteProcess();
 const brokerPort = await freePort();
-const broker = Bun.spawn(["bun", resolve(root, "test/support/run-broker.ts"), "--port", String(brokerPort), "--queue", "step-events"], {
+const broker = Bun.spawn(["bun", resolve(root, "scripts/broker.ts"), "--port", String(brokerPort), "--queue", "step-events"], {
   stdout: "ignore",
   stderr: "inherit",
 });

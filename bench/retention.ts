@@ -11,6 +11,7 @@
  *   bun run bench:retention [--runs 5]
  */
 import { parseArgs } from "node:util";
+import { freshTables } from "../dev/azurite.ts";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { newJobId } from "../src/domain/ids.ts";
 import type { Job } from "../src/domain/model.ts";
@@ -20,8 +21,7 @@ import { createTableClient } from "../src/storage/azure/client.ts";
 import { jobToEntity } from "../src/storage/azure/entities.ts";
 import { createRetentionIndex } from "../src/storage/azure/retention-index.ts";
 import { createSingleTableStore, JOB_ROW } from "../src/storage/azure/single-table-store.ts";
-import { freshTables } from "../test/support/azurite.ts";
-import { startAzuriteProcess } from "./azurite-process.ts";
+import { startAzuriteProcess } from "./support/azurite-process.ts";
 
 const { values } = parseArgs({ options: { runs: { type: "string", default: "5" } } });
 const runs = Number(values.runs);

@@ -10,6 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import type { TableClient } from "@azure/data-tables";
+import { freshTables } from "../dev/azurite.ts";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { loadSettings } from "../src/config/settings.ts";
 import { newJobId, outboxIdFor, stepIdFor } from "../src/domain/ids.ts";
@@ -24,8 +25,7 @@ import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts
 import { createSingleTableStore, outboxRow } from "../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../src/storage/job-store.ts";
 import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
-import { freshTables } from "../test/support/azurite.ts";
-import { startAzuriteProcess } from "./azurite-process.ts";
+import { startAzuriteProcess } from "./support/azurite-process.ts";
 
 const { values } = parseArgs({ options: { commands: { type: "string", default: "200" } } });
 const commands = Number(values.commands);

@@ -8,6 +8,11 @@
  *   bun run bench:sweepers [--entries 1000] [--backend ledger|table|memory]
  */
 import { parseArgs } from "node:util";
+import { azurite, freshTables } from "../dev/azurite.ts";
+import { eventually } from "../dev/eventually.ts";
+import { sampleJob, storeJob } from "../dev/job-fixtures.ts";
+import { overlappingPublishes, type TimedPublish, timedPublisher } from "../dev/recording-publisher.ts";
+import { startBroker } from "../dev/service-bus.ts";
 import { bundledRegistry } from "../src/config/protocols.ts";
 import { loadSettings } from "../src/config/settings.ts";
 import { silentLogger } from "../src/logging/logger.ts";
@@ -17,11 +22,6 @@ import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts
 import { createSingleTableStore } from "../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../src/storage/job-store.ts";
 import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
-import { sampleJob, storeJob } from "../test/storage/job-store-contract.ts";
-import { azurite, freshTables } from "../test/support/azurite.ts";
-import { eventually } from "../test/support/eventually.ts";
-import { overlappingPublishes, type TimedPublish, timedPublisher } from "../test/support/recording-publisher.ts";
-import { startBroker } from "../test/support/service-bus.ts";
 
 const { values } = parseArgs({ options: { entries: { type: "string", default: "1000" }, backend: { type: "string", default: "ledger" } } });
 const entries = Number(values.entries);

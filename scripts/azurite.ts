@@ -6,7 +6,7 @@
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { connectionStringFor } from "../test/support/azurite.ts";
+import { connectionStringFor } from "../dev/azurite.ts";
 
 function options() {
   try {

@@ -11,8 +11,8 @@
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { connectionStringFor } from "../dev/azurite.ts";
 import { loadProtocols } from "../src/config/protocols.ts";
-import { connectionStringFor } from "../test/support/azurite.ts";
 import { DENO_RUN, denoExecutable } from "./deno-command.ts";
 
 const root = resolve(import.meta.dir, "..");
@@ -43,7 +43,7 @@ if (values.runtime !== "bun" && values.runtime !== "deno") {
  * chosen, so that two zeros never get the same port (a port closed is free to be handed out again).
  */
 function portsOf(flags: Record<string, string>): number[] {
-  const probes: ReturnType<typeof Bun.listen>[] = [];
+  const probes: Bun.TCPSocketListener<undefined>[] = [];
   const ports = Object.entries(flags).map(([flag, value]) => {
     const port = Number(value);
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -155,7 +155,7 @@ try {
   ];
   let brokerConnection = "";
   const topicArgs = topics.flatMap((topic) => ["--topic", topic]);
-  await start("broker", ["bun", "test/support/run-broker.ts", "--port", String(brokerPort), "--queue", EVENTS_QUEUE, ...topicArgs], {}, (line) => {
+  await start("broker", ["bun", "scripts/broker.ts", "--port", String(brokerPort), "--queue", EVENTS_QUEUE, ...topicArgs], {}, (line) => {
     const match = /LUCIUS_SERVICEBUS_CONNECTION='([^']+)'/.exec(line);
     if (match) brokerConnection = match[1]!;
     return match !== null;

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
+import { ingestCommand } from "../dev/in-process-runtime.ts";
 import { maskSecrets } from "../src/cli.ts";
 import { VERSION } from "../src/version.ts";
-import { ingestCommand } from "./support/runtime.ts";
 import { startService } from "./support/service-process.ts";
 
 const MAIN = resolve(import.meta.dir, "../src/main.ts");

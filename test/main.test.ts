@@ -2,10 +2,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { azurite, freshTables } from "./support/azurite.ts";
-import { eventually } from "./support/eventually.ts";
-import { ingestCommand } from "./support/runtime.ts";
-import { startBroker } from "./support/service-bus.ts";
+import { azurite, freshTables } from "../dev/azurite.ts";
+import { eventually } from "../dev/eventually.ts";
+import { ingestCommand } from "../dev/in-process-runtime.ts";
+import { startBroker } from "../dev/service-bus.ts";
 import { runServiceExpectingExit, startService } from "./support/service-process.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-main-"));

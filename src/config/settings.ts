@@ -3,12 +3,12 @@
  * reported together so that one failed start names every wrong variable.
  */
 
+import { LOG_LEVELS, type LogLevel } from "../logging/logger.ts";
 import { serviceBusConnectionProblem, tableConnectionProblem } from "./connection-strings.ts";
 import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 
 export type StorageBackend = "memory" | "table" | "ledger";
 export type AuthMode = "none" | "jwt" | "apikey";
-export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
 
 export interface Settings {
   storageBackend: StorageBackend;
@@ -87,7 +87,6 @@ export function ttlIndexTable(outboxOrLedgerTable: string): string {
   return `${outboxOrLedgerTable}Ttl`;
 }
 const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
-const LOG_LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
 const AUTH_MODES: readonly AuthMode[] = ["none", "jwt", "apikey"];
 

@@ -5,7 +5,7 @@
  * broker; the outbox's retry loop is its own (src/outbox/sweeper.ts).
  */
 import type { Logger } from "../logging/logger.ts";
-import { createWakeablePause } from "../outbox/wakeable-pause.ts";
+import { AGAIN, createLoop, pauseFor } from "../loops/loop.ts";
 
 export interface ChoreResult {
   /** The chore took a whole batch: more may be waiting. */
@@ -30,36 +30,23 @@ export interface Housekeeping {
 }
 
 export function createHousekeeping(options: HousekeepingOptions): Housekeeping {
-  const pause = createWakeablePause();
-  let stopped = true;
-  let loop: Promise<void> | null = null;
-
-  async function run(): Promise<void> {
-    while (!stopped) {
-      const startedAt = Date.now();
+  const intervalMs = options.intervalSeconds * 1000;
+  const loop = createLoop({
+    name: "housekeeping",
+    errorPauseMs: intervalMs,
+    logger: options.logger,
+    async round(stopping) {
       let full = false;
       for (const chore of options.chores) {
-        if (stopped) break;
+        if (stopping.aborted) break;
         try {
           full = (await chore.run()).full || full;
         } catch (error) {
           options.logger.warn({ err: error, chore: chore.name }, "housekeeping: a chore failed; the next round retries");
         }
       }
-      if (!full && !stopped) await pause.wait(options.intervalSeconds * 1000, startedAt);
-    }
-  }
-
-  return {
-    start() {
-      if (!stopped) return;
-      stopped = false;
-      loop = run();
+      return full ? AGAIN : pauseFor(intervalMs);
     },
-    async stop() {
-      stopped = true;
-      pause.end();
-      await loop;
-    },
-  };
+  });
+  return { start: () => loop.start(), stop: () => loop.stop() };
 }

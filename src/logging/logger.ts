@@ -3,9 +3,11 @@
  * take the `Logger` type, never pino itself.
  */
 import pino from "pino";
-import type { LogLevel } from "../config/settings.ts";
 
 export type Logger = pino.Logger;
+
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface LoggerOptions {
   level: LogLevel;

@@ -3,27 +3,38 @@
  * own so that several runtimes in one process (tests) never share counters.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { OutboxStats } from "../storage/job-store.ts";
+
+/**
+ * The outbox's counts as the metrics show them. Metrics sit below the parts they count, so they
+ * declare what they take; the store's stats have this shape.
+ */
+export interface OutboxCounts {
+  pending: number;
+  failed: number;
+  /** Null when nothing is pending. */
+  oldestPendingAgeSeconds: number | null;
+}
+
+/** How one message's publish ended, as the `result` label of the publish metrics. */
+export type PublishResultLabel = "sent" | "retryable_error" | "permanent_error";
 
 export interface MetricsOptions {
   /** Outbox counts; read at most once per `statsTtlMs` (they can cost storage reads). */
-  outboxStats: () => Promise<OutboxStats>;
+  outboxStats: () => Promise<OutboxCounts>;
   statsTtlMs?: number;
   /** Milliseconds since the epoch; injected by tests. */
   now?: () => number;
 }
 
-import type { PublishResult } from "../outbox/publish-with-timeout.ts";
-
 export function createMetrics(options: MetricsOptions) {
   const registry = new Registry();
   const ttl = options.statsTtlMs ?? 10_000;
   const now = options.now ?? Date.now;
-  let cached: { at: number; stats: OutboxStats } | null = null;
-  let refreshing: Promise<OutboxStats> | null = null;
+  let cached: { at: number; stats: OutboxCounts } | null = null;
+  let refreshing: Promise<OutboxCounts> | null = null;
 
   /** The latest outbox counts, refreshed when older than the TTL; one read at a time. */
-  async function outboxStats(): Promise<OutboxStats> {
+  async function outboxStats(): Promise<OutboxCounts> {
     if (cached && now() - cached.at < ttl) return cached.stats;
     refreshing ??= options
       .outboxStats()
@@ -112,7 +123,7 @@ export function createMetrics(options: MetricsOptions) {
       commands.inc({ outcome, reason });
       if (seconds !== undefined) intakeLatency.observe(seconds);
     },
-    published(result: PublishResult, count: number, seconds: number) {
+    published(result: PublishResultLabel, count: number, seconds: number) {
       published.inc({ result }, count);
       publishLatency.observe(seconds);
     },

@@ -6,10 +6,10 @@
  * twice; other replicas are kept off by the leases.
  */
 import type { Logger } from "../logging/logger.ts";
+import { AGAIN, createLoop, pauseFor } from "../loops/loop.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { BROKER_PROBE_MS, type Dispatcher } from "./dispatcher.ts";
 import { isHeld, leaseEntries, type PublishSummary, summarize } from "./lease.ts";
-import { createWakeablePause } from "./wakeable-pause.ts";
 
 export type { PublishSummary } from "./lease.ts";
 
@@ -59,10 +59,8 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   const batchesInFlight = options.batchesInFlight ?? DEFAULT_BATCHES_IN_FLIGHT;
   const publishing = createInFlight(batchesInFlight, options.logger);
   const progress = createProgressLog(options);
-  const pause = createWakeablePause();
-  let loop: Promise<void> | null = null;
+  const loop = createLoop({ name: "outbox retry", round, errorPauseMs: options.intervalSeconds * 1000, logger: options.logger });
   let draining: Promise<PublishSummary> | null = null;
-  let stopped = true;
 
   /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
   async function sweep(cutoff?: Date, limit = options.batchSize): Promise<{ found: number; due: number; published: Promise<PublishSummary> }> {
@@ -76,29 +74,23 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     return { found: found.length, due: due.length, published: published.then(progress.record) };
   }
 
-  async function run(): Promise<void> {
-    while (!stopped) {
-      // A broker that does not answer: probe it instead of spending every due entry's attempts.
-      if (options.dispatcher.broker.isDown() && !(await options.dispatcher.broker.probe())) {
-        await pause.wait(Math.min(options.intervalSeconds * 1000, BROKER_PROBE_MS), Date.now());
-        continue;
-      }
-      let full = false;
-      const sweptAt = Date.now();
-      try {
-        const { due, published } = await sweep();
-        full = due >= options.batchSize;
-        await publishing.add(published);
-        options.onTick?.("ok");
-      } catch (error) {
-        options.onTick?.("error");
-        options.logger.warn({ err: error }, "sweep failed; the next one retries");
-      }
-      if (!full && !stopped) {
-        await progress.idle();
-        await pause.wait(options.intervalSeconds * 1000, sweptAt);
-      }
+  /** One round of the retry loop: a sweep, or a probe of a broker that stopped answering. */
+  async function round(): Promise<ReturnType<typeof pauseFor>> {
+    // A broker that does not answer: probe it instead of spending every due entry's attempts.
+    if (options.dispatcher.broker.isDown() && !(await options.dispatcher.broker.probe())) {
+      return pauseFor(Math.min(options.intervalSeconds * 1000, BROKER_PROBE_MS));
     }
+    try {
+      const { due, published } = await sweep();
+      await publishing.add(published);
+      options.onTick?.("ok");
+      if (due >= options.batchSize) return AGAIN;
+    } catch (error) {
+      options.onTick?.("error");
+      options.logger.warn({ err: error }, "sweep failed; the next one retries");
+    }
+    await progress.idle();
+    return pauseFor(options.intervalSeconds * 1000);
   }
 
   async function drainEverything(): Promise<PublishSummary> {
@@ -146,16 +138,10 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       const { published } = await sweep();
       return published;
     },
-    wakeBy: (at) => pause.announce(Date.parse(at)),
-    start() {
-      if (!stopped) return;
-      stopped = false;
-      loop = run();
-    },
+    wakeBy: (at) => loop.wakeBy(Date.parse(at)),
+    start: () => loop.start(),
     async stop() {
-      stopped = true;
-      pause.end();
-      await loop;
+      await loop.stop();
       await draining?.catch(() => {});
       await publishing.settle();
     },

@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { Writable } from "node:stream";
+import { eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import { createLogger } from "../../src/logging/logger.ts";
 import { createRuntime } from "../../src/runtime.ts";
-import { eventually } from "../support/eventually.ts";
-import { createRecordingPublisher } from "../support/recording-publisher.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 const KEY = "admin-key-0123456789";
 const ADMIN_ENV = { LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY, LUCIUS_OUTBOX_MAX_ATTEMPTS: "2", LUCIUS_OUTBOX_RETRY_ENABLED: "false" };

@@ -3,10 +3,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
 import { newKeyCommand } from "../../src/cli.ts";
 import { SettingsError } from "../../src/config/settings.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-keys-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,11 +4,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { base64url, SignJWT } from "jose";
+import { eventually } from "../../dev/eventually.ts";
+import { AUDIENCE, ISSUER, type SigningKey, signingKey, startIdentityProvider, token } from "../../dev/identity-provider.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { createJwtAuthenticator } from "../../src/auth/jwt-authenticator.ts";
 import { UnauthorizedError } from "../../src/domain/errors.ts";
-import { eventually } from "../support/eventually.ts";
-import { AUDIENCE, ISSUER, type SigningKey, signingKey, startIdentityProvider, token } from "../support/identity-provider.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 let rsa: SigningKey;
 let ec: SigningKey;

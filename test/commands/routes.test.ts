@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
+import { deferred, eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { deferred, eventually } from "../support/eventually.ts";
-import { createRecordingPublisher } from "../support/recording-publisher.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 const PROBLEM = "application/problem+json";
 

@@ -1,7 +1,7 @@
 /** LUCIUS_TENANT_RATE_LIMIT: a bucket per tenant; one noisy tenant does not starve the others. */
 import { describe, expect, test } from "bun:test";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { createTenantRateLimit } from "../../src/commands/tenant-rate-limit.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 describe("tenant rate limit", () => {
   test("a burst of twice the rate passes, the next waits for a token, and tokens come back with time", () => {

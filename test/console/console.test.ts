@@ -7,15 +7,15 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync } from "node:fs";
 import type { Browser, Page } from "puppeteer-core";
+import { ARTIFACTS_DIR, launchBrowser } from "../../dev/browser.ts";
+import { eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
+import { startBroker } from "../../dev/service-bus.ts";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
 import { recordPublishFailure } from "../../src/domain/transitions.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
-import { ARTIFACTS_DIR, launchBrowser } from "../support/browser.ts";
-import { eventually } from "../support/eventually.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
-import { startBroker } from "../support/service-bus.ts";
 
 const KEY = "console-test-key-0123456789";
 const memory = createMemoryStore();

@@ -4,10 +4,10 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import type { ServiceBusReceivedMessage } from "@azure/service-bus";
+import { eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { startBroker } from "../../dev/service-bus.ts";
 import { createLogger } from "../../src/logging/logger.ts";
-import { eventually } from "../support/eventually.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
-import { startBroker } from "../support/service-bus.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
 
 const EVENTS = "step-events";

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { createRecordingPublisher } from "../support/recording-publisher.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 
 describe("health", () => {
   test("/healthz answers 200 while the process runs", async () => {

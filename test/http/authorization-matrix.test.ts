@@ -7,10 +7,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
 import { PERMISSIONS, type Permission } from "../../src/auth/caller.ts";
 import { permissionFor } from "../../src/http/auth-guard.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 import { storeFor } from "../support/stores.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-matrix-"));

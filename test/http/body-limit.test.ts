@@ -1,6 +1,6 @@
 // Bun enforces its own body limit before Elysia runs, so the limit is tested on the real service over a socket.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ingestCommand } from "../support/runtime.ts";
+import { ingestCommand } from "../../dev/in-process-runtime.ts";
 import { type ServiceProcess, startService } from "../support/service-process.ts";
 
 const LIMIT = 4096;

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
-import { ingestCommand } from "../support/runtime.ts";
+import { ingestCommand } from "../../dev/in-process-runtime.ts";
 import { type ServiceProcess, startService } from "../support/service-process.ts";
 
 const LIMIT = 65536;

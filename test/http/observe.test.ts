@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { Writable } from "node:stream";
+import { ingestCommand } from "../../dev/in-process-runtime.ts";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import { createLogger } from "../../src/logging/logger.ts";
 import { createRuntime } from "../../src/runtime.ts";
-import { ingestCommand } from "../support/runtime.ts";
 
 async function setup(env: Record<string, string> = {}) {
   const lines: Record<string, unknown>[] = [];

@@ -5,10 +5,10 @@
  * test moves it instead of waiting out the deadlines.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { startBroker } from "../../dev/service-bus.ts";
 import { buildRegistry } from "../../src/config/protocols.ts";
-import { eventually } from "../support/eventually.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
-import { startBroker } from "../support/service-bus.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];

@@ -4,7 +4,7 @@
  * memory backend refuses work with 503 when its bound is full of open jobs.
  */
 import { describe, expect, test } from "bun:test";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { storeFor } from "../support/stores.ts";
 
 const HOUR = 3600_000;

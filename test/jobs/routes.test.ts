@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 
 async function submit(post: (body: unknown) => Promise<Response>, overrides: Record<string, unknown> = {}) {
   const response = await post(ingestCommand(overrides));

@@ -3,11 +3,11 @@
  * published only after the previous step succeeded, and every transition goes through the outbox.
  */
 import { describe, expect, test } from "bun:test";
+import { eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { buildRegistry } from "../../src/config/protocols.ts";
 import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/step-events.ts";
-import { eventually } from "../support/eventually.ts";
-import { createRecordingPublisher } from "../support/recording-publisher.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
 
 /** document.ingest as bundled, but `embed` may be tried twice. */

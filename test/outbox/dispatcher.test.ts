@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
+import { eventually } from "../../dev/eventually.ts";
+import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
+import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import type { OutboxWork } from "../../src/domain/model.ts";
 import { markOutboxSent } from "../../src/domain/transitions.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import { createDispatcher } from "../../src/outbox/dispatcher.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
-import { eventually } from "../support/eventually.ts";
-import { createRecordingPublisher } from "../support/recording-publisher.ts";
 
 const NOW = new Date("2026-06-01T12:00:00.000Z");
 

@@ -1,13 +1,13 @@
 import { afterEach, describe, expect, test } from "bun:test";
+import { eventually } from "../../dev/eventually.ts";
+import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
+import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
+import { startBroker } from "../../dev/service-bus.ts";
 import { buildRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
 import { silentLogger } from "../../src/logging/logger.ts";
 import { createDispatcher } from "../../src/outbox/dispatcher.ts";
 import { createServiceBusPublisher } from "../../src/outbox/service-bus-publisher.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
-import { eventually } from "../support/eventually.ts";
-import { ingestCommand, startTestRuntime } from "../support/runtime.ts";
-import { startBroker } from "../support/service-bus.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {

@@ -3,6 +3,12 @@
  * lost, nothing is published by two sweepers at once.
  */
 import { afterEach, describe, expect, jest, test } from "bun:test";
+import { azurite, freshTables } from "../../dev/azurite.ts";
+import { deferred, eventually } from "../../dev/eventually.ts";
+import { ingestCommand } from "../../dev/in-process-runtime.ts";
+import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
+import { overlappingPublishes, type TimedPublish, timedPublisher } from "../../dev/recording-publisher.ts";
+import { startBroker } from "../../dev/service-bus.ts";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
 import type { OutboxEntry } from "../../src/domain/model.ts";
@@ -15,12 +21,6 @@ import { createMultiTableStore } from "../../src/storage/azure/multi-table-store
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { sampleJob, storeJob } from "../storage/job-store-contract.ts";
-import { azurite, freshTables } from "../support/azurite.ts";
-import { deferred, eventually } from "../support/eventually.ts";
-import { overlappingPublishes, type TimedPublish, timedPublisher } from "../support/recording-publisher.ts";
-import { ingestCommand } from "../support/runtime.ts";
-import { startBroker } from "../support/service-bus.ts";
 
 type Backend = "memory" | "table" | "ledger";
 
@@ -270,7 +270,7 @@ test("a sweeper's ticks never overlap, and stop() waits for the running one", as
       return store.findDueOutbox(now, limit);
     },
   };
-  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
   const runtime = await createRuntime({
     settings: loadSettings({ LUCIUS_OUTBOX_RETRY_INTERVAL: "0.05" }),
     protocols: bundledRegistry(),
@@ -320,7 +320,7 @@ test("a lease written but answered with a conflict (a lost answer, then a retry)
       return saved;
     },
   };
-  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
   const runtime = await createRuntime({
     settings: loadSettings({}),
     protocols: bundledRegistry(),
@@ -339,7 +339,7 @@ test("a drain of everything never takes an entry another sweeper holds under a l
   const free = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
   const until = new Date(Date.now() + 60_000).toISOString();
   await store.saveChanges(held.job.jobId, { outbox: [leaseEntry(held.outbox[0]!, new Date().toISOString(), until, "another-replica")] });
-  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
   const runtime = await createRuntime({
     settings: loadSettings({}),
     protocols: bundledRegistry(),
@@ -355,7 +355,7 @@ test("a drain of everything never takes an entry another sweeper holds under a l
 
 test("the sweeper wakes when a directive it was told of falls due, not at the end of its interval", async () => {
   const store = createMemoryStore();
-  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
   const runtime = await createRuntime({
     // An interval far beyond the test's deadline: only the announced due time can wake the sweeper.
     settings: loadSettings({ LUCIUS_OUTBOX_RETRY_INTERVAL: "600", LUCIUS_OUTBOX_RETRY_DELAY: "0.6", LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "0.5" }),
@@ -388,7 +388,7 @@ test("a drain of everything looks past a full window of entries held by leases t
   const behind = await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
   const later = new Date(Date.now() + 120_000).toISOString();
   await store.saveChanges(behind.job.jobId, { outbox: [{ ...behind.outbox[0]!, nextAttemptAt: later }] });
-  const recording = (await import("../support/recording-publisher.ts")).createRecordingPublisher();
+  const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
   const runtime = await createRuntime({
     settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
     protocols: bundledRegistry(),

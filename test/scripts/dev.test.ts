@@ -4,7 +4,7 @@
  */
 import { expect, test } from "bun:test";
 import { resolve } from "node:path";
-import { eventually } from "../support/eventually.ts";
+import { eventually } from "../../dev/eventually.ts";
 
 const DEV = resolve(import.meta.dir, "../../scripts/dev.ts");
 

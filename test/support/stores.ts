@@ -1,9 +1,10 @@
 /** A fresh, empty store of each backend, for tests that run on all three. */
+
+import { azurite, freshTables } from "../../dev/azurite.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { azurite, freshTables } from "./azurite.ts";
 
 export type Backend = "memory" | "table" | "ledger";
 

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
+import { azurite, freshTables } from "../../../dev/azurite.ts";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../../src/domain/errors.ts";
 import { createTableClient, queryAll, StorageRejectedError, toDomainError } from "../../../src/storage/azure/client.ts";
 import { StorageLimitError } from "../../../src/storage/azure/limits.ts";
-import { azurite, freshTables } from "../../support/azurite.ts";
 
 const restError = (statusCode: number | undefined, code?: string) =>
   Object.assign(new Error('{"odata.error":{"message":"raw Azure text"}}'), { name: "RestError", statusCode, code });

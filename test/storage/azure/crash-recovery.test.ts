@@ -4,13 +4,13 @@
  * published outbox entry per runnable step, nothing lost, nothing duplicated.
  */
 import { describe, expect, test } from "bun:test";
+import { azurite, freshTables } from "../../../dev/azurite.ts";
+import { ingestCommand, startTestRuntime } from "../../../dev/in-process-runtime.ts";
+import { createRecordingPublisher } from "../../../dev/recording-publisher.ts";
 import type { AzureTableOptions } from "../../../src/storage/azure/client.ts";
 import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../../src/storage/job-store.ts";
-import { azurite, freshTables } from "../../support/azurite.ts";
-import { createRecordingPublisher } from "../../support/recording-publisher.ts";
-import { ingestCommand, startTestRuntime } from "../../support/runtime.ts";
 
 type Backend = "table" | "ledger";
 

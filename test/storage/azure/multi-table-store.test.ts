@@ -1,5 +1,5 @@
+import { azurite, freshTables } from "../../../dev/azurite.ts";
 import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
-import { azurite, freshTables } from "../../support/azurite.ts";
 import { describeStoreContract } from "../job-store-contract.ts";
 
 async function makeStore() {

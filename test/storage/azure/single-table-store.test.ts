@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
+import { azurite, freshTables } from "../../../dev/azurite.ts";
+import { sampleJob, storeJob } from "../../../dev/job-fixtures.ts";
 import { createTableClient } from "../../../src/storage/azure/client.ts";
 import { createSingleTableStore, JOB_ROW, outboxRow, stepRow } from "../../../src/storage/azure/single-table-store.ts";
-import { azurite, freshTables } from "../../support/azurite.ts";
-import { describeStoreContract, sampleJob, storeJob } from "../job-store-contract.ts";
+import { describeStoreContract } from "../job-store-contract.ts";
 
 async function makeStore() {
   const { connection } = await azurite();

@@ -1,8 +1,9 @@
 import { expect, test } from "bun:test";
+import { sampleJob, storeJob } from "../../../dev/job-fixtures.ts";
 import { StorageFullError } from "../../../src/domain/errors.ts";
 import { cancelJob } from "../../../src/domain/step-events.ts";
 import { createMemoryStore } from "../../../src/storage/memory/memory-store.ts";
-import { describeStoreContract, sampleJob, storeJob } from "../job-store-contract.ts";
+import { describeStoreContract } from "../job-store-contract.ts";
 
 describeStoreContract("memory", async () => createMemoryStore(), { atomicChanges: true });
 

@@ -1,4 +1,4 @@
-// Azurite ships JavaScript without declarations; these are the parts test/support/azurite.ts uses.
+// Azurite ships JavaScript without declarations; these are the parts dev/azurite.ts uses.
 declare module "azurite/dist/src/table/TableServer.js" {
   export default class TableServer {
     constructor(configuration: unknown);

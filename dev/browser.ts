@@ -31,4 +31,4 @@ export async function launchBrowser(): Promise<Browser> {
 }
 
 /** Where the test run leaves its screenshots (kept out of git). */
-export const ARTIFACTS_DIR = new URL("../../artifacts/console/", import.meta.url).pathname;
+export const ARTIFACTS_DIR = new URL("../artifacts/console/", import.meta.url).pathname;

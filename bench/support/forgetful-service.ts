@@ -6,12 +6,12 @@
  * memory costs (allocation, and the garbage collector walking a heap that grows with each job).
  * Never a way to run the service: nothing it accepts can be read back or published.
  */
-import { loadProtocols } from "../src/config/protocols.ts";
-import { loadSettings } from "../src/config/settings.ts";
-import { createLogger } from "../src/logging/logger.ts";
-import { createRuntime } from "../src/runtime.ts";
-import type { JobStore } from "../src/storage/job-store.ts";
-import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
+import { loadProtocols } from "../../src/config/protocols.ts";
+import { loadSettings } from "../../src/config/settings.ts";
+import { createLogger } from "../../src/logging/logger.ts";
+import { createRuntime } from "../../src/runtime.ts";
+import type { JobStore } from "../../src/storage/job-store.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 
 const settings = loadSettings(Bun.env);
 const protocols = loadProtocols(settings);

@@ -1,9 +1,9 @@
-import { bundledRegistry, type ProtocolRegistry } from "../../src/config/protocols.ts";
-import { loadSettings, type Settings } from "../../src/config/settings.ts";
-import { type Logger, silentLogger } from "../../src/logging/logger.ts";
-import type { Publisher } from "../../src/outbox/publisher.ts";
-import { createRuntime } from "../../src/runtime.ts";
-import type { JobStore } from "../../src/storage/job-store.ts";
+import { bundledRegistry, type ProtocolRegistry } from "../src/config/protocols.ts";
+import { loadSettings, type Settings } from "../src/config/settings.ts";
+import { type Logger, silentLogger } from "../src/logging/logger.ts";
+import type { Publisher } from "../src/outbox/publisher.ts";
+import { createRuntime } from "../src/runtime.ts";
+import type { JobStore } from "../src/storage/job-store.ts";
 
 export interface TestRuntimeOptions {
   env?: Record<string, string>;

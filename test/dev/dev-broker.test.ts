@@ -1,7 +1,7 @@
 // The dev broker is test infrastructure the publisher's tests rely on: these pin down the
 // Service Bus behaviours it claims, with the real SDK as the client.
 import { afterEach, describe, expect, test } from "bun:test";
-import { startBroker } from "./service-bus.ts";
+import { startBroker } from "../../dev/service-bus.ts";
 
 let stop: (() => Promise<void>) | undefined;
 afterEach(async () => {

@@ -3,8 +3,8 @@
  * `down` (refuse connections), `up`, `count <entity>` (messages accepted, duplicates excluded).
  * Each command is answered with one line on stdout; the first line is the connection string.
  */
-import { startDevBroker } from "../test/support/dev-broker.ts";
-import { BUNDLED_TOPICS } from "../test/support/service-bus.ts";
+import { startDevBroker } from "../../dev/dev-broker.ts";
+import { BUNDLED_TOPICS } from "../../dev/service-bus.ts";
 
 const broker = await startDevBroker({ port: 0, topics: BUNDLED_TOPICS });
 console.log(broker.connectionString);

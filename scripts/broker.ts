@@ -5,8 +5,8 @@
  *   bun run broker [--port 5672] [--queue name ...] [--topic name ...]   (topics: the bundled protocols' by default)
  */
 import { parseArgs } from "node:util";
-import { startDevBroker } from "./dev-broker.ts";
-import { BUNDLED_TOPICS } from "./service-bus.ts";
+import { startDevBroker } from "../dev/dev-broker.ts";
+import { BUNDLED_TOPICS } from "../dev/service-bus.ts";
 
 const { values } = parseArgs({
   options: {

@@ -1,4 +1,4 @@
-import { type OutboundMessage, PublishError, type Publisher, type PublishOutcome } from "../../src/outbox/publisher.ts";
+import { type OutboundMessage, PublishError, type Publisher, type PublishOutcome } from "../src/outbox/publisher.ts";
 
 export interface Recorded {
   topic: string;

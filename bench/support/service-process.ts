@@ -8,9 +8,12 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Scripts are named from the repository root, e.g. "src/main.ts". */
+const REPOSITORY_ROOT = resolve(import.meta.dir, "../..");
+
 /**
- * Starts `bun <script>` (relative to bench/) on a free port (as LUCIUS_PORT and PORT) and waits
- * until /healthz answers. Its stdout goes to `stdout` (ignored by default: a full pipe would stall it).
+ * Starts `bun <script>` (relative to the repository root) on a free port (as LUCIUS_PORT and PORT)
+ * and waits until /healthz answers. Its stdout goes to `stdout` (ignored by default: a full pipe would stall it).
  */
 export async function startScriptProcess(
   script: string,
@@ -18,7 +21,7 @@ export async function startScriptProcess(
   options: { stdout?: "ignore" | ReturnType<typeof Bun.file>; flags?: string[] } = {},
 ) {
   const port = await freePort();
-  const proc = Bun.spawn(["bun", ...(options.flags ?? []), resolve(import.meta.dir, script)], {
+  const proc = Bun.spawn(["bun", ...(options.flags ?? []), resolve(REPOSITORY_ROOT, script)], {
     env: { PATH: process.env.PATH ?? "", LUCIUS_HOST: "127.0.0.1", LUCIUS_PORT: String(port), PORT: String(port), ...env },
     stdout: options.stdout ?? "ignore",
     stderr: "inherit",
@@ -50,7 +53,7 @@ export function startServiceProcess(env: Record<string, string> = {}) {
   // BENCH_SERVICE_LOG=<path>: each service's log lines in <path>.<8 random hex>, for finding out where the time goes.
   const log = process.env.BENCH_SERVICE_LOG;
   return startScriptProcess(
-    "../src/main.ts",
+    "src/main.ts",
     { LUCIUS_LOG_LEVEL: log ? "info" : "warn", ...env },
     {
       flags: profile,

@@ -1,6 +1,6 @@
 /** Azurite's table service as a Node child process (its own core), in memory, on a free port. */
 import { resolve } from "node:path";
-import { connectionStringFor } from "../test/support/azurite.ts";
+import { connectionStringFor } from "../../dev/azurite.ts";
 
 async function freePort(): Promise<number> {
   const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
@@ -11,7 +11,7 @@ async function freePort(): Promise<number> {
 
 export async function startAzuriteProcess() {
   const port = await freePort();
-  const main = resolve(import.meta.dir, "../node_modules/azurite/dist/src/table/main.js");
+  const main = resolve(import.meta.dir, "../../node_modules/azurite/dist/src/table/main.js");
   const proc = Bun.spawn(["node", main, "--inMemoryPersistence", "--tableHost", "127.0.0.1", "--tablePort", String(port), "--disableTelemetry", "--silent"], {
     stdout: "ignore",
     stderr: "inherit",
