@@ -21,6 +21,7 @@ import type { JobService } from "./jobs/service.ts";
 import type { StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
 import type { Metrics } from "./metrics/metrics.ts";
+import { referenceRoutes } from "./reference/routes.ts";
 import { violationsOf } from "./validation/violations.ts";
 
 export interface AppOptions {
@@ -68,6 +69,7 @@ export function createApp(options: AppOptions) {
     })
     .use(authGuard({ ...options.auth, logger }))
     .use(openapiPlugin(options.version, options.auth.authenticator === null ? "none" : options.auth.mode))
+    .use(referenceRoutes())
     .get("/metrics", async () => new Response(await options.metrics.render(), { headers: { "content-type": options.metrics.contentType } }), {
       detail: { tags: ["operations"], summary: "Prometheus metrics", ...openRoute },
     })
