@@ -12,8 +12,8 @@ import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { connectionStringFor } from "../dev/azurite.ts";
+import { DENO_RUN, denoExecutable } from "../dev/deno-command.ts";
 import { loadProtocols } from "../src/config/protocols.ts";
-import { DENO_RUN, denoExecutable } from "./deno-command.ts";
 
 const root = resolve(import.meta.dir, "..");
 function options() {

@@ -7,7 +7,7 @@
  *   bun scripts/smoke-deno.ts
  */
 import { resolve } from "node:path";
-import { DENO_RUN, denoExecutable } from "./deno-command.ts";
+import { DENO_RUN, denoExecutable } from "../dev/deno-command.ts";
 
 const root = resolve(import.meta.dir, "..");
 const DENO = denoExecutable();

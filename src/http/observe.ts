@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../logging/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
-import { problemCodeOf } from "./problem.ts";
+import { problemCodeOf, problemOf } from "./problem.ts";
 import { pathOf } from "./request-guard.ts";
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -20,7 +20,15 @@ export function observe(handle: Handler, options: { logger: Logger; metrics: Met
     const started = performance.now();
     const offered = request.headers.get("x-request-id");
     const requestId = offered !== null && REQUEST_ID.test(offered) ? offered : randomUUID();
-    let response = await handle(request);
+    let response: Response;
+    try {
+      response = await handle(request);
+    } catch (error) {
+      // The app answers its own errors; what escapes it (a Request the runtime refuses to build)
+      // still gets a problem, never the runtime's plain-text 500.
+      logger.error({ err: error, method: request.method }, "unhandled error outside the app");
+      response = problemOf("internal-error", 500, "Internal error", "the request could not be completed", pathOf(request.url) || "/");
+    }
     try {
       response.headers.set("x-request-id", requestId);
     } catch {

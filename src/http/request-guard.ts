@@ -1,12 +1,21 @@
 /**
  * What must hold before a request reaches the router: a target that is a path, a Host that makes
  * a valid URL, a method the path knows. Bun hands over a bare path as `request.url` when the Host
- * header is unusable, and Elysia's router assumes an absolute URL with a host of at least four
- * characters; both are settled here, so that nothing later parses a URL that can throw.
+ * header is unusable, Deno builds a URL around it anyway, and Elysia's router assumes an absolute
+ * URL with a host of at least four characters; all of it is settled here, from the request as
+ * sent, so that both runtimes answer alike and nothing later parses a URL that can throw.
  */
 import { type HttpProblem, httpProblem, HttpProblem as Problem } from "./problem.ts";
 
 type Handler = (request: Request) => Promise<Response>;
+
+/** A Host header as RFC 9110 allows it: a name or an IPv4 or bracketed IPv6 address, and an optional port. */
+const HOST = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/;
+
+function isValidHost(host: string): boolean {
+  const match = HOST.exec(host);
+  return match !== null && (match[1] === undefined || Number(match[1]) <= 65535);
+}
 
 export interface Route {
   method: string;
@@ -78,9 +87,13 @@ export function guardRequests(handle: Handler, routes: () => readonly Route[]): 
   };
 
   function refusal(request: Request, target: string, path: string): HttpProblem | null {
-    if (path === "") return new Problem("malformed-request", 400, "Malformed request", "the request target must be a path");
-    // An absolute URL that does not parse, or a bare path although a Host was sent: Bun found the Host unusable.
-    const badHost = target.startsWith("/") ? request.headers.get("host") !== null : !URL.canParse(target);
+    // CONNECT names an authority, not a path (Bun hands over no path; Deno a URL without one, and
+    // no Request can be made of it).
+    if (path === "" || request.method === "CONNECT") return new Problem("malformed-request", 400, "Malformed request", "the request target must be a path");
+    // A Host that is not one; an absolute URL that does not parse, or a bare path although a Host
+    // was sent: Bun found the Host unusable.
+    const host = request.headers.get("host");
+    const badHost = (host !== null && !isValidHost(host)) || (target.startsWith("/") ? host !== null : !URL.canParse(target));
     if (badHost) {
       return new Problem("malformed-request", 400, "Malformed request", "the Host header is not a valid host", {}, [
         { path: "/headers/host", message: "not a valid host" },

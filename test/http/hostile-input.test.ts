@@ -1,7 +1,8 @@
 /**
  * Malformed and hostile requests against the real service over raw TCP, table-driven: each gets
  * a problem+json with the right status and type, and the service answers /healthz afterwards.
- * Raw sockets because Bun parses the request line and the Host header before the app runs.
+ * Raw sockets because Bun and Deno parse the request line and the Host header before the app runs;
+ * the same table runs against the service on each.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
@@ -11,14 +12,6 @@ import { type ServiceProcess, startService } from "../support/service-process.ts
 const LIMIT = 65536;
 const KEY = "hostile-admin-key-0123456789";
 let service: ServiceProcess;
-
-beforeAll(async () => {
-  service = await startService({ LUCIUS_MAX_BODY_BYTES: String(LIMIT), LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY });
-});
-afterAll(async () => {
-  service.proc.kill("SIGTERM");
-  await service.proc.exited;
-});
 
 interface RawResponse {
   status: number;
@@ -251,23 +244,32 @@ const cases: Case[] = [
   { name: "a body that is not JSON", send: () => request("POST", "/v1/commands", json, "{nope"), status: 400, type: "malformed-json" },
 ];
 
-describe("hostile input over a real socket", () => {
-  for (const c of cases) {
-    test(`${c.name}: ${c.status} ${c.type}, and the service still answers`, async () => {
-      const response = await c.send();
-      expect(response.status).toBe(c.status);
-      expect(response.headers["content-type"]).toBe("application/problem+json");
-      const problem = JSON.parse(response.body);
-      expect(problem.type).toBe(`urn:lucius:problem:${c.type}`);
-      expect(response.body).not.toContain("node_modules");
-      await c.check?.(response, problem);
-      expect((await request("GET", "/healthz")).status).toBe(200);
+for (const runtime of ["bun", "deno"] as const)
+  describe(`hostile input over a real socket, on ${runtime}`, () => {
+    beforeAll(async () => {
+      service = await startService({ LUCIUS_MAX_BODY_BYTES: String(LIMIT), LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY }, 20_000, runtime);
     });
-  }
+    afterAll(async () => {
+      service.proc.kill("SIGTERM");
+      await service.proc.exited;
+    });
 
-  test("a key refused for its malformed payload is free for the corrected request", async () => {
-    const headers = { ...json, "Idempotency-Key": "deep-then-fixed" };
-    expect((await request("POST", "/v1/commands", headers, command({ d: 0 }).replace('"d":0', `"d":${nested(30000)}`))).status).toBe(422);
-    expect((await request("POST", "/v1/commands", headers, JSON.stringify(ingestCommand()))).status).toBe(202);
+    for (const c of cases) {
+      test(`${c.name}: ${c.status} ${c.type}, and the service still answers`, async () => {
+        const response = await c.send();
+        expect(response.status).toBe(c.status);
+        expect(response.headers["content-type"]).toBe("application/problem+json");
+        const problem = JSON.parse(response.body);
+        expect(problem.type).toBe(`urn:lucius:problem:${c.type}`);
+        expect(response.body).not.toContain("node_modules");
+        await c.check?.(response, problem);
+        expect((await request("GET", "/healthz")).status).toBe(200);
+      });
+    }
+
+    test("a key refused for its malformed payload is free for the corrected request", async () => {
+      const headers = { ...json, "Idempotency-Key": "deep-then-fixed" };
+      expect((await request("POST", "/v1/commands", headers, command({ d: 0 }).replace('"d":0', `"d":${nested(30000)}`))).status).toBe(422);
+      expect((await request("POST", "/v1/commands", headers, JSON.stringify(ingestCommand()))).status).toBe(202);
+    });
   });
-});

@@ -3,7 +3,9 @@ import { Writable } from "node:stream";
 import { ingestCommand } from "../../dev/in-process-runtime.ts";
 import { bundledRegistry } from "../../src/config/protocols.ts";
 import { loadSettings } from "../../src/config/settings.ts";
+import { observe } from "../../src/http/observe.ts";
 import { createLogger } from "../../src/logging/logger.ts";
+import { createMetrics } from "../../src/metrics/metrics.ts";
 import { createRuntime } from "../../src/runtime.ts";
 
 async function setup(env: Record<string, string> = {}) {
@@ -42,6 +44,31 @@ describe("request ids and request logs", () => {
     const id = response.headers.get("x-request-id");
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
     expect(lines.find((l) => l.msg === "request")).toMatchObject({ status: 404, requestId: id, path: "/v1/jobs/unknown", jobId: "unknown" });
+  });
+});
+
+describe("the outermost handler", () => {
+  test("an error that escapes the app is a problem+json 500 with a request id, logged, never the runtime's plain text", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk, _encoding, done) {
+        for (const line of String(chunk).split("\n")) if (line) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const metrics = createMetrics({ outboxStats: async () => ({ pending: 0, failed: 0, oldestPendingAgeSeconds: null }) });
+    const handler = observe(
+      async () => {
+        throw new TypeError("Method is forbidden");
+      },
+      { logger: createLogger({ level: "info", destination }), metrics },
+    );
+    const response = await handler(new Request("http://localhost/healthz"));
+    expect(response.status).toBe(500);
+    expect(response.headers.get("content-type")).toBe("application/problem+json");
+    expect(((await response.json()) as { type: string }).type).toBe("urn:lucius:problem:internal-error");
+    expect(response.headers.get("x-request-id")).toBeString();
+    expect(lines.find((l) => l.msg === "unhandled error outside the app")).toMatchObject({ level: "error", method: "GET" });
   });
 });
 

@@ -1,7 +1,15 @@
-/** Runs src/main.ts as a child process, the way an operator runs the service. */
+/** Runs the service as a child process, the way an operator runs it: src/main.ts on Bun, or src/deno.ts on Deno. */
 import { resolve } from "node:path";
+import { DENO_RUN, denoExecutable } from "../../dev/deno-command.ts";
 
-const MAIN = resolve(import.meta.dir, "../../src/main.ts");
+const ROOT = resolve(import.meta.dir, "../..");
+const MAIN = resolve(ROOT, "src/main.ts");
+
+export type Runtime = "bun" | "deno";
+
+function commandFor(runtime: Runtime): string[] {
+  return runtime === "bun" ? ["bun", MAIN] : [denoExecutable(), ...DENO_RUN];
+}
 
 export interface ServiceProcess {
   url: URL;
@@ -15,8 +23,8 @@ function baseEnv(env: Record<string, string>): Record<string, string> {
 }
 
 /** Starts the service and resolves once its "listening" line names the URL. */
-export async function startService(env: Record<string, string> = {}, timeoutMs = 10_000): Promise<ServiceProcess> {
-  const proc = Bun.spawn(["bun", MAIN], { env: baseEnv(env), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+export async function startService(env: Record<string, string> = {}, timeoutMs = 10_000, runtime: Runtime = "bun"): Promise<ServiceProcess> {
+  const proc = Bun.spawn(commandFor(runtime), { cwd: ROOT, env: baseEnv(env), stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   const logs: Record<string, unknown>[] = [];
   let resolveUrl!: (url: URL) => void;
   const listening = new Promise<URL>((res) => (resolveUrl = res));
