@@ -9,6 +9,7 @@ import { loadSettings, type Settings, SettingsError } from "./config/settings.ts
 import { StorageUnavailableError } from "./domain/errors.ts";
 import { createLogger, type Logger } from "./logging/logger.ts";
 import { createRuntime, type Runtime } from "./runtime.ts";
+import { createSignalJudge, type StopSignal } from "./shutdown-signals.ts";
 import { StorageRejectedError } from "./storage/errors.ts";
 import { VERSION } from "./version.ts";
 
@@ -90,17 +91,25 @@ function logStartup(logger: Logger, settings: Settings, protocols: ProtocolRegis
   }
 }
 
-/** SIGTERM/SIGINT: stop listening, finish in-flight work, exit 0; a second signal exits at once. */
+/**
+ * SIGTERM/SIGINT: stop listening, finish in-flight work, exit 0. The same signal repeated at once
+ * (a process group signalled through `bun run`) is ignored; a later one, or the other signal,
+ * exits at once with 1 (see shutdown-signals.ts).
+ */
 function stopOnSignals(logs: Logs, stopServer: () => Promise<void>, runtime: Runtime): void {
   const { logger } = logs;
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) {
+  const judge = createSignalJudge();
+  const onSignal = async (signal: StopSignal) => {
+    const decision = judge(signal);
+    if (decision === "repeat") {
+      logger.info({ signal }, "the same signal again at once: still stopping gracefully (send it again after a second to exit now)");
+      return;
+    }
+    if (decision === "now") {
       logger.warn({ signal }, "second signal: exiting without waiting");
       await logs.flush();
       process.exit(1);
     }
-    stopping = true;
     logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
     await stopServer();
     await runtime.stop();
@@ -108,8 +117,8 @@ function stopOnSignals(logs: Logs, stopServer: () => Promise<void>, runtime: Run
     await logs.flush();
     process.exit(0);
   };
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
-  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void onSignal("SIGTERM"));
+  process.on("SIGINT", () => void onSignal("SIGINT"));
 }
 
 async function serve(): Promise<void> {

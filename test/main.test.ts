@@ -84,6 +84,43 @@ describe("stop", () => {
   });
 });
 
+describe("stop, with the process group signalled", () => {
+  test("SIGTERM to the group of `bun run start` (delivered twice: directly and forwarded) still drains and exits 0", async () => {
+    const bus = await startBroker({ queues: ["step-events"] });
+    const proc = Bun.spawn(["bun", "run", "start"], {
+      cwd: join(import.meta.dir, ".."),
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "/tmp",
+        LUCIUS_HOST: "127.0.0.1",
+        LUCIUS_PORT: "0",
+        LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString,
+        // The receiver's close is what keeps the drain busy when the forwarded copy arrives.
+        LUCIUS_EVENTS_ENTITY: "step-events",
+      },
+      stdout: "pipe",
+      stderr: "pipe",
+      detached: true, // its own process group, as a supervisor starts it
+    });
+    try {
+      const output = new Response(proc.stdout).text();
+      // The receiver is running once it has taken a message off the queue (this one it dead-letters).
+      const sender = bus.client.createSender("step-events");
+      await sender.sendMessages({ body: { not: "an event" } });
+      await sender.close();
+      await eventually(() => bus.broker.depth("step-events") === 0, { timeoutMs: 15_000, what: "the receiver taking events" });
+      process.kill(-proc.pid, "SIGTERM");
+      expect(await proc.exited).toBe(0);
+      const lines = (await output).split("\n").filter(Boolean);
+      expect(lines.some((line) => line.includes('"stopped"'))).toBe(true);
+      expect(lines.some((line) => line.includes("second signal"))).toBe(false);
+    } finally {
+      if (proc.exitCode === null) process.kill(-proc.pid, "SIGKILL");
+      await bus.stop();
+    }
+  });
+});
+
 describe("Azure backends", () => {
   test.each(["table", "ledger"] as const)("LUCIUS_STORAGE_BACKEND=%s: a job accepted before a restart is there after it", async (backend) => {
     const { connection } = await azurite();
