@@ -4,6 +4,7 @@
  * the events → job succeeded. Azurite, the broker and the service each run in their own process.
  *
  *   bun run bench:pipeline [--jobs 1000] [--concurrency 32]
+ *   BACKEND=memory|table EVENTS_CONCURRENCY=4 bun run bench:pipeline   (another backend; the events receiver's concurrency)
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -59,6 +60,8 @@ const service = Bun.spawn(["bun", resolve(root, "src/main.ts")], {
     LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
     LUCIUS_SERVICEBUS_CONNECTION: busConnection,
     LUCIUS_EVENTS_ENTITY: "step-events",
+    // EVENTS_CONCURRENCY=n: the receiver's concurrency (LUCIUS_EVENTS_CONCURRENCY), to compare.
+    ...(process.env.EVENTS_CONCURRENCY ? { LUCIUS_EVENTS_CONCURRENCY: process.env.EVENTS_CONCURRENCY } : {}),
   },
   stdout: "ignore",
   stderr: "inherit",
@@ -91,7 +94,7 @@ try {
   });
 
   console.log(
-    `pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ledger on Azurite, dev broker, ${concurrency} concurrent submitters, Bun ${Bun.version}`,
+    `pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ${process.env.BACKEND ?? "ledger"}, dev broker, ${concurrency} concurrent submitters, events concurrency ${process.env.EVENTS_CONCURRENCY ?? "default"}, Bun ${Bun.version}`,
   );
   let next = 0;
   await Promise.all(

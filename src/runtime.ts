@@ -97,7 +97,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     intervalSeconds: settings.outbox.retryIntervalSeconds,
     logger,
   });
-  const receiver = await createReceiver(options, stepEvents);
+  const receiver = await createReceiver(options, stepEvents, metrics);
   let accepting = true;
   const leaseSeconds = leaseSecondsFor(settings.outbox.publishTimeoutSeconds);
   const app = createApp({
@@ -253,13 +253,15 @@ function readinessChecks(settings: Settings, store: JobStore, publisher: Publish
 }
 
 /** Step events over Service Bus, when an events entity and a connection are set. */
-async function createReceiver(options: RuntimeOptions, events: StepEventService): Promise<EventReceiver | null> {
+async function createReceiver(options: RuntimeOptions, events: StepEventService, metrics: Metrics): Promise<EventReceiver | null> {
   const { settings, logger } = options;
   if (!settings.eventsEntity || !settings.serviceBusConnection) return null;
   const { createEventReceiver } = await import("./events/service-bus-receiver.ts");
   return createEventReceiver({
     connectionString: settings.serviceBusConnection,
     entity: settings.eventsEntity,
+    concurrency: settings.eventsConcurrency,
+    onError: metrics.receiverError,
     events,
     logger,
     ...(options.beforeEventComplete ? { beforeComplete: options.beforeEventComplete } : {}),

@@ -13,6 +13,7 @@ import type { Logger } from "../logging/logger.ts";
 import { assertJsonWithinLimits, parseJsonText } from "../validation/json-value.ts";
 import { StepEventMessage } from "../validation/step-event.ts";
 import { violationsOf } from "../validation/violations.ts";
+import { createOutageLog } from "./outage-log.ts";
 
 /** Pauses before subscribing again to an entity that failed for good: 1 s, doubling, at most a minute. */
 const MIN_BACKOFF_MS = 1000;
@@ -26,7 +27,10 @@ export interface EventReceiverOptions {
   entity: string;
   events: StepEventService;
   logger: Logger;
-  maxConcurrentCalls?: number;
+  /** Events handled at once (LUCIUS_EVENTS_CONCURRENCY); the subscription's credit, so its prefetch too. */
+  concurrency: number;
+  /** Each error the SDK reports (for the metrics); the log shows an outage in a few lines. */
+  onError?: () => void;
   /** Called after the store commit, before the message is completed: tests inject crashes here. */
   beforeComplete?: (eventId: string) => Promise<void> | void;
 }
@@ -53,7 +57,15 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
   let receiver: ServiceBusReceiver | null = null;
   let subscription_: { close(): Promise<void> } | null = null;
 
+  const outage = createOutageLog({ logger, entity: options.entity, ...(options.onError ? { onError: options.onError } : {}) });
+  /** After an error, this long without another means the SDK has reconnected. */
+  let quietTimer: ReturnType<typeof setTimeout> | undefined;
+
   async function process(message: ServiceBusReceivedMessage, via: ServiceBusReceiver): Promise<void> {
+    if (outage.down) {
+      clearTimeout(quietTimer);
+      outage.recovered();
+    }
     let parsed: unknown;
     try {
       parsed = decodeBody(message.body);
@@ -114,7 +126,7 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
     const via = receiver;
     subscription_ = via.subscribe(
       { processMessage: (message) => process(message, via), processError: async ({ error }) => onError(error) },
-      { autoCompleteMessages: false, maxConcurrentCalls: options.maxConcurrentCalls ?? 4 },
+      { autoCompleteMessages: false, maxConcurrentCalls: options.concurrency },
     );
     // No error for a while after (re)subscribing: the entity answers.
     clearTimeout(healthyTimer);
@@ -131,9 +143,12 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
   function onError(error: Error): void {
     const code = (error as { code?: string }).code;
     if (code !== "MessagingEntityNotFound" && code !== "UnauthorizedAccess") {
-      logger.warn({ err: error, entity: options.entity }, "step event receiver error");
+      outage.error(error);
+      clearTimeout(quietTimer);
+      quietTimer = setTimeout(() => outage.recovered(), HEALTHY_AFTER_MS);
       return;
     }
+    options.onError?.();
     if (restartTimer !== undefined || stopped) return;
     clearTimeout(healthyTimer);
     failing = code === "MessagingEntityNotFound" ? `the events entity '${options.entity}' does not exist` : `no right to receive from '${options.entity}'`;
@@ -161,6 +176,7 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
       stopped = true;
       clearTimeout(restartTimer);
       clearTimeout(healthyTimer);
+      clearTimeout(quietTimer);
       const closing = (async () => {
         await subscription_?.close();
         await receiver?.close();

@@ -96,6 +96,11 @@ export function createMetrics(options: MetricsOptions) {
     labelNames: ["result"] as const,
     registers: [registry],
   });
+  const receiverErrors = new Counter({
+    name: "lucius_step_event_receiver_errors_total",
+    help: "Errors the Service Bus events receiver reported (each reconnection attempt during an outage counts)",
+    registers: [registry],
+  });
   new Gauge({
     name: "lucius_outbox_entries",
     help: "Outbox entries by status (pending, failed)",
@@ -139,6 +144,9 @@ export function createMetrics(options: MetricsOptions) {
     },
     deadlineHandled(result: string) {
       deadlines.inc({ result });
+    },
+    receiverError() {
+      receiverErrors.inc();
     },
     render: () => registry.metrics(),
     contentType: registry.contentType,

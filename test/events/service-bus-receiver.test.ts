@@ -190,3 +190,34 @@ describe("step events over Service Bus: an events entity that does not exist", (
     expect(errors[0]!.msg).toContain("'no-such-queue' does not exist");
   });
 });
+
+describe("step events over Service Bus: a broker outage", () => {
+  test("is one warning when it begins and one line when events flow again, every error counted in the metrics", async () => {
+    const bus = await startBroker({ queues: [EVENTS] });
+    cleanups.push(() => bus.stop());
+    const lines: { level: string; msg: string; outageSeconds?: number }[] = [];
+    const service = await startTestRuntime({
+      publisherFromSettings: true,
+      env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, LUCIUS_EVENTS_ENTITY: EVENTS },
+      logger: createLogger({ level: "info", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } }),
+    });
+    service.runtime.start();
+    cleanups.push(() => service.runtime.stop());
+    const errorCount = async () => Number(/^lucius_step_event_receiver_errors_total (\d+)/m.exec(await (await service.request("/metrics")).text())?.[1] ?? 0);
+    await bus.broker.refuseConnections(true);
+    // The SDK retries its connection over and over; without the outage log each try was a warning.
+    await eventually(async () => (await errorCount()) >= 4, { timeoutMs: 15_000, intervalMs: 50, what: "several receiver errors" });
+    await bus.broker.refuseConnections(false);
+    // An event sent once the broker is back reaches the service: the receiver is back too.
+    const { jobId } = (await (await service.postCommand(ingestCommand())).json()) as { jobId: string };
+    const { outbox } = (await service.runtime.store.getJob(jobId))!;
+    const sender = bus.client.createSender(EVENTS);
+    await sender.sendMessages({ body: { jobId, stepId: outbox[0]!.stepId, eventId: "after-outage", status: "progress" } });
+    await sender.close();
+    await eventually(() => lines.some((line) => line.msg === "step events: the receiver is back"), { timeoutMs: 15_000, what: "the recovery line" });
+    const receiverWarnings = lines.filter((line) => line.level === "warn" && line.msg.startsWith("step events"));
+    expect(receiverWarnings).toHaveLength(1);
+    expect(receiverWarnings[0]!.msg).toContain("lost the broker");
+    expect(lines.filter((line) => line.msg === "step events: the receiver is back")).toHaveLength(1);
+  });
+});
