@@ -10,7 +10,7 @@ import { loadSettings, SettingsError } from "./config/settings.ts";
 import { StorageUnavailableError } from "./domain/errors.ts";
 import { createLogger } from "./logging/logger.ts";
 import { createRuntime } from "./runtime.ts";
-import { createSignalJudge, type StopSignal } from "./shutdown-signals.ts";
+import { createStopOnSignal } from "./shutdown-signals.ts";
 import { StorageRejectedError } from "./storage/errors.ts";
 
 /** The little of Deno's API this entry uses, so that the project's type-check needs no Deno types. */
@@ -61,22 +61,13 @@ const server = Deno.serve(
 );
 runtime.start();
 
-const judge = createSignalJudge();
-const stop = async (signal: StopSignal) => {
-  const decision = judge(signal);
-  if (decision === "repeat") {
-    logger.info({ signal }, "the same signal again at once: still stopping gracefully (send it again after a second to exit now)");
-    return;
-  }
-  if (decision === "now") {
-    logger.warn({ signal }, "second signal: exiting without waiting");
-    Deno.exit(1);
-  }
-  logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
-  await server.shutdown();
-  await runtime.stop();
-  logger.info("stopped");
-  Deno.exit(0);
-};
+const stop = createStopOnSignal({
+  logger,
+  async stop() {
+    await server.shutdown();
+    await runtime.stop();
+  },
+  exit: (code) => Deno.exit(code),
+});
 Deno.addSignalListener("SIGINT", () => void stop("SIGINT"));
 Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));

@@ -9,7 +9,7 @@ import { loadSettings, type Settings, SettingsError } from "./config/settings.ts
 import { StorageUnavailableError } from "./domain/errors.ts";
 import { createLogger, type Logger } from "./logging/logger.ts";
 import { createRuntime, type Runtime } from "./runtime.ts";
-import { createSignalJudge, type StopSignal } from "./shutdown-signals.ts";
+import { createStopOnSignal } from "./shutdown-signals.ts";
 import { StorageRejectedError } from "./storage/errors.ts";
 import { VERSION } from "./version.ts";
 
@@ -97,26 +97,17 @@ function logStartup(logger: Logger, settings: Settings, protocols: ProtocolRegis
  * exits at once with 1 (see shutdown-signals.ts).
  */
 function stopOnSignals(logs: Logs, stopServer: () => Promise<void>, runtime: Runtime): void {
-  const { logger } = logs;
-  const judge = createSignalJudge();
-  const onSignal = async (signal: StopSignal) => {
-    const decision = judge(signal);
-    if (decision === "repeat") {
-      logger.info({ signal }, "the same signal again at once: still stopping gracefully (send it again after a second to exit now)");
-      return;
-    }
-    if (decision === "now") {
-      logger.warn({ signal }, "second signal: exiting without waiting");
+  const onSignal = createStopOnSignal({
+    logger: logs.logger,
+    async stop() {
+      await stopServer();
+      await runtime.stop();
+    },
+    async exit(code) {
       await logs.flush();
-      process.exit(1);
-    }
-    logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
-    await stopServer();
-    await runtime.stop();
-    logger.info("stopped");
-    await logs.flush();
-    process.exit(0);
-  };
+      process.exit(code);
+    },
+  });
   process.on("SIGTERM", () => void onSignal("SIGTERM"));
   process.on("SIGINT", () => void onSignal("SIGINT"));
 }

@@ -6,6 +6,8 @@
  * ignored; an operator who means "now" sends it again after that moment (Ctrl-C twice), or
  * sends the other signal, and the process exits at once.
  */
+import type { Logger } from "./logging/logger.ts";
+
 export type StopSignal = "SIGTERM" | "SIGINT";
 
 /** "stop": begin the graceful stop; "repeat": the same delivery again, ignore it; "now": exit without waiting. */
@@ -29,5 +31,35 @@ export function createSignalJudge(options: SignalJudgeOptions = {}): (signal: St
       return "stop";
     }
     return signal === first.signal && now() - first.at < windowMs ? "repeat" : "now";
+  };
+}
+
+export interface StopOnSignalsOptions {
+  logger: Logger;
+  /** Stops listening and lets in-flight work finish. */
+  stop(): Promise<void>;
+  /** Ends the process with the code, after the logs are out. */
+  exit(code: number): Promise<never> | never;
+  judge?: (signal: StopSignal) => SignalDecision;
+}
+
+/** What to do on each SIGTERM or SIGINT: the runtime's edges only listen and exit. */
+export function createStopOnSignal(options: StopOnSignalsOptions): (signal: StopSignal) => Promise<void> {
+  const { logger } = options;
+  const judge = options.judge ?? createSignalJudge();
+  return async (signal) => {
+    const decision = judge(signal);
+    if (decision === "repeat") {
+      logger.info({ signal }, "the same signal again at once: still stopping gracefully (send it again after a second to exit now)");
+      return;
+    }
+    if (decision === "now") {
+      logger.warn({ signal }, "second signal: exiting without waiting");
+      await options.exit(1);
+    }
+    logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
+    await options.stop();
+    logger.info("stopped");
+    await options.exit(0);
   };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { createSignalJudge } from "../src/shutdown-signals.ts";
+import { silentLogger } from "../src/logging/logger.ts";
+import { createSignalJudge, createStopOnSignal } from "../src/shutdown-signals.ts";
 
 describe("stop signals", () => {
   test("the first signal stops gracefully; the same signal again at once is the same delivery", () => {
@@ -21,5 +22,46 @@ describe("stop signals", () => {
     const other = createSignalJudge({ repeatWindowMs: 1000, now: () => 0 });
     expect(other("SIGTERM")).toBe("stop");
     expect(other("SIGINT")).toBe("now");
+  });
+});
+
+describe("stop on signal", () => {
+  /** exit() ends the process; here it records the code and ends the handler the same way. */
+  function harness(judge = createSignalJudge({ repeatWindowMs: 1000, now: () => 0 })) {
+    const exits: number[] = [];
+    let stops = 0;
+    let release!: () => void;
+    const stopping = new Promise<void>((resolve) => (release = resolve));
+    const onSignal = createStopOnSignal({
+      logger: silentLogger,
+      judge,
+      stop: async () => {
+        stops++;
+        await stopping;
+      },
+      exit: (code) => {
+        exits.push(code);
+        throw new Error(`exit ${code}`);
+      },
+    });
+    return { onSignal, exits, stops: () => stops, release };
+  }
+
+  test("a copy of the signal during the drain changes nothing; the drain ends with exit 0", async () => {
+    const { onSignal, exits, stops, release } = harness();
+    const draining = onSignal("SIGTERM").catch(() => {});
+    await onSignal("SIGTERM");
+    expect(exits).toEqual([]);
+    release();
+    await draining;
+    expect(stops()).toBe(1);
+    expect(exits).toEqual([0]);
+  });
+
+  test("the other signal during the drain exits at once with 1", async () => {
+    const { onSignal, exits } = harness();
+    void onSignal("SIGTERM").catch(() => {});
+    await expect(onSignal("SIGINT")).rejects.toThrow("exit 1");
+    expect(exits).toEqual([1]);
   });
 });
