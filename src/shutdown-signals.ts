@@ -23,7 +23,8 @@ export const DEFAULT_REPEAT_WINDOW_MS = 1000;
 
 export function createSignalJudge(options: SignalJudgeOptions = {}): (signal: StopSignal) => SignalDecision {
   const windowMs = options.repeatWindowMs ?? DEFAULT_REPEAT_WINDOW_MS;
-  const now = options.now ?? Date.now;
+  // A monotonic clock: a wall-clock jump must not turn a copy into a deliberate second signal.
+  const now = options.now ?? (() => performance.now());
   let first: { signal: StopSignal; at: number } | null = null;
   return (signal) => {
     if (!first) {
@@ -58,7 +59,12 @@ export function createStopOnSignal(options: StopOnSignalsOptions): (signal: Stop
       await options.exit(1);
     }
     logger.info({ signal }, "stopping: no new connections, waiting for in-flight requests and publishes");
-    await options.stop();
+    try {
+      await options.stop();
+    } catch (error) {
+      logger.error({ err: error }, "the stop failed: exiting without finishing it");
+      await options.exit(1);
+    }
     logger.info("stopped");
     await options.exit(0);
   };

@@ -20,7 +20,7 @@ export interface OutageLogOptions {
 export interface OutageLog {
   /** The SDK reported an error. */
   error(error: Error): void;
-  /** Events flow again (a message arrived, or the SDK has been quiet for a while). */
+  /** Events flow again (a message arrived, or the SDK has been quiet for a minute). */
   recovered(): void;
   /** Whether an outage is going on. */
   readonly down: boolean;

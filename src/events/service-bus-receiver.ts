@@ -13,7 +13,7 @@ import type { Logger } from "../logging/logger.ts";
 import { assertJsonWithinLimits, parseJsonText } from "../validation/json-value.ts";
 import { StepEventMessage } from "../validation/step-event.ts";
 import { violationsOf } from "../validation/violations.ts";
-import { createOutageLog } from "./outage-log.ts";
+import { createOutageLog, REMIND_EVERY_MS } from "./outage-log.ts";
 
 /** Pauses before subscribing again to an entity that failed for good: 1 s, doubling, at most a minute. */
 const MIN_BACKOFF_MS = 1000;
@@ -125,7 +125,7 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
       : client.createReceiver(options.entity, { receiveMode: "peekLock", maxAutoLockRenewalDurationInMs: 0 });
     const via = receiver;
     subscription_ = via.subscribe(
-      { processMessage: (message) => process(message, via), processError: async ({ error }) => onError(error) },
+      { processMessage: (message) => process(message, via), processError: async ({ error, errorSource }) => onError(error, errorSource) },
       { autoCompleteMessages: false, maxConcurrentCalls: options.concurrency },
     );
     // No error for a while after (re)subscribing: the entity answers.
@@ -140,12 +140,22 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
    * An entity that does not exist (or refuses us) makes the SDK fail again at once, forever: stop,
    * say so once, and try again after a growing pause. Other errors the SDK recovers from itself.
    */
-  function onError(error: Error): void {
+  function onError(error: Error, source: string): void {
+    if (stopped) return;
+    // One message's handling failed (a settlement that did not reach the broker): its lock runs
+    // out and it comes back; the link itself is fine.
+    if (source === "processMessageCallback") {
+      options.onError?.();
+      logger.warn({ err: error, entity: options.entity }, "a step event could not be settled; it is delivered again when its lock runs out");
+      return;
+    }
     const code = (error as { code?: string }).code;
     if (code !== "MessagingEntityNotFound" && code !== "UnauthorizedAccess") {
       outage.error(error);
+      // Errors may come far apart (connect timeouts): only a minute without one, or a message, is a recovery.
       clearTimeout(quietTimer);
-      quietTimer = setTimeout(() => outage.recovered(), HEALTHY_AFTER_MS);
+      quietTimer = setTimeout(() => outage.recovered(), REMIND_EVERY_MS);
+      quietTimer.unref?.();
       return;
     }
     options.onError?.();

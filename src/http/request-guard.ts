@@ -9,12 +9,12 @@ import { type HttpProblem, httpProblem, HttpProblem as Problem } from "./problem
 
 type Handler = (request: Request) => Promise<Response>;
 
-/** A Host header as RFC 9110 allows it: a name or an IPv4 or bracketed IPv6 address, and an optional port. */
-const HOST = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/;
+/** A Host header as RFC 9110 allows it: a name or an IPv4 or bracketed IPv6 address, and an optional port (which may be empty). */
+const HOST = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{0,5}))?$/;
 
 function isValidHost(host: string): boolean {
   const match = HOST.exec(host);
-  return match !== null && (match[1] === undefined || Number(match[1]) <= 65535);
+  return match !== null && (!match[1] || Number(match[1]) <= 65535);
 }
 
 export interface Route {

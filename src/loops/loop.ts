@@ -56,16 +56,20 @@ export function createLoop(options: LoopOptions): Loop {
   return {
     start() {
       if (stopping) return;
-      stopping = new AbortController();
-      running = run(stopping.signal);
+      const controller = new AbortController();
+      stopping = controller;
+      // Started again while a stop still waits: the new run begins once the old round is over,
+      // so that two rounds never overlap.
+      running = running ? running.then(() => run(controller.signal)) : run(controller.signal);
     },
     wakeBy: (dueMs) => pause.announce(dueMs),
     async stop() {
       stopping?.abort();
       stopping = null;
       pause.end();
-      await running;
-      running = null;
+      const current = running;
+      await current;
+      if (running === current) running = null;
     },
   };
 }

@@ -75,7 +75,7 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   }
 
   /** One round of the retry loop: a sweep, or a probe of a broker that stopped answering. */
-  async function round(): Promise<ReturnType<typeof pauseFor>> {
+  async function round(stopping: AbortSignal): Promise<ReturnType<typeof pauseFor>> {
     // A broker that does not answer: probe it instead of spending every due entry's attempts.
     if (options.dispatcher.broker.isDown() && !(await options.dispatcher.broker.probe())) {
       return pauseFor(Math.min(options.intervalSeconds * 1000, BROKER_PROBE_MS));
@@ -89,7 +89,8 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       options.onTick?.("error");
       options.logger.warn({ err: error }, "sweep failed; the next one retries");
     }
-    await progress.idle();
+    // Stopping: batches may still be publishing, so the backlog is not done.
+    if (!stopping.aborted) await progress.idle();
     return pauseFor(options.intervalSeconds * 1000);
   }
 

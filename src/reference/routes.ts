@@ -37,11 +37,11 @@ function asText(imported: unknown, name: string): string {
   return imported;
 }
 
-const ASSETS: Record<string, { body: string; type: string }> = {
-  "swagger-ui-bundle.js": { body: asText(bundle, "script"), type: "text/javascript; charset=utf-8" },
-  "swagger-ui.css": { body: asText(styles, "styles"), type: "text/css; charset=utf-8" },
-  "start.js": { body: asText(start, "start script"), type: "text/javascript; charset=utf-8" },
-};
+const ASSETS = new Map<string, { body: string; type: string }>([
+  ["swagger-ui-bundle.js", { body: asText(bundle, "script"), type: "text/javascript; charset=utf-8" }],
+  ["swagger-ui.css", { body: asText(styles, "styles"), type: "text/css; charset=utf-8" }],
+  ["start.js", { body: asText(start, "start script"), type: "text/javascript; charset=utf-8" }],
+]);
 const PAGE = asText(page, "page");
 
 export function referenceRoutes() {
@@ -55,7 +55,7 @@ export function referenceRoutes() {
     .get(
       "/openapi/assets/:name",
       ({ params }) => {
-        const asset = ASSETS[params.name];
+        const asset = ASSETS.get(params.name);
         if (!asset) throw new NotFoundError(`no asset ${params.name}`);
         // The assets change only with the service's version; an hour keeps reloads cheap.
         return new Response(asset.body, { headers: { "content-type": asset.type, "cache-control": "public, max-age=3600", ...COMMON_HEADERS } });

@@ -120,6 +120,12 @@ const cases: Case[] = [
     type: "malformed-json",
   },
   {
+    name: "a Host with an empty port (RFC 3986 allows it) is routed like any other",
+    send: () => raw("GET /v1/jobs/nope HTTP/1.1\r\nHost: localhost:"),
+    status: 404,
+    type: "not-found",
+  },
+  {
     name: "a one-character Host is routed like any other",
     send: () => raw("GET /v1/jobs/nope HTTP/1.1\r\nHost: a"),
     status: 404,

@@ -69,4 +69,28 @@ describe("background loop", () => {
     expect(rounds()).toBe(1);
     await loop.stop();
   });
+
+  test("started again while a stop still waits, the new round begins only after the old one ends", async () => {
+    const gate = deferred();
+    let running = 0;
+    let overlapped = false;
+    const { loop, rounds } = loopOf(async (n) => {
+      running++;
+      overlapped ||= running > 1;
+      if (n === 1) await gate.promise;
+      running--;
+      return pauseFor(HOUR_MS);
+    });
+    loop.start();
+    await eventually(() => rounds() === 1, { what: "the first round" });
+    const stopping = loop.stop();
+    loop.start();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(rounds()).toBe(1);
+    gate.resolve();
+    await stopping;
+    await eventually(() => rounds() === 2, { what: "the second run's round" });
+    await loop.stop();
+    expect(overlapped).toBe(false);
+  });
 });

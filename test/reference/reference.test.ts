@@ -64,8 +64,10 @@ describe("API reference page", () => {
   });
 
   test("an unknown asset is a problem, not an empty answer", async () => {
-    const response = await service.request("/openapi/assets/other.js");
-    expect(response.status).toBe(404);
-    expect(response.headers.get("content-type")).toStartWith("application/problem+json");
+    for (const name of ["other.js", "constructor", "__proto__"]) {
+      const response = await service.request(`/openapi/assets/${name}`);
+      expect(response.status).toBe(404);
+      expect(response.headers.get("content-type")).toStartWith("application/problem+json");
+    }
   });
 });
