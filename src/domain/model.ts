@@ -5,7 +5,8 @@
 
 export const JOB_STATUSES = ["accepted", "in_progress", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
-export type StepStatus = "pending" | "initiated" | "succeeded" | "failed" | "cancelled";
+/** `skipped`: its condition (`when`) was false; it counts as done for the steps after it. */
+export type StepStatus = "pending" | "initiated" | "succeeded" | "failed" | "skipped" | "cancelled";
 /** `withdrawn`: its job ended before it was sent; never sent, never counted as a failure. */
 export type OutboxStatus = "pending" | "sent" | "failed" | "withdrawn";
 
@@ -83,8 +84,10 @@ export interface OutboxEntry extends Versioned {
   partitionKey: string;
   /** W3C trace context of the request that created the entry, carried to the message. */
   traceparent: string | null;
-  /** The results of the job's earlier steps by step name, as they were when it was issued: carried to the message. */
+  /** The results of the step's predecessors (direct and indirect) by step name, as they were when it was issued: carried to the message. */
   results: Record<string, JsonObject>;
+  /** For the compensation step (the protocol's `onFailure`): which step failed the job, and how. */
+  failure?: JobFailure;
   status: OutboxStatus;
   attempts: number;
   nextAttemptAt: string | null;
@@ -94,6 +97,12 @@ export interface OutboxEntry extends Versioned {
   sentAt: string | null;
   createdAt: string;
   updatedAt: string;
+}
+
+/** Why a job failed, as its compensation step is told. */
+export interface JobFailure {
+  step: string;
+  error: StepError;
 }
 
 /** A job and everything that belongs to it, as one unit of storage. */
@@ -145,8 +154,18 @@ export interface Page<T> {
 /** Where a step's messages are partitioned: by job, by tenant, or by a value in the payload. */
 export type PartitionKeyRule = { kind: "jobId" } | { kind: "tenantId" } | { kind: "pointer"; pointer: string };
 
+/**
+ * A step's condition, evaluated once its predecessors are done, against `{ payload, results }`:
+ * the value at `pointer` equals a value, is one of several, or exists (or not).
+ */
+export type StepCondition = { pointer: string; equals: unknown } | { pointer: string; in: unknown[] } | { pointer: string; exists: boolean };
+
 export interface ProtocolStep {
   name: string;
+  /** The indexes of the steps it waits for; absent: the step before it (none for the first). */
+  after?: number[];
+  /** Dispatched only when this holds; else `skipped`. */
+  when?: StepCondition;
   topic: string;
   partitionKey: PartitionKeyRule;
   /** Directives a retryable failure may lead to, the first included (default 1). */
@@ -160,4 +179,9 @@ export interface Protocol {
   version: number;
   description: string;
   steps: ProtocolStep[];
+  /**
+   * The compensation step, dispatched once when the job fails (not on cancel). A job keeps it as
+   * its last step (index = steps.length), pending until then.
+   */
+  onFailure?: ProtocolStep;
 }

@@ -1,6 +1,9 @@
+import { ValidationFailedError } from "./errors.ts";
+import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSteps } from "./graph.ts";
 import { outboxIdFor, stepIdFor } from "./ids.ts";
 import { resolvePointer } from "./json-pointer.ts";
-import type { Job, JobAggregate, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, Step } from "./model.ts";
+import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, ProtocolStep, Step } from "./model.ts";
+import { skipStep } from "./transitions.ts";
 
 export interface PlannedCommand {
   requestType: string;
@@ -39,8 +42,10 @@ export interface DirectiveOptions {
   step: Step;
   rule: PartitionKeyRule;
   traceparent: string | null;
-  /** The results of the steps before this one, by step name (none for the first step). */
+  /** The results of the step's predecessors, direct and indirect, by step name. */
   results?: Record<string, JsonObject>;
+  /** For the compensation step: why the job failed. */
+  failure?: JobFailure;
   /** How long the attempt may run (the step's timeoutSeconds); 0 = no deadline. */
   timeoutSeconds: number;
   now: Date;
@@ -72,6 +77,7 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
       partitionKey,
       traceparent: options.traceparent,
       results: options.results ?? {},
+      ...(options.failure ? { failure: options.failure } : {}),
       status: "pending",
       attempts: 0,
       nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),
@@ -84,7 +90,79 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
   };
 }
 
-/** Builds a new job, all its steps, and the directive of its first step. Pure. */
+/**
+ * What one step message may carry of payload and earlier results, in UTF-8 bytes: Service Bus
+ * Standard takes 256 KB per message, and the rest of the message needs room too.
+ */
+export const MAX_MESSAGE_DATA_BYTES = 200 * 1024;
+
+/** A result that would make a step's message too large is refused, not stored. */
+export function assertMessageFits(job: Job, results: Record<string, JsonObject>, nextStep: string): void {
+  const bytes = new TextEncoder().encode(JSON.stringify({ payload: job.payload, results })).byteLength;
+  if (bytes <= MAX_MESSAGE_DATA_BYTES) return;
+  const reason = `with this result, the message of step '${nextStep}' would carry ${bytes} bytes of payload and results, over the limit of ${MAX_MESSAGE_DATA_BYTES}`;
+  throw new ValidationFailedError(reason, { errors: [{ path: "/result", message: "too large to hand on to the next step" }] });
+}
+
+export interface AdvanceOptions {
+  protocol: Protocol;
+  now: Date;
+  retryDelaySeconds: number;
+  /** The trace context the new directives carry. */
+  traceparent: string | null;
+}
+
+/**
+ * Moves a job on after a step is done: every step whose predecessors are all done is dispatched
+ * (its directive issued) or, when its `when` does not hold, skipped, which may make more steps
+ * ready; all of it one change. `done`: every step but the compensation step is done (the
+ * compensation step is then skipped too).
+ */
+export function advance(aggregate: JobAggregate, options: AdvanceOptions): { steps: Step[]; outbox: OutboxEntry[]; done: boolean } {
+  const { protocol } = options;
+  const now = options.now.toISOString();
+  let steps = aggregate.steps;
+  const changed = new Map<string, Step>();
+  const outbox: OutboxEntry[] = [];
+  const replace = (next: Step) => {
+    steps = steps.map((s) => (s.stepId === next.stepId ? next : s));
+    changed.set(next.stepId, next);
+  };
+  for (let ready = readySteps(protocol, { steps }); ready.length > 0; ready = readySteps(protocol, { steps })) {
+    for (const step of ready) {
+      const definition = protocol.steps[step.index]!;
+      const results = resultsFor(protocol, steps, step.index);
+      if (definition.when && !conditionHolds(definition.when, { payload: aggregate.job.payload, results })) {
+        replace(skipStep(step, now));
+        continue;
+      }
+      // Results are what a step hands on; a payload alone was bounded at the intake.
+      if (Object.keys(results).length > 0) assertMessageFits(aggregate.job, results, step.name);
+      const issued = issueDirective({
+        job: aggregate.job,
+        step,
+        results,
+        rule: definition.partitionKey,
+        timeoutSeconds: definition.timeoutSeconds,
+        traceparent: options.traceparent,
+        now: options.now,
+        retryDelaySeconds: options.retryDelaySeconds,
+      });
+      replace(issued.step);
+      outbox.push(issued.entry);
+    }
+  }
+  const done = workSteps(protocol, steps).every(isDone);
+  if (done) {
+    for (const step of steps) if (isCompensation(protocol, step) && step.status === "pending") replace(skipStep(step, now));
+  }
+  return { steps: [...changed.values()], outbox, done };
+}
+
+/**
+ * Builds a new job, all its steps (the compensation step last), and the directives of the steps
+ * that start with it (or their skips). Pure.
+ */
 export function planJob(options: PlanJobOptions): JobAggregate {
   const { jobId, command, protocol } = options;
   const now = options.now.toISOString();
@@ -100,7 +178,9 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     createdAt: now,
     updatedAt: now,
   };
-  const steps: Step[] = protocol.steps.map((definition, index) => ({
+  if (protocol.steps.length === 0) throw new Error(`protocol ${protocol.requestType} has no steps`);
+  const definitions: ProtocolStep[] = protocol.onFailure ? [...protocol.steps, protocol.onFailure] : protocol.steps;
+  const steps: Step[] = definitions.map((definition, index) => ({
     jobId,
     stepId: stepIdFor(jobId, index),
     index,
@@ -117,21 +197,18 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     finishedAt: null,
     updatedAt: now,
   }));
-  const first = steps[0];
-  const firstDefinition = protocol.steps[0];
-  if (!first || !firstDefinition) throw new Error(`protocol ${protocol.requestType} has no steps`);
-  if (partitionKeyFor(firstDefinition.partitionKey, jobId, command.tenantId, command.payload) === undefined) {
-    throw new Error(`payload has no partition key for step ${first.name}`);
+  const started = advance(
+    { job, steps, outbox: [] },
+    { protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent: options.traceparent },
+  );
+  for (const entry of started.outbox) {
+    const rule = protocol.steps[entry.stepIndex]!.partitionKey;
+    if (partitionKeyFor(rule, jobId, command.tenantId, command.payload) === undefined) {
+      throw new Error(`payload has no partition key for step ${protocol.steps[entry.stepIndex]!.name}`);
+    }
   }
-  const issued = issueDirective({
-    job,
-    step: first,
-    rule: firstDefinition.partitionKey,
-    timeoutSeconds: firstDefinition.timeoutSeconds,
-    traceparent: options.traceparent,
-    now: options.now,
-    retryDelaySeconds: options.retryDelaySeconds,
-  });
-  steps[0] = issued.step;
-  return { job, steps, outbox: [issued.entry] };
+  const planned = steps.map((step) => started.steps.find((s) => s.stepId === step.stepId) ?? step);
+  // Every step skipped at once: the job is done before it started.
+  const finished = started.done ? { ...job, status: "succeeded" as const, updatedAt: now } : job;
+  return { job: finished, steps: planned, outbox: started.outbox };
 }

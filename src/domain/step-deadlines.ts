@@ -6,6 +6,7 @@
  * attempt: the step is dispatched again while it has attempts left, else it fails `timed-out`,
  * the job fails, and what never ran is cancelled.
  */
+import { definitionOf, isCompensation } from "./graph.ts";
 import { outboxIdFor } from "./ids.ts";
 import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
 import { deadlineFrom } from "./plan-job.ts";
@@ -32,9 +33,11 @@ export function expireStep(aggregate: JobAggregate, stepId: string, options: Dea
   const { job } = aggregate;
   const step = aggregate.steps.find((s) => s.stepId === stepId);
   const now = options.now.toISOString();
-  if (!step || hasJobEnded(job) || hasStepEnded(step) || step.deadlineAt === null || step.deadlineAt > now) return { outcome: "not-due" };
+  if (!step || hasStepEnded(step) || step.deadlineAt === null || step.deadlineAt > now) return { outcome: "not-due" };
+  // After its job ended only the compensation step (of a failed job) still runs.
+  if (hasJobEnded(job) && !(job.status === "failed" && isCompensation(options.protocol, step))) return { outcome: "not-due" };
 
-  const timeoutSeconds = options.protocol?.steps[step.index]?.timeoutSeconds ?? 0;
+  const timeoutSeconds = definitionOf(options.protocol, step.index)?.timeoutSeconds ?? 0;
   // The protocol no longer gives the step a deadline (changed since it was dispatched).
   if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...step, deadlineAt: null, updatedAt: now }] };
   if (options.countFromSend) {

@@ -3,9 +3,9 @@
  * entities to write in one change, or why nothing changes.
  */
 
-import { ValidationFailedError } from "./errors.ts";
-import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
-import { issueDirective } from "./plan-job.ts";
+import { definitionOf, isCompensation, resultsFor, resultsOf, workSteps } from "./graph.ts";
+import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
+import { advance, issueDirective } from "./plan-job.ts";
 import {
   cancelStep,
   failStep,
@@ -51,7 +51,9 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   const found = aggregate.steps.find((s) => s.stepId === stepId);
   if (!found) throw new Error(`step ${stepId} is not part of job ${job.jobId}`);
   if (found.events.includes(event.eventId)) return { outcome: "duplicate" };
-  if (hasJobEnded(job)) return { outcome: "ignored", reason: `job is ${job.status}` };
+  // The compensation step runs after its job failed; every other step's events end with the job.
+  const compensating = job.status === "failed" && isCompensation(options.protocol, found);
+  if (hasJobEnded(job) && !compensating) return { outcome: "ignored", reason: `job is ${job.status}` };
   if (hasStepEnded(found)) return { outcome: "ignored", reason: `step is ${found.status}` };
   if (event.attempt !== undefined && event.attempt !== found.attempts) {
     return { outcome: "ignored", reason: `attempt ${event.attempt} is not the step's current attempt (${found.attempts})` };
@@ -75,16 +77,13 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
 
   if (event.status === "succeeded") {
     step = succeedStep(step, event.result ?? null, now);
-    const next = aggregate.steps.find((s) => s.index === step.index + 1);
-    if (!next) return { outcome: "applied", job: finishJob(started, "succeeded", now), steps: [step], outbox: [] };
+    if (compensating || !options.protocol) return { outcome: "applied", ...startedJob, steps: [step], outbox: [] };
     const succeeded = step;
-    const results = resultsBefore(
-      aggregate.steps.map((s) => (s.stepId === succeeded.stepId ? succeeded : s)),
-      next.index,
-    );
-    assertMessageFits(job, results, next.name);
-    const issued = redispatch(aggregate, next, results, { ...options, traceFrom: found });
-    return { outcome: "applied", ...startedJob, steps: [step, issued.step], outbox: [issued.entry] };
+    const after = { ...aggregate, job: started, steps: aggregate.steps.map((s) => (s.stepId === succeeded.stepId ? succeeded : s)) };
+    const traceparent = aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null;
+    const next = advance(after, { protocol: options.protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent });
+    if (next.done) return { outcome: "applied", job: finishJob(started, "succeeded", now), steps: [step, ...next.steps], outbox: [] };
+    return { outcome: "applied", ...startedJob, steps: [step, ...next.steps], outbox: next.outbox };
   }
 
   const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
@@ -104,20 +103,53 @@ export function endAttempt(
   jobChange: { job?: Job } = {},
 ): { job?: Job; steps: Step[]; outbox: OutboxEntry[] } {
   const now = options.now.toISOString();
-  const maxAttempts = options.protocol?.steps[step.index]?.maxAttempts ?? 1;
+  const definition = definitionOf(options.protocol, step.index);
+  const maxAttempts = definition?.maxAttempts ?? 1;
   if (error.retryable && step.attempts < maxAttempts) {
-    const issued = redispatch(aggregate, recordStepError(step, error, now), resultsBefore(aggregate.steps, step.index), { ...options, traceFrom: step });
+    const results = resultsFor(options.protocol, aggregate.steps, step.index);
+    const failure = aggregate.outbox.find((o) => o.stepId === step.stepId)?.failure;
+    const issued = redispatch(aggregate, recordStepError(step, error, now), results, { ...options, traceFrom: step, ...(failure ? { failure } : {}) });
     return { ...jobChange, steps: [issued.step], outbox: [issued.entry] };
   }
   const failed = failStep(step, error, now);
-  const rest = cancelRest(aggregate, now, failed.stepId);
-  return { job: finishJob(aggregate.job, "failed", now), steps: [failed, ...rest.steps], outbox: rest.outbox };
+  // The compensation step failing for good ends nothing more: its job has failed already.
+  if (isCompensation(options.protocol, step)) return { steps: [failed], outbox: [] };
+  const rest = cancelRest(aggregate, now, failed.stepId, options.protocol);
+  const compensation = compensate({ ...aggregate, steps: aggregate.steps.map((s) => (s.stepId === failed.stepId ? failed : s)) }, failed, options);
+  return {
+    job: finishJob(aggregate.job, "failed", now),
+    steps: [failed, ...rest.steps, ...compensation.steps],
+    outbox: [...rest.outbox, ...compensation.outbox],
+  };
+}
+
+/**
+ * The protocol's `onFailure`, once, when its job fails: its directive carries the failure and
+ * every result so far. Nothing when the protocol has none (or it was dispatched already).
+ */
+function compensate(aggregate: JobAggregate, failed: Step, options: ApplyOptions): { steps: Step[]; outbox: OutboxEntry[] } {
+  const protocol = options.protocol;
+  const step = aggregate.steps.find((s) => isCompensation(protocol, s));
+  if (!protocol || !step || step.status !== "pending" || step.attempts > 0) return { steps: [], outbox: [] };
+  const results = resultsOf(
+    aggregate.steps,
+    workSteps(protocol, aggregate.steps).map((s) => s.index),
+  );
+  const failure = { step: failed.name, error: failed.error! };
+  const issued = redispatch(aggregate, step, results, { ...options, traceFrom: failed, failure });
+  return { steps: [issued.step], outbox: [issued.entry] };
 }
 
 /** The next directive of `step` under its protocol definition, traced like the step that led to it. */
-function redispatch(aggregate: JobAggregate, step: Step, results: Record<string, JsonObject>, options: ApplyOptions & { traceFrom: Step }) {
-  const definition = options.protocol?.steps[step.index];
+function redispatch(
+  aggregate: JobAggregate,
+  step: Step,
+  results: Record<string, JsonObject>,
+  options: ApplyOptions & { traceFrom: Step; failure?: JobFailure },
+) {
+  const definition = definitionOf(options.protocol, step.index);
   return issueDirective({
+    ...(options.failure ? { failure: options.failure } : {}),
     job: aggregate.job,
     step,
     results,
@@ -129,38 +161,21 @@ function redispatch(aggregate: JobAggregate, step: Step, results: Record<string,
   });
 }
 
-/**
- * What one step message may carry of payload and earlier results, in UTF-8 bytes: Service Bus
- * Standard takes 256 KB per message, and the rest of the message needs room too.
- */
-export const MAX_MESSAGE_DATA_BYTES = 200 * 1024;
-
-/** The results of the steps before `index` that succeeded, by step name. */
-function resultsBefore(steps: readonly Step[], index: number): Record<string, JsonObject> {
-  const results: Record<string, JsonObject> = {};
-  for (const step of steps) if (step.index < index && step.status === "succeeded" && step.result) results[step.name] = step.result;
-  return results;
-}
-
-/** A result that would make the next step's message too large is refused, not stored. */
-function assertMessageFits(job: Job, results: Record<string, JsonObject>, nextStep: string): void {
-  const bytes = new TextEncoder().encode(JSON.stringify({ payload: job.payload, results })).byteLength;
-  if (bytes <= MAX_MESSAGE_DATA_BYTES) return;
-  const reason = `with this result, the message of step '${nextStep}' would carry ${bytes} bytes of payload and results, over the limit of ${MAX_MESSAGE_DATA_BYTES}`;
-  throw new ValidationFailedError(reason, { errors: [{ path: "/result", message: "too large to hand on to the next step" }] });
-}
-
 /** Cancels a job that has not ended: its open steps, and the directives not yet sent. */
 export function cancelJob(aggregate: JobAggregate, now: Date): { job: Job; steps: Step[]; outbox: OutboxEntry[] } | null {
   if (hasJobEnded(aggregate.job)) return null;
   const at = now.toISOString();
-  const rest = cancelRest(aggregate, at, null);
+  // A cancel does not run the compensation step: it is cancelled with the rest.
+  const rest = cancelRest(aggregate, at, null, undefined);
   return { job: finishJob(aggregate.job, "cancelled", at), ...rest };
 }
 
-export function cancelRest(aggregate: JobAggregate, now: string, except: string | null) {
+/** The open steps but `except` (and the compensation step of `protocol`, when given) cancelled; unsent directives withdrawn. */
+export function cancelRest(aggregate: JobAggregate, now: string, except: string | null, protocol: Protocol | undefined) {
   return {
-    steps: aggregate.steps.filter((s) => s.stepId !== except && (s.status === "pending" || s.status === "initiated")).map((s) => cancelStep(s, now)),
+    steps: aggregate.steps
+      .filter((s) => s.stepId !== except && !isCompensation(protocol, s) && (s.status === "pending" || s.status === "initiated"))
+      .map((s) => cancelStep(s, now)),
     outbox: aggregate.outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),
   };
 }

@@ -15,10 +15,12 @@ const jobTransitions: Record<JobStatus, readonly JobStatus[]> = {
 
 const stepTransitions: Record<StepStatus, readonly StepStatus[]> = {
   // pending → failed: its last attempt ran out of time before any worker was seen to take it.
-  pending: ["initiated", "failed", "cancelled"],
+  // pending → skipped: its condition was false once its predecessors were done.
+  pending: ["initiated", "failed", "skipped", "cancelled"],
   initiated: ["succeeded", "failed", "cancelled"],
   succeeded: [],
   failed: [],
+  skipped: [],
   cancelled: [],
 };
 
@@ -74,6 +76,12 @@ export function failStep(step: Step, error: StepError, now: string): Step {
 export function recordStepError(step: Step, error: StepError, now: string): Step {
   if (hasStepEnded(step)) throw new InvalidTransitionError(`step is '${step.status}': it has ended`);
   return { ...step, error, updatedAt: now };
+}
+
+/** pending → skipped: its condition did not hold. */
+export function skipStep(step: Step, now: string): Step {
+  assertAllowed("step", stepTransitions, step.status, "skipped");
+  return { ...step, status: "skipped", finishedAt: now, updatedAt: now };
 }
 
 /** pending or initiated → cancelled. */

@@ -7,7 +7,7 @@ import { eventually } from "../../dev/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { buildRegistry } from "../../src/config/protocols.ts";
-import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/step-events.ts";
+import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/plan-job.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
 
 /** document.ingest as bundled, but `embed` may be tried twice. */
