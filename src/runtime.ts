@@ -106,7 +106,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       idempotencyTtlSeconds: settings.idempotencyTtlSeconds,
       rateLimit: settings.tenantRateLimit > 0 ? createTenantRateLimit(settings.tenantRateLimit) : null,
     }),
-    jobs: createJobService({ store }),
+    jobs: createJobService({ store, protocols: options.protocols }),
     stepEvents,
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
     ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }) } } : {}),

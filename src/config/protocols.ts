@@ -11,7 +11,8 @@ import enrichSchema from "../../schemas/payloads/enrich.schema.json" with { type
 import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "json" };
 import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
 import type { FieldViolation } from "../domain/errors.ts";
-import type { PartitionKeyRule, Protocol } from "../domain/model.ts";
+import { ancestorsOf, predecessorsOf } from "../domain/graph.ts";
+import type { PartitionKeyRule, Protocol, ProtocolStep, StepCondition } from "../domain/model.ts";
 import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
 import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
 import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
@@ -26,18 +27,37 @@ const bundledSchemas: Record<string, unknown> = {
 /** Service Bus entity names: letters, digits, `.-_/`, at most 260 characters. */
 const TOPIC_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._/-]{0,259}$";
 
+const STEP_NAME = "^[a-z][a-z0-9_-]{0,63}$";
+
+/** `{ pointer, equals | in | exists }`: exactly one test. */
+const Condition = Type.Union([
+  Type.Object({ pointer: Type.String(), equals: Type.Unknown() }, { additionalProperties: false }),
+  Type.Object({ pointer: Type.String(), in: Type.Array(Type.Unknown(), { minItems: 1, maxItems: 100 }) }, { additionalProperties: false }),
+  Type.Object({ pointer: Type.String(), exists: Type.Boolean() }, { additionalProperties: false }),
+]);
+
+const stepSettings = {
+  name: Type.String({ pattern: STEP_NAME }),
+  topic: Type.String({ pattern: TOPIC_PATTERN }),
+  payloadSchema: Type.Union([Type.String({ minLength: 1 }), Type.Object({}, { additionalProperties: true })]),
+  partitionKey: Type.Optional(Type.String({ minLength: 1 })),
+  maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+  /** Seconds one attempt may run; 0 = no deadline; absent = LUCIUS_STEP_TIMEOUT. */
+  timeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_STEP_TIMEOUT_SECONDS })),
+};
+
 const StepDefinition = Type.Object(
   {
-    name: Type.String({ pattern: "^[a-z][a-z0-9_-]{0,63}$" }),
-    topic: Type.String({ pattern: TOPIC_PATTERN }),
-    payloadSchema: Type.Union([Type.String({ minLength: 1 }), Type.Object({}, { additionalProperties: true })]),
-    partitionKey: Type.Optional(Type.String({ minLength: 1 })),
-    maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
-    /** Seconds one attempt may run; 0 = no deadline; absent = LUCIUS_STEP_TIMEOUT. */
-    timeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_STEP_TIMEOUT_SECONDS })),
+    ...stepSettings,
+    /** The steps it waits for, by name; absent: the step before it; []: it starts with the job. */
+    after: Type.Optional(Type.Array(Type.String({ pattern: STEP_NAME }), { maxItems: 98 })),
+    when: Type.Optional(Condition),
   },
   { additionalProperties: false },
 );
+
+/** The compensation step: the usual settings, no place in the graph. */
+const CompensationDefinition = Type.Object(stepSettings, { additionalProperties: false });
 
 const ProtocolDefinition = Type.Object(
   {
@@ -47,6 +67,7 @@ const ProtocolDefinition = Type.Object(
     // The ledger backend creates a job (1 row), its steps and first directive (1 row) in one
     // transaction of at most 100 operations.
     steps: Type.Array(StepDefinition, { minItems: 1, maxItems: 98 }),
+    onFailure: Type.Optional(CompensationDefinition),
   },
   { additionalProperties: false },
 );
@@ -57,6 +78,7 @@ const ProtocolFile = Type.Object(
 );
 
 type ProtocolFileShape = Static<typeof ProtocolFile>;
+type ProtocolDefinitionShape = Static<typeof ProtocolDefinition>;
 
 export interface RegisteredProtocol extends Protocol {
   /** Every violation of every step's schema, de-duplicated, paths under `/payload`. */
@@ -105,7 +127,7 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
     if (protocols.has(definition.requestType)) fail(`${at}: duplicate requestType '${definition.requestType}'`);
     const names = new Set<string>();
     const checks: PayloadCheck[] = [];
-    const steps = definition.steps.map((step, s) => {
+    const steps: ProtocolStep[] = definition.steps.map((step, s) => {
       const stepAt = `${at}/steps/${s}`;
       if (names.has(step.name)) fail(`${stepAt}: duplicate step name '${step.name}' in '${definition.requestType}'`);
       names.add(step.name);
@@ -118,11 +140,27 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
         timeoutSeconds: step.timeoutSeconds ?? options.stepTimeoutSeconds ?? DEFAULT_STEP_TIMEOUT_SECONDS,
       };
     });
+    const problems = checkGraph(definition, steps, at);
+    let onFailure: ProtocolStep | undefined;
+    if (definition.onFailure) {
+      const compensation = definition.onFailure;
+      if (names.has(compensation.name)) problems.push(`${at}/onFailure/name: '${compensation.name}' is also the name of a step`);
+      onFailure = {
+        name: compensation.name,
+        topic: compensation.topic,
+        partitionKey: parsePartitionKey(compensation.partitionKey, `${at}/onFailure`),
+        maxAttempts: compensation.maxAttempts ?? 1,
+        timeoutSeconds: compensation.timeoutSeconds ?? options.stepTimeoutSeconds ?? DEFAULT_STEP_TIMEOUT_SECONDS,
+      };
+      compileStepSchema(compensation.payloadSchema, `${at}/onFailure`);
+    }
+    if (problems.length > 0) fail(problems.join("; "));
     protocols.set(definition.requestType, {
       requestType: definition.requestType,
       version: definition.version,
       description: definition.description ?? "",
       steps,
+      ...(onFailure ? { onFailure } : {}),
       checkPayload: (payload) => dedupe(checks.flatMap((check) => check(payload))),
     });
   });
@@ -160,6 +198,79 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
     get: (requestType) => protocols.get(requestType),
     list: () => [...protocols.values()],
   };
+}
+
+/**
+ * The graph's rules: names in `after` exist, no cycle, conditions point into the payload or the
+ * results of a predecessor, and every change of a job fits one ledger transaction. Sets each
+ * step's `after` (as indexes) and `when`; returns every problem found.
+ */
+function checkGraph(definition: ProtocolDefinitionShape, steps: ProtocolStep[], at: string): string[] {
+  const problems: string[] = [];
+  const indexOf = new Map(definition.steps.map((step, i) => [step.name, i]));
+  definition.steps.forEach((step, i) => {
+    if (step.after === undefined) return;
+    const after: number[] = [];
+    step.after.forEach((name, k) => {
+      const index = indexOf.get(name);
+      if (index === undefined) problems.push(`${at}/steps/${i}/after/${k}: no step is named '${name}'`);
+      else if (index === i) problems.push(`${at}/steps/${i}/after/${k}: step '${name}' cannot wait for itself`);
+      else if (!after.includes(index)) after.push(index);
+    });
+    steps[i]!.after = after;
+  });
+  const cycle = findCycle(steps);
+  if (cycle) problems.push(`${at}/steps: the steps wait for each other in a cycle: ${cycle.map((i) => steps[i]!.name).join(" → ")}`);
+  definition.steps.forEach((step, i) => {
+    if (!step.when) return;
+    const problem = cycle ? null : conditionProblem(step.when.pointer, steps, i);
+    if (problem) problems.push(`${at}/steps/${i}/when/pointer: ${problem}`);
+    steps[i]!.when = step.when as StepCondition;
+  });
+  const graph = definition.onFailure !== undefined || definition.steps.some((step) => step.after !== undefined || step.when !== undefined);
+  // One change of a graph job may touch every step and a directive for each, and the job row:
+  // the ledger writes it in one transaction of at most 100 operations.
+  const total = steps.length + (definition.onFailure ? 1 : 0);
+  if (graph && 2 * total + 1 > 100)
+    problems.push(`${at}/steps: a protocol with after, when or onFailure has at most 49 steps, the compensation step included (it has ${total})`);
+  return problems;
+}
+
+/** Why a condition's pointer is not allowed, or null: it reads the payload, or the results of a step it waits for. */
+function conditionProblem(pointer: string, steps: ProtocolStep[], index: number): string | null {
+  if (pointer === "/payload" || pointer.startsWith("/payload/")) return null;
+  const match = /^\/results\/([^/]+)(\/.*)?$/.exec(pointer);
+  if (!match) return `'${pointer}' must point into /payload or /results/<step>`;
+  const name = match[1]!.replaceAll("~1", "/").replaceAll("~0", "~");
+  const target = steps.findIndex((step) => step.name === name);
+  if (target < 0) return `'${pointer}' names no step '${name}'`;
+  if (!ancestorsOf({ steps }, index).includes(target))
+    return `'${pointer}' reads the results of '${name}', which step '${steps[index]!.name}' does not wait for`;
+  return null;
+}
+
+/** A cycle of `after` (step indexes, the first repeated at the end), or null. */
+function findCycle(steps: ProtocolStep[]): number[] | null {
+  const state = new Map<number, "open" | "done">();
+  const path: number[] = [];
+  const visit = (i: number): number[] | null => {
+    if (state.get(i) === "done") return null;
+    if (state.get(i) === "open") return [...path.slice(path.indexOf(i)), i];
+    state.set(i, "open");
+    path.push(i);
+    for (const p of predecessorsOf({ steps }, i)) {
+      const cycle = visit(p);
+      if (cycle) return cycle;
+    }
+    path.pop();
+    state.set(i, "done");
+    return null;
+  };
+  for (let i = 0; i < steps.length; i++) {
+    const cycle = visit(i);
+    if (cycle) return cycle.reverse();
+  }
+  return null;
 }
 
 function dedupe(violations: FieldViolation[]): FieldViolation[] {

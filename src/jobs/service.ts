@@ -1,7 +1,9 @@
 /** Reading jobs back (docs/API.md): one job with its steps and outbox, or a tenant's listing. */
 import { type Caller, holdsTenant } from "../auth/caller.ts";
+import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ForbiddenError, NotFoundError } from "../domain/errors.ts";
-import type { JobAggregate, JobFilter, JobSummary, JsonObject, Page, StepError, StepProgress } from "../domain/model.ts";
+import { isCompensation, predecessorsOf } from "../domain/graph.ts";
+import type { JobAggregate, JobFilter, JobSummary, JsonObject, Page, Protocol, StepError, StepProgress } from "../domain/model.ts";
 import type { JobStore } from "../storage/job-store.ts";
 
 export interface JobView {
@@ -18,6 +20,10 @@ export interface JobView {
     name: string;
     topic: string;
     status: string;
+    /** The names of the steps it waits for (none for the compensation step). */
+    after: string[];
+    /** The protocol's onFailure step: it runs only when the job fails. */
+    compensation: boolean;
     attempts: number;
     result: JsonObject | null;
     error: StepError | null;
@@ -49,13 +55,19 @@ export interface JobService {
   list(tenantId: string, limit: number, cursor: string | null, caller: Caller, filter?: JobFilter): Promise<Page<JobSummary>>;
 }
 
-export function createJobService(options: { store: JobStore }): JobService {
-  const { store } = options;
+export interface JobServiceOptions {
+  store: JobStore;
+  /** For each step's place in its protocol's graph. */
+  protocols: Pick<ProtocolRegistry, "get">;
+}
+
+export function createJobService(options: JobServiceOptions): JobService {
+  const { store, protocols } = options;
   return {
     async get(jobId, caller) {
       const aggregate = await store.getJob(jobId);
       if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
-      return toView(aggregate);
+      return toView(aggregate, protocols.get(aggregate.job.requestType));
     },
     async list(tenantId, limit, cursor, caller, filter = {}) {
       if (!holdsTenant(caller, tenantId)) throw new ForbiddenError(`not allowed to read the jobs of tenant '${tenantId}'`, "tenant-not-held");
@@ -64,7 +76,8 @@ export function createJobService(options: { store: JobStore }): JobService {
   };
 }
 
-function toView({ job, steps, outbox }: JobAggregate): JobView {
+function toView({ job, steps, outbox }: JobAggregate, protocol: Protocol | undefined): JobView {
+  const nameOf = (index: number) => steps.find((s) => s.index === index)?.name ?? String(index);
   return {
     jobId: job.jobId,
     tenantId: job.tenantId,
@@ -81,6 +94,8 @@ function toView({ job, steps, outbox }: JobAggregate): JobView {
         name: s.name,
         topic: s.topic,
         status: s.status,
+        after: isCompensation(protocol, s) || !protocol ? [] : predecessorsOf(protocol, s.index).map(nameOf),
+        compensation: isCompensation(protocol, s),
         attempts: s.attempts,
         result: s.result,
         error: s.error,

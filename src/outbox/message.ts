@@ -27,6 +27,8 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: 
       correlationId: job.correlationId,
       payload: job.payload,
       results: entry.results,
+      // The compensation step's: which step failed the job, and its error.
+      ...(entry.failure ? { failure: entry.failure } : {}),
     },
     contentType: "application/json",
     subject: `${job.requestType}/${step.name}`,

@@ -17,7 +17,9 @@ describe("GET /v1/jobs/{jobId}", () => {
     expect(Object.keys(view).sort()).toEqual(["correlationId", "createdAt", "jobId", "outbox", "requestType", "status", "steps", "tenantId", "updatedAt"]);
     expect(view).toMatchObject({ jobId, tenantId: "acme", requestType: "document.ingest", correlationId: "c-42", status: "accepted" });
     expect(Object.keys(view.steps[0] as object).sort()).toEqual([
+      "after",
       "attempts",
+      "compensation",
       "deadlineAt",
       "error",
       "finishedAt",
@@ -30,6 +32,12 @@ describe("GET /v1/jobs/{jobId}", () => {
       "stepId",
       "topic",
       "updatedAt",
+    ]);
+    // Each step's place in the graph: document.ingest is a line.
+    expect((view.steps as { name: string; after: string[]; compensation: boolean }[]).map((s) => [s.name, s.after, s.compensation])).toEqual([
+      ["ocr", [], false],
+      ["embed", ["ocr"], false],
+      ["enrich", ["embed"], false],
     ]);
     expect(Object.keys(view.outbox[0] as object).sort()).toEqual([
       "attempts",

@@ -4,7 +4,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { TableEntityResult } from "@azure/data-tables";
-import type { IdempotencyRecord, Job, JobStatus, JobSummary, OutboxEntry, OutboxStatus, Step, StepStatus } from "../../domain/model.ts";
+import type { IdempotencyRecord, Job, JobFailure, JobStatus, JobSummary, OutboxEntry, OutboxStatus, Step, StepStatus } from "../../domain/model.ts";
 import { chunkString, type Entity, joinChunks } from "./limits.ts";
 
 type Keys = { partitionKey: string; rowKey: string };
@@ -141,6 +141,7 @@ export function outboxToEntity(entry: OutboxEntry, keys: Keys): Entity {
     updatedAt: entry.updatedAt,
     ...(entry.lastError === null ? {} : chunkString("lastError", entry.lastError)),
     ...(Object.keys(entry.results).length === 0 ? {} : chunkString("results", JSON.stringify(entry.results))),
+    ...(entry.failure ? { failure: JSON.stringify(entry.failure) } : {}),
   };
 }
 
@@ -154,6 +155,7 @@ export function entityToOutbox(entity: Stored): OutboxEntry {
     partitionKey: text(entity, "partitionKey_"),
     traceparent: nullableText(entity, "traceparent"),
     results: JSON.parse(joinChunks(entity, "results") ?? "{}"),
+    ...(typeof entity.failure === "string" ? { failure: JSON.parse(entity.failure) as JobFailure } : {}),
     status: text(entity, "status") as OutboxStatus,
     attempts: integer(entity, "attempts"),
     nextAttemptAt: nullableText(entity, "nextAttemptAt"),
