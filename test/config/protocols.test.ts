@@ -121,3 +121,85 @@ describe("a protocol file", () => {
     expect(() => loadProtocolFile(join(dir, "nope.json"))).toThrow(/nope\.json/);
   });
 });
+
+describe("a protocol graph", () => {
+  const s = (name: string, extra: Record<string, unknown> = {}) => ({ name, topic: `${name}-requests`, payloadSchema: { type: "object" }, ...extra });
+  const file = (steps: unknown[], extra: Record<string, unknown> = {}) => ({ protocols: [{ requestType: "graph.test", version: 1, steps, ...extra }] });
+  const refusal = (name: string, content: unknown): string => {
+    try {
+      loadProtocolFile(writeProtocols(name, content));
+    } catch (error) {
+      expect(error).toBeInstanceOf(ProtocolFileError);
+      return (error as Error).message;
+    }
+    throw new Error("the protocol file was accepted");
+  };
+
+  test("after, when and onFailure are read: after by index, conditions as written, the compensation step apart", () => {
+    const registry = loadProtocolFile(
+      writeProtocols(
+        "graph.json",
+        file(
+          [
+            s("split", { after: [] }),
+            s("classify", { after: ["split"] }),
+            s("embed", { after: ["split"], when: { pointer: "/results/split/kind", in: ["pdf", "tiff"] } }),
+            s("merge", { after: ["classify", "embed"] }),
+          ],
+          { onFailure: s("cleanup") },
+        ),
+      ),
+    );
+    const protocol = registry.get("graph.test")!;
+    expect(protocol.steps.map((step) => [step.name, step.after])).toEqual([
+      ["split", []],
+      ["classify", [0]],
+      ["embed", [0]],
+      ["merge", [1, 2]],
+    ]);
+    expect(protocol.steps[2]!.when).toEqual({ pointer: "/results/split/kind", in: ["pdf", "tiff"] });
+    expect(protocol.onFailure?.name).toBe("cleanup");
+  });
+
+  test("an unknown name in after, and a step that waits for itself, are named", () => {
+    const message = refusal("unknown.json", file([s("a"), s("b", { after: ["nope", "b"] })]));
+    expect(message).toContain("/protocols/0/steps/1/after/0: no step is named 'nope'");
+    expect(message).toContain("/protocols/0/steps/1/after/1: step 'b' cannot wait for itself");
+  });
+
+  test("a cycle is refused naming its steps", () => {
+    expect(refusal("cycle.json", file([s("a", { after: ["c"] }), s("b", { after: ["a"] }), s("c", { after: ["b"] })]))).toContain(
+      "the steps wait for each other in a cycle: a → b → c → a",
+    );
+  });
+
+  test("a condition that reads a step not waited for, or outside payload and results, is refused", () => {
+    const message = refusal(
+      "when.json",
+      file([
+        s("a", { after: [] }),
+        s("b", { after: [] }),
+        s("c", { after: ["a"], when: { pointer: "/results/b/x", equals: 1 } }),
+        s("d", { when: { pointer: "/job/x", exists: true } }),
+      ]),
+    );
+    expect(message).toContain("/protocols/0/steps/2/when/pointer: '/results/b/x' reads the results of 'b', which step 'c' does not wait for");
+    expect(message).toContain("/protocols/0/steps/3/when/pointer: '/job/x' must point into /payload or /results/<step>");
+  });
+
+  test("a condition that does not parse is refused", () => {
+    expect(refusal("when-shape.json", file([s("a", { when: { pointer: "/payload/x", equals: 1, exists: true } })]))).toContain("/protocols/0/steps/0/when");
+  });
+
+  test("an onFailure named like a step, and a graph of more than 49 steps, are refused", () => {
+    expect(refusal("clash.json", file([s("a")], { onFailure: s("a") }))).toContain("/protocols/0/onFailure/name: 'a' is also the name of a step");
+    const many = Array.from({ length: 49 }, (_, i) => s(`s${i}`));
+    expect(refusal("many.json", file(many, { onFailure: s("cleanup") }))).toContain("at most 49 steps, the compensation step included (it has 50)");
+  });
+
+  test("a file without the new keys keeps its meaning: each step waits for the one before", () => {
+    const protocol = loadProtocolFile(writeProtocols("line.json", file([s("a"), s("b"), s("c")]))).get("graph.test")!;
+    expect(protocol.steps.map((step) => step.after)).toEqual([undefined, undefined, undefined]);
+    expect(protocol.onFailure).toBeUndefined();
+  });
+});
