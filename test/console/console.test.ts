@@ -5,13 +5,16 @@
  * artifacts/console/.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Browser, Page } from "puppeteer-core";
 import { ARTIFACTS_DIR, launchBrowser } from "../../dev/browser.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
 import { startBroker } from "../../dev/service-bus.ts";
+import { loadProtocolFile } from "../../src/config/protocols.ts";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
 import { recordPublishFailure } from "../../src/domain/transitions.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
@@ -33,10 +36,34 @@ let service: Awaited<ReturnType<typeof startTestRuntime>>;
 let server: ReturnType<typeof Bun.serve>;
 let base: string;
 
+/** document.ocr as bundled, and a graph: split → classify and embed (when the split says pdf) → merge, with a cleanup on failure. */
+const PROTOCOLS = join(mkdtempSync(join(tmpdir(), "lucius-console-")), "protocols.json");
+const anyObject = { type: "object" };
+writeFileSync(
+  PROTOCOLS,
+  JSON.stringify({
+    protocols: [
+      { requestType: "document.ocr", version: 1, steps: [{ name: "ocr", topic: "ocr-requests", payloadSchema: anyObject }] },
+      {
+        requestType: "document.graph",
+        version: 1,
+        steps: [
+          { name: "split", topic: "ocr-requests", payloadSchema: anyObject, after: [] },
+          { name: "classify", topic: "vector-ingestion", payloadSchema: anyObject, after: ["split"] },
+          { name: "embed", topic: "vector-ingestion", payloadSchema: anyObject, after: ["split"], when: { pointer: "/results/split/kind", equals: "pdf" } },
+          { name: "merge", topic: "semantic-intelligence", payloadSchema: anyObject, after: ["classify", "embed"] },
+        ],
+        onFailure: { name: "cleanup", topic: "semantic-intelligence", payloadSchema: anyObject },
+      },
+    ],
+  }),
+);
+
 beforeAll(async () => {
   mkdirSync(ARTIFACTS_DIR, { recursive: true });
   bus = await startBroker();
   service = await startTestRuntime({
+    protocols: loadProtocolFile(PROTOCOLS, 0),
     store,
     env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY },
     publisherFromSettings: true,
@@ -143,5 +170,31 @@ describe("operator console", () => {
       await page.close();
       await own.stop(true);
     }
+  });
+
+  test("a job's steps are drawn as a graph: levels, an arrow from each predecessor, skipped steps and the compensation step", async () => {
+    const response = await service.postCommand({ requestType: "document.graph", tenantId: "acme", payload: { documentId: "d1" } });
+    const { jobId } = (await response.json()) as { jobId: string };
+    const split = ((await (await service.request(`/v1/jobs/${jobId}`)).json()) as { steps: { stepId: string }[] }).steps[0]!.stepId;
+    await service.request(`/v1/jobs/${jobId}/steps/${split}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId: "split-done", status: "succeeded", result: { kind: "docx" } }),
+    });
+    const page = await openConsole(`#/job/${jobId}`, KEY);
+    await page.waitForSelector('.graph g[data-step="embed"].skipped', { timeout: 5000 });
+    const arrows = await page.$$eval(".graph path[data-from]", (paths) =>
+      paths.map((p) => `${p.getAttribute("data-from")}→${p.getAttribute("data-to")}`).sort(),
+    );
+    expect(arrows).toEqual(["classify→merge", "embed→merge", "split→classify", "split→embed"]);
+    // Levels left to right: split, then classify and embed side by side, then merge; the compensation step last.
+    const x = async (name: string) => page.$eval(`.graph g[data-step="${name}"] rect`, (rect) => Number(rect.getAttribute("x")));
+    expect(await x("split")).toBeLessThan(await x("classify"));
+    expect(await x("classify")).toBe(await x("embed"));
+    expect(await x("embed")).toBeLessThan(await x("merge"));
+    expect(await x("merge")).toBeLessThan(await x("cleanup"));
+    expect(await page.$eval('.graph g[data-step="cleanup"] text', (t) => t.textContent)).toBe("on failure: cleanup · pending");
+    await page.screenshot({ path: `${ARTIFACTS_DIR}job-graph.png` });
+    await page.close();
   });
 });
