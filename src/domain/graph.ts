@@ -106,3 +106,19 @@ export function readySteps(protocol: Protocol, aggregate: Pick<JobAggregate, "st
       }),
   );
 }
+
+/**
+ * What a job runs when its protocol is no longer configured (removed from the file since the job
+ * started): its steps in a line, as they were before graphs, partitioned by job, one attempt
+ * each, no deadline.
+ */
+export function lineOf(aggregate: Pick<JobAggregate, "job" | "steps">): Protocol {
+  return {
+    requestType: aggregate.job.requestType,
+    version: aggregate.job.protocolVersion,
+    description: "",
+    steps: [...aggregate.steps]
+      .sort((a, b) => a.index - b.index)
+      .map((step) => ({ name: step.name, topic: step.topic, partitionKey: { kind: "jobId" as const }, maxAttempts: 1, timeoutSeconds: 0 })),
+  };
+}

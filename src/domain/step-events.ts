@@ -3,7 +3,7 @@
  * entities to write in one change, or why nothing changes.
  */
 
-import { definitionOf, isCompensation, resultsFor, resultsOf, workSteps } from "./graph.ts";
+import { definitionOf, isCompensation, lineOf, resultsFor, resultsOf, workSteps } from "./graph.ts";
 import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
 import { advance, issueDirective } from "./plan-job.ts";
 import {
@@ -77,11 +77,12 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
 
   if (event.status === "succeeded") {
     step = succeedStep(step, event.result ?? null, now);
-    if (compensating || !options.protocol) return { outcome: "applied", ...startedJob, steps: [step], outbox: [] };
+    if (compensating) return { outcome: "applied", steps: [step], outbox: [] };
     const succeeded = step;
     const after = { ...aggregate, job: started, steps: aggregate.steps.map((s) => (s.stepId === succeeded.stepId ? succeeded : s)) };
     const traceparent = aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null;
-    const next = advance(after, { protocol: options.protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent });
+    const protocol = options.protocol ?? lineOf(aggregate);
+    const next = advance(after, { protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent });
     if (next.done) return { outcome: "applied", job: finishJob(started, "succeeded", now), steps: [step, ...next.steps], outbox: [] };
     return { outcome: "applied", ...startedJob, steps: [step, ...next.steps], outbox: next.outbox };
   }

@@ -211,3 +211,25 @@ describe("cancelJob", () => {
     for (const status of ["succeeded", "failed", "cancelled"] as const) expect(cancelJob({ ...aggregate, job: { ...aggregate.job, status } }, T1)).toBeNull();
   });
 });
+
+describe("a job whose protocol is no longer configured", () => {
+  test("goes on in a line: the next step is dispatched with the results so far, and the last ends the job", () => {
+    const aggregate = dispatched();
+    const first = applyStepEvent(
+      aggregate,
+      aggregate.steps[0]!.stepId,
+      { eventId: "e1", status: "succeeded", result: { pages: 2 } },
+      { ...options, protocol: undefined },
+    );
+    if (first.outcome !== "applied") throw new Error(first.outcome);
+    expect(first.outbox.map((entry) => [entry.stepId, entry.results])).toEqual([[aggregate.steps[1]!.stepId, { ocr: { pages: 2 } }]]);
+    const next: JobAggregate = {
+      job: first.job ?? aggregate.job,
+      steps: [first.steps[0]!, { ...first.steps[1]!, status: "initiated" }],
+      outbox: [...aggregate.outbox, ...first.outbox],
+    };
+    const last = applyStepEvent(next, next.steps[1]!.stepId, { eventId: "e2", status: "succeeded" }, { ...options, protocol: undefined });
+    if (last.outcome !== "applied") throw new Error(last.outcome);
+    expect(last.job?.status).toBe("succeeded");
+  });
+});
