@@ -3,7 +3,7 @@ import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSte
 import { outboxIdFor, stepIdFor } from "./ids.ts";
 import { resolvePointer } from "./json-pointer.ts";
 import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, ProtocolStep, Step } from "./model.ts";
-import { skipStep } from "./transitions.ts";
+import { finishJob, skipStep, startJob } from "./transitions.ts";
 
 export interface PlannedCommand {
   requestType: string;
@@ -209,6 +209,6 @@ export function planJob(options: PlanJobOptions): JobAggregate {
   }
   const planned = steps.map((step) => started.steps.find((s) => s.stepId === step.stepId) ?? step);
   // Every step skipped at once: the job is done before it started.
-  const finished = started.done ? { ...job, status: "succeeded" as const, updatedAt: now } : job;
+  const finished = started.done ? finishJob(startJob(job, now), "succeeded", now) : job;
   return { job: finished, steps: planned, outbox: started.outbox };
 }

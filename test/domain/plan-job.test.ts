@@ -59,3 +59,47 @@ describe("partitionKeyFor", () => {
     expect(partitionKeyFor({ kind: "pointer", pointer: "/obj" }, "j", "t", { obj: {} })).toBeUndefined();
   });
 });
+
+describe("planJob with a graph", () => {
+  const step = (name: string, extra: Partial<Protocol["steps"][number]> = {}) => ({
+    name,
+    topic: name,
+    partitionKey: { kind: "jobId" as const },
+    maxAttempts: 1,
+    timeoutSeconds: 0,
+    ...extra,
+  });
+  const plan = (graph: Protocol, payload: Record<string, unknown> = {}) =>
+    planJob({ ...options, protocol: graph, command: { ...options.command, payload: { doc: { id: "d-7" }, ...payload } } });
+
+  test("every step that starts with the job gets its directive at once; the compensation step waits, pending, last", () => {
+    const { steps, outbox } = plan({
+      ...protocol,
+      steps: [step("a", { after: [] }), step("b", { after: [] }), step("c", { after: [0, 1] })],
+      onFailure: step("undo"),
+    });
+    expect(steps.map((s) => [s.name, s.status, s.attempts])).toEqual([
+      ["a", "pending", 1],
+      ["b", "pending", 1],
+      ["c", "pending", 0],
+      ["undo", "pending", 0],
+    ]);
+    expect(outbox.map((entry) => entry.stepId)).toEqual([stepIdFor(jobId, 0), stepIdFor(jobId, 1)]);
+  });
+
+  test("a first step whose condition on the payload does not hold is skipped, and the next one starts", () => {
+    const { steps, outbox } = plan({ ...protocol, steps: [step("a", { when: { pointer: "/payload/fast", equals: true } }), step("b")] }, { fast: false });
+    expect(steps.map((s) => [s.name, s.status])).toEqual([
+      ["a", "skipped"],
+      ["b", "pending"],
+    ]);
+    expect(outbox.map((entry) => entry.stepId)).toEqual([stepIdFor(jobId, 1)]);
+  });
+
+  test("a job whose every step is skipped has succeeded at once, with nothing to send", () => {
+    const { job, steps, outbox } = plan({ ...protocol, steps: [step("a", { when: { pointer: "/payload/x", exists: true } })], onFailure: step("undo") });
+    expect(job.status).toBe("succeeded");
+    expect(steps.map((s) => s.status)).toEqual(["skipped", "skipped"]);
+    expect(outbox).toEqual([]);
+  });
+});
