@@ -141,7 +141,9 @@ describe("operator console", () => {
     await page.waitForSelector(`${row} button`, { timeout: 5000 });
     expect(await page.$eval("#failed", (el) => el.textContent)).toBe("1");
     await page.screenshot({ path: `${ARTIFACTS_DIR}outbox-failed.png` });
-    await page.click(`${row} button`);
+    // Clicked inside the page in one step: the list re-renders every 500 ms, and a handle taken
+    // before a re-render points at a button that is no longer there.
+    await page.$eval(`${row} button`, (button) => (button as HTMLButtonElement).click());
     await page.waitForFunction(() => document.getElementById("failed")?.textContent === "0", { timeout: 5000 });
     expect((await store.getJob(parked.job.jobId))!.outbox[0]!.status).toBe("sent");
     expect(bus.broker.accepted("ocr-requests").some((m) => m.message_id === stored.outbox[0]!.outboxId)).toBe(true);
