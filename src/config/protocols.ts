@@ -46,9 +46,21 @@ const stepSettings = {
   timeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_STEP_TIMEOUT_SECONDS })),
 };
 
+/** One child per item of the list at `items`, `maxConcurrency` at a time. */
+const MapSettings = Type.Object(
+  {
+    items: Type.String(),
+    maxConcurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    maxItems: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000 })),
+    toleratedFailurePercent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+  },
+  { additionalProperties: false },
+);
+
 const StepDefinition = Type.Object(
   {
     ...stepSettings,
+    map: Type.Optional(MapSettings),
     /** The steps it waits for, by name; absent: the step before it; []: it starts with the job. */
     after: Type.Optional(Type.Array(Type.String({ pattern: STEP_NAME }), { maxItems: 98 })),
     when: Type.Optional(Condition),
@@ -227,7 +239,19 @@ function checkGraph(definition: ProtocolDefinitionShape, steps: ProtocolStep[], 
     if (problem) problems.push(`${at}/steps/${i}/when/pointer: ${problem}`);
     steps[i]!.when = step.when as StepCondition;
   });
-  const graph = definition.onFailure !== undefined || definition.steps.some((step) => step.after !== undefined || step.when !== undefined);
+  definition.steps.forEach((step, i) => {
+    if (!step.map) return;
+    const problem = cycle ? null : conditionProblem(step.map.items, steps, i);
+    if (problem) problems.push(`${at}/steps/${i}/map/items: ${problem}`);
+    steps[i]!.map = {
+      items: step.map.items,
+      maxConcurrency: step.map.maxConcurrency ?? 10,
+      maxItems: step.map.maxItems ?? 1000,
+      toleratedFailurePercent: step.map.toleratedFailurePercent ?? 0,
+    };
+  });
+  const graph =
+    definition.onFailure !== undefined || definition.steps.some((step) => step.after !== undefined || step.when !== undefined || step.map !== undefined);
   // One change of a graph job may touch every step and a directive for each, and the job row:
   // the ledger writes it in one transaction of at most 100 operations.
   const total = steps.length + (definition.onFailure ? 1 : 0);
@@ -236,7 +260,7 @@ function checkGraph(definition: ProtocolDefinitionShape, steps: ProtocolStep[], 
   return problems;
 }
 
-/** Why a condition's pointer is not allowed, or null: it reads the payload, or the results of a step it waits for. */
+/** Why a pointer (a condition's, a map's items) is not allowed, or null: it reads the payload, or the results of a step it waits for. */
 function conditionProblem(pointer: string, steps: ProtocolStep[], index: number): string | null {
   if (pointer === "/payload" || pointer.startsWith("/payload/")) return null;
   const match = /^\/results\/([^/]+)(\/.*)?$/.exec(pointer);

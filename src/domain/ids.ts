@@ -15,15 +15,33 @@ export function stepIdFor(jobId: string, stepIndex: number): string {
   return `${jobId}.s${stepIndex}`;
 }
 
-/** The job a step id belongs to (the inverse of stepIdFor); null for an id not of that shape. */
+/**
+ * The child of a map step for one item: the step's id and the item's index, padded so that the
+ * children of a step sort in item order (a map has at most 99,999 items).
+ */
+export function childStepIdFor(jobId: string, stepIndex: number, itemIndex: number): string {
+  return `${stepIdFor(jobId, stepIndex)}.i${String(itemIndex).padStart(5, "0")}`;
+}
+
+/** Whether a step id names a map step's child (see childStepIdFor). */
+export function isChildStepId(stepId: string): boolean {
+  return /\.s\d+\.i\d+$/.test(stepId);
+}
+
+/** The id of the n-th directive (from 0) of a step or a map step's child. */
+export function directiveIdFor(stepId: string, dispatch: number): string {
+  return `${stepId}.d${dispatch}`;
+}
+
+/** The job a step id belongs to (the inverse of stepIdFor and childStepIdFor); null for an id not of that shape. */
 export function jobIdOfStep(stepId: string): string | null {
-  const match = /^(.+)\.s\d+$/.exec(stepId);
+  const match = /^(.+)\.s\d+(?:\.i\d+)?$/.exec(stepId);
   return match ? match[1]! : null;
 }
 
-/** The job an outbox id belongs to (the inverse of outboxIdFor); null for an id not of that shape. */
+/** The job an outbox id belongs to (the inverse of directiveIdFor); null for an id not of that shape. */
 export function jobIdOfOutbox(outboxId: string): string | null {
-  const match = /^(.+)\.s\d+\.d\d+$/.exec(outboxId);
+  const match = /^(.+)\.s\d+(?:\.i\d+)?\.d\d+$/.exec(outboxId);
   return match ? match[1]! : null;
 }
 

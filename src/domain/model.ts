@@ -64,6 +64,11 @@ export interface Step extends Versioned {
   events: string[];
   /** The latest progress the worker reported, if any. */
   progress: StepProgress | null;
+  /** A map step's progress over its items (see MapProgress); absent on other steps. */
+  map?: MapProgress;
+  /** A map step's child: the item it works on, and its index in the list. */
+  item?: unknown;
+  itemIndex?: number;
   /**
    * When the current attempt runs out of time (see domain/step-deadlines.ts); null when the step
    * was never dispatched or has no timeout. Kept after the step ends, so its marker can be found.
@@ -97,6 +102,20 @@ export interface OutboxEntry extends Versioned {
   sentAt: string | null;
   createdAt: string;
   updatedAt: string;
+}
+
+/**
+ * Where a map step stands: its items are dispatched as children (rows of their own, created
+ * `maxConcurrency` at a time as earlier ones end), `next` is the first item without a child.
+ */
+export interface MapProgress {
+  total: number;
+  next: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+  /** The indexes of the items whose child failed, in the order they failed. */
+  failedItems: number[];
 }
 
 /** Why a job failed, as its compensation step is told. */
@@ -160,12 +179,25 @@ export type PartitionKeyRule = { kind: "jobId" } | { kind: "tenantId" } | { kind
  */
 export type StepCondition = { pointer: string; equals: unknown } | { pointer: string; in: unknown[] } | { pointer: string; exists: boolean };
 
+/** A step mapped over a list: `items` points into `{ payload, results }`. */
+export interface MapDefinition {
+  items: string;
+  /** Children in flight at most (1–1000). */
+  maxConcurrency: number;
+  /** A longer list fails the step (1–10000). */
+  maxItems: number;
+  /** The share of children that may fail with the step still succeeding (0–100). */
+  toleratedFailurePercent: number;
+}
+
 export interface ProtocolStep {
   name: string;
   /** The indexes of the steps it waits for; absent: the step before it (none for the first). */
   after?: number[];
   /** Dispatched only when this holds; else `skipped`. */
   when?: StepCondition;
+  /** One child per item of a list instead of one message (see MapDefinition). */
+  map?: MapDefinition;
   topic: string;
   partitionKey: PartitionKeyRule;
   /** Directives a retryable failure may lead to, the first included (default 1). */

@@ -1,9 +1,10 @@
-import { ValidationFailedError } from "./errors.ts";
+import { assertMessageFits, issueDirective, partitionKeyFor } from "./directives.ts";
 import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSteps } from "./graph.ts";
-import { outboxIdFor, stepIdFor } from "./ids.ts";
-import { resolvePointer } from "./json-pointer.ts";
-import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, PartitionKeyRule, Protocol, ProtocolStep, Step } from "./model.ts";
+import { stepIdFor } from "./ids.ts";
+import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, ProtocolStep, Step } from "./model.ts";
 import { finishJob, skipStep, startJob } from "./transitions.ts";
+
+export { assertMessageFits, type DirectiveOptions, deadlineFrom, issueDirective, MAX_MESSAGE_DATA_BYTES, partitionKeyFor } from "./directives.ts";
 
 export interface PlannedCommand {
   requestType: string;
@@ -21,87 +22,6 @@ export interface PlanJobOptions {
   now: Date;
   /** A fresh entry is due for the sweeper only this long after creation, so the fast path is not raced. */
   retryDelaySeconds: number;
-}
-
-/** The partition key a step's message gets; undefined when the payload lacks the pointed value. */
-export function partitionKeyFor(rule: PartitionKeyRule, jobId: string, tenantId: string, payload: JsonObject): string | undefined {
-  switch (rule.kind) {
-    case "jobId":
-      return jobId;
-    case "tenantId":
-      return tenantId;
-    case "pointer": {
-      const value = resolvePointer(payload, rule.pointer);
-      return typeof value === "string" || typeof value === "number" ? String(value) : undefined;
-    }
-  }
-}
-
-export interface DirectiveOptions {
-  job: Job;
-  step: Step;
-  rule: PartitionKeyRule;
-  traceparent: string | null;
-  /** The results of the step's predecessors, direct and indirect, by step name. */
-  results?: Record<string, JsonObject>;
-  /** For the compensation step: why the job failed. */
-  failure?: JobFailure;
-  /** How long the attempt may run (the step's timeoutSeconds); 0 = no deadline. */
-  timeoutSeconds: number;
-  now: Date;
-  retryDelaySeconds: number;
-}
-
-/** The deadline of an attempt starting at `from`; null without a timeout. */
-export function deadlineFrom(from: Date, timeoutSeconds: number): string | null {
-  return timeoutSeconds > 0 ? new Date(from.getTime() + timeoutSeconds * 1000).toISOString() : null;
-}
-
-/**
- * Another directive for a step (the next step's first, or a retry): the step counts it and gets
- * the attempt's deadline, and the entry's id says which dispatch it is, so a repeated write is the
- * same entry.
- */
-export function issueDirective(options: DirectiveOptions): { step: Step; entry: OutboxEntry } {
-  const { job, step } = options;
-  const now = options.now.toISOString();
-  const partitionKey = partitionKeyFor(options.rule, job.jobId, job.tenantId, job.payload) ?? job.jobId;
-  return {
-    step: { ...step, attempts: step.attempts + 1, deadlineAt: deadlineFrom(options.now, options.timeoutSeconds), updatedAt: now },
-    entry: {
-      outboxId: outboxIdFor(job.jobId, step.index, step.attempts),
-      jobId: job.jobId,
-      stepId: step.stepId,
-      stepIndex: step.index,
-      topic: step.topic,
-      partitionKey,
-      traceparent: options.traceparent,
-      results: options.results ?? {},
-      ...(options.failure ? { failure: options.failure } : {}),
-      status: "pending",
-      attempts: 0,
-      nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),
-      lastError: null,
-      sentAt: null,
-      lease: null,
-      createdAt: now,
-      updatedAt: now,
-    },
-  };
-}
-
-/**
- * What one step message may carry of payload and earlier results, in UTF-8 bytes: Service Bus
- * Standard takes 256 KB per message, and the rest of the message needs room too.
- */
-export const MAX_MESSAGE_DATA_BYTES = 200 * 1024;
-
-/** A result that would make a step's message too large is refused, not stored. */
-export function assertMessageFits(job: Job, results: Record<string, JsonObject>, nextStep: string): void {
-  const bytes = new TextEncoder().encode(JSON.stringify({ payload: job.payload, results })).byteLength;
-  if (bytes <= MAX_MESSAGE_DATA_BYTES) return;
-  const reason = `with this result, the message of step '${nextStep}' would carry ${bytes} bytes of payload and results, over the limit of ${MAX_MESSAGE_DATA_BYTES}`;
-  throw new ValidationFailedError(reason, { errors: [{ path: "/result", message: "too large to hand on to the next step" }] });
 }
 
 export interface AdvanceOptions {

@@ -7,7 +7,7 @@
  * the job fails, and what never ran is cancelled.
  */
 import { definitionOf, isCompensation } from "./graph.ts";
-import { outboxIdFor } from "./ids.ts";
+import { directiveIdFor } from "./ids.ts";
 import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
 import { deadlineFrom } from "./plan-job.ts";
 import { type ApplyOptions, endAttempt } from "./step-events.ts";
@@ -41,7 +41,7 @@ export function expireStep(aggregate: JobAggregate, stepId: string, options: Dea
   // The protocol no longer gives the step a deadline (changed since it was dispatched).
   if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...step, deadlineAt: null, updatedAt: now }] };
   if (options.countFromSend) {
-    const directive = aggregate.outbox.find((o) => o.outboxId === outboxIdFor(job.jobId, step.index, step.attempts - 1));
+    const directive = aggregate.outbox.find((o) => o.outboxId === directiveIdFor(step.stepId, step.attempts - 1));
     const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
     const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
     if (later !== null) return { outcome: "extended", steps: [{ ...step, deadlineAt: later, updatedAt: now }] };

@@ -3,22 +3,14 @@
  * entities to write in one change, or why nothing changes.
  */
 
-import { definitionOf, isCompensation, lineOf, resultsFor, resultsOf, workSteps } from "./graph.ts";
-import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, Protocol, Step, StepError } from "./model.ts";
-import { advance, issueDirective } from "./plan-job.ts";
-import {
-  cancelStep,
-  failStep,
-  finishJob,
-  hasJobEnded,
-  hasStepEnded,
-  initiateStep,
-  recordStepError,
-  rememberEvent,
-  startJob,
-  succeedStep,
-  withdrawEntry,
-} from "./transitions.ts";
+import { type ApplyOptions, cancelRest, failJob, redispatch } from "./fail-fast.ts";
+import { definitionOf, isCompensation, lineOf, resultsFor } from "./graph.ts";
+import type { Job, JobAggregate, JsonObject, OutboxEntry, Step, StepError } from "./model.ts";
+import { advance } from "./plan-job.ts";
+import { failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, startJob, succeedStep } from "./transitions.ts";
+
+export type { ApplyOptions } from "./fail-fast.ts";
+export { cancelRest } from "./fail-fast.ts";
 
 export interface StepEvent {
   eventId: string;
@@ -38,12 +30,6 @@ export type EventOutcome =
   | { outcome: "duplicate" }
   /** The step or its job had already ended: a late event. */
   | { outcome: "ignored"; reason: string };
-
-export interface ApplyOptions {
-  protocol: Protocol | undefined;
-  now: Date;
-  retryDelaySeconds: number;
-}
 
 export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: StepEvent, options: ApplyOptions): EventOutcome {
   const { job } = aggregate;
@@ -115,51 +101,7 @@ export function endAttempt(
   const failed = failStep(step, error, now);
   // The compensation step failing for good ends nothing more: its job has failed already.
   if (isCompensation(options.protocol, step)) return { steps: [failed], outbox: [] };
-  const rest = cancelRest(aggregate, now, failed.stepId, options.protocol);
-  const compensation = compensate({ ...aggregate, steps: aggregate.steps.map((s) => (s.stepId === failed.stepId ? failed : s)) }, failed, options);
-  return {
-    job: finishJob(aggregate.job, "failed", now),
-    steps: [failed, ...rest.steps, ...compensation.steps],
-    outbox: [...rest.outbox, ...compensation.outbox],
-  };
-}
-
-/**
- * The protocol's `onFailure`, once, when its job fails: its directive carries the failure and
- * every result so far. Nothing when the protocol has none (or it was dispatched already).
- */
-function compensate(aggregate: JobAggregate, failed: Step, options: ApplyOptions): { steps: Step[]; outbox: OutboxEntry[] } {
-  const protocol = options.protocol;
-  const step = aggregate.steps.find((s) => isCompensation(protocol, s));
-  if (!protocol || !step || step.status !== "pending" || step.attempts > 0) return { steps: [], outbox: [] };
-  const results = resultsOf(
-    aggregate.steps,
-    workSteps(protocol, aggregate.steps).map((s) => s.index),
-  );
-  const failure = { step: failed.name, error: failed.error! };
-  const issued = redispatch(aggregate, step, results, { ...options, traceFrom: failed, failure });
-  return { steps: [issued.step], outbox: [issued.entry] };
-}
-
-/** The next directive of `step` under its protocol definition, traced like the step that led to it. */
-function redispatch(
-  aggregate: JobAggregate,
-  step: Step,
-  results: Record<string, JsonObject>,
-  options: ApplyOptions & { traceFrom: Step; failure?: JobFailure },
-) {
-  const definition = definitionOf(options.protocol, step.index);
-  return issueDirective({
-    ...(options.failure ? { failure: options.failure } : {}),
-    job: aggregate.job,
-    step,
-    results,
-    rule: definition?.partitionKey ?? { kind: "jobId" },
-    timeoutSeconds: definition?.timeoutSeconds ?? 0,
-    traceparent: aggregate.outbox.find((o) => o.stepId === options.traceFrom.stepId)?.traceparent ?? null,
-    now: options.now,
-    retryDelaySeconds: options.retryDelaySeconds,
-  });
+  return failJob(aggregate, failed, options);
 }
 
 /** Cancels a job that has not ended: its open steps, and the directives not yet sent. */
@@ -169,14 +111,4 @@ export function cancelJob(aggregate: JobAggregate, now: Date): { job: Job; steps
   // A cancel does not run the compensation step: it is cancelled with the rest.
   const rest = cancelRest(aggregate, at, null, undefined);
   return { job: finishJob(aggregate.job, "cancelled", at), ...rest };
-}
-
-/** The open steps but `except` (and the compensation step of `protocol`, when given) cancelled; unsent directives withdrawn. */
-export function cancelRest(aggregate: JobAggregate, now: string, except: string | null, protocol: Protocol | undefined) {
-  return {
-    steps: aggregate.steps
-      .filter((s) => s.stepId !== except && !isCompensation(protocol, s) && (s.status === "pending" || s.status === "initiated"))
-      .map((s) => cancelStep(s, now)),
-    outbox: aggregate.outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),
-  };
 }

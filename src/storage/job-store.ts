@@ -58,8 +58,17 @@ export interface JobStore {
    */
   createJob(aggregate: JobAggregate, claim: IdempotencyRecord | null, keysExpireBefore?: Date): Promise<CreateJobResult>;
 
-  /** The job and everything of it, with etags; null until the job is wholly stored. */
+  /**
+   * The job and everything of it, with etags, but its map steps' children (so that what it costs
+   * is bounded by the protocol, not by a list's length); null until the job is wholly stored.
+   */
   getJob(jobId: string): Promise<JobAggregate | null>;
+
+  /** Map steps' children by step id (see childStepIdFor), with their directives; those not stored are left out. */
+  getChildren(jobId: string, stepIds: readonly string[]): Promise<{ steps: Step[]; outbox: OutboxEntry[] }>;
+
+  /** A map step's children in item order, from item `from`, at most `limit`; only open ones (pending, initiated) with `open`. */
+  listChildren(jobId: string, stepIndex: number, from: number, limit: number, open?: boolean): Promise<Step[]>;
 
   /** One outbox entry as stored, by a point read; null when absent. Cheaper than getJob. */
   getOutboxEntry(jobId: string, outboxId: string): Promise<OutboxEntry | null>;

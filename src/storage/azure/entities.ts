@@ -4,7 +4,18 @@
  */
 import { Buffer } from "node:buffer";
 import type { TableEntityResult } from "@azure/data-tables";
-import type { IdempotencyRecord, Job, JobFailure, JobStatus, JobSummary, OutboxEntry, OutboxStatus, Step, StepStatus } from "../../domain/model.ts";
+import type {
+  IdempotencyRecord,
+  Job,
+  JobFailure,
+  JobStatus,
+  JobSummary,
+  MapProgress,
+  OutboxEntry,
+  OutboxStatus,
+  Step,
+  StepStatus,
+} from "../../domain/model.ts";
 import { chunkString, type Entity, joinChunks } from "./limits.ts";
 
 type Keys = { partitionKey: string; rowKey: string };
@@ -93,6 +104,8 @@ export function stepToEntity(step: Step, keys: Keys): Entity {
     ...(step.events.length === 0 ? {} : { events: JSON.stringify(step.events) }),
     ...(step.result === null ? {} : chunkString("result", JSON.stringify(step.result))),
     ...(step.progress === null ? {} : { progress: JSON.stringify(step.progress) }),
+    ...(step.map ? chunkString("map", JSON.stringify(step.map)) : {}),
+    ...(step.itemIndex === undefined ? {} : { itemIndex: step.itemIndex, ...chunkString("item", JSON.stringify(step.item ?? null)) }),
   };
 }
 
@@ -113,8 +126,17 @@ export function entityToStep(entity: Stored): Step {
     finishedAt: nullableText(entity, "finishedAt"),
     deadlineAt: nullableText(entity, "deadlineAt"),
     updatedAt: text(entity, "updatedAt"),
+    ...mapPartsOf(entity),
     etag: etagOf(entity),
   };
+}
+
+/** A map step's progress, or a child's item, when the row has them. */
+function mapPartsOf(entity: Stored): Pick<Step, "map" | "item" | "itemIndex"> {
+  const map = joinChunks(entity, "map");
+  if (map !== undefined) return { map: JSON.parse(map) as MapProgress };
+  if (typeof entity.itemIndex === "number") return { itemIndex: entity.itemIndex, item: JSON.parse(joinChunks(entity, "item") ?? "null") };
+  return {};
 }
 
 function parseOr<T>(json: string | undefined, fallback: T): T {

@@ -16,8 +16,10 @@
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
+import { isChildStepId } from "../../domain/ids.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
+import { BEFORE_CHILDREN, childOutboxRow, childRowKeys, childStepRow, isChildOutboxId, listChildRows, readChildren } from "./children.ts";
 import { type AzureTableOptions, createTableClient, deleteRows, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
 import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
@@ -27,8 +29,9 @@ import { type RowLayout, readRow } from "./rows.ts";
 import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, purgeEndedJobs, purgeIdempotencyRecords, type SideTableNames } from "./side-tables.ts";
 
 const JOB_ROW = "job";
-const stepRow = (step: Pick<Step, "index" | "stepId">) => `${String(step.index).padStart(4, "0")}_${step.stepId}`;
-const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => entry.outboxId;
+const stepRow = (step: Pick<Step, "index" | "stepId">) =>
+  isChildStepId(step.stepId) ? childStepRow(step.stepId) : `${String(step.index).padStart(4, "0")}_${step.stepId}`;
+const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => (isChildOutboxId(entry.outboxId) ? childOutboxRow(entry.outboxId) : entry.outboxId);
 
 export interface MultiTableStoreOptions extends AzureTableOptions {
   tables: SideTableNames & { jobs: string; steps: string; outbox: string };
@@ -72,8 +75,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
     return guarded("read job", async () => {
       const [job, stepRows, outboxRows] = await Promise.all([
         readRow(jobs, jobId, JOB_ROW, entityToJob),
-        queryAll<Record<string, unknown>>(steps, odata`PartitionKey eq ${jobId}`),
-        queryAll<Record<string, unknown>>(outbox, odata`PartitionKey eq ${jobId}`),
+        queryAll<Record<string, unknown>>(steps, `${odata`PartitionKey eq ${jobId}`} and ${BEFORE_CHILDREN}`),
+        queryAll<Record<string, unknown>>(outbox, `${odata`PartitionKey eq ${jobId}`} and ${BEFORE_CHILDREN}`),
       ]);
       if (!job) return null;
       return { job, steps: stepRows.map(entityToStep).sort((a, b) => a.index - b.index), outbox: outboxRows.map(entityToOutbox) };
@@ -124,6 +127,10 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
 
     getJob,
 
+    getChildren: (jobId, stepIds) => guarded("read children", () => readChildren({ step: steps, outbox }, jobId, stepIds)),
+
+    listChildren: (jobId, stepIndex, from, limit, open = false) => guarded("list children", () => listChildRows(steps, jobId, stepIndex, from, limit, open)),
+
     getOutboxEntry: (jobId, outboxId) =>
       guarded("read outbox entry", () => readRow(layout.clients.outbox, jobId, layout.outboxRow({ outboxId }), entityToOutbox)),
 
@@ -172,7 +179,11 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
         deleteRows: (aggregate) =>
           guarded("delete job", async () => {
             const { jobId } = aggregate.job;
-            await Promise.all([deleteRows(steps, jobId, aggregate.steps.map(stepRow)), deleteRows(outbox, jobId, aggregate.outbox.map(outboxRow))]);
+            const [childSteps, childEntries] = await Promise.all([childRowKeys(steps, jobId), childRowKeys(outbox, jobId)]);
+            await Promise.all([
+              deleteRows(steps, jobId, [...childSteps, ...aggregate.steps.map(stepRow)]),
+              deleteRows(outbox, jobId, [...childEntries, ...aggregate.outbox.map(outboxRow)]),
+            ]);
             await deleteRows(jobs, jobId, [JOB_ROW]);
           }),
       }),

@@ -11,8 +11,10 @@
  */
 import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
+import { isChildStepId } from "../../domain/ids.ts";
 import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
+import { BEFORE_CHILDREN, childOutboxRow, childRowKeys, childStepRow, isChildOutboxId, listChildRows, readChildren } from "./children.ts";
 import { type AzureTableOptions, alreadyExists, createTableClient, deleteRows, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
 import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
@@ -23,8 +25,10 @@ import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, purgeEn
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
-export const stepRow = (step: Pick<Step, "index" | "stepId">) => ["STEP", String(step.index).padStart(4, "0"), step.stepId].join(KEY_SEPARATOR);
-export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) => ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
+export const stepRow = (step: Pick<Step, "index" | "stepId">) =>
+  isChildStepId(step.stepId) ? childStepRow(step.stepId) : ["STEP", String(step.index).padStart(4, "0"), step.stepId].join(KEY_SEPARATOR);
+export const outboxRow = (entry: Pick<OutboxEntry, "outboxId">) =>
+  isChildOutboxId(entry.outboxId) ? childOutboxRow(entry.outboxId) : ["OUTBOX", entry.outboxId].join(KEY_SEPARATOR);
 
 export interface SingleTableStoreOptions extends AzureTableOptions {
   tables: SideTableNames & { ledger: string };
@@ -53,7 +57,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
   }
 
   async function getJob(jobId: string): Promise<JobAggregate | null> {
-    return decode(await guarded("read job", () => queryAll<Record<string, unknown>>(ledger, odata`PartitionKey eq ${jobId}`)));
+    return decode(await guarded("read job", () => queryAll<Record<string, unknown>>(ledger, `${odata`PartitionKey eq ${jobId}`} and ${BEFORE_CHILDREN}`)));
   }
 
   /**
@@ -127,6 +131,10 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
     getJob,
 
+    getChildren: (jobId, stepIds) => guarded("read children", () => readChildren({ step: ledger, outbox: ledger }, jobId, stepIds)),
+
+    listChildren: (jobId, stepIndex, from, limit, open = false) => guarded("list children", () => listChildRows(ledger, jobId, stepIndex, from, limit, open)),
+
     getOutboxEntry: (jobId, outboxId) =>
       guarded("read outbox entry", () => readRow(layout.clients.outbox, jobId, layout.outboxRow({ outboxId }), entityToOutbox)),
 
@@ -176,7 +184,10 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         getJob,
         // The job row last: until it goes, a purge cut short is found again and finished.
         deleteRows: (aggregate) =>
-          guarded("delete job", () => deleteRows(ledger, aggregate.job.jobId, [...aggregate.steps.map(stepRow), ...aggregate.outbox.map(outboxRow), JOB_ROW])),
+          guarded("delete job", async () => {
+            const children = await childRowKeys(ledger, aggregate.job.jobId);
+            await deleteRows(ledger, aggregate.job.jobId, [...children, ...aggregate.steps.map(stepRow), ...aggregate.outbox.map(outboxRow), JOB_ROW]);
+          }),
       }),
 
     purgeIdempotencyRecords: (createdBefore, limit) => purgeIdempotencyRecords(side, createdBefore, limit),

@@ -4,7 +4,7 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError, StorageFullError } from "../../domain/errors.ts";
-import { jobIdOfStep } from "../../domain/ids.ts";
+import { isChildStepId, jobIdOfStep, stepIdFor } from "../../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxWork, Page, Step, Versioned } from "../../domain/model.ts";
 import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
@@ -36,7 +36,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
   const failed = new Map<string, string>();
 
   const stamp = <T extends Versioned>(entity: T): T => Object.freeze({ ...entity, etag: nextEtag() });
-  const view = (aggregate: JobAggregate): JobAggregate => ({ job: aggregate.job, steps: [...aggregate.steps], outbox: [...aggregate.outbox] });
+  // A job's map children are read on their own (getChildren, listChildren), as the Azure backends do.
+  const view = (aggregate: JobAggregate): JobAggregate => ({
+    job: aggregate.job,
+    steps: aggregate.steps.filter((s) => !isChildStepId(s.stepId)),
+    outbox: aggregate.outbox.filter((o) => !isChildStepId(o.stepId)),
+  });
 
   /** Where `id` is or would go in the ascending `ids`. */
   function lowerBound(ids: string[], id: string): number {
@@ -199,6 +204,23 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
       return { outcome: "stored", aggregate: view(stored) };
     },
 
+    async getChildren(jobId, stepIds) {
+      const stored = jobs.get(jobId);
+      const wanted = new Set(stepIds);
+      return {
+        steps: stored?.steps.filter((s) => wanted.has(s.stepId)) ?? [],
+        outbox: stored?.outbox.filter((o) => wanted.has(o.stepId)) ?? [],
+      };
+    },
+
+    async listChildren(jobId, stepIndex, from, limit, open = false) {
+      const prefix = `${stepIdFor(jobId, stepIndex)}.i`;
+      return (jobs.get(jobId)?.steps ?? [])
+        .filter((s) => s.stepId.startsWith(prefix) && (s.itemIndex ?? 0) >= from && (!open || s.status === "pending" || s.status === "initiated"))
+        .sort((a, b) => (a.itemIndex ?? 0) - (b.itemIndex ?? 0))
+        .slice(0, limit);
+    },
+
     async getOutboxEntry(jobId, outboxId) {
       return entryOf(outboxId, jobId) ?? null;
     },
@@ -228,6 +250,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
       if (changes.job) assertCurrent(stored.job, changes.job, `job ${jobId}`);
       const stepAt = (changes.steps ?? []).map((step) => {
         const index = stored.steps.findIndex((s) => s.stepId === step.stepId);
+        // A map step's child is inserted when it is dispatched.
+        if (step.etag === undefined && isChildStepId(step.stepId)) {
+          if (index >= 0) throw new ConcurrencyConflictError(`step ${step.stepId} exists already`);
+          return -1;
+        }
         assertCurrent(stored.steps[index], step, `step ${step.stepId}`);
         return index;
       });
@@ -247,7 +274,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
       }
       (changes.steps ?? []).forEach((step, i) => {
         const fresh = stamp(step);
-        stored.steps[stepAt[i]!] = fresh;
+        if (stepAt[i]! < 0) stored.steps.push(fresh);
+        else stored.steps[stepAt[i]!] = fresh;
         saved.steps.push(fresh);
       });
       (changes.outbox ?? []).forEach((entry, i) => {
