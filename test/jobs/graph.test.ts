@@ -73,7 +73,8 @@ async function setup(backend: Backend) {
   const store: JobStore = {
     ...inner,
     saveChanges: (jobId, change) => {
-      if ((change.outbox ?? []).some((entry) => entry.attempts === 0 && entry.status === "pending")) changes.push(change);
+      // (A lease writes a pending entry too, but never a step.)
+      if ((change.steps ?? []).length > 0 && (change.outbox ?? []).some((entry) => entry.attempts === 0 && entry.status === "pending")) changes.push(change);
       return inner.saveChanges(jobId, change);
     },
   };
@@ -81,8 +82,16 @@ async function setup(backend: Backend) {
     store,
     protocols,
     publisherFromSettings: true,
-    env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString },
+    // The fast path publishes; should it miss one (on `table` a change can lose a race midway),
+    // the retry loop takes it a few seconds later, as in production.
+    env: {
+      LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString,
+      LUCIUS_OUTBOX_RETRY_DELAY: "3",
+      LUCIUS_OUTBOX_RETRY_INTERVAL: "0.5",
+      LUCIUS_OUTBOX_PUBLISH_TIMEOUT: "1",
+    },
   });
+  service.runtime.start();
   cleanups.push(() => service.runtime.stop());
   const submit = async () => {
     const response = await service.postCommand({ requestType: "document.pages", tenantId: "acme", payload: { documentId: "d1" } });
@@ -103,7 +112,7 @@ async function setup(backend: Backend) {
   /** The messages the broker took on a topic (published once each: the broker drops duplicates), their JSON bodies decoded. */
   const published = (topic: string) => bus.broker.accepted(topic).map((m) => decoded(m.body));
   const publishedFor = async (jobId: string, topic: string, count: number) => {
-    await eventually(() => published(topic).filter((m) => m.jobId === jobId).length >= count, { what: `${count} message(s) on ${topic}` });
+    await eventually(() => published(topic).filter((m) => m.jobId === jobId).length >= count, { timeoutMs: 10_000, what: `${count} message(s) on ${topic}` });
     return published(topic).filter((m) => m.jobId === jobId);
   };
   return { service, changes, submit, view, stepOf, report, published, publishedFor };
