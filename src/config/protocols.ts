@@ -12,6 +12,7 @@ import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "jso
 import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
 import type { FieldViolation } from "../domain/errors.ts";
 import { ancestorsOf, predecessorsOf } from "../domain/graph.ts";
+import { FIRST_CHILDREN } from "../domain/map-step.ts";
 import type { PartitionKeyRule, Protocol, ProtocolStep, StepCondition } from "../domain/model.ts";
 import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
 import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
@@ -257,6 +258,12 @@ function checkGraph(definition: ProtocolDefinitionShape, steps: ProtocolStep[], 
   const total = steps.length + (definition.onFailure ? 1 : 0);
   if (graph && 2 * total + 1 > 100)
     problems.push(`${at}/steps: a protocol with after, when or onFailure has at most 49 steps, the compensation step included (it has ${total})`);
+  // A change that starts a map also writes its first children, two rows each.
+  const mapped = definition.steps.some((step) => step.map !== undefined);
+  if (mapped && 2 * total + 1 + 2 * FIRST_CHILDREN > 100)
+    problems.push(
+      `${at}/steps: a protocol with map has at most ${Math.floor((100 - 1 - 2 * FIRST_CHILDREN) / 2)} steps, the compensation step included (it has ${total})`,
+    );
   return problems;
 }
 

@@ -1,6 +1,8 @@
 import { assertMessageFits, issueDirective, partitionKeyFor } from "./directives.ts";
+import { failJob } from "./fail-fast.ts";
 import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSteps } from "./graph.ts";
-import { stepIdFor } from "./ids.ts";
+import { isChildStepId, stepIdFor } from "./ids.ts";
+import { startMap } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, ProtocolStep, Step } from "./model.ts";
 import { finishJob, skipStep, startJob } from "./transitions.ts";
 
@@ -38,12 +40,14 @@ export interface AdvanceOptions {
  * ready; all of it one change. `done`: every step but the compensation step is done (the
  * compensation step is then skipped too).
  */
-export function advance(aggregate: JobAggregate, options: AdvanceOptions): { steps: Step[]; outbox: OutboxEntry[]; done: boolean } {
+export function advance(aggregate: JobAggregate, options: AdvanceOptions): { steps: Step[]; outbox: OutboxEntry[]; done: boolean; failed?: Step } {
   const { protocol } = options;
   const now = options.now.toISOString();
   let steps = aggregate.steps;
   const changed = new Map<string, Step>();
   const outbox: OutboxEntry[] = [];
+  /** Map steps' first children: saved with the change, never part of the job's steps. */
+  const children: Step[] = [];
   const replace = (next: Step) => {
     steps = steps.map((s) => (s.stepId === next.stepId ? next : s));
     changed.set(next.stepId, next);
@@ -58,6 +62,21 @@ export function advance(aggregate: JobAggregate, options: AdvanceOptions): { ste
       }
       // Results are what a step hands on; a payload alone was bounded at the intake.
       if (Object.keys(results).length > 0) assertMessageFits(aggregate.job, results, step.name);
+      if (definition.map) {
+        const map = definition.map;
+        const start = startMap(
+          step,
+          { ...definition, map },
+          { job: aggregate.job, results, traceparent: options.traceparent, now: options.now, retryDelaySeconds: options.retryDelaySeconds },
+        );
+        replace(start.step);
+        if (start.kind === "failed") return { steps: [...changed.values()], outbox, done: false, failed: start.step };
+        if (start.kind === "started") {
+          children.push(...start.children);
+          outbox.push(...start.outbox);
+        }
+        continue;
+      }
       const issued = issueDirective({
         job: aggregate.job,
         step,
@@ -76,7 +95,7 @@ export function advance(aggregate: JobAggregate, options: AdvanceOptions): { ste
   if (done) {
     for (const step of steps) if (isCompensation(protocol, step) && step.status === "pending") replace(skipStep(step, now));
   }
-  return { steps: [...changed.values()], outbox, done };
+  return { steps: [...changed.values(), ...children], outbox, done };
 }
 
 /**
@@ -128,7 +147,21 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     }
   }
   const planned = steps.map((step) => started.steps.find((s) => s.stepId === step.stepId) ?? step);
+  const children = started.steps.filter((s) => isChildStepId(s.stepId));
+  if (started.failed) {
+    // A map over the payload whose list is missing or too long: the job fails as it starts.
+    const failed = failJob({ job, steps: planned, outbox: started.outbox }, started.failed, {
+      protocol,
+      now: options.now,
+      retryDelaySeconds: options.retryDelaySeconds,
+    });
+    return {
+      job: failed.job,
+      steps: planned.map((step) => failed.steps.find((s) => s.stepId === step.stepId) ?? step),
+      outbox: [...failed.outbox, ...started.outbox.filter((o) => !failed.outbox.some((f) => f.outboxId === o.outboxId))],
+    };
+  }
   // Every step skipped at once: the job is done before it started.
   const finished = started.done ? finishJob(startJob(job, now), "succeeded", now) : job;
-  return { job: finished, steps: planned, outbox: started.outbox };
+  return { job: finished, steps: [...planned, ...children], outbox: started.outbox };
 }

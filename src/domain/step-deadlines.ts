@@ -6,12 +6,12 @@
  * attempt: the step is dispatched again while it has attempts left, else it fails `timed-out`,
  * the job fails, and what never ran is cancelled.
  */
-import { definitionOf, isCompensation } from "./graph.ts";
+import { definitionOf, isCompensation, resultsFor } from "./graph.ts";
 import { directiveIdFor } from "./ids.ts";
 import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
 import { deadlineFrom } from "./plan-job.ts";
-import { type ApplyOptions, endAttempt } from "./step-events.ts";
-import { hasJobEnded, hasStepEnded } from "./transitions.ts";
+import { type ApplyOptions, childDone, endAttempt, retryChild } from "./step-events.ts";
+import { failStep, hasJobEnded, hasStepEnded } from "./transitions.ts";
 
 /** The error a step records when an attempt ran out of time. */
 export const TIMED_OUT = "timed-out";
@@ -50,4 +50,45 @@ export function expireStep(aggregate: JobAggregate, stepId: string, options: Dea
   const error: StepError = { code: TIMED_OUT, message: `attempt ${step.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
   const change = endAttempt(aggregate, step, error, options);
   return { outcome: "timed-out", retried: change.outbox.some((o) => o.stepId === step.stepId && o.status === "pending"), ...change };
+}
+
+/**
+ * A passed deadline of a map step's child: like a step's (a later deadline while its directive
+ * waits for the broker, another attempt while it has some), but a child that runs out of
+ * attempts fails only itself; what that does to its map step is the map's to decide.
+ */
+export function expireChild(
+  aggregate: JobAggregate,
+  child: Step,
+  childOutbox: readonly OutboxEntry[],
+  options: DeadlineOptions,
+  children?: readonly Step[],
+): DeadlineOutcome | { outcome: "needs-children" } {
+  const { job } = aggregate;
+  const now = options.now.toISOString();
+  const parent = aggregate.steps.find((s) => s.index === child.index);
+  const definition = definitionOf(options.protocol, child.index);
+  if (hasJobEnded(job) || hasStepEnded(child) || child.deadlineAt === null || child.deadlineAt > now) return { outcome: "not-due" };
+  if (!parent?.map || hasStepEnded(parent) || !definition?.map) return { outcome: "not-due" };
+  const timeoutSeconds = definition.timeoutSeconds;
+  if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...child, deadlineAt: null, updatedAt: now }] };
+  if (options.countFromSend) {
+    const directive = childOutbox.find((o) => o.outboxId === directiveIdFor(child.stepId, child.attempts - 1));
+    const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
+    const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
+    if (later !== null) return { outcome: "extended", steps: [{ ...child, deadlineAt: later, updatedAt: now }] };
+  }
+  const error: StepError = { code: TIMED_OUT, message: `attempt ${child.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
+  const map = { ...definition, map: definition.map };
+  const context = {
+    job,
+    results: resultsFor(options.protocol, aggregate.steps, parent.index),
+    traceparent: childOutbox[0]?.traceparent ?? null,
+    now: options.now,
+    retryDelaySeconds: options.retryDelaySeconds,
+  };
+  const retried = retryChild(job, child, error, map, context);
+  if (retried) return { outcome: "timed-out", retried: true, steps: [retried.step], outbox: [retried.entry] };
+  const done = childDone(aggregate, parent, failStep(child, error, now), map, options, context, {}, children);
+  return "outcome" in done ? done : { outcome: "timed-out", retried: false, ...done };
 }

@@ -3,9 +3,11 @@
  * entities to write in one change, or why nothing changes.
  */
 
+import { issueDirective } from "./directives.ts";
 import { type ApplyOptions, cancelRest, failJob, redispatch } from "./fail-fast.ts";
 import { definitionOf, isCompensation, lineOf, resultsFor } from "./graph.ts";
-import type { Job, JobAggregate, JsonObject, OutboxEntry, Step, StepError } from "./model.ts";
+import { allEnded, CHILDREN_PER_CHANGE, childEnded, createChildren, itemsOf, type MapContext, mapResult, tooManyFailed } from "./map-step.ts";
+import type { Job, JobAggregate, JsonObject, MapDefinition, OutboxEntry, Protocol, ProtocolStep, Step, StepError } from "./model.ts";
 import { advance } from "./plan-job.ts";
 import { failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, startJob, succeedStep } from "./transitions.ts";
 
@@ -68,13 +70,133 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
     const after = { ...aggregate, job: started, steps: aggregate.steps.map((s) => (s.stepId === succeeded.stepId ? succeeded : s)) };
     const traceparent = aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null;
     const protocol = options.protocol ?? lineOf(aggregate);
-    const next = advance(after, { protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent });
-    if (next.done) return { outcome: "applied", job: finishJob(started, "succeeded", now), steps: [step, ...next.steps], outbox: [] };
-    return { outcome: "applied", ...startedJob, steps: [step, ...next.steps], outbox: next.outbox };
+    return { outcome: "applied", ...moveOn(after, [step], { ...options, protocol }, traceparent, startedJob) };
   }
 
   const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
   return { outcome: "applied", ...endAttempt({ ...aggregate, job: started }, step, error, options, startedJob) };
+}
+
+/**
+ * After steps are done (`done`, already in `aggregate`): the steps that became ready are
+ * dispatched, a job whose every step is done succeeds, and a map that cannot start fails it.
+ */
+function moveOn(
+  aggregate: JobAggregate,
+  done: Step[],
+  options: ApplyOptions & { protocol: Protocol },
+  traceparent: string | null,
+  jobChange: { job?: Job },
+): { job?: Job; steps: Step[]; outbox: OutboxEntry[] } {
+  const now = options.now.toISOString();
+  const next = advance(aggregate, { protocol: options.protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent });
+  if (next.failed) {
+    const failed = failJob(aggregate, next.failed, options);
+    return { job: failed.job, steps: [...done, ...failed.steps], outbox: failed.outbox };
+  }
+  if (next.done) return { job: finishJob(aggregate.job, "succeeded", now), steps: [...done, ...next.steps], outbox: [] };
+  return { ...jobChange, steps: [...done, ...next.steps], outbox: next.outbox };
+}
+
+/**
+ * What a worker's event on a map step's child does: the child's change, the map step's counts,
+ * and either the next children (as many as end), or — once every child ended — the map step's
+ * end and what follows it. The map step fails as soon as more children failed than it
+ * tolerates. `children`: every child of the map, needed only when the last one ends (the answer
+ * is "needs-children" without them), so that an event reads a bounded number of rows.
+ */
+export function applyChildEvent(
+  aggregate: JobAggregate,
+  child: Step,
+  childOutbox: readonly OutboxEntry[],
+  event: StepEvent,
+  options: ApplyOptions,
+  children?: readonly Step[],
+): EventOutcome | { outcome: "needs-children" } {
+  const { job } = aggregate;
+  const now = options.now.toISOString();
+  if (child.events.includes(event.eventId)) return { outcome: "duplicate" };
+  if (hasJobEnded(job)) return { outcome: "ignored", reason: `job is ${job.status}` };
+  const parent = aggregate.steps.find((s) => s.index === child.index);
+  const definition = definitionOf(options.protocol, child.index);
+  if (!parent?.map || !definition?.map || !options.protocol) return { outcome: "ignored", reason: "its map step is gone from the protocol" };
+  if (hasStepEnded(parent)) return { outcome: "ignored", reason: `map step is ${parent.status}` };
+  if (hasStepEnded(child)) return { outcome: "ignored", reason: `step is ${child.status}` };
+  if (event.attempt !== undefined && event.attempt !== child.attempts) {
+    return { outcome: "ignored", reason: `attempt ${event.attempt} is not the step's current attempt (${child.attempts})` };
+  }
+  let step = rememberEvent(child, event.eventId, now);
+  if (event.status === "progress") {
+    return { outcome: "applied", steps: [{ ...step, progress: { percent: event.percent ?? null, message: event.message ?? null, at: now } }], outbox: [] };
+  }
+  if (step.status === "pending") {
+    if (step.attempts === 0) return { outcome: "ignored", reason: "step has not been dispatched" };
+    step = initiateStep(step, now);
+  }
+  const started = job.status === "accepted" ? startJob(job, now) : job;
+  const startedJob = started !== job ? { job: started } : {};
+  const map = { ...definition, map: definition.map };
+  const results = resultsFor(options.protocol, aggregate.steps, parent.index);
+  const context = { job: started, results, traceparent: childOutbox[0]?.traceparent ?? null, now: options.now, retryDelaySeconds: options.retryDelaySeconds };
+  if (event.status === "succeeded") step = succeedStep(step, event.result ?? null, now);
+  else {
+    const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
+    const retried = retryChild(started, step, error, map, context);
+    if (retried) return { outcome: "applied", ...startedJob, steps: [retried.step], outbox: [retried.entry] };
+    step = failStep(step, error, now);
+  }
+  const done = childDone({ ...aggregate, job: started }, parent, step, map, options, context, startedJob, children);
+  return "outcome" in done ? done : { outcome: "applied", ...done };
+}
+
+/** Another directive for a child that failed retryably with attempts left; null otherwise. */
+export function retryChild(job: Job, child: Step, error: StepError, definition: ProtocolStep, context: MapContext) {
+  if (!error.retryable || child.attempts >= definition.maxAttempts) return null;
+  return issueDirective({
+    job,
+    step: recordStepError(child, error, context.now.toISOString()),
+    rule: definition.partitionKey,
+    results: context.results,
+    timeoutSeconds: definition.timeoutSeconds,
+    traceparent: context.traceparent,
+    now: context.now,
+    retryDelaySeconds: context.retryDelaySeconds,
+  });
+}
+
+/** A child ended (succeeded, or failed for good): the map step's counts, and what follows from them. */
+export function childDone(
+  aggregate: JobAggregate,
+  parent: Step,
+  child: Step,
+  definition: ProtocolStep & { map: MapDefinition },
+  options: ApplyOptions,
+  context: MapContext,
+  jobChange: { job?: Job },
+  children: readonly Step[] | undefined,
+): { job?: Job; steps: Step[]; outbox: OutboxEntry[] } | { outcome: "needs-children" } {
+  const now = options.now.toISOString();
+  const protocol = options.protocol!;
+  let counted = childEnded(parent, child);
+  if (tooManyFailed(counted, definition.map)) {
+    const error: StepError = {
+      code: "map-items-failed",
+      message: `${counted.map!.failed} of ${counted.map!.total} items failed, over the ${definition.map.toleratedFailurePercent}% tolerated`,
+      retryable: false,
+    };
+    const failed = failJob(aggregate, failStep(counted, error, now), options);
+    return { job: failed.job, steps: [child, ...failed.steps], outbox: failed.outbox };
+  }
+  if (allEnded(counted)) {
+    if (!children) return { outcome: "needs-children" };
+    const all = children.map((c) => (c.stepId === child.stepId ? child : c));
+    counted = succeedStep(counted, mapResult(counted, all, aggregate.job.jobId), now);
+    const after = { ...aggregate, steps: aggregate.steps.map((s) => (s.stepId === counted.stepId ? counted : s)) };
+    return moveOn(after, [child, counted], { ...options, protocol }, context.traceparent, jobChange);
+  }
+  const items = itemsOf(definition.map, aggregate.job, context.results);
+  const more = Array.isArray(items) ? createChildren(counted, definition, items, CHILDREN_PER_CHANGE, context) : { step: counted, children: [], outbox: [] };
+  return { ...jobChange, steps: [child, more.step, ...more.children], outbox: more.outbox };
 }
 
 /**

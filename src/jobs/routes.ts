@@ -51,6 +51,22 @@ export function jobRoutes(service: JobService, events: StepEventService, options
         responses: { 200: { description: "{ jobId, status }" }, ...pick(problems, 401, 403, 404, 409, 503) },
       },
     })
+    .get(
+      "/v1/jobs/:jobId/steps/:stepId/items",
+      ({ params, query, request }) => service.items(params.jobId, params.stepId, pageSize(query.limit), query.cursor ?? null, callerOf(request)),
+      {
+        params: t.Object({ jobId: JobId, stepId: StepId }),
+        query: t.Object({ limit: t.Optional(t.String()), cursor: t.Optional(t.String({ minLength: 1, maxLength: 1024 })) }, { additionalProperties: false }),
+        detail: {
+          tags: ["jobs"],
+          summary: "A map step's items: each child's status, attempts, result or error, in item order",
+          responses: {
+            200: { description: "{ items: [{ itemIndex, stepId, status, attempts, result, error }], nextCursor }" },
+            ...pick(problems, 400, 401, 403, 404, 503),
+          },
+        },
+      },
+    )
     .get("/v1/jobs/:jobId", ({ params, request }) => service.get(params.jobId, callerOf(request)), {
       params: t.Object({ jobId: JobId }),
       detail: {

@@ -1,9 +1,10 @@
 /** Reading jobs back (docs/API.md): one job with its steps and outbox, or a tenant's listing. */
 import { type Caller, holdsTenant } from "../auth/caller.ts";
 import type { ProtocolRegistry } from "../config/protocols.ts";
-import { ForbiddenError, NotFoundError } from "../domain/errors.ts";
+import { ForbiddenError, InvalidCursorError, NotFoundError } from "../domain/errors.ts";
 import { isCompensation, predecessorsOf } from "../domain/graph.ts";
 import type { JobAggregate, JobFilter, JobSummary, JsonObject, Page, Protocol, StepError, StepProgress } from "../domain/model.ts";
+import { encodeCursor, readCursor } from "../storage/cursor.ts";
 import type { JobStore } from "../storage/job-store.ts";
 
 export interface JobView {
@@ -34,6 +35,8 @@ export interface JobView {
     /** When the current attempt runs out of time, if it has a deadline. */
     deadlineAt: string | null;
     updatedAt: string;
+    /** A map step's children by state (its items are paged by GET …/steps/{stepId}/items). */
+    map?: MapCounts;
   }[];
   outbox: {
     outboxId: string;
@@ -48,11 +51,32 @@ export interface JobView {
   }[];
 }
 
+export interface MapCounts {
+  total: number;
+  /** Items without a child yet. */
+  pending: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+}
+
+/** One child of a map step, as the items route shows it. */
+export interface ItemView {
+  itemIndex: number;
+  stepId: string;
+  status: string;
+  attempts: number;
+  result: JsonObject | null;
+  error: StepError | null;
+}
+
 export interface JobService {
   /** A job of another tenant than the caller's is not found: its existence is not revealed. */
   get(jobId: string, caller: Caller): Promise<JobView>;
   /** Listing a tenant the caller does not hold is refused. */
   list(tenantId: string, limit: number, cursor: string | null, caller: Caller, filter?: JobFilter): Promise<Page<JobSummary>>;
+  /** A map step's children in item order, paged; items not yet dispatched are not listed. */
+  items(jobId: string, stepId: string, limit: number, cursor: string | null, caller: Caller): Promise<Page<ItemView>>;
 }
 
 export interface JobServiceOptions {
@@ -68,6 +92,20 @@ export function createJobService(options: JobServiceOptions): JobService {
       const aggregate = await store.getJob(jobId);
       if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
       return toView(aggregate, protocols.get(aggregate.job.requestType));
+    },
+    async items(jobId, stepId, limit, cursor, caller) {
+      const aggregate = await store.getJob(jobId);
+      if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
+      const step = aggregate.steps.find((s) => s.stepId === stepId);
+      if (!step?.map) throw new NotFoundError(`job ${jobId} has no map step ${stepId}`);
+      const from = cursor === null ? 0 : Number(readCursor(cursor));
+      if (!Number.isInteger(from) || from < 0) throw new InvalidCursorError("the cursor is not one this service issued");
+      const children = await store.listChildren(jobId, step.index, from, limit);
+      const last = children.at(-1);
+      return {
+        items: children.map((c) => ({ itemIndex: c.itemIndex!, stepId: c.stepId, status: c.status, attempts: c.attempts, result: c.result, error: c.error })),
+        nextCursor: children.length === limit && last ? encodeCursor(String(last.itemIndex! + 1)) : null,
+      };
     },
     async list(tenantId, limit, cursor, caller, filter = {}) {
       if (!holdsTenant(caller, tenantId)) throw new ForbiddenError(`not allowed to read the jobs of tenant '${tenantId}'`, "tenant-not-held");
@@ -104,6 +142,9 @@ function toView({ job, steps, outbox }: JobAggregate, protocol: Protocol | undef
         progress: s.progress,
         deadlineAt: s.deadlineAt,
         updatedAt: s.updatedAt,
+        ...(s.map
+          ? { map: { total: s.map.total, pending: s.map.total - s.map.next, running: s.map.running, succeeded: s.map.succeeded, failed: s.map.failed } }
+          : {}),
       })),
     outbox: outbox.map((o) => ({
       outboxId: o.outboxId,

@@ -6,9 +6,12 @@
 import { type Caller, holdsTenant, OPEN_CALLER } from "../auth/caller.ts";
 import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
-import type { JobAggregate, OutboxWork } from "../domain/model.ts";
-import { type DeadlineOutcome, expireStep } from "../domain/step-deadlines.ts";
-import { applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
+import { isChildStepId } from "../domain/ids.ts";
+import { CHILDREN_PER_CHANGE, fillMap } from "../domain/map-step.ts";
+import type { JobAggregate, OutboxWork, Step } from "../domain/model.ts";
+import { type DeadlineOutcome, expireChild, expireStep } from "../domain/step-deadlines.ts";
+import { applyChildEvent, applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
+import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, SavedChanges } from "../storage/job-store.ts";
 
@@ -34,6 +37,10 @@ export interface StepEventServiceOptions {
 export type DeadlineResult = DeadlineOutcome["outcome"] | "retried";
 
 const ATTEMPTS = 5;
+/** Children read per page when a map's last child ended. */
+const CHILDREN_PAGE = 1000;
+/** Fill-up changes after one event, at most (each adds up to CHILDREN_PER_CHANGE children). */
+const MAX_FILL_ROUNDS = 25;
 
 export function createStepEventService(options: StepEventServiceOptions) {
   const { store, dispatcher } = options;
@@ -70,9 +77,138 @@ export function createStepEventService(options: StepEventServiceOptions) {
     }
   }
 
+  /** The children of map steps: read apart from the job (see JobStore.getJob). */
+  async function loadChild(jobId: string, stepId: string, caller: Caller) {
+    const [aggregate, read] = await Promise.all([load(jobId, caller), store.getChildren(jobId, [stepId])]);
+    const child = read.steps[0];
+    if (!child) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
+    return { aggregate, child, childOutbox: read.outbox };
+  }
+
+  /** Every child of a map step, in item order (read once, when its last child ends). */
+  async function allChildren(jobId: string, stepIndex: number): Promise<Step[]> {
+    const children: Step[] = [];
+    for (;;) {
+      const page = await store.listChildren(jobId, stepIndex, children.length, CHILDREN_PAGE);
+      children.push(...page);
+      if (page.length < CHILDREN_PAGE) return children;
+    }
+  }
+
+  /** Decides with the children only when the rule asks for them (the map's last child ended). */
+  async function withChildren<T extends { outcome: string }>(
+    jobId: string,
+    stepIndex: number,
+    decide: (children?: readonly Step[]) => T | { outcome: "needs-children" },
+  ): Promise<T> {
+    const first = decide();
+    if (first.outcome !== "needs-children") return first as T;
+    return decide(await allChildren(jobId, stepIndex)) as T;
+  }
+
+  async function handleChild(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
+    return withRetries(jobId, caller, async () => {
+      const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, caller);
+      const protocol = options.protocols.get(aggregate.job.requestType);
+      const decided = await withChildren(jobId, child.index, (children) =>
+        applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
+      );
+      const base = { jobId, stepId, eventId: event.eventId };
+      if (decided.outcome !== "applied") {
+        return {
+          ...base,
+          outcome: decided.outcome,
+          ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
+          jobStatus: aggregate.job.status,
+          stepStatus: child.status,
+        };
+      }
+      const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
+      dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
+      await afterChange(jobId, saved);
+      const after = saved.steps.find((s) => s.stepId === stepId) ?? child;
+      return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
+    });
+  }
+
+  async function expireChildStep(jobId: string, stepId: string): Promise<DeadlineResult> {
+    return withRetries(jobId, OPEN_CALLER, async () => {
+      const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, OPEN_CALLER);
+      const protocol = options.protocols.get(aggregate.job.requestType);
+      const decided = await withChildren(jobId, child.index, (children) =>
+        expireChild(
+          aggregate,
+          child,
+          childOutbox,
+          { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds, countFromSend: dispatcher !== null },
+          children,
+        ),
+      );
+      if (decided.outcome === "not-due") return decided.outcome;
+      const outbox = decided.outcome === "timed-out" ? decided.outbox : [];
+      const saved = await store.saveChanges(jobId, {
+        ...(decided.outcome === "timed-out" && decided.job ? { job: decided.job } : {}),
+        steps: decided.steps,
+        outbox,
+      });
+      dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
+      await afterChange(jobId, saved);
+      return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
+    });
+  }
+
+  /**
+   * After a stored change: a map step still short of its children gets more (a change each, up
+   * to CHILDREN_PER_CHANGE), and a job that ended has its maps' unsent child directives withdrawn
+   * and their open children cancelled. Both are best effort: a child's end fills a map up too,
+   * and the retry loop withdraws, instead of publishing, a child directive of an ended job.
+   */
+  async function afterChange(jobId: string, saved: SavedChanges): Promise<void> {
+    try {
+      if (saved.job && hasJobEnded(saved.job)) await closeChildren(jobId);
+      else if (saved.steps.some((s) => s.map && s.status === "initiated")) await fillMaps(jobId);
+    } catch (error) {
+      if (!(error instanceof ConcurrencyConflictError)) throw error;
+      // Another writer moved the job on: it fills or closes in turn.
+    }
+  }
+
+  async function fillMaps(jobId: string): Promise<void> {
+    for (let round = 0; round < MAX_FILL_ROUNDS; round++) {
+      const aggregate = await store.getJob(jobId);
+      if (!aggregate || hasJobEnded(aggregate.job)) return;
+      const protocol = options.protocols.get(aggregate.job.requestType);
+      const change = fillMap(aggregate, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds });
+      if (!change) return;
+      const saved = await store.saveChanges(jobId, change);
+      dispatchCreated(aggregate, saved);
+    }
+  }
+
+  async function closeChildren(jobId: string): Promise<void> {
+    const aggregate = await store.getJob(jobId);
+    if (!aggregate) return;
+    const at = now().toISOString();
+    for (const parent of aggregate.steps.filter((s) => s.map)) {
+      for (;;) {
+        const open = await store.listChildren(jobId, parent.index, 0, CHILDREN_PER_CHANGE, true);
+        if (open.length === 0) break;
+        const { outbox } = await store.getChildren(
+          jobId,
+          open.map((c) => c.stepId),
+        );
+        await store.saveChanges(jobId, {
+          steps: open.map((c) => cancelStep(c, at)),
+          outbox: outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", at)),
+        });
+      }
+    }
+  }
+
   return {
     /** `caller`: who reports over HTTP; the Service Bus receiver's channel is trusted (OPEN_CALLER). */
     async handle(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
+      if (isChildStepId(stepId)) return handleChild(jobId, stepId, event, caller);
       return withRetries(jobId, caller, async (aggregate) => {
         const step = aggregate.steps.find((s) => s.stepId === stepId);
         if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
@@ -93,6 +229,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         }
         const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
         dispatchCreated(aggregate, saved);
+        await afterChange(jobId, saved);
         const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
       });
@@ -103,6 +240,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
      * a replica that got there first, or a worker's late answer, leaves nothing to do.
      */
     async expire(jobId: string, stepId: string): Promise<DeadlineResult> {
+      if (isChildStepId(stepId)) return expireChildStep(jobId, stepId);
       return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
         const decided = expireStep(aggregate, stepId, {
           protocol: options.protocols.get(aggregate.job.requestType),
@@ -118,6 +256,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
           outbox,
         });
         dispatchCreated(aggregate, saved);
+        await afterChange(jobId, saved);
         return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
       });
     },
@@ -127,6 +266,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         const change = cancelJob(aggregate, now());
         if (!change) throw new InvalidTransitionError(`job ${jobId} has already ended: ${aggregate.job.status}`);
         const saved = await store.saveChanges(jobId, change);
+        await afterChange(jobId, saved);
         return { jobId, status: saved.job?.status ?? change.job.status };
       });
     },

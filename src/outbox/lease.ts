@@ -5,8 +5,9 @@
  */
 import { randomUUID } from "node:crypto";
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
+import { isChildStepId } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
-import { leaseEntry } from "../domain/transitions.ts";
+import { hasJobEnded, leaseEntry, withdrawEntry } from "../domain/transitions.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import type { Dispatcher } from "./dispatcher.ts";
 
@@ -42,6 +43,12 @@ export async function leaseEntries(items: readonly OutboxWork[], options: LeaseO
   // Tells this sweep's leases from another replica's written in the same millisecond.
   const token = randomUUID();
   const leased = await mapBounded(items, LEASE_CONCURRENCY, async (work): Promise<OutboxWork | null> => {
+    // A map child's directive left pending when its job ended (the job's end withdraws them
+    // after its own change; a crash between the two leaves some): withdrawn, never published.
+    if (hasJobEnded(work.job) && isChildStepId(work.entry.stepId)) {
+      await options.store.saveChanges(work.job.jobId, { outbox: [withdrawEntry(work.entry, "job ended before this directive was sent", now)] }).catch(() => {});
+      return null;
+    }
     const lease = leaseEntry(work.entry, now, until, token);
     try {
       const saved = await options.store.saveChanges(work.job.jobId, { outbox: [lease] });

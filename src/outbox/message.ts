@@ -29,6 +29,8 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: 
       results: entry.results,
       // The compensation step's: which step failed the job, and its error.
       ...(entry.failure ? { failure: entry.failure } : {}),
+      // A map step's child: its item and where it sits in the list.
+      ...(step.itemIndex === undefined ? {} : { item: step.item ?? null, itemIndex: step.itemIndex }),
     },
     contentType: "application/json",
     subject: `${job.requestType}/${step.name}`,

@@ -201,7 +201,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
       const ids = jobIndex.get(stored.job.tenantId) ?? [];
       insertSorted(ids, stored.job.jobId);
       jobIndex.set(stored.job.tenantId, ids);
-      return { outcome: "stored", aggregate: view(stored) };
+      // As written, children included (what the Azure backends answer too).
+      return { outcome: "stored", aggregate: { job: stored.job, steps: [...stored.steps], outbox: [...stored.outbox] } };
     },
 
     async getChildren(jobId, stepIds) {

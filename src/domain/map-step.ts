@@ -1,0 +1,180 @@
+/**
+ * A step mapped over a list (`map` in the protocol file), as pure functions. Its items are
+ * dispatched as children, one per item, each with its own attempts and deadline; at most
+ * `maxConcurrency` are in flight. Children are created as they are dispatched: a few in the
+ * change that starts the map, then more in each change that ends one (and in fill-up changes),
+ * the map step's row keeping the cursor (`next`) and the counts. A crash between two changes
+ * neither loses a child nor creates one twice: each change writes its children with the cursor
+ * that counts them, and a child's id comes from its item's index.
+ */
+import { issueDirective } from "./directives.ts";
+import { definitionOf, resultsFor } from "./graph.ts";
+import { childStepIdFor } from "./ids.ts";
+import { resolvePointer } from "./json-pointer.ts";
+import type { Job, JobAggregate, JsonObject, MapDefinition, MapProgress, OutboxEntry, Protocol, ProtocolStep, Step, StepError } from "./model.ts";
+import { failStep, initiateStep, succeedStep } from "./transitions.ts";
+
+/** Children created in the change that starts a map: with the rest of that change, under 100 rows. */
+export const FIRST_CHILDREN = 20;
+/** Children created in one later change (two rows each: the child and its directive). */
+export const CHILDREN_PER_CHANGE = 45;
+/** A map's result larger than this (JSON) is handed on as a route to its items instead. */
+export const INLINE_RESULT_BYTES = 64 * 1024;
+
+export interface MapContext {
+  job: Job;
+  /** The results the map step's messages carry (its ancestors'). */
+  results: Record<string, JsonObject>;
+  traceparent: string | null;
+  now: Date;
+  retryDelaySeconds: number;
+}
+
+/** The list a map step works through, or why it has none. */
+export function itemsOf(map: MapDefinition, job: Job, results: Record<string, JsonObject>): unknown[] | StepError {
+  const items = resolvePointer({ payload: job.payload, results }, map.items);
+  if (!Array.isArray(items)) {
+    return { code: "map-items-not-a-list", message: `${map.items} is ${items === undefined ? "missing" : `a ${typeof items}`}, not a list`, retryable: false };
+  }
+  if (items.length > map.maxItems) {
+    return { code: "map-too-many-items", message: `${map.items} has ${items.length} items, over maxItems ${map.maxItems}`, retryable: false };
+  }
+  return items;
+}
+
+export type MapStart =
+  /** The list is missing, not a list, or too long: the step fails (and with it the job). */
+  | { kind: "failed"; step: Step; error: StepError }
+  /** An empty list: the step succeeds at once, with no children. */
+  | { kind: "succeeded"; step: Step }
+  | { kind: "started"; step: Step; children: Step[]; outbox: OutboxEntry[] };
+
+/** A map step whose predecessors are done: its first children, or its end when there are none. */
+export function startMap(step: Step, definition: ProtocolStep & { map: MapDefinition }, context: MapContext): MapStart {
+  const now = context.now.toISOString();
+  const items = itemsOf(definition.map, context.job, context.results);
+  if (!Array.isArray(items)) return { kind: "failed", step: failStep(step, items, now), error: items };
+  if (items.length === 0) return { kind: "succeeded", step: succeedStep(initiateStep(step, now), { items: [], failed: [] }, now) };
+  const progress: MapProgress = { total: items.length, next: 0, running: 0, succeeded: 0, failed: 0, failedItems: [] };
+  const started: Step = { ...initiateStep(step, now), map: progress };
+  const created = createChildren(started, definition, items, FIRST_CHILDREN, context);
+  return { kind: "started", ...created };
+}
+
+/** Up to `limit` more children, while fewer than maxConcurrency are in flight and items are left. */
+export function createChildren(
+  step: Step,
+  definition: ProtocolStep & { map: MapDefinition },
+  items: readonly unknown[],
+  limit: number,
+  context: MapContext,
+): { step: Step; children: Step[]; outbox: OutboxEntry[] } {
+  const progress = step.map!;
+  const count = Math.max(0, Math.min(limit, definition.map.maxConcurrency - progress.running, progress.total - progress.next));
+  const now = context.now.toISOString();
+  const children: Step[] = [];
+  const outbox: OutboxEntry[] = [];
+  for (let itemIndex = progress.next; itemIndex < progress.next + count; itemIndex++) {
+    const child: Step = {
+      jobId: step.jobId,
+      stepId: childStepIdFor(step.jobId, step.index, itemIndex),
+      index: step.index,
+      name: step.name,
+      topic: step.topic,
+      status: "pending",
+      attempts: 0,
+      result: null,
+      error: null,
+      events: [],
+      progress: null,
+      deadlineAt: null,
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: now,
+      item: items[itemIndex] ?? null,
+      itemIndex,
+    };
+    const issued = issueDirective({
+      job: context.job,
+      step: child,
+      rule: definition.partitionKey,
+      results: context.results,
+      timeoutSeconds: definition.timeoutSeconds,
+      traceparent: context.traceparent,
+      now: context.now,
+      retryDelaySeconds: context.retryDelaySeconds,
+    });
+    children.push(issued.step);
+    outbox.push(issued.entry);
+  }
+  const moved: MapProgress = { ...progress, next: progress.next + count, running: progress.running + count };
+  return { step: count === 0 ? step : { ...step, map: moved, updatedAt: now }, children, outbox };
+}
+
+/** How many children may fail with the step still succeeding. */
+export function toleratedFailures(map: MapDefinition, total: number): number {
+  return Math.floor((total * map.toleratedFailurePercent) / 100);
+}
+
+/** The map step's counts after one of its children ended (succeeded or failed for good). */
+export function childEnded(step: Step, child: Step): Step {
+  const progress = step.map!;
+  const failed = child.status === "failed";
+  return {
+    ...step,
+    map: {
+      ...progress,
+      running: progress.running - 1,
+      succeeded: progress.succeeded + (failed ? 0 : 1),
+      failed: progress.failed + (failed ? 1 : 0),
+      failedItems: failed ? [...progress.failedItems, child.itemIndex!] : progress.failedItems,
+    },
+  };
+}
+
+/** Whether too many children failed for the step to succeed, whatever the rest do. */
+export function tooManyFailed(step: Step, map: MapDefinition): boolean {
+  return step.map!.failed > toleratedFailures(map, step.map!.total);
+}
+
+/** Whether every child has ended. */
+export function allEnded(step: Step): boolean {
+  const progress = step.map!;
+  return progress.succeeded + progress.failed === progress.total;
+}
+
+/**
+ * The map step's result once every child ended: each item's result in item order (null for a
+ * failed one) and the failed items; a result too large to hand on names the route of its items.
+ */
+export function mapResult(step: Step, children: readonly Step[], jobId: string): JsonObject {
+  const failed = [...step.map!.failedItems].sort((a, b) => a - b);
+  const items = [...children].sort((a, b) => a.itemIndex! - b.itemIndex!).map((child) => (child.status === "succeeded" ? (child.result ?? {}) : null));
+  const inline = { items, failed };
+  if (new TextEncoder().encode(JSON.stringify(inline)).byteLength <= INLINE_RESULT_BYTES) return inline;
+  return { itemCount: items.length, failed, itemsRoute: `/v1/jobs/${jobId}/steps/${step.stepId}/items` };
+}
+
+/**
+ * More children for the first map step of the job that has fewer in flight than it may and items
+ * left (one change, at most CHILDREN_PER_CHANGE children); null when none needs any.
+ */
+export function fillMap(
+  aggregate: JobAggregate,
+  options: { protocol: Protocol | undefined; now: Date; retryDelaySeconds: number },
+): { steps: Step[]; outbox: OutboxEntry[] } | null {
+  for (const step of aggregate.steps) {
+    const definition = definitionOf(options.protocol, step.index);
+    const progress = step.map;
+    if (!definition?.map || !progress || step.status !== "initiated") continue;
+    if (progress.running >= definition.map.maxConcurrency || progress.next >= progress.total) continue;
+    const results = resultsFor(options.protocol, aggregate.steps, step.index);
+    const items = itemsOf(definition.map, aggregate.job, results);
+    if (!Array.isArray(items)) continue;
+    const traceparent = aggregate.outbox[0]?.traceparent ?? null;
+    const context = { job: aggregate.job, results, traceparent, now: options.now, retryDelaySeconds: options.retryDelaySeconds };
+    const created = createChildren(step, { ...definition, map: definition.map }, items, CHILDREN_PER_CHANGE, context);
+    if (created.children.length > 0) return { steps: [created.step, ...created.children], outbox: created.outbox };
+  }
+  return null;
+}
