@@ -341,7 +341,24 @@ export function loadProtocolFile(path: string, stepTimeoutSeconds = DEFAULT_STEP
 }
 
 /** The protocols the settings name (a file, or the bundled ones), steps without a timeout getting the configured one. */
-export function loadProtocols(settings: { protocolsFile: string | null; stepTimeoutSeconds: number }): ProtocolRegistry {
+export function loadProtocols(settings: { protocolsFile: string | null; stepTimeoutSeconds: number; storageBackend?: string }): ProtocolRegistry {
   const { protocolsFile, stepTimeoutSeconds } = settings;
-  return protocolsFile === null ? bundledRegistry({ stepTimeoutSeconds }) : loadProtocolFile(protocolsFile, stepTimeoutSeconds);
+  const registry = protocolsFile === null ? bundledRegistry({ stepTimeoutSeconds }) : loadProtocolFile(protocolsFile, stepTimeoutSeconds);
+  if (settings.storageBackend === "table") refuseMapsOnTable(registry);
+  return registry;
+}
+
+/**
+ * A map step keeps its counts on its own row and its children on theirs, and each change of
+ * them must land whole: `table` writes a job's rows without a transaction, so a race cut short
+ * would count a child twice or lose one. Maps need `ledger` (or `memory`).
+ */
+function refuseMapsOnTable(registry: ProtocolRegistry): void {
+  const mapped = registry.list().flatMap((protocol) => protocol.steps.filter((step) => step.map).map((step) => `${protocol.requestType}/${step.name}`));
+  if (mapped.length > 0) {
+    throw new ProtocolFileError(
+      registry.source,
+      `map steps (${mapped.join(", ")}) need LUCIUS_STORAGE_BACKEND=ledger or memory: table writes a job's rows without a transaction`,
+    );
+  }
 }

@@ -92,14 +92,16 @@ export function workSteps(protocol: Protocol | undefined, steps: readonly Step[]
 }
 
 /**
- * Pending steps, never dispatched, whose predecessors are all done, in index order: the ones
- * to dispatch (or skip) now.
+ * Pending steps whose predecessors are all done and that have no directive yet, in index order:
+ * the ones to dispatch (or skip) now. A step counted as dispatched whose directive is missing
+ * (on `table`, a change cut short between its step and its entry) is dispatched again.
  */
-export function readySteps(protocol: Protocol, aggregate: Pick<JobAggregate, "steps">): Step[] {
+export function readySteps(protocol: Protocol, aggregate: Pick<JobAggregate, "steps" | "outbox">): Step[] {
+  const directed = new Set(aggregate.outbox.map((entry) => entry.stepId));
   return workSteps(protocol, aggregate.steps).filter(
     (step) =>
       step.status === "pending" &&
-      step.attempts === 0 &&
+      (step.attempts === 0 || !directed.has(step.stepId)) &&
       predecessorsOf(protocol, step.index).every((p) => {
         const predecessor = aggregate.steps.find((s) => s.index === p);
         return predecessor !== undefined && isDone(predecessor);

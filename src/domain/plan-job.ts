@@ -52,7 +52,8 @@ export function advance(aggregate: JobAggregate, options: AdvanceOptions): { ste
     steps = steps.map((s) => (s.stepId === next.stepId ? next : s));
     changed.set(next.stepId, next);
   };
-  for (let ready = readySteps(protocol, { steps }); ready.length > 0; ready = readySteps(protocol, { steps })) {
+  const directed = () => ({ steps, outbox: [...aggregate.outbox, ...outbox] });
+  for (let ready = readySteps(protocol, directed()); ready.length > 0; ready = readySteps(protocol, directed())) {
     for (const step of ready) {
       const definition = protocol.steps[step.index]!;
       const results = resultsFor(protocol, steps, step.index);

@@ -3,7 +3,9 @@
  * attempt with its next due time. A lost conditional write re-reads the job and applies the
  * outcome again, a few times, before leaving the entry to the sweeper.
  */
+
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
+import { isChildStepId } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
 import { applyPublished, recordPublishFailure } from "../domain/transitions.ts";
 import type { JobStore } from "../storage/job-store.ts";
@@ -57,9 +59,16 @@ export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWrite
 
   /** The entry as stored now, or null when it is gone; throws when someone else settled it. */
   async function reload(item: OutboxWork): Promise<OutboxWork | null> {
-    const aggregate = await store.getJob(item.job.jobId);
-    const step = aggregate?.steps.find((s) => s.stepId === item.step.stepId);
-    const entry = aggregate?.outbox.find((o) => o.outboxId === item.entry.outboxId);
+    const { jobId } = item.job;
+    // A map step's child is read apart from its job (see JobStore.getJob).
+    const [aggregate, child] = await Promise.all([
+      store.getJob(jobId),
+      isChildStepId(item.step.stepId) ? store.getChildren(jobId, [item.step.stepId]) : Promise.resolve(null),
+    ]);
+    const steps = child ? child.steps : aggregate?.steps;
+    const entries = child ? child.outbox : aggregate?.outbox;
+    const step = steps?.find((s) => s.stepId === item.step.stepId);
+    const entry = entries?.find((o) => o.outboxId === item.entry.outboxId);
     if (!aggregate || !step || !entry) return null;
     // A sweeper or an admin retry already settled this entry.
     if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry ${entry.outboxId} is already ${entry.status}`);

@@ -147,12 +147,16 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
           const etag = await replace(jobs, jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag, `job ${jobId}`);
           result.job = { ...changes.job, etag };
         }
-        result.steps = await Promise.all(
-          (changes.steps ?? []).map(async (step) => ({
-            ...step,
-            etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`),
-          })),
-        );
+        // Rows that exist first (their writes are conditional: a lost race stops the change before
+        // anything new is written, so that a retry decides again from a clean state), new rows after.
+        const writeStep = async (step: Step) => ({
+          ...step,
+          etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`),
+        });
+        const changedSteps = changes.steps ?? [];
+        const updated = await Promise.all(changedSteps.filter((step) => step.etag !== undefined).map(writeStep));
+        const created = await Promise.all(changedSteps.filter((step) => step.etag === undefined).map(writeStep));
+        result.steps = changedSteps.map((step) => [...updated, ...created].find((s) => s.stepId === step.stepId)!);
         result.outbox = await Promise.all(
           entries.map(async (entry) => ({
             ...entry,
