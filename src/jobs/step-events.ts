@@ -37,6 +37,8 @@ export interface StepEventServiceOptions {
 export type DeadlineResult = DeadlineOutcome["outcome"] | "retried";
 
 const ATTEMPTS = 5;
+/** For a map step's children, whose events all write the map step's row. */
+const CHILD_ATTEMPTS = 25;
 /** Children read per page when a map's last child ended. */
 const CHILDREN_PAGE = 1000;
 /** Fill-up changes after one event, at most (each adds up to CHILDREN_PER_CHANGE children). */
@@ -66,13 +68,17 @@ export function createStepEventService(options: StepEventServiceOptions) {
     if (work.length > 0) dispatcher.dispatch(work);
   }
 
-  /** Runs `decide` against the current job until its write wins. */
-  async function withRetries<T>(jobId: string, caller: Caller, decide: (aggregate: JobAggregate) => Promise<T>): Promise<T> {
+  /**
+   * Runs `decide` against the current job until its write wins. The children of a map step all
+   * count on its row, so their events race for it: more attempts, after a short random pause.
+   */
+  async function withRetries<T>(jobId: string, caller: Caller, decide: (aggregate: JobAggregate) => Promise<T>, attempts = ATTEMPTS): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await decide(await load(jobId, caller));
       } catch (error) {
-        if (!(error instanceof ConcurrencyConflictError) || attempt >= ATTEMPTS) throw error;
+        if (!(error instanceof ConcurrencyConflictError) || attempt >= attempts) throw error;
+        if (attempts > ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
       }
     }
   }
@@ -107,28 +113,33 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   async function handleChild(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
-    return withRetries(jobId, caller, async () => {
-      const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, caller);
-      const protocol = options.protocols.get(aggregate.job.requestType);
-      const decided = await withChildren(jobId, child.index, (children) =>
-        applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
-      );
-      const base = { jobId, stepId, eventId: event.eventId };
-      if (decided.outcome !== "applied") {
-        return {
-          ...base,
-          outcome: decided.outcome,
-          ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
-          jobStatus: aggregate.job.status,
-          stepStatus: child.status,
-        };
-      }
-      const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
-      dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
-      await afterChange(jobId, saved);
-      const after = saved.steps.find((s) => s.stepId === stepId) ?? child;
-      return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
-    });
+    return withRetries(
+      jobId,
+      caller,
+      async () => {
+        const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, caller);
+        const protocol = options.protocols.get(aggregate.job.requestType);
+        const decided = await withChildren(jobId, child.index, (children) =>
+          applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
+        );
+        const base = { jobId, stepId, eventId: event.eventId };
+        if (decided.outcome !== "applied") {
+          return {
+            ...base,
+            outcome: decided.outcome,
+            ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
+            jobStatus: aggregate.job.status,
+            stepStatus: child.status,
+          };
+        }
+        const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
+        dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
+        await afterChange(jobId, saved);
+        const after = saved.steps.find((s) => s.stepId === stepId) ?? child;
+        return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
+      },
+      CHILD_ATTEMPTS,
+    );
   }
 
   async function expireChildStep(jobId: string, stepId: string): Promise<DeadlineResult> {
