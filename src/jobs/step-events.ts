@@ -6,9 +6,10 @@
 import { type Caller, holdsTenant, OPEN_CALLER } from "../auth/caller.ts";
 import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
+import { definitionOf } from "../domain/graph.ts";
 import { isChildStepId } from "../domain/ids.ts";
 import { CHILDREN_PER_CHANGE, fillMap } from "../domain/map-step.ts";
-import type { JobAggregate, OutboxWork, Step } from "../domain/model.ts";
+import type { Job, JobAggregate, OutboxWork, Step } from "../domain/model.ts";
 import { type DeadlineOutcome, expireChild, expireStep } from "../domain/step-deadlines.ts";
 import { applyChildEvent, applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
 import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
@@ -112,7 +113,18 @@ export function createStepEventService(options: StepEventServiceOptions) {
     return decide(await allChildren(jobId, stepIndex)) as T;
   }
 
+  /**
+   * Events of one job's map children, one after the other in this process: they all write the map
+   * step's row, and letting them race turned each into several reads and writes (a conflict, a
+   * re-read, another try). Replicas still race each other; the retries settle that.
+   */
+  const childEvents = createKeyedQueue();
+
   async function handleChild(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
+    return childEvents.run(jobId, () => applyChild(jobId, stepId, event, caller));
+  }
+
+  async function applyChild(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
     return withRetries(
       jobId,
       caller,
@@ -134,7 +146,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         }
         const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
         dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
-        await afterChange(jobId, saved);
+        await afterChange(aggregate.job, saved);
         const after = saved.steps.find((s) => s.stepId === stepId) ?? child;
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
       },
@@ -143,6 +155,10 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   async function expireChildStep(jobId: string, stepId: string): Promise<DeadlineResult> {
+    return childEvents.run(jobId, () => expireChildNow(jobId, stepId));
+  }
+
+  async function expireChildNow(jobId: string, stepId: string): Promise<DeadlineResult> {
     return withRetries(jobId, OPEN_CALLER, async () => {
       const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, OPEN_CALLER);
       const protocol = options.protocols.get(aggregate.job.requestType);
@@ -163,7 +179,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         outbox,
       });
       dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
-      await afterChange(jobId, saved);
+      await afterChange(aggregate.job, saved);
       return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
     });
   }
@@ -174,10 +190,15 @@ export function createStepEventService(options: StepEventServiceOptions) {
    * and their open children cancelled. Both are best effort: a child's end fills a map up too,
    * and the retry loop withdraws, instead of publishing, a child directive of an ended job.
    */
-  async function afterChange(jobId: string, saved: SavedChanges): Promise<void> {
+  async function afterChange(job: Job, saved: SavedChanges): Promise<void> {
+    const { jobId } = job;
+    const protocol = options.protocols.get(job.requestType);
+    // A map that may take more children than it has in flight, with items left.
+    const short = (s: Step) =>
+      s.map && s.status === "initiated" && s.map.next < s.map.total && s.map.running < (definitionOf(protocol, s.index)?.map?.maxConcurrency ?? 0);
     try {
       if (saved.job && hasJobEnded(saved.job)) await closeChildren(jobId);
-      else if (saved.steps.some((s) => s.map && s.status === "initiated")) await fillMaps(jobId);
+      else if (saved.steps.some(short)) await fillMaps(jobId);
     } catch (error) {
       if (!(error instanceof ConcurrencyConflictError)) throw error;
       // Another writer moved the job on: it fills or closes in turn.
@@ -240,7 +261,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         }
         const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
         dispatchCreated(aggregate, saved);
-        await afterChange(jobId, saved);
+        await afterChange(aggregate.job, saved);
         const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
       });
@@ -267,7 +288,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
           outbox,
         });
         dispatchCreated(aggregate, saved);
-        await afterChange(jobId, saved);
+        await afterChange(aggregate.job, saved);
         return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
       });
     },
@@ -277,7 +298,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         const change = cancelJob(aggregate, now());
         if (!change) throw new InvalidTransitionError(`job ${jobId} has already ended: ${aggregate.job.status}`);
         const saved = await store.saveChanges(jobId, change);
-        await afterChange(jobId, saved);
+        await afterChange(aggregate.job, saved);
         return { jobId, status: saved.job?.status ?? change.job.status };
       });
     },
@@ -285,3 +306,23 @@ export function createStepEventService(options: StepEventServiceOptions) {
 }
 
 export type StepEventService = ReturnType<typeof createStepEventService>;
+
+/**
+ * Runs the tasks given for one key one after the other (tasks of other keys run alongside). A
+ * key is forgotten once its last task ended, so the map holds only keys with work.
+ */
+function createKeyedQueue() {
+  const tails = new Map<string, Promise<unknown>>();
+  return {
+    run<T>(key: string, task: () => Promise<T>): Promise<T> {
+      const previous = tails.get(key) ?? Promise.resolve();
+      const next = previous.then(task, task);
+      const tail = next.catch(() => {});
+      tails.set(key, tail);
+      void tail.then(() => {
+        if (tails.get(key) === tail) tails.delete(key);
+      });
+      return next;
+    },
+  };
+}

@@ -15,8 +15,13 @@ export interface OutboundMessage {
     tenantId: string;
     correlationId: string | null;
     payload: Record<string, unknown>;
-    /** The results of the job's earlier steps, by step name. */
+    /** The results of the step's predecessors, direct and indirect, by step name. */
     results: Record<string, Record<string, unknown>>;
+    /** The compensation step's: which step failed the job, and its error. */
+    failure?: { step: string; error: { code: string; message: string; retryable: boolean } };
+    /** A map step's child: its item and the item's index in the list. */
+    item?: unknown;
+    itemIndex?: number;
   };
   contentType: "application/json";
   subject: string;
