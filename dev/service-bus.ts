@@ -3,7 +3,12 @@ import { ServiceBusClient, type ServiceBusReceivedMessage } from "@azure/service
 import { type DevBrokerOptions, startDevBroker } from "./dev-broker.ts";
 
 /** The topics of the bundled protocols, each with a `workers` subscription. */
-export const BUNDLED_TOPICS = { "ocr-requests": ["workers"], "vector-ingestion": ["workers"], "semantic-intelligence": ["workers"] };
+export const BUNDLED_TOPICS = Object.fromEntries(
+  ["ocr-requests", "vector-ingestion", "semantic-intelligence", "document-split", "document-classify", "document-merge", "document-cleanup"].map((topic) => [
+    topic,
+    ["workers"],
+  ]),
+);
 
 export async function startBroker(options: DevBrokerOptions = {}) {
   const broker = await startDevBroker({ topics: BUNDLED_TOPICS, ...options });

@@ -23,8 +23,13 @@ interface StepMessage {
   tenantId: string;
   correlationId: string | null;
   payload: Record<string, unknown>;
-  /** What the job's earlier steps produced, by step name. */
+  /** What the step's predecessors produced, by step name. */
   results: Record<string, Record<string, unknown>>;
+  /** A map step's child: the item it works on, and where it sits in the list. */
+  item?: unknown;
+  itemIndex?: number;
+  /** The compensation step's: which step failed the job, and how. */
+  failure?: { step: string; error: { code: string; message: string } };
 }
 
 /** A failure the worker wants Lucius to know about: retryable ones get another directive. */
@@ -44,7 +49,17 @@ async function doStep(message: StepMessage): Promise<Record<string, unknown>> {
   if (typeof payload.documentUri !== "string") throw new StepFailure("NO_DOCUMENT", "the payload has no documentUri", false);
   switch (stepName) {
     case "ocr":
+      // document.pages maps ocr over the split's pages: one message per page, with its item.
+      if (message.itemIndex !== undefined) return { page: message.item, text: `text of page ${message.itemIndex + 1} of ${payload.documentId}` };
       return { pages: 1, text: `text of ${payload.documentId}` };
+    case "split":
+      return { pages: Array.from({ length: 3 }, (_, i) => ({ page: i + 1 })) };
+    case "classify":
+      return { label: "letter", from: Object.keys(message.results) };
+    case "merge":
+      return { merged: Object.keys(message.results) };
+    case "cleanup":
+      return { cleaned: message.failure?.step ?? null };
     case "embed":
       // A later step reads what the earlier ones produced.
       return { vectors: 1, model: "example", from: Object.keys(message.results) };
@@ -55,7 +70,15 @@ async function doStep(message: StepMessage): Promise<Record<string, unknown>> {
   }
 }
 
-const DEFAULT_TOPICS = ["ocr-requests", "vector-ingestion", "semantic-intelligence"];
+const DEFAULT_TOPICS = [
+  "ocr-requests",
+  "vector-ingestion",
+  "semantic-intelligence",
+  "document-split",
+  "document-classify",
+  "document-merge",
+  "document-cleanup",
+];
 
 export interface WorkerOptions {
   connectionString: string;

@@ -72,6 +72,12 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
   const services = { store, protocols: options.protocols, dispatcher, retryDelaySeconds: settings.outbox.retryDelaySeconds, ...withClock };
   const authenticator = createAuthenticator(settings, logger);
+  if (options.protocols.omitted?.length) {
+    logger.warn(
+      { protocols: options.protocols.omitted },
+      "protocols with a map step are not served on LUCIUS_STORAGE_BACKEND=table (no transaction per change): use ledger",
+    );
+  }
   const stepEvents = createStepEventService(services);
   const deadlines = createDeadlineSweeper({
     store,

@@ -15,7 +15,10 @@ describe("start", () => {
   test("says once that nothing is published without LUCIUS_SERVICEBUS_CONNECTION, and serves", async () => {
     const service = await startService();
     try {
-      expect(service.logs.find((l) => l.msg === "lucius listening")).toMatchObject({ storage: "memory", protocols: ["document.ocr", "document.ingest"] });
+      expect(service.logs.find((l) => l.msg === "lucius listening")).toMatchObject({
+        storage: "memory",
+        protocols: ["document.ocr", "document.ingest", "document.pages"],
+      });
       await eventually(() => service.logs.some((l) => String(l.msg).includes("LUCIUS_SERVICEBUS_CONNECTION")), { what: "the publishing notice" });
       expect((await fetch(new URL("/healthz", service.url))).status).toBe(200);
       const notices = service.logs.filter((l) => String(l.msg).includes("LUCIUS_SERVICEBUS_CONNECTION"));

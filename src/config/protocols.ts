@@ -103,6 +103,8 @@ export interface ProtocolRegistry {
   readonly source: string;
   get(requestType: string): RegisteredProtocol | undefined;
   list(): RegisteredProtocol[];
+  /** Bundled protocols this backend cannot serve (maps on `table`), left out. */
+  readonly omitted?: string[];
 }
 
 export class ProtocolFileError extends Error {
@@ -343,9 +345,28 @@ export function loadProtocolFile(path: string, stepTimeoutSeconds = DEFAULT_STEP
 /** The protocols the settings name (a file, or the bundled ones), steps without a timeout getting the configured one. */
 export function loadProtocols(settings: { protocolsFile: string | null; stepTimeoutSeconds: number; storageBackend?: string }): ProtocolRegistry {
   const { protocolsFile, stepTimeoutSeconds } = settings;
-  const registry = protocolsFile === null ? bundledRegistry({ stepTimeoutSeconds }) : loadProtocolFile(protocolsFile, stepTimeoutSeconds);
-  if (settings.storageBackend === "table") refuseMapsOnTable(registry);
-  return registry;
+  if (protocolsFile !== null) {
+    const registry = loadProtocolFile(protocolsFile, stepTimeoutSeconds);
+    if (settings.storageBackend === "table") refuseMapsOnTable(registry);
+    return registry;
+  }
+  const bundled = bundledRegistry({ stepTimeoutSeconds });
+  // The bundled protocols are everyone's: on table, those with a map are left out (and named at
+  // start) rather than refusing the start.
+  return settings.storageBackend === "table" ? withoutMaps(bundled) : bundled;
+}
+
+function withoutMaps(registry: ProtocolRegistry): ProtocolRegistry {
+  const omitted = registry
+    .list()
+    .filter((protocol) => protocol.steps.some((step) => step.map))
+    .map((protocol) => protocol.requestType);
+  return {
+    source: registry.source,
+    omitted,
+    get: (requestType) => (omitted.includes(requestType) ? undefined : registry.get(requestType)),
+    list: () => registry.list().filter((protocol) => !omitted.includes(protocol.requestType)),
+  };
 }
 
 /**

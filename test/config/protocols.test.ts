@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bundledRegistry, loadProtocolFile, ProtocolFileError } from "../../src/config/protocols.ts";
+import { bundledRegistry, loadProtocolFile, loadProtocols, ProtocolFileError } from "../../src/config/protocols.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-protocols-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -18,6 +18,21 @@ const step = { name: "ocr", topic: "ocr-requests", payloadSchema: { type: "objec
 describe("the bundled protocols", () => {
   // The start skips the meta-schema check for these; here it runs.
   const registry = bundledRegistry({ validateSchemas: true });
+  test("ship document.pages: split, ocr mapped over the pages (8 at once) beside classify, merge, cleanup on failure; left out on table only", () => {
+    const pages = registry.get("document.pages")!;
+    expect(pages.steps.map((s) => [s.name, s.after, s.map?.maxConcurrency])).toEqual([
+      ["split", [], undefined],
+      ["ocr", [0], 8],
+      ["classify", [0], undefined],
+      ["merge", [1, 2], undefined],
+    ]);
+    expect(pages.onFailure?.name).toBe("cleanup");
+    const onTable = loadProtocols({ protocolsFile: null, stepTimeoutSeconds: 0, storageBackend: "table" });
+    expect(onTable.get("document.pages")).toBeUndefined();
+    expect(onTable.omitted).toEqual(["document.pages"]);
+    expect(onTable.list().map((p) => p.requestType)).toEqual(["document.ocr", "document.ingest"]);
+    expect(loadProtocols({ protocolsFile: null, stepTimeoutSeconds: 0, storageBackend: "ledger" }).get("document.pages")).toBeDefined();
+  });
   test("ship document.ocr (one step) and document.ingest (three steps in order)", () => {
     expect(registry.get("document.ocr")?.steps.map((s) => s.name)).toEqual(["ocr"]);
     expect(registry.get("document.ingest")?.steps.map((s) => [s.name, s.topic, s.partitionKey])).toEqual([

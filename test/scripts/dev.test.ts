@@ -51,6 +51,35 @@ test("bun run dev: the README's command runs to succeeded through Azurite, the b
     ]);
     expect(job.steps.every((s) => s.result !== null)).toBe(true);
     expect(lines.some((line) => line.startsWith("[worker] enrich of job"))).toBe(true);
+    // document.pages: split, its pages OCR'd by one message each beside classify, then merge.
+    const pages = await fetch(`${url}/v1/commands`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        requestType: "document.pages",
+        tenantId: "acme",
+        payload: { documentId: "d2", documentUri: "https://files.example/d2.pdf", contentType: "application/pdf" },
+      }),
+    });
+    const paged = (await pages.json()) as { jobId: string };
+    const split = await eventually(
+      async () => {
+        const body = (await (await fetch(`${url}/v1/jobs/${paged.jobId}`)).json()) as {
+          status: string;
+          steps: { name: string; status: string; map?: { succeeded: number } }[];
+        };
+        return body.status === "succeeded" && body;
+      },
+      { timeoutMs: 20_000, intervalMs: 100, what: "the document.pages job succeeded" },
+    );
+    expect(split.steps.map((s) => [s.name, s.status])).toEqual([
+      ["split", "succeeded"],
+      ["ocr", "succeeded"],
+      ["classify", "succeeded"],
+      ["merge", "succeeded"],
+      ["cleanup", "skipped"],
+    ]);
+    expect(split.steps[1]!.map?.succeeded).toBe(3);
   } finally {
     proc.kill("SIGTERM");
   }
