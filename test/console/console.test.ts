@@ -55,6 +55,14 @@ writeFileSync(
         ],
         onFailure: { name: "cleanup", topic: "semantic-intelligence", payloadSchema: anyObject },
       },
+      {
+        requestType: "document.mapped",
+        version: 1,
+        steps: [
+          { name: "split", topic: "ocr-requests", payloadSchema: anyObject, after: [] },
+          { name: "ocr", topic: "ocr-requests", payloadSchema: anyObject, map: { items: "/results/split/pages", maxConcurrency: 2 } },
+        ],
+      },
     ],
   }),
 );
@@ -197,6 +205,26 @@ describe("operator console", () => {
     expect(await x("merge")).toBeLessThan(await x("cleanup"));
     expect(await page.$eval('.graph g[data-step="cleanup"] text', (t) => t.textContent)).toBe("on failure: cleanup · pending");
     await page.screenshot({ path: `${ARTIFACTS_DIR}job-graph.png` });
+    await page.close();
+  });
+
+  test("a map step shows its counts, and its items on demand", async () => {
+    const response = await service.postCommand({ requestType: "document.mapped", tenantId: "acme", payload: { documentId: "d1" } });
+    const { jobId } = (await response.json()) as { jobId: string };
+    await service.request(`/v1/jobs/${jobId}/steps/${jobId}.s0/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId: "split-done", status: "succeeded", result: { pages: ["a", "b", "c"] } }),
+    });
+    const page = await openConsole(`#/job/${jobId}`, KEY);
+    await page.waitForSelector('.graph g[data-step="ocr"]', { timeout: 5000 });
+    expect(await page.$eval('.graph g[data-step="ocr"] text', (t) => t.textContent)).toBe("ocr · initiated · 0/3");
+    await page.$eval(".map button", (button) => (button as HTMLButtonElement).click());
+    await page.waitForSelector('.items tr[data-item="1"]', { timeout: 5000 });
+    expect(await page.$$eval(".items tbody tr", (rows) => rows.map((row) => row.getAttribute("data-item")))).toEqual(["0", "1"]);
+    // Only the table (and, with more pages, a button): nothing else in the list.
+    expect(await page.$eval(".items", (list) => list.textContent?.endsWith("—"))).toBe(true);
+    await page.screenshot({ path: `${ARTIFACTS_DIR}job-map.png` });
     await page.close();
   });
 });
