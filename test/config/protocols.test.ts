@@ -212,6 +212,18 @@ describe("a protocol graph", () => {
     expect(refusal("many.json", file(many, { onFailure: s("cleanup") }))).toContain("at most 49 steps, the compensation step included (it has 50)");
   });
 
+  test("a map that does not parse, with numbers out of range, or over a list no predecessor makes, is refused", () => {
+    expect(refusal("map-range.json", file([s("a", { map: { items: "/payload/list", maxConcurrency: 0 } })]))).toContain(
+      "/protocols/0/steps/0/map/maxConcurrency",
+    );
+    expect(refusal("map-shape.json", file([s("a", { map: { list: "/payload/list" } })]))).toContain("/protocols/0/steps/0/map");
+    expect(
+      refusal("map-items.json", file([s("a", { after: [] }), s("b", { after: [] }), s("c", { after: ["a"], map: { items: "/results/b/pages" } })])),
+    ).toContain("/protocols/0/steps/2/map/items: '/results/b/pages' reads the results of 'b', which step 'c' does not wait for");
+    const many = Array.from({ length: 30 }, (_, i) => s(`s${i}`, i === 1 ? { map: { items: "/results/s0/pages" } } : {}));
+    expect(refusal("map-many.json", file(many))).toContain("a protocol with map has at most 29 steps");
+  });
+
   test("a file without the new keys keeps its meaning: each step waits for the one before", () => {
     const protocol = loadProtocolFile(writeProtocols("line.json", file([s("a"), s("b"), s("c")]))).get("graph.test")!;
     expect(protocol.steps.map((step) => step.after)).toEqual([undefined, undefined, undefined]);
