@@ -5,6 +5,7 @@
  *
  *   bun run bench:pipeline [--jobs 1000] [--concurrency 32]
  *   BACKEND=memory|table EVENTS_CONCURRENCY=4 bun run bench:pipeline   (another backend; the events receiver's concurrency)
+ *   EVENTS=http bun run bench:pipeline   (the worker stubs answer over HTTP instead of Service Bus)
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -59,7 +60,7 @@ const service = Bun.spawn(["bun", resolve(root, "src/main.ts")], {
     LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
     LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
     LUCIUS_SERVICEBUS_CONNECTION: busConnection,
-    LUCIUS_EVENTS_ENTITY: "step-events",
+    ...(process.env.EVENTS === "http" ? {} : { LUCIUS_EVENTS_ENTITY: "step-events" }),
     // EVENTS_CONCURRENCY=n: the receiver's concurrency (LUCIUS_EVENTS_CONCURRENCY), to compare.
     ...(process.env.EVENTS_CONCURRENCY ? { LUCIUS_EVENTS_CONCURRENCY: process.env.EVENTS_CONCURRENCY } : {}),
   },
@@ -81,9 +82,17 @@ try {
       {
         async processMessage(message) {
           const body = message.body as { jobId: string; stepId: string };
-          await events.sendMessages({
-            body: { jobId: body.jobId, stepId: body.stepId, eventId: `${message.messageId}-ok`, status: "succeeded", result: { step: index } },
-          });
+          const event = { eventId: `${message.messageId}-ok`, status: "succeeded", result: { step: index } };
+          if (process.env.EVENTS === "http") {
+            const answer = await fetch(`${base}/v1/jobs/${body.jobId}/steps/${body.stepId}/events`, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: JSON.stringify(event),
+            });
+            if (answer.status !== 202) throw new Error(`an event was answered ${answer.status}`);
+          } else {
+            await events.sendMessages({ body: { jobId: body.jobId, stepId: body.stepId, ...event } });
+          }
           if (index === 2) lastAnswers++;
         },
         async processError() {},
@@ -94,7 +103,7 @@ try {
   });
 
   console.log(
-    `pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ${process.env.BACKEND ?? "ledger"}, dev broker, ${concurrency} concurrent submitters, events concurrency ${process.env.EVENTS_CONCURRENCY ?? "default"}, Bun ${Bun.version}`,
+    `pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ${process.env.BACKEND ?? "ledger"}, dev broker, ${concurrency} concurrent submitters, events over ${process.env.EVENTS === "http" ? "HTTP" : `Service Bus (concurrency ${process.env.EVENTS_CONCURRENCY ?? "default"})`}, Bun ${Bun.version}`,
   );
   let next = 0;
   await Promise.all(
