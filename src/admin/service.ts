@@ -1,6 +1,6 @@
 /** The operator's view of the outbox: list, stats, retry. No HTTP here. */
 import { InvalidTransitionError, NotFoundError, PublishingDisabledError } from "../domain/errors.ts";
-import { jobIdOfOutbox } from "../domain/ids.ts";
+import { isChildStepId, jobIdOfOutbox } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxStatus, OutboxWork, Page } from "../domain/model.ts";
 import { hasJobEnded, resetFailedEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
@@ -47,9 +47,13 @@ export function createAdminService(options: AdminServiceOptions) {
   }
 
   async function workOf(entry: OutboxEntry): Promise<OutboxWork | null> {
-    const aggregate = await store.getJob(entry.jobId);
-    const current = aggregate?.outbox.find((o) => o.outboxId === entry.outboxId);
-    const step = aggregate?.steps.find((s) => s.stepId === entry.stepId);
+    // A map step's child is read apart from its job (see JobStore.getJob).
+    const [aggregate, child] = await Promise.all([
+      store.getJob(entry.jobId),
+      isChildStepId(entry.stepId) ? store.getChildren(entry.jobId, [entry.stepId]) : Promise.resolve(null),
+    ]);
+    const current = (child ? child.outbox : aggregate?.outbox)?.find((o) => o.outboxId === entry.outboxId);
+    const step = (child ? child.steps : aggregate?.steps)?.find((s) => s.stepId === entry.stepId);
     return aggregate && current && step ? { job: aggregate.job, step, entry: current } : null;
   }
 

@@ -262,6 +262,9 @@ function checkGraph(definition: ProtocolDefinitionShape, steps: ProtocolStep[], 
     problems.push(`${at}/steps: a protocol with after, when or onFailure has at most 49 steps, the compensation step included (it has ${total})`);
   // A change that starts a map also writes its first children, two rows each.
   const mapped = definition.steps.some((step) => step.map !== undefined);
+  const maps = definition.steps.filter((step) => step.map !== undefined).length;
+  // Maps starting together share the first children of their change, one each at least.
+  if (maps > FIRST_CHILDREN) problems.push(`${at}/steps: at most ${FIRST_CHILDREN} map steps in a protocol (it has ${maps})`);
   if (mapped && 2 * total + 1 + 2 * FIRST_CHILDREN > 100)
     problems.push(
       `${at}/steps: a protocol with map has at most ${Math.floor((100 - 1 - 2 * FIRST_CHILDREN) / 2)} steps, the compensation step included (it has ${total})`,

@@ -49,15 +49,21 @@ export type MapStart =
   | { kind: "succeeded"; step: Step }
   | { kind: "started"; step: Step; children: Step[]; outbox: OutboxEntry[] };
 
-/** A map step whose predecessors are done: its first children, or its end when there are none. */
-export function startMap(step: Step, definition: ProtocolStep & { map: MapDefinition }, context: MapContext): MapStart {
+/** Bytes of children (rows and directives) written in one change, at most: half a transaction's 4 MiB. */
+export const CHILD_BYTES_PER_CHANGE = 2 * 1024 * 1024;
+
+/**
+ * A map step whose predecessors are done: its first children (at most `firstChildren`: when
+ * several maps start in one change they share FIRST_CHILDREN), or its end when there are none.
+ */
+export function startMap(step: Step, definition: ProtocolStep & { map: MapDefinition }, context: MapContext, firstChildren = FIRST_CHILDREN): MapStart {
   const now = context.now.toISOString();
   const items = itemsOf(definition.map, context.job, context.results);
   if (!Array.isArray(items)) return { kind: "failed", step: failStep(step, items, now), error: items };
   if (items.length === 0) return { kind: "succeeded", step: succeedStep(initiateStep(step, now), { items: [], failed: [] }, now) };
   const progress: MapProgress = { total: items.length, next: 0, running: 0, succeeded: 0, failed: 0, failedItems: [] };
   const started: Step = { ...initiateStep(step, now), map: progress };
-  const created = createChildren(started, definition, items, FIRST_CHILDREN, context);
+  const created = createChildren(started, definition, items, firstChildren, context);
   return { kind: "started", ...created };
 }
 
@@ -70,7 +76,13 @@ export function createChildren(
   context: MapContext,
 ): { step: Step; children: Step[]; outbox: OutboxEntry[] } {
   const progress = step.map!;
-  const count = Math.max(0, Math.min(limit, definition.map.maxConcurrency - progress.running, progress.total - progress.next));
+  // Each child's row carries its item and its directive the map's results: bounded in bytes too.
+  const resultsBytes = JSON.stringify(context.results).length;
+  let count = Math.max(0, Math.min(limit, definition.map.maxConcurrency - progress.running, progress.total - progress.next));
+  for (let bytes = 0, i = 0; i < count; i++) {
+    bytes += resultsBytes + JSON.stringify(items[progress.next + i] ?? null).length * 2 + 2048;
+    if (bytes > CHILD_BYTES_PER_CHANGE && i > 0) count = i;
+  }
   const now = context.now.toISOString();
   const children: Step[] = [];
   const outbox: OutboxEntry[] = [];

@@ -2,7 +2,7 @@ import { assertMessageFits, issueDirective, partitionKeyFor } from "./directives
 import { failJob } from "./fail-fast.ts";
 import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSteps } from "./graph.ts";
 import { isChildStepId, stepIdFor } from "./ids.ts";
-import { startMap } from "./map-step.ts";
+import { FIRST_CHILDREN, startMap } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, ProtocolStep, Step } from "./model.ts";
 import { finishJob, skipStep, startJob } from "./transitions.ts";
 
@@ -69,6 +69,8 @@ export function advance(aggregate: JobAggregate, options: AdvanceOptions): { ste
           step,
           { ...definition, map },
           { job: aggregate.job, results, traceparent: options.traceparent, now: options.now, retryDelaySeconds: options.retryDelaySeconds },
+          // Maps starting in one change share its first children, so that it stays one transaction.
+          Math.max(1, Math.floor(FIRST_CHILDREN / protocol.steps.filter((s) => s.map).length)),
         );
         replace(start.step);
         if (start.kind === "failed") return { steps: [...changed.values()], outbox, done: false, failed: start.step };

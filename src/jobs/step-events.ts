@@ -222,17 +222,22 @@ export function createStepEventService(options: StepEventServiceOptions) {
     if (!aggregate) return;
     const at = now().toISOString();
     for (const parent of aggregate.steps.filter((s) => s.map)) {
-      for (;;) {
+      for (let conflicts = 0; ; ) {
         const open = await store.listChildren(jobId, parent.index, 0, CHILDREN_PER_CHANGE, true);
         if (open.length === 0) break;
         const { outbox } = await store.getChildren(
           jobId,
           open.map((c) => c.stepId),
         );
-        await store.saveChanges(jobId, {
-          steps: open.map((c) => cancelStep(c, at)),
-          outbox: outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", at)),
-        });
+        try {
+          await store.saveChanges(jobId, {
+            steps: open.map((c) => cancelStep(c, at)),
+            outbox: outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", at)),
+          });
+        } catch (error) {
+          // A child's publish outcome landed meanwhile: list again and retry.
+          if (!(error instanceof ConcurrencyConflictError) || ++conflicts > ATTEMPTS) throw error;
+        }
       }
     }
   }

@@ -102,4 +102,12 @@ describe("planJob with a graph", () => {
     expect(steps.map((s) => s.status)).toEqual(["skipped", "skipped"]);
     expect(outbox).toEqual([]);
   });
+
+  test("maps that start together share the change's first children, so that it stays one transaction", () => {
+    const list = Array.from({ length: 30 }, (_, i) => i);
+    const mapOver = (name: string) =>
+      step(name, { after: [], map: { items: `/payload/${name}`, maxConcurrency: 50, maxItems: 100, toleratedFailurePercent: 0 } });
+    const { outbox } = plan({ ...protocol, steps: [mapOver("a"), mapOver("b"), mapOver("c")] }, { a: list, b: list, c: list });
+    expect(outbox).toHaveLength(18);
+  });
 });

@@ -206,3 +206,46 @@ for (const backend of ["memory", "table", "ledger"] as const) {
     });
   });
 }
+
+describe("the compensation step's deadline", () => {
+  const timedFile = join(dir, "timed.json");
+  writeFileSync(
+    timedFile,
+    JSON.stringify({
+      protocols: [
+        {
+          requestType: "document.timed",
+          version: 1,
+          steps: [step("work", { timeoutSeconds: 0 })],
+          onFailure: step("cleanup", { timeoutSeconds: 60, maxAttempts: 2 }),
+        },
+      ],
+    }),
+  );
+
+  for (const backend of ["memory", "table", "ledger"] as const) {
+    test(`${backend}: still applies after the job failed: another attempt, then the step fails timed-out, the job stays failed`, async () => {
+      const clock = { at: new Date() };
+      const store = await storeFor(backend);
+      await store.init?.();
+      const service = await startTestRuntime({ store, protocols: loadProtocolFile(timedFile, 0), now: () => clock.at });
+      cleanups.push(() => service.runtime.stop());
+      const { jobId } = (await (await service.postCommand({ requestType: "document.timed", tenantId: "acme", payload: {} })).json()) as { jobId: string };
+      await service.request(`/v1/jobs/${jobId}/steps/${jobId}.s0/events`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ eventId: "work-failed", status: "failed", error: { code: "broken", message: "no" } }),
+      });
+      const cleanupOf = async () => (await service.runtime.store.getJob(jobId))!.steps[1]!;
+      expect((await cleanupOf()).attempts).toBe(1);
+      clock.at = new Date(clock.at.getTime() + 61_000);
+      expect(await service.runtime.deadlines.tick()).toMatchObject({ retried: 1 });
+      expect((await cleanupOf()).attempts).toBe(2);
+      clock.at = new Date(clock.at.getTime() + 61_000);
+      expect(await service.runtime.deadlines.tick()).toMatchObject({ "timed-out": 1 });
+      const ended = (await service.runtime.store.getJob(jobId))!;
+      expect(ended.job.status).toBe("failed");
+      expect(ended.steps[1]).toMatchObject({ status: "failed", error: { code: "timed-out" } });
+    });
+  }
+});

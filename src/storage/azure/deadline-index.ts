@@ -72,7 +72,8 @@ export function createDeadlineIndex(client: TableClient) {
           !job || !step
             ? // The job row is the commit point: without it, the job may still be on its way.
               job !== null || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs
-            : hasJobEnded(job) || hasStepEnded(step) || step.deadlineAt !== marker.deadlineAt;
+            : // A failed job's open step is its compensation step (the rest was cancelled): it still runs.
+              (hasJobEnded(job) && job.status !== "failed") || hasStepEnded(step) || step.deadlineAt !== marker.deadlineAt;
         if (stale) deferred.delete(marker.partitionKey, marker.rowKey);
         else if (job && step) found.push({ jobId: marker.jobId, stepId: marker.stepId, deadlineAt: marker.deadlineAt });
       });

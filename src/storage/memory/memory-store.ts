@@ -322,7 +322,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         const jobId = jobIdOfStep(node.key);
         const aggregate = jobId === null ? undefined : jobs.get(jobId);
         const step = aggregate?.steps.find((s) => s.stepId === node!.key);
-        if (!aggregate || !step || hasJobEnded(aggregate.job) || hasStepEnded(step) || step.deadlineAt !== node.dueAt) continue;
+        // A failed job's open step is its compensation step (the rest was cancelled): it still runs.
+        const over = hasJobEnded(aggregate?.job ?? { status: "succeeded" }) && aggregate?.job.status !== "failed";
+        if (!aggregate || !step || over || hasStepEnded(step) || step.deadlineAt !== node.dueAt) continue;
         if (seen.has(node.key)) continue;
         seen.add(node.key);
         taken.push(node);
