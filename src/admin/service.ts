@@ -97,19 +97,20 @@ export function createAdminService(options: AdminServiceOptions) {
     async retryOne(outboxId: string): Promise<{ outboxId: string; status: string }> {
       const publishing = dispatcher();
       const jobId = jobIdOfOutbox(outboxId);
-      const aggregate = jobId ? await store.getJob(jobId) : null;
-      const entry = aggregate?.outbox.find((o) => o.outboxId === outboxId);
-      const step = entry && aggregate?.steps.find((s) => s.stepId === entry.stepId);
-      if (!aggregate || !entry || !step) throw new NotFoundError(`outbox entry ${outboxId} does not exist`);
+      const stepId = outboxId.replace(/\.d\d+$/, "");
+      const found = jobId ? await workOf({ jobId, stepId, outboxId } as OutboxEntry) : null;
+      if (!found) throw new NotFoundError(`outbox entry ${outboxId} does not exist`);
+      const { job, step, entry } = found;
       if (entry.status === "sent") throw new InvalidTransitionError(`outbox entry ${outboxId} was sent already`);
       if (entry.status === "withdrawn") throw new InvalidTransitionError(`outbox entry ${outboxId} was withdrawn: its job ended before it was sent`);
-      if (hasJobEnded(aggregate.job))
-        throw new InvalidTransitionError(`job ${aggregate.job.jobId} is ${aggregate.job.status}: its directives are not sent any more`);
+      // A failed job's compensation step still runs: its directive may be retried.
+      if (hasJobEnded(job) && !(job.status === "failed" && step.compensation))
+        throw new InvalidTransitionError(`job ${job.jobId} is ${job.status}: its directives are not sent any more`);
       const at = now();
-      let work: OutboxWork = { job: aggregate.job, step, entry };
+      let work: OutboxWork = found;
       if (entry.status === "failed") work = await reset(work, at);
       await leaseAndPublish([work], { store, dispatcher: publishing, leaseSeconds: options.leaseSeconds, now: at });
-      const after = (await store.getJob(aggregate.job.jobId))?.outbox.find((o) => o.outboxId === outboxId);
+      const after = (await workOf(entry))?.entry;
       return { outboxId, status: after?.status ?? entry.status };
     },
   };

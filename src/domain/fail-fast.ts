@@ -64,11 +64,16 @@ export function redispatch(
   });
 }
 
-/** The open steps but `except` (and the compensation step of `protocol`, when given) cancelled; unsent directives withdrawn. */
-export function cancelRest(aggregate: JobAggregate, now: string, except: string | null, protocol: Protocol | undefined) {
+/** The open steps but `except` cancelled (and but the compensation step, unless `keepCompensationOf` is null: a cancel); unsent directives withdrawn. */
+export function cancelRest(aggregate: JobAggregate, now: string, except: string | null, keepCompensationOf: Protocol | undefined | null) {
   return {
     steps: aggregate.steps
-      .filter((s) => s.stepId !== except && !isCompensation(protocol, s) && (s.status === "pending" || s.status === "initiated"))
+      .filter(
+        (s) =>
+          s.stepId !== except &&
+          !(keepCompensationOf !== null && isCompensation(keepCompensationOf, s)) &&
+          (s.status === "pending" || s.status === "initiated"),
+      )
       .map((s) => cancelStep(s, now)),
     outbox: aggregate.outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),
   };

@@ -35,8 +35,8 @@ export function definitionOf(protocol: Protocol | undefined, index: number): Pro
 }
 
 /** Whether a job's step is the protocol's compensation step. */
-export function isCompensation(protocol: Protocol | undefined, step: Pick<Step, "index">): boolean {
-  return protocol !== undefined && protocol.onFailure !== undefined && step.index === protocol.steps.length;
+export function isCompensation(protocol: Protocol | undefined, step: Pick<Step, "index" | "compensation">): boolean {
+  return step.compensation === true || (protocol !== undefined && protocol.onFailure !== undefined && step.index === protocol.steps.length);
 }
 
 /** Done, for the steps that wait for it: it succeeded, or was skipped. */
@@ -119,7 +119,8 @@ export function lineOf(aggregate: Pick<JobAggregate, "job" | "steps">): Protocol
     requestType: aggregate.job.requestType,
     version: aggregate.job.protocolVersion,
     description: "",
-    steps: [...aggregate.steps]
+    steps: aggregate.steps
+      .filter((step) => !step.compensation)
       .sort((a, b) => a.index - b.index)
       .map((step) => ({ name: step.name, topic: step.topic, partitionKey: { kind: "jobId" as const }, maxAttempts: 1, timeoutSeconds: 0 })),
   };

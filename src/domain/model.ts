@@ -69,6 +69,8 @@ export interface Step extends Versioned {
   /** A map step's child: the item it works on, and its index in the list. */
   item?: unknown;
   itemIndex?: number;
+  /** The protocol's `onFailure` step, kept last: it runs only when the job fails. */
+  compensation?: boolean;
   /**
    * When the current attempt runs out of time (see domain/step-deadlines.ts); null when the step
    * was never dispatched or has no timeout. Kept after the step ends, so its marker can be found.

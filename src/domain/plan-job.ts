@@ -138,6 +138,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     startedAt: null,
     finishedAt: null,
     updatedAt: now,
+    ...(index === protocol.steps.length ? { compensation: true } : {}),
   }));
   const started = advance(
     { job, steps, outbox: [] },

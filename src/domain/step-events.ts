@@ -231,6 +231,6 @@ export function cancelJob(aggregate: JobAggregate, now: Date): { job: Job; steps
   if (hasJobEnded(aggregate.job)) return null;
   const at = now.toISOString();
   // A cancel does not run the compensation step: it is cancelled with the rest.
-  const rest = cancelRest(aggregate, at, null, undefined);
+  const rest = cancelRest(aggregate, at, null, null);
   return { job: finishJob(aggregate.job, "cancelled", at), ...rest };
 }

@@ -233,3 +233,20 @@ describe("a job whose protocol is no longer configured", () => {
     expect(last.job?.status).toBe("succeeded");
   });
 });
+
+test("with its protocol gone, a job's compensation step is not taken for a last step of the line", () => {
+  const withUndo: Protocol = { ...protocol, steps: [protocol.steps[0]!], onFailure: { ...protocol.steps[1]!, name: "undo" } };
+  const aggregate = planJob({
+    jobId: "0190d9a0-0000-7000-8000-000000000002",
+    command: { requestType: "document.ingest", tenantId: "acme", correlationId: null, idempotencyKey: null, payload: { documentId: "d1" } },
+    protocol: withUndo,
+    traceparent: null,
+    now: T0,
+    retryDelaySeconds: 30,
+  });
+  expect(aggregate.steps[1]).toMatchObject({ name: "undo", compensation: true });
+  const done = applyStepEvent(aggregate, aggregate.steps[0]!.stepId, { eventId: "e1", status: "succeeded" }, { ...options, protocol: undefined });
+  if (done.outcome !== "applied") throw new Error(done.outcome);
+  expect(done.job?.status).toBe("succeeded");
+  expect(done.outbox).toEqual([]);
+});

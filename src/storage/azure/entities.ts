@@ -105,6 +105,7 @@ export function stepToEntity(step: Step, keys: Keys): Entity {
     ...(step.result === null ? {} : chunkString("result", JSON.stringify(step.result))),
     ...(step.progress === null ? {} : { progress: JSON.stringify(step.progress) }),
     ...(step.map ? chunkString("map", JSON.stringify(step.map)) : {}),
+    ...(step.compensation ? { compensation: true } : {}),
     ...(step.itemIndex === undefined ? {} : { itemIndex: step.itemIndex, ...chunkString("item", JSON.stringify(step.item ?? null)) }),
   };
 }
@@ -127,6 +128,7 @@ export function entityToStep(entity: Stored): Step {
     deadlineAt: nullableText(entity, "deadlineAt"),
     updatedAt: text(entity, "updatedAt"),
     ...mapPartsOf(entity),
+    ...(entity.compensation === true ? { compensation: true } : {}),
     etag: etagOf(entity),
   };
 }
