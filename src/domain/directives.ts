@@ -36,6 +36,23 @@ export interface DirectiveOptions {
   retryDelaySeconds: number;
 }
 
+/** A step (or a map step's child) that no directive has dispatched yet. */
+export function pendingStep(fields: Pick<Step, "jobId" | "stepId" | "index" | "name" | "topic">, now: string): Step {
+  return {
+    ...fields,
+    status: "pending",
+    attempts: 0,
+    result: null,
+    error: null,
+    events: [],
+    progress: null,
+    deadlineAt: null,
+    startedAt: null,
+    finishedAt: null,
+    updatedAt: now,
+  };
+}
+
 /** The deadline of an attempt starting at `from`; null without a timeout. */
 export function deadlineFrom(from: Date, timeoutSeconds: number): string | null {
   return timeoutSeconds > 0 ? new Date(from.getTime() + timeoutSeconds * 1000).toISOString() : null;

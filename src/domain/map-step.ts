@@ -7,7 +7,7 @@
  * neither loses a child nor creates one twice: each change writes its children with the cursor
  * that counts them, and a child's id comes from its item's index.
  */
-import { issueDirective } from "./directives.ts";
+import { issueDirective, pendingStep } from "./directives.ts";
 import { definitionOf, resultsFor } from "./graph.ts";
 import { childStepIdFor } from "./ids.ts";
 import { resolvePointer } from "./json-pointer.ts";
@@ -88,39 +88,33 @@ export function createChildren(
   const outbox: OutboxEntry[] = [];
   for (let itemIndex = progress.next; itemIndex < progress.next + count; itemIndex++) {
     const child: Step = {
-      jobId: step.jobId,
-      stepId: childStepIdFor(step.jobId, step.index, itemIndex),
-      index: step.index,
-      name: step.name,
-      topic: step.topic,
-      status: "pending",
-      attempts: 0,
-      result: null,
-      error: null,
-      events: [],
-      progress: null,
-      deadlineAt: null,
-      startedAt: null,
-      finishedAt: null,
-      updatedAt: now,
+      ...pendingStep(
+        { jobId: step.jobId, stepId: childStepIdFor(step.jobId, step.index, itemIndex), index: step.index, name: step.name, topic: step.topic },
+        now,
+      ),
       item: items[itemIndex] ?? null,
       itemIndex,
     };
-    const issued = issueDirective({
-      job: context.job,
-      step: child,
-      rule: definition.partitionKey,
-      results: context.results,
-      timeoutSeconds: definition.timeoutSeconds,
-      traceparent: context.traceparent,
-      now: context.now,
-      retryDelaySeconds: context.retryDelaySeconds,
-    });
+    const issued = childDirective(child, definition, context);
     children.push(issued.step);
     outbox.push(issued.entry);
   }
   const moved: MapProgress = { ...progress, next: progress.next + count, running: progress.running + count };
   return { step: count === 0 ? step : { ...step, map: moved, updatedAt: now }, children, outbox };
+}
+
+/** The next directive of a map step's child: its step's settings, the map's results. */
+export function childDirective(child: Step, definition: ProtocolStep, context: MapContext) {
+  return issueDirective({
+    job: context.job,
+    step: child,
+    rule: definition.partitionKey,
+    results: context.results,
+    timeoutSeconds: definition.timeoutSeconds,
+    traceparent: context.traceparent,
+    now: context.now,
+    retryDelaySeconds: context.retryDelaySeconds,
+  });
 }
 
 /** How many children may fail with the step still succeeding. */

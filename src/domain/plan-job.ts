@@ -1,4 +1,4 @@
-import { assertMessageFits, issueDirective, partitionKeyFor } from "./directives.ts";
+import { assertMessageFits, issueDirective, partitionKeyFor, pendingStep } from "./directives.ts";
 import { failJob } from "./fail-fast.ts";
 import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSteps } from "./graph.ts";
 import { isChildStepId, stepIdFor } from "./ids.ts";
@@ -123,21 +123,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
   if (protocol.steps.length === 0) throw new Error(`protocol ${protocol.requestType} has no steps`);
   const definitions: ProtocolStep[] = protocol.onFailure ? [...protocol.steps, protocol.onFailure] : protocol.steps;
   const steps: Step[] = definitions.map((definition, index) => ({
-    jobId,
-    stepId: stepIdFor(jobId, index),
-    index,
-    name: definition.name,
-    topic: definition.topic,
-    status: "pending",
-    attempts: 0,
-    result: null,
-    error: null,
-    events: [],
-    progress: null,
-    deadlineAt: null,
-    startedAt: null,
-    finishedAt: null,
-    updatedAt: now,
+    ...pendingStep({ jobId, stepId: stepIdFor(jobId, index), index, name: definition.name, topic: definition.topic }, now),
     ...(index === protocol.steps.length ? { compensation: true } : {}),
   }));
   const started = advance(

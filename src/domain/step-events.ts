@@ -3,10 +3,9 @@
  * entities to write in one change, or why nothing changes.
  */
 
-import { issueDirective } from "./directives.ts";
 import { type ApplyOptions, cancelRest, failJob, redispatch } from "./fail-fast.ts";
 import { definitionOf, isCompensation, lineOf, resultsFor } from "./graph.ts";
-import { allEnded, CHILDREN_PER_CHANGE, childEnded, createChildren, itemsOf, type MapContext, mapResult, tooManyFailed } from "./map-step.ts";
+import { allEnded, CHILDREN_PER_CHANGE, childDirective, childEnded, createChildren, itemsOf, type MapContext, mapResult, tooManyFailed } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, MapDefinition, OutboxEntry, Protocol, ProtocolStep, Step, StepError } from "./model.ts";
 import { advance } from "./plan-job.ts";
 import { failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, startJob, succeedStep } from "./transitions.ts";
@@ -152,16 +151,7 @@ export function applyChildEvent(
 /** Another directive for a child that failed retryably with attempts left; null otherwise. */
 export function retryChild(job: Job, child: Step, error: StepError, definition: ProtocolStep, context: MapContext) {
   if (!error.retryable || child.attempts >= definition.maxAttempts) return null;
-  return issueDirective({
-    job,
-    step: recordStepError(child, error, context.now.toISOString()),
-    rule: definition.partitionKey,
-    results: context.results,
-    timeoutSeconds: definition.timeoutSeconds,
-    traceparent: context.traceparent,
-    now: context.now,
-    retryDelaySeconds: context.retryDelaySeconds,
-  });
+  return childDirective(recordStepError(child, error, context.now.toISOString()), definition, { ...context, job });
 }
 
 /** A child ended (succeeded, or failed for good): the map step's counts, and what follows from them. */
