@@ -35,7 +35,12 @@ const pages = (requestType: string, toleratedFailurePercent: number) => ({
   onFailure: step("cleanup"),
 });
 const protocolsFile = join(dir, "protocols.json");
-writeFileSync(protocolsFile, JSON.stringify({ protocols: [pages("document.pages", 0), pages("document.tolerant", 25)] }));
+const wide = {
+  requestType: "document.wide",
+  version: 1,
+  steps: [step("split", { after: [] }), step("ocr", { map: { items: "/results/split/pages", maxConcurrency: 1000 } })],
+};
+writeFileSync(protocolsFile, JSON.stringify({ protocols: [pages("document.pages", 0), pages("document.tolerant", 25), wide] }));
 const protocols = loadProtocolFile(protocolsFile, 0);
 const TOPICS = Object.fromEntries(["split", "ocr", "classify", "merge", "cleanup"].map((topic) => [topic, ["workers"]]));
 
@@ -102,6 +107,30 @@ async function setup(backend: Backend) {
   };
   return { service, store, bus, published, publishedAtLeast, report, view, split };
 }
+
+describe("map step: memory, 1,000 children", () => {
+  test("cancel withdraws every unsent directive of a thousand children in flight", async () => {
+    const { service, store, bus, publishedAtLeast, report } = await setup("memory");
+    const response = await service.postCommand({ requestType: "document.wide", tenantId: "acme", payload: { documentId: "d1" } });
+    const { jobId } = (await response.json()) as { jobId: string };
+    const [message] = await publishedAtLeast("split", jobId, 1);
+    await service.runtime.dispatcher!.drain();
+    bus.broker.stallSends(true);
+    await report(jobId, message!.stepId, { status: "succeeded", result: { pages: Array.from({ length: 1000 }, (_, i) => i) } });
+    const children = await store.listChildren(jobId, 1, 0, 2000);
+    expect(children).toHaveLength(1000);
+    expect((await service.request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(200);
+    const after = await store.listChildren(jobId, 1, 0, 2000);
+    expect(after.every((c) => c.status === "cancelled")).toBe(true);
+    const { outbox } = await store.getChildren(
+      jobId,
+      after.map((c) => c.stepId),
+    );
+    expect(outbox).toHaveLength(1000);
+    expect(outbox.filter((o) => o.status !== "withdrawn")).toEqual([]);
+    bus.broker.stallSends(false);
+  });
+});
 
 describe("map step: table", () => {
   test("a protocol with a map step refuses to start on table, naming the step and the backends that can", () => {
