@@ -47,27 +47,53 @@ const broker = Bun.spawn(["bun", resolve(root, "scripts/broker.ts"), "--port", S
 const busConnection = `Endpoint=sb://127.0.0.1:${brokerPort};SharedAccessKeyName=dev;SharedAccessKey=dev;UseDevelopmentEmulator=true;`;
 const servicePort = await freePort();
 const tables = freshTables();
+const serviceEnv: Record<string, string> = {
+  PATH: process.env.PATH ?? "",
+  NODE_ENV: "production",
+  LUCIUS_HOST: "127.0.0.1",
+  LUCIUS_PORT: String(servicePort),
+  LUCIUS_LOG_LEVEL: "warn",
+  LUCIUS_STORAGE_BACKEND: process.env.BACKEND ?? "ledger", // BACKEND=memory|table to compare
+  LUCIUS_TABLE_CONNECTION: azurite.connection,
+  LUCIUS_LEDGER_TABLE: tables.ledger,
+  LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
+  LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
+  LUCIUS_SERVICEBUS_CONNECTION: busConnection,
+  ...(process.env.EVENTS === "http" ? {} : { LUCIUS_EVENTS_ENTITY: "step-events" }),
+  // EVENTS_CONCURRENCY=n: the receiver's concurrency (LUCIUS_EVENTS_CONCURRENCY), to compare.
+  ...(process.env.EVENTS_CONCURRENCY ? { LUCIUS_EVENTS_CONCURRENCY: process.env.EVENTS_CONCURRENCY } : {}),
+};
 const service = Bun.spawn(["bun", resolve(root, "src/main.ts")], {
-  env: {
-    PATH: process.env.PATH ?? "",
-    NODE_ENV: "production",
-    LUCIUS_HOST: "127.0.0.1",
-    LUCIUS_PORT: String(servicePort),
-    LUCIUS_LOG_LEVEL: "warn",
-    LUCIUS_STORAGE_BACKEND: process.env.BACKEND ?? "ledger", // BACKEND=memory|table to compare
-    LUCIUS_TABLE_CONNECTION: azurite.connection,
-    LUCIUS_LEDGER_TABLE: tables.ledger,
-    LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
-    LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
-    LUCIUS_SERVICEBUS_CONNECTION: busConnection,
-    ...(process.env.EVENTS === "http" ? {} : { LUCIUS_EVENTS_ENTITY: "step-events" }),
-    // EVENTS_CONCURRENCY=n: the receiver's concurrency (LUCIUS_EVENTS_CONCURRENCY), to compare.
-    ...(process.env.EVENTS_CONCURRENCY ? { LUCIUS_EVENTS_CONCURRENCY: process.env.EVENTS_CONCURRENCY } : {}),
-  },
+  env: serviceEnv,
   stdout: "ignore",
   stderr: "inherit",
 });
 const base = `http://127.0.0.1:${servicePort}`;
+
+/** N commands from `concurrency` submitters against `url`; resolves with their rate. */
+async function submitAll(url: string, count: number, tenantId: string, onAccepted?: (jobId: string, i: number) => void): Promise<number> {
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++;
+        const response = await fetch(`${url}/v1/commands`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "idempotency-key": `${tenantId}-${i}` },
+          body: JSON.stringify({
+            requestType: "document.ingest",
+            tenantId,
+            payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" },
+          }),
+        });
+        if (response.status !== 202) throw new Error(`intake answered ${response.status}: ${await response.text()}`);
+        onAccepted?.(((await response.json()) as { jobId: string }).jobId, i);
+      }
+    }),
+  );
+  return count / ((performance.now() - started) / 1000);
+}
 const client = new ServiceBusClient(busConnection);
 
 try {
@@ -105,25 +131,7 @@ try {
   console.log(
     `pipeline benchmark: ${jobs} document.ingest jobs (3 steps), ${process.env.BACKEND ?? "ledger"}, dev broker, ${concurrency} concurrent submitters, events over ${process.env.EVENTS === "http" ? "HTTP" : `Service Bus (concurrency ${process.env.EVENTS_CONCURRENCY ?? "default"})`}, Bun ${Bun.version}`,
   );
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < jobs) {
-        const i = next++;
-        const response = await fetch(`${base}/v1/commands`, {
-          method: "POST",
-          headers: { "content-type": "application/json", "idempotency-key": `pipeline-${i}` },
-          body: JSON.stringify({
-            requestType: "document.ingest",
-            tenantId: "bench",
-            payload: { documentId: `d${i}`, documentUri: "https://files.example/d.pdf", contentType: "application/pdf" },
-          }),
-        });
-        if (response.status !== 202) throw new Error(`intake answered ${response.status}: ${await response.text()}`);
-        submitted.set(((await response.json()) as { jobId: string }).jobId, i);
-      }
-    }),
-  );
+  await submitAll(base, jobs, "bench", (jobId, i) => submitted.set(jobId, i));
   // Job timings come from the service's own timestamps (createdAt → updatedAt of the final
   // state), so that measuring does not load the store while the jobs run.
   const deadline = Date.now() + 300_000;
@@ -151,6 +159,20 @@ try {
   const latencies = [...views.values()].map((v) => Date.parse(v.updatedAt) - Date.parse(v.createdAt)).sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
   console.log(`  ${jobs} jobs succeeded within ${seconds.toFixed(1)} s (first accepted → last succeeded): ${(jobs / seconds).toFixed(1)} jobs/s`);
+  // The intake alone, on the same emulator: a service without a broker, the same commands.
+  const intakePort = await freePort();
+  const intake = Bun.spawn(["bun", resolve(root, "src/main.ts")], {
+    env: { ...serviceEnv, LUCIUS_PORT: String(intakePort), LUCIUS_SERVICEBUS_CONNECTION: "", LUCIUS_EVENTS_ENTITY: "" },
+    stdout: "ignore",
+    stderr: "inherit",
+  });
+  await waitFor(`http://127.0.0.1:${intakePort}/healthz`);
+  const intakeRate = await submitAll(`http://127.0.0.1:${intakePort}`, jobs, "intake-only");
+  intake.kill("SIGTERM");
+  await intake.exited;
+  console.log(
+    `  intake alone (same emulator, no broker): ${intakeRate.toFixed(1)} commands/s; end to end / intake: ${(jobs / seconds / intakeRate).toFixed(2)}`,
+  );
   console.log(`  job latency (accepted → succeeded): p50 ${pct(50).toFixed(0)} ms, p99 ${pct(99).toFixed(0)} ms, max ${latencies.at(-1)!.toFixed(0)} ms`);
   for (const worker of workers) {
     await worker.subscription.close();
