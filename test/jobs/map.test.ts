@@ -135,7 +135,7 @@ describe("map step: memory, 1,000 children", () => {
 describe("map step: table", () => {
   test("a protocol with a map step refuses to start on table, naming the step and the backends that can", () => {
     expect(() => loadProtocols({ protocolsFile, stepTimeoutSeconds: 0, storageBackend: "table" })).toThrow(
-      "map steps (document.pages/ocr, document.tolerant/ocr) need LUCIUS_STORAGE_BACKEND=ledger or memory",
+      "map steps (document.pages/ocr, document.tolerant/ocr, document.wide/ocr) need LUCIUS_STORAGE_BACKEND=ledger or memory",
     );
     expect(() => loadProtocols({ protocolsFile, stepTimeoutSeconds: 0, storageBackend: "ledger" })).not.toThrow();
   });
