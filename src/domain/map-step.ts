@@ -7,7 +7,7 @@
  * neither loses a child nor creates one twice: each change writes its children with the cursor
  * that counts them, and a child's id comes from its item's index.
  */
-import { issueDirective, pendingStep } from "./directives.ts";
+import { issueDirective, MAX_MESSAGE_DATA_BYTES, pendingStep } from "./directives.ts";
 import { definitionOf, resultsFor } from "./graph.ts";
 import { childStepIdFor } from "./ids.ts";
 import { resolvePointer } from "./json-pointer.ts";
@@ -60,11 +60,33 @@ export function startMap(step: Step, definition: ProtocolStep & { map: MapDefini
   const now = context.now.toISOString();
   const items = itemsOf(definition.map, context.job, context.results);
   if (!Array.isArray(items)) return { kind: "failed", step: failStep(step, items, now), error: items };
+  const tooLarge = oversizedItem(items, context);
+  if (tooLarge) return { kind: "failed", step: failStep(step, tooLarge, now), error: tooLarge };
   if (items.length === 0) return { kind: "succeeded", step: succeedStep(initiateStep(step, now), { items: [], failed: [] }, now) };
   const progress: MapProgress = { total: items.length, next: 0, running: 0, succeeded: 0, failed: 0, failedItems: [] };
   const started: Step = { ...initiateStep(step, now), map: progress };
   const created = createChildren(started, definition, items, firstChildren, context);
   return { kind: "started", ...created };
+}
+
+/**
+ * The first item whose child's message would carry more than a message may (payload, results and
+ * the item): checked once, when the map starts, so that no child is dispatched only to fail its
+ * publish for good and leave the map waiting for it.
+ */
+function oversizedItem(items: readonly unknown[], context: MapContext): StepError | null {
+  const base = new TextEncoder().encode(JSON.stringify({ payload: context.job.payload, results: context.results })).byteLength;
+  for (let i = 0; i < items.length; i++) {
+    const bytes = base + new TextEncoder().encode(JSON.stringify(items[i] ?? null)).byteLength;
+    if (bytes > MAX_MESSAGE_DATA_BYTES) {
+      return {
+        code: "map-item-too-large",
+        message: `item ${i}'s message would carry ${bytes} bytes of payload, results and item, over ${MAX_MESSAGE_DATA_BYTES}`,
+        retryable: false,
+      };
+    }
+  }
+  return null;
 }
 
 /** Up to `limit` more children, while fewer than maxConcurrency are in flight and items are left. */

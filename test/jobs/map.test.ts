@@ -244,10 +244,13 @@ for (const backend of ["memory", "ledger"] as const) {
       bus.broker.stallSends(false);
     });
 
-    test("an empty list succeeds the step at once; a list that is not one fails the job with its reason", async () => {
+    test("an empty list succeeds the step at once; a list that is not one, or with an item too large for a message, fails the job with its reason", async () => {
       const { view, split } = await setup(backend);
       const empty = await split("document.pages", []);
       expect((await view(empty)).steps.find((s) => s.name === "ocr")).toMatchObject({ status: "succeeded", result: { items: [], failed: [] } });
+      // The list fits a message (its results), but each child carries it and its item too.
+      const huge = await split("document.pages", ["small", "x".repeat(120 * 1024)]);
+      expect((await view(huge)).steps.find((s) => s.name === "ocr")).toMatchObject({ status: "failed", error: { code: "map-item-too-large" } });
       const wrong = await split("document.pages", "not a list");
       const job = await view(wrong);
       expect(job.status).toBe("failed");
