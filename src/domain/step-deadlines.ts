@@ -10,7 +10,7 @@ import { definitionOf, isCompensation, resultsFor } from "./graph.ts";
 import { directiveIdFor } from "./ids.ts";
 import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
 import { deadlineFrom } from "./plan-job.ts";
-import { type ApplyOptions, childDone, endAttempt, retryChild } from "./step-events.ts";
+import { type ApplyOptions, childDone, endAttempt, mapGone, retryChild } from "./step-events.ts";
 import { failStep, hasJobEnded, hasStepEnded } from "./transitions.ts";
 
 /** The error a step records when an attempt ran out of time. */
@@ -69,7 +69,9 @@ export function expireChild(
   const parent = aggregate.steps.find((s) => s.index === child.index);
   const definition = definitionOf(options.protocol, child.index);
   if (hasJobEnded(job) || hasStepEnded(child) || child.deadlineAt === null || child.deadlineAt > now) return { outcome: "not-due" };
-  if (!parent?.map || hasStepEnded(parent) || !definition?.map) return { outcome: "not-due" };
+  if (!parent?.map || hasStepEnded(parent)) return { outcome: "not-due" };
+  // The protocol no longer maps this step: the job ends rather than wait for ever.
+  if (!definition?.map) return { outcome: "timed-out", retried: false, ...mapGone(aggregate, parent, options) };
   const timeoutSeconds = definition.timeoutSeconds;
   if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...child, deadlineAt: null, updatedAt: now }] };
   if (options.countFromSend) {

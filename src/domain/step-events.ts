@@ -118,7 +118,13 @@ export function applyChildEvent(
   if (hasJobEnded(job)) return { outcome: "ignored", reason: `job is ${job.status}` };
   const parent = aggregate.steps.find((s) => s.index === child.index);
   const definition = definitionOf(options.protocol, child.index);
-  if (!parent?.map || !definition?.map || !options.protocol) return { outcome: "ignored", reason: "its map step is gone from the protocol" };
+  if (!parent?.map) return { outcome: "ignored", reason: "it belongs to no map step" };
+  if (!definition?.map || !options.protocol) {
+    if (hasStepEnded(parent)) return { outcome: "ignored", reason: `map step is ${parent.status}` };
+    // The protocol no longer maps this step: its children cannot be counted against it, so the
+    // job ends (failed, for an operator to see) instead of waiting for ever.
+    return { outcome: "applied", ...mapGone(aggregate, parent, options) };
+  }
   if (hasStepEnded(parent)) return { outcome: "ignored", reason: `map step is ${parent.status}` };
   if (hasStepEnded(child)) return { outcome: "ignored", reason: `step is ${child.status}` };
   if (event.attempt !== undefined && event.attempt !== child.attempts) {
@@ -146,6 +152,16 @@ export function applyChildEvent(
   }
   const done = childDone({ ...aggregate, job: started }, parent, step, map, options, context, startedJob, children);
   return "outcome" in done ? done : { outcome: "applied", ...done };
+}
+
+/** A map step whose protocol no longer maps it: the step and its job fail. */
+export function mapGone(aggregate: JobAggregate, parent: Step, options: ApplyOptions) {
+  const error: StepError = {
+    code: "protocol-changed",
+    message: `step '${parent.name}' is no longer a map step of ${aggregate.job.requestType}`,
+    retryable: false,
+  };
+  return failJob(aggregate, failStep(parent, error, options.now.toISOString()), options);
 }
 
 /** Another directive for a child that failed retryably with attempts left; null otherwise. */

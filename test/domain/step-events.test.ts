@@ -3,7 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { outboxIdFor } from "../../src/domain/ids.ts";
 import type { JobAggregate, Protocol } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
-import { applyStepEvent, cancelJob } from "../../src/domain/step-events.ts";
+import { applyChildEvent, applyStepEvent, cancelJob } from "../../src/domain/step-events.ts";
 import { applyPublished } from "../../src/domain/transitions.ts";
 
 const protocol: Protocol = {
@@ -249,4 +249,26 @@ test("with its protocol gone, a job's compensation step is not taken for a last 
   if (done.outcome !== "applied") throw new Error(done.outcome);
   expect(done.job?.status).toBe("succeeded");
   expect(done.outbox).toEqual([]);
+});
+
+test("a map step that the protocol no longer maps: its child's event fails the step and the job (protocol-changed), not a wait for ever", () => {
+  const mapped: Protocol = {
+    ...protocol,
+    steps: [{ ...protocol.steps[0]!, map: { items: "/payload/pages", maxConcurrency: 2, maxItems: 10, toleratedFailurePercent: 0 } }],
+  };
+  const aggregate = planJob({
+    jobId: "0190d9a0-0000-7000-8000-000000000003",
+    command: { requestType: "document.ingest", tenantId: "acme", correlationId: null, idempotencyKey: null, payload: { pages: [1, 2, 3] } },
+    protocol: mapped,
+    traceparent: null,
+    now: T0,
+    retryDelaySeconds: 30,
+  });
+  const child = aggregate.steps.find((s) => s.itemIndex === 0)!;
+  const job = { ...aggregate, steps: aggregate.steps.filter((s) => s.itemIndex === undefined) };
+  const changed = { ...protocol, steps: [protocol.steps[0]!] };
+  const outcome = applyChildEvent(job, child, [], { eventId: "c0", status: "succeeded" }, { ...options, protocol: changed });
+  if (outcome.outcome !== "applied") throw new Error(outcome.outcome);
+  expect(outcome.job?.status).toBe("failed");
+  expect(outcome.steps[0]).toMatchObject({ status: "failed", error: { code: "protocol-changed" } });
 });
