@@ -6,7 +6,7 @@
 import { startDevBroker } from "../../dev/dev-broker.ts";
 import { BUNDLED_TOPICS } from "../../dev/service-bus.ts";
 
-const broker = await startDevBroker({ port: 0, topics: BUNDLED_TOPICS });
+const broker = await startDevBroker({ port: 0, topics: BUNDLED_TOPICS, queues: ["step-events"] });
 console.log(broker.connectionString);
 const decoder = new TextDecoder();
 let buffered = "";
