@@ -183,6 +183,11 @@ export function mapResult(step: Step, children: readonly Step[], jobId: string):
   return { itemCount: items.length, failed, itemsRoute: `/v1/jobs/${jobId}/steps/${step.stepId}/items` };
 }
 
+/** A running map step with fewer children in flight than it may have, and items left. */
+export function wantsChildren(step: Step, map: MapDefinition): boolean {
+  return step.status === "initiated" && step.map !== undefined && step.map.running < map.maxConcurrency && step.map.next < step.map.total;
+}
+
 /**
  * More children for the first map step of the job that has fewer in flight than it may and items
  * left (one change, at most CHILDREN_PER_CHANGE children); null when none needs any.
@@ -193,9 +198,7 @@ export function fillMap(
 ): { steps: Step[]; outbox: OutboxEntry[] } | null {
   for (const step of aggregate.steps) {
     const definition = definitionOf(options.protocol, step.index);
-    const progress = step.map;
-    if (!definition?.map || !progress || step.status !== "initiated") continue;
-    if (progress.running >= definition.map.maxConcurrency || progress.next >= progress.total) continue;
+    if (!definition?.map || !wantsChildren(step, definition.map)) continue;
     const results = resultsFor(options.protocol, aggregate.steps, step.index);
     const items = itemsOf(definition.map, aggregate.job, results);
     if (!Array.isArray(items)) continue;

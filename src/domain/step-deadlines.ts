@@ -40,16 +40,25 @@ export function expireStep(aggregate: JobAggregate, stepId: string, options: Dea
   const timeoutSeconds = definitionOf(options.protocol, step.index)?.timeoutSeconds ?? 0;
   // The protocol no longer gives the step a deadline (changed since it was dispatched).
   if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...step, deadlineAt: null, updatedAt: now }] };
-  if (options.countFromSend) {
-    const directive = aggregate.outbox.find((o) => o.outboxId === directiveIdFor(step.stepId, step.attempts - 1));
-    const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
-    const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
-    if (later !== null) return { outcome: "extended", steps: [{ ...step, deadlineAt: later, updatedAt: now }] };
-  }
+  const extended = extendedDeadline(step, aggregate.outbox, timeoutSeconds, options);
+  if (extended) return { outcome: "extended", steps: [extended] };
 
   const error: StepError = { code: TIMED_OUT, message: `attempt ${step.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
   const change = endAttempt(aggregate, step, error, options);
   return { outcome: "timed-out", retried: change.outbox.some((o) => o.stepId === step.stepId && o.status === "pending"), ...change };
+}
+
+/**
+ * With a broker, an attempt's time counts from its publish: while its directive waits, or when it
+ * went out late, the step gets a later deadline instead of losing the attempt; null otherwise.
+ */
+function extendedDeadline(step: Step, outbox: readonly OutboxEntry[], timeoutSeconds: number, options: DeadlineOptions): Step | null {
+  if (!options.countFromSend) return null;
+  const now = options.now.toISOString();
+  const directive = outbox.find((o) => o.outboxId === directiveIdFor(step.stepId, step.attempts - 1));
+  const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
+  const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
+  return later === null ? null : { ...step, deadlineAt: later, updatedAt: now };
 }
 
 /**
@@ -74,12 +83,8 @@ export function expireChild(
   if (!definition?.map) return { outcome: "timed-out", retried: false, ...mapGone(aggregate, parent, options) };
   const timeoutSeconds = definition.timeoutSeconds;
   if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...child, deadlineAt: null, updatedAt: now }] };
-  if (options.countFromSend) {
-    const directive = childOutbox.find((o) => o.outboxId === directiveIdFor(child.stepId, child.attempts - 1));
-    const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
-    const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
-    if (later !== null) return { outcome: "extended", steps: [{ ...child, deadlineAt: later, updatedAt: now }] };
-  }
+  const extended = extendedDeadline(child, childOutbox, timeoutSeconds, options);
+  if (extended) return { outcome: "extended", steps: [extended] };
   const error: StepError = { code: TIMED_OUT, message: `attempt ${child.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
   const map = { ...definition, map: definition.map };
   const context = {

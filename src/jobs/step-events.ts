@@ -8,8 +8,8 @@ import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
 import { definitionOf } from "../domain/graph.ts";
 import { isChildStepId } from "../domain/ids.ts";
-import { CHILDREN_PER_CHANGE, fillMap } from "../domain/map-step.ts";
-import type { Job, JobAggregate, OutboxWork, Step } from "../domain/model.ts";
+import { CHILDREN_PER_CHANGE, fillMap, wantsChildren } from "../domain/map-step.ts";
+import type { Job, JobAggregate, OutboxEntry, OutboxWork, Step } from "../domain/model.ts";
 import { type DeadlineOutcome, expireChild, expireStep } from "../domain/step-deadlines.ts";
 import { applyChildEvent, applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
 import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
@@ -84,12 +84,21 @@ export function createStepEventService(options: StepEventServiceOptions) {
     }
   }
 
-  /** The children of map steps: read apart from the job (see JobStore.getJob). */
-  async function loadChild(jobId: string, stepId: string, caller: Caller) {
-    const [aggregate, read] = await Promise.all([load(jobId, caller), store.getChildren(jobId, [stepId])]);
+  /** A map step's child, read apart from its job (see JobStore.getJob), with its directives. */
+  async function loadChild(jobId: string, stepId: string) {
+    const read = await store.getChildren(jobId, [stepId]);
     const child = read.steps[0];
     if (!child) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
-    return { aggregate, child, childOutbox: read.outbox };
+    return { child, childOutbox: read.outbox };
+  }
+
+  /** Stores a decided change, hands its new directives to the dispatcher, and does what follows it. */
+  async function commit(before: JobAggregate, change: { job?: Job; steps: Step[]; outbox: OutboxEntry[] }): Promise<SavedChanges> {
+    const { jobId } = before.job;
+    const saved = await store.saveChanges(jobId, { ...(change.job ? { job: change.job } : {}), steps: change.steps, outbox: change.outbox });
+    dispatchCreated(before, saved);
+    await afterChange(before.job, saved);
+    return saved;
   }
 
   /** Every child of a map step, in item order (read once, when its last child ends). */
@@ -128,8 +137,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
     return withRetries(
       jobId,
       caller,
-      async () => {
-        const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, caller);
+      async (aggregate) => {
+        const { child, childOutbox } = await loadChild(jobId, stepId);
         const protocol = options.protocols.get(aggregate.job.requestType);
         const decided = await withChildren(jobId, child.index, (children) =>
           applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
@@ -144,9 +153,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
             stepStatus: child.status,
           };
         }
-        const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
-        dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
-        await afterChange(aggregate.job, saved);
+        const saved = await commit({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, decided);
         const after = saved.steps.find((s) => s.stepId === stepId) ?? child;
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
       },
@@ -159,8 +166,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   async function expireChildNow(jobId: string, stepId: string): Promise<DeadlineResult> {
-    return withRetries(jobId, OPEN_CALLER, async () => {
-      const { aggregate, child, childOutbox } = await loadChild(jobId, stepId, OPEN_CALLER);
+    return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
+      const { child, childOutbox } = await loadChild(jobId, stepId);
       const protocol = options.protocols.get(aggregate.job.requestType);
       const decided = await withChildren(jobId, child.index, (children) =>
         expireChild(
@@ -172,14 +179,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         ),
       );
       if (decided.outcome === "not-due") return decided.outcome;
-      const outbox = decided.outcome === "timed-out" ? decided.outbox : [];
-      const saved = await store.saveChanges(jobId, {
-        ...(decided.outcome === "timed-out" && decided.job ? { job: decided.job } : {}),
-        steps: decided.steps,
-        outbox,
-      });
-      dispatchCreated({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, saved);
-      await afterChange(aggregate.job, saved);
+      await commit({ ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] }, decided.outcome === "timed-out" ? decided : { ...decided, outbox: [] });
       return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
     });
   }
@@ -193,9 +193,10 @@ export function createStepEventService(options: StepEventServiceOptions) {
   async function afterChange(job: Job, saved: SavedChanges): Promise<void> {
     const { jobId } = job;
     const protocol = options.protocols.get(job.requestType);
-    // A map that may take more children than it has in flight, with items left.
-    const short = (s: Step) =>
-      s.map && s.status === "initiated" && s.map.next < s.map.total && s.map.running < (definitionOf(protocol, s.index)?.map?.maxConcurrency ?? 0);
+    const short = (s: Step) => {
+      const map = definitionOf(protocol, s.index)?.map;
+      return map !== undefined && wantsChildren(s, map);
+    };
     try {
       if (saved.job && hasJobEnded(saved.job)) await closeChildren(jobId);
       else if (saved.steps.some(short)) await fillMaps(jobId);
@@ -264,9 +265,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
             stepStatus: step.status,
           };
         }
-        const saved = await store.saveChanges(jobId, { ...(decided.job ? { job: decided.job } : {}), steps: decided.steps, outbox: decided.outbox });
-        dispatchCreated(aggregate, saved);
-        await afterChange(aggregate.job, saved);
+        const saved = await commit(aggregate, decided);
         const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
       });
@@ -286,14 +285,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
           countFromSend: dispatcher !== null,
         });
         if (decided.outcome === "not-due") return decided.outcome;
-        const outbox = decided.outcome === "timed-out" ? decided.outbox : [];
-        const saved = await store.saveChanges(jobId, {
-          ...(decided.outcome === "timed-out" && decided.job ? { job: decided.job } : {}),
-          steps: decided.steps,
-          outbox,
-        });
-        dispatchCreated(aggregate, saved);
-        await afterChange(aggregate.job, saved);
+        await commit(aggregate, decided.outcome === "timed-out" ? decided : { ...decided, outbox: [] });
         return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
       });
     },
@@ -302,8 +294,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
       return withRetries(jobId, caller, async (aggregate) => {
         const change = cancelJob(aggregate, now());
         if (!change) throw new InvalidTransitionError(`job ${jobId} has already ended: ${aggregate.job.status}`);
-        const saved = await store.saveChanges(jobId, change);
-        await afterChange(aggregate.job, saved);
+        const saved = await commit(aggregate, change);
         return { jobId, status: saved.job?.status ?? change.job.status };
       });
     },
