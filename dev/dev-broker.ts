@@ -23,6 +23,15 @@ const outcomes = rhea.message as unknown as {
   decode(buffer: Buffer): Message;
 };
 
+/**
+ * The JSON body of a message the broker accepted (see `accepted`): the SDK sends a JSON body as
+ * an AMQP data section of its UTF-8 bytes.
+ */
+export function acceptedBody<T>(message: { body?: unknown }): T {
+  const content = (message.body as { content?: Uint8Array }).content ?? message.body;
+  return JSON.parse(new TextDecoder().decode(content as Uint8Array)) as T;
+}
+
 export interface DevBrokerOptions {
   host?: string;
   /** 0 picks a free port. */

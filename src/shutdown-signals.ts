@@ -19,7 +19,7 @@ export interface SignalJudgeOptions {
   now?: () => number;
 }
 
-export const DEFAULT_REPEAT_WINDOW_MS = 1000;
+const DEFAULT_REPEAT_WINDOW_MS = 1000;
 
 export function createSignalJudge(options: SignalJudgeOptions = {}): (signal: StopSignal) => SignalDecision {
   const windowMs = options.repeatWindowMs ?? DEFAULT_REPEAT_WINDOW_MS;

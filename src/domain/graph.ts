@@ -73,7 +73,7 @@ export function conditionHolds(condition: StepCondition, document: { payload: Js
 }
 
 /** Structural equality of JSON values (object member order does not matter). */
-export function jsonEquals(a: unknown, b: unknown): boolean {
+function jsonEquals(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
   if (Array.isArray(a) !== Array.isArray(b)) return false;

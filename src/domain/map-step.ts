@@ -19,7 +19,7 @@ export const FIRST_CHILDREN = 20;
 /** Children created in one later change (two rows each: the child and its directive). */
 export const CHILDREN_PER_CHANGE = 45;
 /** A map's result larger than this (JSON) is handed on as a route to its items instead. */
-export const INLINE_RESULT_BYTES = 64 * 1024;
+const INLINE_RESULT_BYTES = 64 * 1024;
 
 export interface MapContext {
   job: Job;
@@ -50,7 +50,7 @@ export type MapStart =
   | { kind: "started"; step: Step; children: Step[]; outbox: OutboxEntry[] };
 
 /** Bytes of children (rows and directives) written in one change, at most: half a transaction's 4 MiB. */
-export const CHILD_BYTES_PER_CHANGE = 2 * 1024 * 1024;
+const CHILD_BYTES_PER_CHANGE = 2 * 1024 * 1024;
 
 /**
  * A map step whose predecessors are done: its first children (at most `firstChildren`: when
@@ -140,7 +140,7 @@ export function childDirective(child: Step, definition: ProtocolStep, context: M
 }
 
 /** How many children may fail with the step still succeeding. */
-export function toleratedFailures(map: MapDefinition, total: number): number {
+function toleratedFailures(map: MapDefinition, total: number): number {
   return Math.floor((total * map.toleratedFailurePercent) / 100);
 }
 

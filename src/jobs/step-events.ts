@@ -97,7 +97,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
     const { jobId } = before.job;
     const saved = await store.saveChanges(jobId, { ...(change.job ? { job: change.job } : {}), steps: change.steps, outbox: change.outbox });
     dispatchCreated(before, saved);
-    await afterChange(before.job, saved);
+    await afterChange(before, saved);
     return saved;
   }
 
@@ -190,7 +190,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
    * and their open children cancelled. Both are best effort: a child's end fills a map up too,
    * and the retry loop withdraws, instead of publishing, a child directive of an ended job.
    */
-  async function afterChange(job: Job, saved: SavedChanges): Promise<void> {
+  async function afterChange(before: JobAggregate, saved: SavedChanges): Promise<void> {
+    const { job } = before;
     const { jobId } = job;
     const protocol = options.protocols.get(job.requestType);
     const short = (s: Step) => {
@@ -198,8 +199,11 @@ export function createStepEventService(options: StepEventServiceOptions) {
       return map !== undefined && wantsChildren(s, map);
     };
     try {
-      if (saved.job && hasJobEnded(saved.job)) await closeChildren(jobId);
-      else if (saved.steps.some(short)) await fillMaps(jobId);
+      if (saved.job && hasJobEnded(saved.job)) {
+        // Only map steps have children to close: other jobs cost nothing more here.
+        const maps = new Set([...before.steps, ...saved.steps].filter((s) => s.map !== undefined).map((s) => s.index));
+        if (maps.size > 0) await closeChildren(jobId, [...maps]);
+      } else if (saved.steps.some(short)) await fillMaps(jobId);
     } catch (error) {
       if (!(error instanceof ConcurrencyConflictError)) throw error;
       // Another writer moved the job on: it fills or closes in turn.
@@ -218,13 +222,12 @@ export function createStepEventService(options: StepEventServiceOptions) {
     }
   }
 
-  async function closeChildren(jobId: string): Promise<void> {
-    const aggregate = await store.getJob(jobId);
-    if (!aggregate) return;
+  /** Cancels the open children of the given map steps of an ended job, and withdraws their unsent directives. */
+  async function closeChildren(jobId: string, mapIndexes: readonly number[]): Promise<void> {
     const at = now().toISOString();
-    for (const parent of aggregate.steps.filter((s) => s.map)) {
+    for (const index of mapIndexes) {
       for (let conflicts = 0; ; ) {
-        const open = await store.listChildren(jobId, parent.index, 0, CHILDREN_PER_CHANGE, true);
+        const open = await store.listChildren(jobId, index, 0, CHILDREN_PER_CHANGE, true);
         if (open.length === 0) break;
         const { outbox } = await store.getChildren(
           jobId,

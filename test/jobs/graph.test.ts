@@ -7,6 +7,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
@@ -48,12 +49,6 @@ interface MessageBody {
   jobId: string;
   results: Record<string, unknown>;
   failure?: unknown;
-}
-
-/** The SDK sends a JSON body as an AMQP data section of its UTF-8 bytes. */
-function decoded(body: unknown): MessageBody {
-  const content = (body as { content?: Uint8Array }).content ?? body;
-  return JSON.parse(new TextDecoder().decode(content as Uint8Array)) as MessageBody;
 }
 
 interface StepView {
@@ -110,7 +105,7 @@ async function setup(backend: Backend) {
     return (await response.json()) as { outcome: string; jobStatus: string };
   };
   /** The messages the broker took on a topic (published once each: the broker drops duplicates), their JSON bodies decoded. */
-  const published = (topic: string) => bus.broker.accepted(topic).map((m) => decoded(m.body));
+  const published = (topic: string) => bus.broker.accepted(topic).map((m) => acceptedBody<MessageBody>(m));
   const publishedFor = async (jobId: string, topic: string, count: number) => {
     await eventually(() => published(topic).filter((m) => m.jobId === jobId).length >= count, { timeoutMs: 10_000, what: `${count} message(s) on ${topic}` });
     return published(topic).filter((m) => m.jobId === jobId);

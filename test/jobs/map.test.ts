@@ -8,6 +8,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
@@ -52,11 +53,6 @@ interface Body {
   results: Record<string, unknown>;
 }
 
-function decoded(body: unknown): Body {
-  const content = (body as { content?: Uint8Array }).content ?? body;
-  return JSON.parse(new TextDecoder().decode(content as Uint8Array)) as Body;
-}
-
 async function setup(backend: Backend) {
   const bus = await startBroker({ topics: TOPICS });
   cleanups.push(() => bus.stop());
@@ -78,7 +74,7 @@ async function setup(backend: Backend) {
   const published = (topic: string, jobId: string) =>
     bus.broker
       .accepted(topic)
-      .map((m) => decoded(m.body))
+      .map((m) => acceptedBody<Body>(m))
       .filter((m) => m.jobId === jobId);
   const publishedAtLeast = async (topic: string, jobId: string, count: number) => {
     await eventually(() => published(topic, jobId).length >= count, { timeoutMs: 10_000, what: `${count} message(s) on ${topic}` });

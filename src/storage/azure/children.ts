@@ -12,7 +12,7 @@ import { entityToOutbox, entityToStep } from "./entities.ts";
 import { readRow } from "./rows.ts";
 
 /** Every row key of a child sorts at or after this; every other row of a job before it. */
-export const CHILD_ROWS_FROM = "~";
+const CHILD_ROWS_FROM = "~";
 
 export const childStepRow = (stepId: string) => `~C_${stepId}`;
 export const childOutboxRow = (outboxId: string) => `~O_${outboxId}`;
