@@ -5,7 +5,7 @@
 import { newJobId } from "../src/domain/ids.ts";
 import type { IdempotencyRecord, JobAggregate, JsonObject } from "../src/domain/model.ts";
 import { planJob } from "../src/domain/plan-job.ts";
-import type { JobStore } from "../src/storage/job-store.ts";
+import type { JobStore, NewJob } from "../src/storage/job-store.ts";
 
 const protocol = {
   requestType: "document.ingest",
@@ -39,7 +39,7 @@ export function sampleJob(
 }
 
 /** Stores a job and returns it with its etags. */
-export async function storeJob(store: JobStore, aggregate = sampleJob(), claim: IdempotencyRecord | null = null): Promise<JobAggregate> {
+export async function storeJob(store: JobStore, aggregate: NewJob = sampleJob(), claim: IdempotencyRecord | null = null): Promise<JobAggregate> {
   const result = await store.createJob(aggregate, claim);
   if (result.outcome !== "stored") throw new Error("expected the job to be stored");
   return result.aggregate;

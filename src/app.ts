@@ -16,6 +16,7 @@ import { type AuthGuardOptions, authGuard } from "./http/auth-guard.ts";
 import { openapiPlugin, openRoute } from "./http/openapi.ts";
 import { domainProblem, HttpProblem, httpProblem, problemOf, statusOfError } from "./http/problem.ts";
 import { pathOf } from "./http/request-guard.ts";
+import type { RepairService } from "./jobs/repair.ts";
 import { jobRoutes } from "./jobs/routes.ts";
 import type { JobService } from "./jobs/service.ts";
 import type { StepEventService } from "./jobs/step-events.ts";
@@ -28,6 +29,7 @@ export interface AppOptions {
   commands: CommandService;
   jobs: JobService;
   stepEvents: StepEventService;
+  repair: RepairService;
   /** Absent: the admin routes do not exist (404). */
   admin?: { service: AdminService };
   /** Who may call what (LUCIUS_AUTH_MODE, LUCIUS_ADMIN_API_KEY). */
@@ -75,7 +77,7 @@ export function createApp(options: AppOptions) {
     })
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
-    .use(jobRoutes(options.jobs, options.stepEvents, { maxBodyBytes: options.maxBodyBytes }))
+    .use(jobRoutes(options.jobs, options.stepEvents, options.repair, { maxBodyBytes: options.maxBodyBytes }))
     .use(options.admin ? adminRoutes(options.admin.service, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia())
     .use(options.admin ? consoleRoutes() : new Elysia());
 }

@@ -17,6 +17,7 @@ import { observe } from "./http/observe.ts";
 import { guardRequests } from "./http/request-guard.ts";
 import { createDeadlineSweeper, type DeadlineSweeper } from "./jobs/deadline-sweeper.ts";
 import { createHousekeeping } from "./jobs/housekeeping.ts";
+import { createRepairService } from "./jobs/repair.ts";
 import { createRetention, type Retention } from "./jobs/retention.ts";
 import { createJobService } from "./jobs/service.ts";
 import { createStepEventService, type StepEventService } from "./jobs/step-events.ts";
@@ -114,6 +115,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     }),
     jobs: createJobService({ store, protocols: options.protocols }),
     stepEvents,
+    repair: createRepairService({ ...services, maxRedrives: settings.maxRedrives }),
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
     ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }) } } : {}),
     auth: { mode: settings.auth.mode, authenticator, adminApiKey: settings.admin.apiKey, adminEnabled: settings.admin.enabled },

@@ -4,7 +4,7 @@
  */
 
 /** What a caller may do (docs/API.md, "Authentication"). */
-export const PERMISSIONS = ["commands.submit", "jobs.read", "steps.report", "outbox.admin"] as const;
+export const PERMISSIONS = ["commands.submit", "jobs.read", "jobs.operate", "steps.report", "outbox.admin"] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 export interface Caller {

@@ -3,9 +3,8 @@
  * store the job, hand its first directive to the dispatcher. Knows nothing of HTTP.
  */
 import { type Caller, holdsTenant } from "../auth/caller.ts";
-import type { ProtocolRegistry, RegisteredProtocol } from "../config/protocols.ts";
+import { type ProtocolRegistry, payloadViolations, type RegisteredProtocol } from "../config/protocols.ts";
 import {
-  type FieldViolation,
   ForbiddenError,
   IdempotencyKeyInFlightError,
   IdempotencyKeyReusedError,
@@ -13,11 +12,12 @@ import {
   UnknownRequestTypeError,
   ValidationFailedError,
 } from "../domain/errors.ts";
+import { acceptedEntry } from "../domain/history.ts";
 import { newJobId } from "../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, OutboxWork } from "../domain/model.ts";
-import { partitionKeyFor, planJob } from "../domain/plan-job.ts";
+import { planJob } from "../domain/plan-job.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
-import type { JobStore } from "../storage/job-store.ts";
+import type { JobStore, NewJob } from "../storage/job-store.ts";
 import type { CommandEnvelope } from "../validation/envelope.ts";
 import { requestFingerprint } from "../validation/idempotency.ts";
 import type { TenantRateLimit } from "./tenant-rate-limit.ts";
@@ -83,24 +83,17 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
         ],
       });
     }
-    const violations: FieldViolation[] = protocol.checkPayload(envelope.payload);
-    // A payload may satisfy its schemas and still lack the value a step partitions by.
-    for (const step of protocol.steps) {
-      if (step.partitionKey.kind !== "pointer") continue;
-      const path = `/payload${step.partitionKey.pointer}`;
-      if (partitionKeyFor(step.partitionKey, "", envelope.tenantId, envelope.payload) === undefined && !violations.some((v) => v.path === path)) {
-        violations.push({ path, message: `must be a string or number: it is the partition key of step '${step.name}'` });
-      }
-    }
+    const violations = payloadViolations(protocol, envelope.tenantId, envelope.payload);
     if (violations.length > 0) {
       throw new ValidationFailedError(`the payload violates the schemas of '${protocol.requestType}'`, { errors: violations });
     }
     return protocol;
   }
 
-  function plan(jobId: string, command: SubmitCommand, protocol: RegisteredProtocol, key: string | null): JobAggregate {
+  /** The job to store, with the first entry of its history (who submitted it, what went out). */
+  function plan(jobId: string, command: SubmitCommand, protocol: RegisteredProtocol, key: string | null): NewJob {
     const { envelope } = command;
-    return planJob({
+    const planned = planJob({
       jobId,
       command: {
         requestType: envelope.requestType,
@@ -114,6 +107,8 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       now: now(),
       retryDelaySeconds: options.retryDelaySeconds,
     });
+    const accepted = acceptedEntry(planned, command.caller.name);
+    return { ...planned, job: accepted.job, history: accepted.entry };
   }
 
   function dispatchNew(aggregate: JobAggregate): Job {

@@ -10,10 +10,11 @@ import embedSchema from "../../schemas/payloads/embed.schema.json" with { type: 
 import enrichSchema from "../../schemas/payloads/enrich.schema.json" with { type: "json" };
 import ocrSchema from "../../schemas/payloads/ocr.schema.json" with { type: "json" };
 import bundledDocument from "../../schemas/protocols.json" with { type: "json" };
+import { partitionKeyFor } from "../domain/directives.ts";
 import type { FieldViolation } from "../domain/errors.ts";
 import { ancestorsOf, predecessorsOf } from "../domain/graph.ts";
 import { FIRST_CHILDREN } from "../domain/map-step.ts";
-import type { PartitionKeyRule, Protocol, ProtocolStep, StepCondition } from "../domain/model.ts";
+import type { JsonObject, PartitionKeyRule, Protocol, ProtocolStep, StepCondition } from "../domain/model.ts";
 import { REQUEST_TYPE_PATTERN } from "../validation/envelope.ts";
 import { createSchemaCompiler, type PayloadCheck } from "../validation/payloads.ts";
 import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
@@ -96,6 +97,24 @@ type ProtocolDefinitionShape = Static<typeof ProtocolDefinition>;
 export interface RegisteredProtocol extends Protocol {
   /** Every violation of every step's schema, de-duplicated, paths under `/payload`. */
   checkPayload(payload: unknown): FieldViolation[];
+}
+
+/**
+ * What a payload must be for a job of `protocol`: every step's schema, and a partition key where
+ * a step takes it from the payload. The intake and a redrive's patched payload check the same.
+ */
+export function payloadViolations(protocol: RegisteredProtocol, tenantId: string, payload: unknown): FieldViolation[] {
+  const violations = protocol.checkPayload(payload);
+  // A payload may satisfy its schemas and still lack the value a step partitions by.
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) return violations;
+  for (const step of protocol.steps) {
+    if (step.partitionKey.kind !== "pointer") continue;
+    const path = `/payload${step.partitionKey.pointer}`;
+    if (partitionKeyFor(step.partitionKey, "", tenantId, payload as JsonObject) === undefined && !violations.some((v) => v.path === path)) {
+      violations.push({ path, message: `must be a string or number: it is the partition key of step '${step.name}'` });
+    }
+  }
+  return violations;
 }
 
 export interface ProtocolRegistry {

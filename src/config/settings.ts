@@ -47,6 +47,8 @@ export interface Settings {
    * messages as it handles (its link credit), so this is its prefetch too.
    */
   eventsConcurrency: number;
+  /** LUCIUS_MAX_REDRIVES: times one job may be redriven. */
+  maxRedrives: number;
   outbox: {
     publishTimeoutSeconds: number;
     retryEnabled: boolean;
@@ -80,6 +82,7 @@ const MIN_ADMIN_KEY_LENGTH = 16;
  * messages of at most 1 MB each are held at once.
  */
 export const DEFAULT_EVENTS_CONCURRENCY = 64;
+export const DEFAULT_MAX_REDRIVES = 10;
 
 /**
  * The sweeper's due-entry index lives in a table of its own beside the outbox rows (`table`) or
@@ -223,6 +226,7 @@ export function loadSettings(env: Env): Settings {
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     eventsConcurrency: read.number("LUCIUS_EVENTS_CONCURRENCY", DEFAULT_EVENTS_CONCURRENCY, { min: 1, max: 1000, integer: true }),
+    maxRedrives: read.number("LUCIUS_MAX_REDRIVES", DEFAULT_MAX_REDRIVES, { min: 0, max: 1000, integer: true }),
     outbox: {
       publishTimeoutSeconds: read.number("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, { min: 0.05, max: 300 }),
       retryEnabled: read.boolean("LUCIUS_OUTBOX_RETRY_ENABLED", true),

@@ -20,6 +20,7 @@ export type ErrorCode =
   | "authentication-unavailable"
   | "concurrency-conflict"
   | "invalid-transition"
+  | "redrive-limit-reached"
   | "storage-unavailable"
   | "storage-full"
   | "publishing-disabled";
@@ -131,6 +132,11 @@ export class ConcurrencyConflictError extends DomainError {
 /** A transition the state machine refuses (e.g. marking a sent entry sent again). */
 export class InvalidTransitionError extends DomainError {
   readonly code = "invalid-transition";
+}
+
+/** A job was redriven as many times as LUCIUS_MAX_REDRIVES allows. */
+export class RedriveLimitError extends DomainError {
+  readonly code = "redrive-limit-reached";
 }
 
 export class StorageUnavailableError extends DomainError {

@@ -100,7 +100,8 @@ export function createChildren(
   const progress = step.map!;
   // Each child's row carries its item and its directive the map's results: bounded in bytes too.
   const resultsBytes = JSON.stringify(context.results).length;
-  let count = Math.max(0, Math.min(limit, definition.map.maxConcurrency - progress.running, progress.total - progress.next));
+  // A paused job starts no new child; its resume fills the map up.
+  let count = context.job.paused ? 0 : Math.max(0, Math.min(limit, definition.map.maxConcurrency - progress.running, progress.total - progress.next));
   for (let bytes = 0, i = 0; i < count; i++) {
     bytes += resultsBytes + JSON.stringify(items[progress.next + i] ?? null).length * 2 + 2048;
     if (bytes > CHILD_BYTES_PER_CHANGE && i > 0) count = i;

@@ -30,6 +30,12 @@ export interface Job extends Versioned {
   idempotencyKey: string | null;
   payload: JsonObject;
   status: JobStatus;
+  /** Paused by an operator: nothing new is dispatched until resumed (see domain/repair.ts). */
+  paused: boolean;
+  /** Times an operator redrove it after it failed or was cancelled (at most LUCIUS_MAX_REDRIVES). */
+  redrives: number;
+  /** Changes recorded in its history so far: the sequence number of the latest entry. */
+  changes: number;
   createdAt: string;
   updatedAt: string;
 }
@@ -156,6 +162,7 @@ export interface JobSummary {
   requestType: string;
   correlationId: string | null;
   status: JobStatus;
+  paused: boolean;
   createdAt: string;
   updatedAt: string;
 }
@@ -163,6 +170,7 @@ export interface JobSummary {
 /** What a listing may be narrowed to; every given field must match. */
 export interface JobFilter {
   status?: JobStatus;
+  paused?: boolean;
   requestType?: string;
   correlationId?: string;
 }
@@ -218,4 +226,35 @@ export interface Protocol {
    * its last step (index = steps.length), pending until then.
    */
   onFailure?: ProtocolStep;
+}
+
+/** What an entry of a job's history records: the cause of one stored change. */
+export type HistoryAction = "accepted" | "event" | "deadline" | "redrive" | "pause" | "resume" | "cancel";
+
+/**
+ * One stored change of a job, written with it (domain/history.ts): its cause, who caused it, and
+ * what it did to the job's steps and status. Map children's own changes are not entries (their
+ * map step's start and end are); progress reports are not either (the step keeps the latest).
+ */
+export interface HistoryEntry {
+  jobId: string;
+  /** 1, 2, …: the job's `changes` after this one. */
+  seq: number;
+  at: string;
+  action: HistoryAction;
+  /** The caller's key name or token subject; "service" for what the orchestrator did by itself. */
+  actor: string;
+  /** The step the cause is about (an event's, a deadline's), by name. */
+  step?: string;
+  /** An event's id and reported status. */
+  eventId?: string;
+  status?: string;
+  /** What the cause said, in a few words: an error's code, a redrive's patch and skips. */
+  detail?: JsonObject;
+  /** Directives issued by this change: one per step (re)dispatched. */
+  dispatched: { step: string; messageId: string; attempt: number }[];
+  /** Steps whose status this change moved (the cause's own step included). */
+  steps: { step: string; status: StepStatus }[];
+  /** The job's status after the change, when it moved. */
+  jobStatus?: JobStatus;
 }

@@ -53,6 +53,8 @@ export function advance(aggregate: JobAggregate, options: AdvanceOptions): { ste
     changed.set(next.stepId, next);
   };
   const directed = () => ({ steps, outbox: [...aggregate.outbox, ...outbox] });
+  // A paused job dispatches nothing new: what becomes ready waits for its resume.
+  if (aggregate.job.paused && !workSteps(protocol, steps).every(isDone)) return { steps: [], outbox: [], done: false };
   for (let ready = readySteps(protocol, directed()); ready.length > 0; ready = readySteps(protocol, directed())) {
     for (const step of ready) {
       const definition = protocol.steps[step.index]!;
@@ -117,6 +119,9 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     idempotencyKey: command.idempotencyKey,
     payload: command.payload,
     status: "accepted",
+    paused: false,
+    redrives: 0,
+    changes: 0,
     createdAt: now,
     updatedAt: now,
   };

@@ -98,7 +98,34 @@ export function rememberEvent(step: Step, eventId: string, now: string): Step {
 /** accepted or in_progress → succeeded, failed or cancelled. */
 export function finishJob(job: Job, status: "succeeded" | "failed" | "cancelled", now: string): Job {
   assertAllowed("job", jobTransitions, job.status, status);
-  return { ...job, status, updatedAt: now };
+  // An ended job dispatches nothing anyway: a pause ends with it.
+  return { ...job, status, paused: false, updatedAt: now };
+}
+
+/**
+ * failed or cancelled → in_progress: an operator's redrive (domain/repair.ts). Outside the
+ * transition table on purpose: only a redrive reopens an ended job, and it counts.
+ */
+export function reopenJob(job: Job, now: string): Job {
+  if (job.status !== "failed" && job.status !== "cancelled") {
+    throw new InvalidTransitionError(`job is '${job.status}': only a failed or cancelled job can be redriven`);
+  }
+  return { ...job, status: "in_progress", paused: false, redrives: job.redrives + 1, updatedAt: now };
+}
+
+/** failed or cancelled → pending, to run again with its next attempt (a redrive); its attempts keep counting. */
+export function reopenStep(step: Step, now: string): Step {
+  if (step.status !== "failed" && step.status !== "cancelled")
+    throw new InvalidTransitionError(`step is '${step.status}': only a failed or cancelled step runs again`);
+  return { ...step, status: "pending", error: null, progress: null, deadlineAt: null, startedAt: null, finishedAt: null, updatedAt: now };
+}
+
+/** pending, failed or cancelled → succeeded with the result an operator gave, instead of running it (again). */
+export function succeedByOperator(step: Step, result: JsonObject, now: string): Step {
+  if (step.status === "succeeded" || step.status === "skipped" || step.status === "initiated") {
+    throw new InvalidTransitionError(`step is '${step.status}': only a pending, failed or cancelled step can be skipped with a result`);
+  }
+  return { ...step, status: "succeeded", result, error: null, deadlineAt: null, finishedAt: now, updatedAt: now };
 }
 
 /** A directive that must no longer go out (its job ended): pending → withdrawn, not a failure. */

@@ -5,7 +5,7 @@
  */
 import { ServiceBusClient, type ServiceBusReceivedMessage, type ServiceBusReceiver } from "@azure/service-bus";
 import { Value } from "@sinclair/typebox/value";
-import { OPEN_CALLER } from "../auth/caller.ts";
+import { type Caller, OPEN_CALLER } from "../auth/caller.ts";
 import { DomainError, NotFoundError, ValidationFailedError } from "../domain/errors.ts";
 import type { StepEvent } from "../domain/step-events.ts";
 import type { StepEventService } from "../jobs/step-events.ts";
@@ -20,6 +20,8 @@ const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 60_000;
 /** A subscription this long without an error is taken as working. */
 const HEALTHY_AFTER_MS = 5000;
+/** The queue's senders: trusted like an open service (the namespace's access is the credential), named in job histories. */
+const SERVICE_BUS_CALLER: Caller = { ...OPEN_CALLER, name: "service-bus" };
 
 export interface EventReceiverOptions {
   connectionString: string;
@@ -88,7 +90,7 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
     const { jobId, stepId, ...event } = parsed;
     try {
       // The events entity is reached only with the namespace's own credentials: a trusted channel.
-      const result = await options.events.handle(jobId, stepId, event as StepEvent, OPEN_CALLER);
+      const result = await options.events.handle(jobId, stepId, event as StepEvent, SERVICE_BUS_CALLER);
       await options.beforeComplete?.(event.eventId);
       await via.completeMessage(message);
       logger.info({ jobId, stepId, eventId: event.eventId, outcome: result.outcome }, "step event received");

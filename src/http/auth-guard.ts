@@ -15,10 +15,11 @@ import { pathOf } from "./request-guard.ts";
 
 const RULES: { method: string; path: RegExp; permission: Permission }[] = [
   { method: "POST", path: /^\/v1\/commands$/, permission: "commands.submit" },
-  { method: "POST", path: /^\/v1\/jobs\/[^/]+\/cancel$/, permission: "commands.submit" },
+  { method: "POST", path: /^\/v1\/jobs\/[^/]+\/(cancel|redrive|pause|resume)$/, permission: "jobs.operate" },
   { method: "POST", path: /^\/v1\/jobs\/[^/]+\/steps\/[^/]+\/events$/, permission: "steps.report" },
   { method: "GET", path: /^\/v1\/jobs(\/[^/]+)?$/, permission: "jobs.read" },
   { method: "GET", path: /^\/v1\/jobs\/[^/]+\/steps\/[^/]+\/items$/, permission: "jobs.read" },
+  { method: "GET", path: /^\/v1\/jobs\/[^/]+\/history$/, permission: "jobs.read" },
   { method: "*", path: /^\/v1\/admin(\/|$)/, permission: "outbox.admin" },
 ];
 
@@ -37,7 +38,7 @@ export function permissionFor(method: string, path: string): Permission | null {
  * The caller that LUCIUS_ADMIN_API_KEY stands for: an operator, who runs the admin routes and reads
  * the jobs of every tenant (the console shows both), but submits and reports nothing.
  */
-const ADMIN_KEY_CALLER: Caller = { name: "admin-key", tenants: "*", permissions: new Set<Permission>(["outbox.admin", "jobs.read"]) };
+const ADMIN_KEY_CALLER: Caller = { name: "admin-key", tenants: "*", permissions: new Set<Permission>(["outbox.admin", "jobs.read", "jobs.operate"]) };
 
 /** The credential from `Authorization: Bearer`, else `X-API-Key`. */
 function presentedCredential(headers: Headers): string | null {
@@ -76,7 +77,7 @@ export function authGuard(options: AuthGuardOptions) {
 
   async function identify(request: Request, path: string, permission: Permission | null): Promise<Caller> {
     const credential = presentedCredential(request.headers);
-    const operatorRoute = permission === "outbox.admin" || permission === "jobs.read";
+    const operatorRoute = permission === "outbox.admin" || permission === "jobs.read" || permission === "jobs.operate";
     if (operatorRoute && adminApiKey !== null && credential !== null && sameKey(credential, adminApiKey)) return ADMIN_KEY_CALLER;
     if (authenticator === null) {
       if (permission !== "outbox.admin") return OPEN_CALLER;

@@ -63,6 +63,7 @@ const PROBLEM_KINDS: Record<ErrorCode, ProblemKind> = {
   "authentication-unavailable": { status: 503, title: "Credentials cannot be checked now" },
   "concurrency-conflict": { status: 409, title: "Conflicting concurrent update" },
   "invalid-transition": { status: 409, title: "State transition not allowed" },
+  "redrive-limit-reached": { status: 409, title: "The job was redriven as often as allowed" },
   "storage-unavailable": { status: 503, title: "Storage unavailable" },
   "storage-full": { status: 503, title: "Too many open jobs" },
   "publishing-disabled": { status: 503, title: "Publishing is not configured" },

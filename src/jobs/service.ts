@@ -13,6 +13,10 @@ export interface JobView {
   requestType: string;
   correlationId: string | null;
   status: string;
+  /** Paused by an operator: nothing new is dispatched until resumed. */
+  paused: boolean;
+  /** Times an operator redrove it. */
+  redrives: number;
   createdAt: string;
   updatedAt: string;
   steps: {
@@ -122,6 +126,8 @@ function toView({ job, steps, outbox }: JobAggregate, protocol: Protocol | undef
     requestType: job.requestType,
     correlationId: job.correlationId,
     status: job.status,
+    paused: job.paused,
+    redrives: job.redrives,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     steps: [...steps]

@@ -2,13 +2,28 @@
  * The storage port. Every backend (memory, table, ledger) implements it and passes the same
  * contract suite (test/storage/job-store-contract.ts).
  */
-import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxStatus, OutboxWork, Page, Step } from "../domain/model.ts";
+import type {
+  HistoryEntry,
+  IdempotencyRecord,
+  Job,
+  JobAggregate,
+  JobFilter,
+  JobSummary,
+  OutboxEntry,
+  OutboxStatus,
+  OutboxWork,
+  Page,
+  Step,
+} from "../domain/model.ts";
 
 export type CreateJobResult =
   /** The job is stored (now, or by an earlier attempt with the same job id). */
   | { outcome: "stored"; aggregate: JobAggregate }
   /** The idempotency key was claimed before, by this record; nothing was stored. */
   | { outcome: "key-taken"; existing: IdempotencyRecord };
+
+/** A job to store, with the first entry of its history (its acceptance). */
+export type NewJob = JobAggregate & { history?: HistoryEntry };
 
 export interface PageRequest {
   limit: number;
@@ -22,6 +37,14 @@ export interface JobChanges {
   steps?: Step[];
   /** An entry without an etag is new (a later step's directive) and is inserted. */
   outbox?: OutboxEntry[];
+  /**
+   * The change's history entry (domain/history.ts), written with it; `job` (its count of changes
+   * raised) must come along, so that its etag orders the entries. On `ledger` in the same
+   * transaction; on `table` right after the job's row.
+   */
+  history?: HistoryEntry;
+  /** The job's status and pause are as listed: its listing row need not be written again. */
+  listingUnchanged?: boolean;
 }
 
 export interface OutboxStats {
@@ -56,7 +79,7 @@ export interface JobStore {
    * after a crash) completes what is missing and changes nothing that exists. A record created
    * before `keysExpireBefore` is expired (LUCIUS_IDEMPOTENCY_TTL): the claim replaces it.
    */
-  createJob(aggregate: JobAggregate, claim: IdempotencyRecord | null, keysExpireBefore?: Date): Promise<CreateJobResult>;
+  createJob(aggregate: NewJob, claim: IdempotencyRecord | null, keysExpireBefore?: Date): Promise<CreateJobResult>;
 
   /**
    * The job and everything of it, with etags, but its map steps' children (so that what it costs
@@ -69,6 +92,12 @@ export interface JobStore {
 
   /** A map step's children in item order, from item `from`, at most `limit`; only open ones (pending, initiated) with `open`. */
   listChildren(jobId: string, stepIndex: number, from: number, limit: number, open?: boolean): Promise<Step[]>;
+
+  /**
+   * A job's history entries after sequence number `after`, oldest first, at most `limit`; only the
+   * newest MAX_HISTORY_ENTRIES are kept. Empty for a job that does not exist.
+   */
+  getHistory(jobId: string, after: number, limit: number): Promise<HistoryEntry[]>;
 
   /** One outbox entry as stored, by a point read; null when absent. Cheaper than getJob. */
   getOutboxEntry(jobId: string, outboxId: string): Promise<OutboxEntry | null>;

@@ -57,7 +57,7 @@ const routes: Route[] = [
   {
     name: "cancel a job",
     changesJob: true,
-    permission: "commands.submit",
+    permission: "jobs.operate",
     otherTenant: 404,
     allowed: 200,
     request: (t) => [`/v1/jobs/${t.jobId}/cancel`, { method: "POST" }],
@@ -70,6 +70,18 @@ const routes: Route[] = [
     allowed: 202,
     request: (t) => [`/v1/jobs/${t.jobId}/steps/${t.stepId}/events`, json({ eventId: "e1", status: "progress", percent: 10 })],
   },
+  {
+    name: "pause a job",
+    changesJob: true,
+    permission: "jobs.operate",
+    otherTenant: 404,
+    allowed: 200,
+    request: (t) => [`/v1/jobs/${t.jobId}/pause`, { method: "POST" }],
+  },
+  // A job that is running is not paused, nor failed: the caller gets as far as the job's state.
+  { name: "resume a job", permission: "jobs.operate", otherTenant: 404, allowed: 409, request: (t) => [`/v1/jobs/${t.jobId}/resume`, { method: "POST" }] },
+  { name: "redrive a job", permission: "jobs.operate", otherTenant: 404, allowed: 409, request: (t) => [`/v1/jobs/${t.jobId}/redrive`, { method: "POST" }] },
+  { name: "read a job's history", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}/history`, {}] },
   { name: "read a job", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}`, {}] },
   { name: "list a tenant's jobs", permission: "jobs.read", otherTenant: 403, allowed: 200, request: () => ["/v1/jobs?tenantId=acme", {}] },
   { name: "read the outbox stats", permission: "outbox.admin", otherTenant: "allowed", allowed: 200, request: () => ["/v1/admin/outbox/stats", {}] },

@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
 import { ConcurrencyConflictError, InvalidCursorError } from "../../src/domain/errors.ts";
+import { acceptedEntry, type HistoryCause, MAX_HISTORY_ENTRIES, recordChange } from "../../src/domain/history.ts";
 import { newJobId, outboxIdFor } from "../../src/domain/ids.ts";
 import type { IdempotencyRecord, JobAggregate } from "../../src/domain/model.ts";
 import { cancelJob } from "../../src/domain/step-events.ts";
@@ -152,6 +153,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
         requestType: "document.ingest",
         correlationId: "c",
         status: "accepted",
+        paused: false,
         createdAt: expect.any(String),
         updatedAt: expect.any(String),
       });
@@ -323,6 +325,54 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       // Its idempotency key went with it: the same key now starts a new job instead of replaying a removed one.
       const reuse = sampleJob("acme", { now: at(60) });
       expect((await store.createJob(reuse, claimFor(reuse, "early-key"))).outcome).toBe("stored");
+    });
+
+    test("history: the created job's entry and each change's entry come back in order after a sequence number; a job keeps the newest MAX_HISTORY_ENTRIES", async () => {
+      const store = await makeStore();
+      const planned = sampleJob("acme");
+      const accepted = acceptedEntry(planned, "client");
+      let stored = await storeJob(store, { ...planned, job: accepted.job, history: accepted.entry });
+      expect(stored.job.changes).toBe(1);
+      const change = (cause: HistoryCause, changes?: number) => {
+        const job = changes === undefined ? stored.job : { ...stored.job, changes: changes - 1 };
+        return recordChange({ ...stored, job }, { steps: [], outbox: [] }, cause, new Date())!;
+      };
+      for (const action of ["pause", "resume"] as const) {
+        const recorded = change({ action, actor: "ann" });
+        stored = { ...stored, job: (await store.saveChanges(stored.job.jobId, { job: recorded.job, history: recorded.entry })).job! };
+      }
+      const all = await store.getHistory(stored.job.jobId, 0, 10);
+      expect(all.map((e) => [e.seq, e.action, e.actor])).toEqual([
+        [1, "accepted", "client"],
+        [2, "pause", "ann"],
+        [3, "resume", "ann"],
+      ]);
+      expect(all[0]!.dispatched).toEqual([{ step: planned.steps[0]!.name, messageId: planned.outbox[0]!.outboxId, attempt: 1 }]);
+      expect((await store.getHistory(stored.job.jobId, 1, 1)).map((e) => e.seq)).toEqual([2]);
+      expect(await store.getHistory(newJobId(), 0, 10)).toEqual([]);
+      // The entry MAX_HISTORY_ENTRIES after the second takes its place: the oldest go first.
+      const far = change({ action: "cancel", actor: "bob" }, 2 + MAX_HISTORY_ENTRIES);
+      await store.saveChanges(stored.job.jobId, { job: far.job, history: far.entry });
+      expect((await store.getHistory(stored.job.jobId, 0, 10)).map((e) => e.seq)).toEqual([1, 3, 2 + MAX_HISTORY_ENTRIES]);
+    });
+
+    test("history: an entry whose job row is stale is not written; the job's removal takes its history", async () => {
+      const store = await makeStore();
+      const planned = sampleJob("acme");
+      const accepted = acceptedEntry(planned, "client");
+      const stored = await storeJob(store, { ...planned, job: accepted.job, history: accepted.entry });
+      const first = recordChange(stored, { steps: [], outbox: [] }, { action: "pause", actor: "ann" }, new Date())!;
+      await store.saveChanges(stored.job.jobId, { job: first.job, history: first.entry });
+      const stale = recordChange(stored, { steps: [], outbox: [] }, { action: "cancel", actor: "bob" }, new Date())!;
+      await expect(store.saveChanges(stored.job.jobId, { job: stale.job, history: { ...stale.entry, seq: 3 } })).rejects.toBeInstanceOf(
+        ConcurrencyConflictError,
+      );
+      expect((await store.getHistory(stored.job.jobId, 0, 10)).map((e) => e.actor)).toEqual(["client", "ann"]);
+
+      const current = (await store.getJob(stored.job.jobId))!;
+      await store.saveChanges(stored.job.jobId, cancelJob(current, new Date("2026-01-01T00:00:00.000Z"))!);
+      expect(await store.purgeEndedJobs(new Date("2026-01-02T00:00:00.000Z"), 10)).toBe(1);
+      expect(await store.getHistory(stored.job.jobId, 0, 10)).toEqual([]);
     });
 
     test("purgeEndedJobs takes at most `limit` jobs, oldest first", async () => {

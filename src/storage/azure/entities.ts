@@ -5,6 +5,7 @@
 import { Buffer } from "node:buffer";
 import type { TableEntityResult } from "@azure/data-tables";
 import type {
+  HistoryEntry,
   IdempotencyRecord,
   Job,
   JobFailure,
@@ -22,7 +23,7 @@ type Keys = { partitionKey: string; rowKey: string };
 type Stored = TableEntityResult<Record<string, unknown>>;
 
 /** Kind marker on every row, so one partition of the ledger table can hold several kinds. */
-export const KIND = { job: "job", step: "step", outbox: "outbox" } as const;
+export const KIND = { job: "job", step: "step", outbox: "outbox", history: "history" } as const;
 
 function optional(value: string | null): string | undefined {
   return value === null ? undefined : value;
@@ -63,6 +64,9 @@ export function jobToEntity(job: Job, keys: Keys): Entity {
     correlationId: optional(job.correlationId),
     idempotencyKey: optional(job.idempotencyKey),
     status: job.status,
+    paused: job.paused,
+    redrives: job.redrives,
+    changes: job.changes,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     ...chunkString("payload", JSON.stringify(job.payload)),
@@ -79,6 +83,10 @@ export function entityToJob(entity: Stored): Job {
     idempotencyKey: nullableText(entity, "idempotencyKey"),
     payload: JSON.parse(joinChunks(entity, "payload") ?? "{}"),
     status: text(entity, "status") as JobStatus,
+    // Rows written before repairs existed have none of these.
+    paused: entity.paused === true,
+    redrives: Number(entity.redrives ?? 0),
+    changes: Number(entity.changes ?? 0),
     createdAt: text(entity, "createdAt"),
     updatedAt: text(entity, "updatedAt"),
     etag: etagOf(entity),
@@ -234,6 +242,7 @@ export function summaryToEntity(job: Job): Entity {
     requestType: job.requestType,
     correlationId: optional(job.correlationId),
     status: job.status,
+    paused: job.paused,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
   };
@@ -247,7 +256,17 @@ export function entityToSummary(entity: Stored): JobSummary {
     correlationId: nullableText(entity, "correlationId"),
     // Rows written before the index followed the status have none.
     status: (nullableText(entity, "status") ?? "accepted") as JobStatus,
+    paused: entity.paused === true,
     createdAt: text(entity, "createdAt"),
     updatedAt: nullableText(entity, "updatedAt") ?? text(entity, "createdAt"),
   };
+}
+
+export function historyToEntity(entry: HistoryEntry, keys: Keys): Entity {
+  const { jobId: _, seq, at, ...rest } = entry;
+  return { ...keys, kind: KIND.history, seq, at, ...chunkString("entry", JSON.stringify(rest)) };
+}
+
+export function entityToHistory(entity: Stored, jobId: string): HistoryEntry {
+  return { jobId, seq: integer(entity, "seq"), at: text(entity, "at"), ...JSON.parse(joinChunks(entity, "entry") ?? "{}") };
 }

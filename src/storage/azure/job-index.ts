@@ -41,6 +41,7 @@ export function createJobIndex(client: TableClient): JobIndex {
       // Within the tenant's partition of the index: the cost grows with the tenant's jobs, never the table.
       const narrowed = [
         filter.status === undefined ? "" : odata` and status eq ${filter.status}`,
+        filter.paused === undefined ? "" : filter.paused ? " and paused eq true" : " and paused ne true",
         filter.requestType === undefined ? "" : odata` and requestType eq ${filter.requestType}`,
         filter.correlationId === undefined ? "" : odata` and correlationId eq ${filter.correlationId}`,
       ].join("");

@@ -10,19 +10,21 @@
  *   3. job row ∥ job index row         — the job row is the commit point: from here the job is
  *      read, listed and swept.
  *
- * Later changes write the job, then steps, then outbox entries last: an entry that is still
+ * Later changes write the job (with the change's history entry, in one transaction: they share
+ * the job's partition of the jobs table), then steps, then outbox entries last: an entry that is still
  * pending after a crash is published again by the sweeper (same messageId), which then finds
  * the step already initiated and only marks the entry sent.
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import { isChildStepId } from "../../domain/ids.ts";
-import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
+import type { HistoryEntry, JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
 import { BEFORE_CHILDREN, childOutboxRow, childRowKeys, childStepRow, isChildOutboxId, listChildRows, readChildren } from "./children.ts";
-import { type AzureTableOptions, createTableClient, deleteRows, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
+import { type AzureTableOptions, alreadyExists, createTableClient, deleteRows, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
 import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, outboxToEntity, stepToEntity } from "./entities.ts";
+import { historyEntity, readHistory } from "./history-rows.ts";
 import { checkEntity, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
@@ -71,6 +73,39 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
     }
   }
 
+  /**
+   * The job's row with its first history entry, in one transaction (they share the job's
+   * partition of the jobs table); no etag when an earlier attempt inserted it.
+   */
+  async function insertJobRow(jobEntity: Entity, history: HistoryEntry | undefined): Promise<{ etag?: string }> {
+    if (!history) return insertIfAbsent(jobs, jobEntity);
+    try {
+      const response = await jobs.submitTransaction([
+        ["create", jobEntity],
+        ["create", historyEntity(history)],
+      ]);
+      return { etag: response.subResponses.find((r) => r.rowKey === JOB_ROW)?.etag ?? "" };
+    } catch (error) {
+      if (alreadyExists(error)) return {};
+      throw error;
+    }
+  }
+
+  /** The job's row, conditional on its etag, with the change's history entry: one transaction. */
+  async function replaceJobRow(jobEntity: Entity, etag: string | undefined, history: HistoryEntry, what: string): Promise<string> {
+    checkEntity(jobEntity);
+    try {
+      const response = await jobs.submitTransaction([
+        etag === undefined ? ["create", jobEntity] : ["update", jobEntity, "Replace", { etag }],
+        ["upsert", historyEntity(history), "Replace"],
+      ]);
+      return response.subResponses.find((r) => r.rowKey === JOB_ROW)?.etag ?? "";
+    } catch (error) {
+      if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
+      throw error;
+    }
+  }
+
   async function getJob(jobId: string): Promise<JobAggregate | null> {
     return guarded("read job", async () => {
       const [job, stepRows, outboxRows] = await Promise.all([
@@ -104,7 +139,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
           Promise.all(stepEntities.map((entity) => insertOrKeep(steps, entity))),
           Promise.all(outboxEntities.map((entity) => insertOrKeep(outbox, entity))),
         ]);
-        const [inserted, listedNow] = await Promise.all([insertIfAbsent(jobs, jobEntity), index.write(job)]);
+        const [inserted, listedNow] = await Promise.all([insertJobRow(jobEntity, aggregate.history), index.write(job)]);
         if (!inserted.etag) {
           // An earlier attempt with this id got as far as the commit point: the job is whole.
           const stored = await getJob(job.jobId);
@@ -127,6 +162,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
 
     getJob,
 
+    getHistory: (jobId, after, limit) => guarded("read history", () => readHistory(jobs, jobId, after, limit)),
+
     getChildren: (jobId, stepIds) => guarded("read children", () => readChildren({ step: steps, outbox }, jobId, stepIds)),
 
     listChildren: (jobId, stepIndex, from, limit, open = false) => guarded("list children", () => listChildRows(steps, jobId, stepIndex, from, limit, open)),
@@ -140,11 +177,18 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       const partitionKey = jobId;
       const entries = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await Promise.all([due.beforeWrite(entries, now), deadlines.beforeWrite(changes.steps ?? [], now), retention.markEnded(changes.job)]);
+      await Promise.all([
+        due.beforeWrite(entries, now),
+        deadlines.beforeWrite(changes.steps ?? [], now),
+        retention.markEnded(changes.listingUnchanged ? undefined : changes.job),
+      ]);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
         if (changes.job) {
-          const etag = await replace(jobs, jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag, `job ${jobId}`);
+          const entity = jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW });
+          const etag = changes.history
+            ? await replaceJobRow(entity, changes.job.etag, changes.history, `job ${jobId}`)
+            : await replace(jobs, entity, changes.job.etag, `job ${jobId}`);
           result.job = { ...changes.job, etag };
         }
         // Rows that exist first (their writes are conditional: a lost race stops the change before
@@ -167,8 +211,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       });
       due.afterWrite(entries, now);
       deadlines.afterWrite(saved.steps);
-      // The listing follows the job's status (a job row changes only when its status does).
-      if (changes.job) await index.restate(changes.job);
+      // The listing follows the job's status and pause.
+      if (changes.job && !changes.listingUnchanged) await index.restate(changes.job);
       return saved;
     },
 
@@ -183,10 +227,12 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
         deleteRows: (aggregate) =>
           guarded("delete job", async () => {
             const { jobId } = aggregate.job;
-            const [childSteps, childEntries] = await Promise.all([childRowKeys(steps, jobId), childRowKeys(outbox, jobId)]);
+            // Children and history rows sort after `~` in their partitions.
+            const [childSteps, childEntries, history] = await Promise.all([childRowKeys(steps, jobId), childRowKeys(outbox, jobId), childRowKeys(jobs, jobId)]);
             await Promise.all([
               deleteRows(steps, jobId, [...childSteps, ...aggregate.steps.map(stepRow)]),
               deleteRows(outbox, jobId, [...childEntries, ...aggregate.outbox.map(outboxRow)]),
+              deleteRows(jobs, jobId, history),
             ]);
             await deleteRows(jobs, jobId, [JOB_ROW]);
           }),

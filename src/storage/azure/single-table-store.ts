@@ -6,7 +6,8 @@
  * Intake costs two sequential round trips: (1) the idempotency claim beside the due markers,
  * (2) the job transaction beside the job index row.
  *
- * Row keys: `JOB`, `STEP_<index, 4 digits>_<stepId>`, `OUTBOX_<outboxId>` (docs/STORAGE.md). The
+ * Row keys: `JOB`, `STEP_<index, 4 digits>_<stepId>`, `OUTBOX_<outboxId>`, and after `~` the map
+ * children and the history (docs/STORAGE.md). The
  * separator is `_` because Azure forbids `#`, `/`, `\` and `?` in keys.
  */
 import { odata, type TableTransactionEntityResponse, type TransactionAction } from "@azure/data-tables";
@@ -18,6 +19,7 @@ import { BEFORE_CHILDREN, childOutboxRow, childRowKeys, childStepRow, isChildOut
 import { type AzureTableOptions, alreadyExists, createTableClient, deleteRows, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
 import { findDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
+import { historyEntity, readHistory } from "./history-rows.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
@@ -95,6 +97,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         jobToEntity(job, { partitionKey, rowKey: JOB_ROW }),
         ...aggregate.steps.map((step) => stepToEntity(step, { partitionKey, rowKey: stepRow(step) })),
         ...aggregate.outbox.map((entry) => outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) })),
+        ...(aggregate.history ? [historyEntity(aggregate.history)] : []),
       ];
       await guarded("store job", async () => checkTransaction(entities));
 
@@ -131,6 +134,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
     getJob,
 
+    getHistory: (jobId, after, limit) => guarded("read history", () => readHistory(ledger, jobId, after, limit)),
+
     getChildren: (jobId, stepIds) => guarded("read children", () => readChildren({ step: ledger, outbox: ledger }, jobId, stepIds)),
 
     listChildren: (jobId, stepIndex, from, limit, open = false) => guarded("list children", () => listChildRows(ledger, jobId, stepIndex, from, limit, open)),
@@ -151,11 +156,22 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       if (changes.job) add(jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag);
       for (const step of changes.steps ?? []) add(stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag);
       for (const entry of changes.outbox ?? []) add(outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag);
+      if (changes.history) {
+        // Its slot may hold an older entry (MAX_HISTORY_ENTRIES ago): overwritten, unconditionally;
+        // the job's row, conditional in the same transaction, orders the entries.
+        const entity = historyEntity(changes.history);
+        entities.push(entity);
+        actions.push(["upsert", entity, "Replace"]);
+      }
       await guarded("save job changes", async () => checkTransaction(entities));
 
       const outbox = changes.outbox ?? [];
       const now = new Date().toISOString();
-      await Promise.all([due.beforeWrite(outbox, now), deadlines.beforeWrite(changes.steps ?? [], now), retention.markEnded(changes.job)]);
+      await Promise.all([
+        due.beforeWrite(outbox, now),
+        deadlines.beforeWrite(changes.steps ?? [], now),
+        retention.markEnded(changes.listingUnchanged ? undefined : changes.job),
+      ]);
       const etags = await guarded("save job changes", async () => {
         try {
           return await write(actions, entities);
@@ -166,8 +182,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       });
       due.afterWrite(outbox, now);
       deadlines.afterWrite(changes.steps ?? []);
-      // The listing follows the job's status (a job row changes only when its status does).
-      if (changes.job) await index.restate(changes.job);
+      // The listing follows the job's status and pause.
+      if (changes.job && !changes.listingUnchanged) await index.restate(changes.job);
       return {
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
         steps: (changes.steps ?? []).map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),

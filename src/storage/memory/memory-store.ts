@@ -4,8 +4,21 @@
  * through saveChanges. (structuredClone in and out cost half of the intake's CPU time.)
  */
 import { ConcurrencyConflictError, StorageFullError } from "../../domain/errors.ts";
+import { historySlot } from "../../domain/history.ts";
 import { isChildStepId, jobIdOfStep, stepIdFor } from "../../domain/ids.ts";
-import type { IdempotencyRecord, Job, JobAggregate, JobFilter, JobSummary, OutboxEntry, OutboxWork, Page, Step, Versioned } from "../../domain/model.ts";
+import type {
+  HistoryEntry,
+  IdempotencyRecord,
+  Job,
+  JobAggregate,
+  JobFilter,
+  JobSummary,
+  OutboxEntry,
+  OutboxWork,
+  Page,
+  Step,
+  Versioned,
+} from "../../domain/model.ts";
 import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
 import { matchesFilter } from "../job-filter.ts";
@@ -34,6 +47,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
   /** outboxId → jobId of every pending and every failed entry: what sweeps and operators look through. */
   const pending = new Map<string, string>();
   const failed = new Map<string, string>();
+  /** jobId → its history, oldest first, the newest MAX_HISTORY_ENTRIES (one per slot). */
+  const histories = new Map<string, HistoryEntry[]>();
+  function record(jobId: string, entry: HistoryEntry | undefined): void {
+    if (!entry) return;
+    // As on Azure: an entry takes its slot (domain/history.ts), over the one MAX_HISTORY_ENTRIES older.
+    const entries = (histories.get(jobId) ?? []).filter((e) => historySlot(e.seq) !== historySlot(entry.seq));
+    entries.push(deepFreeze(jsonCopy(entry)));
+    histories.set(jobId, entries);
+  }
 
   const stamp = <T extends Versioned>(entity: T): T => Object.freeze({ ...entity, etag: nextEtag() });
   // A job's map children are read on their own (getChildren, listChildren), as the Azure backends do.
@@ -107,6 +129,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
     const stored = jobs.get(jobId);
     if (!stored) return;
     jobs.delete(jobId);
+    histories.delete(jobId);
     // Its key goes with it: a replay must not bring a removed job back.
     const { tenantId, idempotencyKey } = stored.job;
     const keyOf = idempotencyKey === null ? null : `${tenantId}\u0000${idempotencyKey}`;
@@ -196,6 +219,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         outbox: aggregate.outbox.map(stamp),
       };
       jobs.set(stored.job.jobId, stored);
+      record(stored.job.jobId, aggregate.history);
       track(stored.job.jobId, stored.outbox);
       watchDeadlines(stored.steps);
       const ids = jobIndex.get(stored.job.tenantId) ?? [];
@@ -224,6 +248,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
 
     async getOutboxEntry(jobId, outboxId) {
       return entryOf(outboxId, jobId) ?? null;
+    },
+
+    async getHistory(jobId, after, limit) {
+      return (histories.get(jobId) ?? []).filter((e) => e.seq > after).slice(0, limit);
     },
 
     async getJob(jobId) {
@@ -285,6 +313,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         else stored.outbox[outboxAt[i]!] = fresh;
         saved.outbox.push(fresh);
       });
+      record(jobId, changes.history);
       track(jobId, saved.outbox);
       watchDeadlines(saved.steps);
       return saved;
@@ -394,8 +423,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
 }
 
 function summaryOf(job: Job): JobSummary {
-  const { jobId, tenantId, requestType, correlationId, status, createdAt, updatedAt } = job;
-  return { jobId, tenantId, requestType, correlationId, status, createdAt, updatedAt };
+  const { jobId, tenantId, requestType, correlationId, status, paused, createdAt, updatedAt } = job;
+  return { jobId, tenantId, requestType, correlationId, status, paused, createdAt, updatedAt };
 }
 
 /** The payload arrived as parsed JSON: a JSON round trip is an exact, fast deep copy of it. */

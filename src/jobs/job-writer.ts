@@ -1,0 +1,159 @@
+/**
+ * How every change of a running job is made, whoever makes it (a worker's event, a deadline, an
+ * operator's repair): read the job, let a pure rule decide, write the change conditionally with
+ * its history entry, hand the new directives to the dispatcher, and do what follows (fill a map
+ * up, close an ended job's children). A lost race re-reads and decides again.
+ */
+import { type Caller, holdsTenant } from "../auth/caller.ts";
+import type { ProtocolRegistry } from "../config/protocols.ts";
+import { ConcurrencyConflictError, NotFoundError } from "../domain/errors.ts";
+import { definitionOf } from "../domain/graph.ts";
+import { type HistoryCause, recordChange } from "../domain/history.ts";
+import { CHILDREN_PER_CHANGE, fillMap, wantsChildren } from "../domain/map-step.ts";
+import type { Job, JobAggregate, OutboxEntry, OutboxWork, Step } from "../domain/model.ts";
+import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
+import type { Dispatcher } from "../outbox/dispatcher.ts";
+import type { JobStore, SavedChanges } from "../storage/job-store.ts";
+
+export interface JobWriterOptions {
+  store: JobStore;
+  protocols: Pick<ProtocolRegistry, "get">;
+  dispatcher: Dispatcher | null;
+  retryDelaySeconds: number;
+  now: () => Date;
+}
+
+/** A decided change of one job. */
+export type Change = { job?: Job; steps: Step[]; outbox: OutboxEntry[] };
+
+export const ATTEMPTS = 5;
+/** Fill-up changes after one event, at most (each adds up to CHILDREN_PER_CHANGE children). */
+const MAX_FILL_ROUNDS = 25;
+
+export function createJobWriter(options: JobWriterOptions) {
+  const { store, dispatcher, now } = options;
+
+  /** The job, when it exists for this caller: another tenant's job is not found. */
+  async function load(jobId: string, caller: Caller): Promise<JobAggregate> {
+    const aggregate = await store.getJob(jobId);
+    if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
+    return aggregate;
+  }
+
+  /** Publishes the directives a change created, on the fast path (the sweeper backs it up). */
+  function dispatchCreated(before: JobAggregate, saved: SavedChanges): void {
+    if (!dispatcher) return;
+    const job = saved.job ?? before.job;
+    const work: OutboxWork[] = saved.outbox
+      .filter((entry) => entry.status === "pending" && !before.outbox.some((o) => o.outboxId === entry.outboxId))
+      .flatMap((entry) => {
+        const step = saved.steps.find((s) => s.stepId === entry.stepId) ?? before.steps.find((s) => s.stepId === entry.stepId);
+        return step ? [{ job, step, entry }] : [];
+      });
+    if (work.length > 0) dispatcher.dispatch(work);
+  }
+
+  /**
+   * Runs `decide` against the current job until its write wins. The children of a map step all
+   * count on its row, so their events race for it: more attempts, after a short random pause.
+   */
+  async function withRetries<T>(jobId: string, caller: Caller, decide: (aggregate: JobAggregate) => Promise<T>, attempts = ATTEMPTS): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await decide(await load(jobId, caller));
+      } catch (error) {
+        if (!(error instanceof ConcurrencyConflictError) || attempt >= attempts) throw error;
+        if (attempts > ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
+      }
+    }
+  }
+
+  /**
+   * Stores a decided change with its history entry (when it has a cause: see recordChange), hands
+   * its new directives to the dispatcher, and does what follows it. A change with an entry writes
+   * the job's row, conditionally: two changes of one job decided side by side (two parallel
+   * branches ending) cannot both win, so the second decides again and sees the first.
+   */
+  async function commit(before: JobAggregate, change: Change, cause?: HistoryCause): Promise<SavedChanges> {
+    const { jobId } = before.job;
+    const recorded = cause ? recordChange(before, change, cause, now()) : null;
+    const job = recorded?.job ?? change.job;
+    const listed = job === undefined || (job.status === before.job.status && job.paused === before.job.paused);
+    const saved = await store.saveChanges(jobId, {
+      ...(job ? { job } : {}),
+      steps: change.steps,
+      outbox: change.outbox,
+      ...(recorded ? { history: recorded.entry } : {}),
+      ...(listed ? { listingUnchanged: true } : {}),
+    });
+    dispatchCreated(before, saved);
+    await afterChange(before, saved);
+    return saved;
+  }
+
+  /**
+   * After a stored change: a map step still short of its children gets more (a change each, up
+   * to CHILDREN_PER_CHANGE), and a job that ended has its maps' unsent child directives withdrawn
+   * and their open children cancelled. Both are best effort: a child's end fills a map up too,
+   * and the retry loop withdraws, instead of publishing, a child directive of an ended job.
+   */
+  async function afterChange(before: JobAggregate, saved: SavedChanges): Promise<void> {
+    const { job } = before;
+    const { jobId } = job;
+    const protocol = options.protocols.get(job.requestType);
+    const short = (s: Step) => {
+      const map = definitionOf(protocol, s.index)?.map;
+      return map !== undefined && wantsChildren(s, map);
+    };
+    try {
+      if (saved.job && hasJobEnded(saved.job)) {
+        // Only map steps have children to close: other jobs cost nothing more here.
+        const maps = new Set([...before.steps, ...saved.steps].filter((s) => s.map !== undefined).map((s) => s.index));
+        if (maps.size > 0) await closeChildren(jobId, [...maps]);
+      } else if (saved.steps.some(short) || (saved.job && !saved.job.paused && before.job.paused && before.steps.some(short))) await fillMaps(jobId);
+    } catch (error) {
+      if (!(error instanceof ConcurrencyConflictError)) throw error;
+      // Another writer moved the job on: it fills or closes in turn.
+    }
+  }
+
+  async function fillMaps(jobId: string): Promise<void> {
+    for (let round = 0; round < MAX_FILL_ROUNDS; round++) {
+      const aggregate = await store.getJob(jobId);
+      if (!aggregate || hasJobEnded(aggregate.job)) return;
+      const protocol = options.protocols.get(aggregate.job.requestType);
+      const change = fillMap(aggregate, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds });
+      if (!change) return;
+      const saved = await store.saveChanges(jobId, change);
+      dispatchCreated(aggregate, saved);
+    }
+  }
+
+  /** Cancels the open children of the given map steps of an ended job, and withdraws their unsent directives. */
+  async function closeChildren(jobId: string, mapIndexes: readonly number[]): Promise<void> {
+    const at = now().toISOString();
+    for (const index of mapIndexes) {
+      for (let conflicts = 0; ; ) {
+        const open = await store.listChildren(jobId, index, 0, CHILDREN_PER_CHANGE, true);
+        if (open.length === 0) break;
+        const { outbox } = await store.getChildren(
+          jobId,
+          open.map((c) => c.stepId),
+        );
+        try {
+          await store.saveChanges(jobId, {
+            steps: open.map((c) => cancelStep(c, at)),
+            outbox: outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", at)),
+          });
+        } catch (error) {
+          // A child's publish outcome landed meanwhile: list again and retry.
+          if (!(error instanceof ConcurrencyConflictError) || ++conflicts > ATTEMPTS) throw error;
+        }
+      }
+    }
+  }
+
+  return { load, withRetries, commit };
+}
+
+export type JobWriter = ReturnType<typeof createJobWriter>;
