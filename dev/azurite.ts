@@ -65,6 +65,7 @@ export function freshTables() {
     ledger: `${prefix}Ledger`,
     idempotency: `${prefix}Idem`,
     jobIndex: `${prefix}Index`,
+    operations: `${prefix}Ops`,
     due: `${prefix}Due`,
     ttl: `${prefix}Ttl`,
   };

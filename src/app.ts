@@ -5,7 +5,8 @@
 
 import type { ValueError } from "@sinclair/typebox/errors";
 import { Elysia, ValidationError } from "elysia";
-import { adminRoutes } from "./admin/routes.ts";
+import type { BulkRedrive } from "./admin/bulk-redrive.ts";
+import { adminRoutes, bulkRoutes } from "./admin/routes.ts";
 import type { AdminService } from "./admin/service.ts";
 import { commandRoutes } from "./commands/routes.ts";
 import type { CommandService } from "./commands/service.ts";
@@ -31,7 +32,7 @@ export interface AppOptions {
   stepEvents: StepEventService;
   repair: RepairService;
   /** Absent: the admin routes do not exist (404). */
-  admin?: { service: AdminService };
+  admin?: { service: AdminService; bulk: BulkRedrive };
   /** Who may call what (LUCIUS_AUTH_MODE, LUCIUS_ADMIN_API_KEY). */
   auth: Omit<AuthGuardOptions, "logger"> & { mode: "none" | "jwt" | "apikey" };
   health: HealthOptions;
@@ -79,6 +80,7 @@ export function createApp(options: AppOptions) {
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
     .use(jobRoutes(options.jobs, options.stepEvents, options.repair, { maxBodyBytes: options.maxBodyBytes }))
     .use(options.admin ? adminRoutes(options.admin.service, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia())
+    .use(options.admin ? bulkRoutes(options.admin.bulk, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia())
     .use(options.admin ? consoleRoutes() : new Elysia());
 }
 

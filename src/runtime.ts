@@ -2,6 +2,8 @@
  * Wires settings to adapters and services, and stops them in order. Runtime-neutral: main.ts
  * owns the listening socket and the signals.
  */
+
+import { createBulkRedrive } from "./admin/bulk-redrive.ts";
 import { createAdminService } from "./admin/service.ts";
 import { type App, createApp } from "./app.ts";
 import { createApiKeyAuthenticator, KeysFileError, loadKeysFile } from "./auth/api-key-authenticator.ts";
@@ -26,8 +28,9 @@ import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
 import { createSweeper, leaseSecondsFor, type Sweeper } from "./outbox/sweeper.ts";
-import { createStore } from "./storage/create-store.ts";
+import { createOperationStore, createStore } from "./storage/create-store.ts";
 import type { JobStore } from "./storage/job-store.ts";
+import type { OperationStore } from "./storage/operation-store.ts";
 import { VERSION } from "./version.ts";
 
 export interface RuntimeOptions {
@@ -39,6 +42,8 @@ export interface RuntimeOptions {
   /** Replaces the publisher the settings select; null publishes nothing (tests). */
   publisher?: Publisher | null;
   now?: () => Date;
+  /** Bulk operations' storage; absent: the one LUCIUS_STORAGE_BACKEND names. */
+  operations?: OperationStore;
   /** Runs between an event's commit and its message's completion (tests inject crashes). */
   beforeEventComplete?: (eventId: string) => Promise<void> | void;
 }
@@ -80,6 +85,19 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     );
   }
   const stepEvents = createStepEventService(services);
+  const operations = options.operations ?? (await createOperationStore(settings));
+  await operations.init();
+  const repair = createRepairService({ ...services, maxRedrives: settings.maxRedrives });
+  const bulk = createBulkRedrive({
+    store,
+    operations,
+    repair,
+    logger,
+    ratePerSecond: settings.bulkRedriveRate,
+    intervalSeconds: settings.outbox.retryIntervalSeconds,
+    retentionSeconds: settings.jobRetentionSeconds,
+    ...withClock,
+  });
   const deadlines = createDeadlineSweeper({
     store,
     events: stepEvents,
@@ -115,9 +133,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     }),
     jobs: createJobService({ store, protocols: options.protocols }),
     stepEvents,
-    repair: createRepairService({ ...services, maxRedrives: settings.maxRedrives }),
+    repair,
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
-    ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }) } } : {}),
+    ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }), bulk } } : {}),
     auth: { mode: settings.auth.mode, authenticator, adminApiKey: settings.admin.apiKey, adminEnabled: settings.admin.enabled },
     logger,
     metrics,
@@ -142,12 +160,14 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     start() {
       sweeper?.start();
       housekeeping.start();
+      bulk.start();
       receiver?.start();
     },
     async stop() {
       accepting = false;
       await receiver?.close();
       await housekeeping.stop();
+      await bulk.stop();
       await drainer?.stop();
       await dispatcher?.drain();
       await publisher?.close();

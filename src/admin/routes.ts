@@ -1,8 +1,13 @@
 import { Elysia, t } from "elysia";
+import type { BulkFilter } from "../domain/bulk.ts";
+import { callerOf } from "../http/auth-guard.ts";
 import { jsonBody, noBody } from "../http/json-body.ts";
 import { adminSecurity, pick, problems } from "../http/openapi.ts";
 import { pageSize } from "../http/paging.ts";
+import { resolveIdempotencyKey } from "../http/request-headers.ts";
 import type { Logger } from "../logging/logger.ts";
+import { REQUEST_TYPE_PATTERN, TENANT_ID_PATTERN } from "../validation/envelope.ts";
+import type { BulkRedrive } from "./bulk-redrive.ts";
 import type { AdminService } from "./service.ts";
 
 /** Failed entries started over by one "retry all" with includeFailed, unless `limit` says otherwise. */
@@ -12,6 +17,73 @@ const RetryAllBody = t.Object(
   { limit: t.Optional(t.Integer({ minimum: 1, maximum: 100_000 })), includeFailed: t.Optional(t.Boolean()) },
   { additionalProperties: false },
 );
+
+const Instant = t.String({ format: "date-time", maxLength: 40 });
+const BulkRedriveBody = t.Object(
+  {
+    tenantId: t.Optional(t.String({ pattern: TENANT_ID_PATTERN })),
+    requestType: t.Optional(t.String({ pattern: REQUEST_TYPE_PATTERN })),
+    status: t.Optional(t.Union([t.Literal("failed"), t.Literal("cancelled")])),
+    endedAfter: t.Optional(Instant),
+    endedBefore: t.Optional(Instant),
+    errorCode: t.Optional(t.String({ minLength: 1, maxLength: 128 })),
+  },
+  { additionalProperties: false },
+);
+
+/** The filter in one key order, times in UTC: the same request under one Idempotency-Key compares equal. */
+function bulkFilter(body: typeof BulkRedriveBody.static | undefined | null): BulkFilter {
+  const filter: BulkFilter = {};
+  if (body?.tenantId !== undefined) filter.tenantId = body.tenantId;
+  if (body?.requestType !== undefined) filter.requestType = body.requestType;
+  if (body?.status !== undefined) filter.status = body.status;
+  if (body?.endedAfter !== undefined) filter.endedAfter = new Date(body.endedAfter).toISOString();
+  if (body?.endedBefore !== undefined) filter.endedBefore = new Date(body.endedBefore).toISOString();
+  if (body?.errorCode !== undefined) filter.errorCode = body.errorCode;
+  return filter;
+}
+
+/** Bulk operations: a redrive of every failed or cancelled job a filter matches, and its progress. */
+export function bulkRoutes(bulk: BulkRedrive, options: { logger: Logger; maxBodyBytes: number }) {
+  const { logger } = options;
+  return new Elysia({ name: "admin-bulk", normalize: false })
+    .post(
+      "/v1/admin/jobs/redrive",
+      async ({ body, request, set }) => {
+        const key = resolveIdempotencyKey(request.headers.get("idempotency-key"), undefined);
+        const { operation, created } = await bulk.submit(bulkFilter(body), key, callerOf(request));
+        logger.info({ action: "bulk-redrive", operationId: operation.operationId, created, filter: operation.filter }, "admin: bulk redrive");
+        set.status = 202;
+        set.headers.location = `/v1/admin/operations/${operation.operationId}`;
+        return operation;
+      },
+      {
+        body: t.Optional(BulkRedriveBody),
+        parse: jsonBody({ maxBytes: options.maxBodyBytes, schema: BulkRedriveBody, optional: true }),
+        detail: {
+          tags: ["admin"],
+          summary: "Redrive every failed or cancelled job a filter matches (at most 10,000), in the background",
+          description:
+            "Answers 202 with the operation at once; GET /v1/admin/operations/{operationId} reports matched, redriven and skipped (with reasons) as it runs. One replica works it at a time, at LUCIUS_BULK_REDRIVE_RATE jobs per second; another takes over if it dies; no job is redriven twice by one operation. The same Idempotency-Key answers the same operation.",
+          security: adminSecurity,
+          parameters: [{ name: "Idempotency-Key", in: "header", required: false, schema: { type: "string", minLength: 1, maxLength: 255 } }],
+          responses: { 202: { description: "The operation" }, ...pick(problems, 400, 401, 413, 415, 422, 503) },
+        },
+      },
+    )
+    .get("/v1/admin/operations/:operationId", ({ params }) => bulk.get(params.operationId), {
+      params: t.Object({ operationId: t.String({ pattern: "^op-[0-9a-f-]{32,36}$" }) }),
+      detail: {
+        tags: ["admin"],
+        summary: "A bulk operation's progress",
+        security: adminSecurity,
+        responses: {
+          200: { description: "The operation: status, matched, redriven, skipped, skippedReasons, skippedJobs, lease" },
+          ...pick(problems, 400, 401, 404, 503),
+        },
+      },
+    });
+}
 
 export function adminRoutes(service: AdminService, options: { logger: Logger; maxBodyBytes: number }) {
   const { logger } = options;

@@ -20,6 +20,8 @@ export interface Settings {
     ledger: string;
     idempotency: string;
     jobIndex: string;
+    /** Bulk operations (both Azure layouts). */
+    operations: string;
   };
   admin: { enabled: boolean; apiKey: string | null };
   auth: {
@@ -49,6 +51,8 @@ export interface Settings {
   eventsConcurrency: number;
   /** LUCIUS_MAX_REDRIVES: times one job may be redriven. */
   maxRedrives: number;
+  /** LUCIUS_BULK_REDRIVE_RATE: jobs a bulk redrive redrives per second at most. */
+  bulkRedriveRate: number;
   outbox: {
     publishTimeoutSeconds: number;
     retryEnabled: boolean;
@@ -83,6 +87,7 @@ const MIN_ADMIN_KEY_LENGTH = 16;
  */
 export const DEFAULT_EVENTS_CONCURRENCY = 64;
 export const DEFAULT_MAX_REDRIVES = 10;
+export const DEFAULT_BULK_REDRIVE_RATE = 50;
 
 /**
  * The sweeper's due-entry index lives in a table of its own beside the outbox rows (`table`) or
@@ -205,6 +210,7 @@ export function loadSettings(env: Env): Settings {
       ledger: read.tableName("LUCIUS_LEDGER_TABLE", "LuciusLedger", { withDueIndex: true }),
       idempotency: read.tableName("LUCIUS_IDEMPOTENCY_TABLE", "LuciusIdempotency"),
       jobIndex: read.tableName("LUCIUS_JOB_INDEX_TABLE", "LuciusJobIndex"),
+      operations: read.tableName("LUCIUS_OPERATIONS_TABLE", "LuciusOperations"),
     },
     admin: {
       enabled: read.boolean("LUCIUS_ADMIN_ENABLED", false),
@@ -227,6 +233,7 @@ export function loadSettings(env: Env): Settings {
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     eventsConcurrency: read.number("LUCIUS_EVENTS_CONCURRENCY", DEFAULT_EVENTS_CONCURRENCY, { min: 1, max: 1000, integer: true }),
     maxRedrives: read.number("LUCIUS_MAX_REDRIVES", DEFAULT_MAX_REDRIVES, { min: 0, max: 1000, integer: true }),
+    bulkRedriveRate: read.number("LUCIUS_BULK_REDRIVE_RATE", DEFAULT_BULK_REDRIVE_RATE, { min: 1, max: 1000, integer: true }),
     outbox: {
       publishTimeoutSeconds: read.number("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, { min: 0.05, max: 300 }),
       retryEnabled: read.boolean("LUCIUS_OUTBOX_RETRY_ENABLED", true),

@@ -36,6 +36,8 @@ export interface Job extends Versioned {
   redrives: number;
   /** Changes recorded in its history so far: the sequence number of the latest entry. */
   changes: number;
+  /** The bulk operation that redrove it last, if one did: an operation redrives a job once. */
+  redrivenBy?: string;
   createdAt: string;
   updatedAt: string;
 }

@@ -22,6 +22,8 @@ export interface RedriveRequest {
   skip?: Record<string, JsonObject>;
   /** LUCIUS_MAX_REDRIVES. */
   maxRedrives: number;
+  /** The bulk operation redriving it, if one is. */
+  operationId?: string;
 }
 
 export type RepairChange = { job: Job; steps: Step[]; outbox: OutboxEntry[] };
@@ -52,7 +54,13 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
   }
   if (violations.length > 0) throw new ValidationFailedError("the redrive names steps it cannot skip", { errors: violations });
 
-  const reopened = reopenJob(request.payload ? { ...job, payload: request.payload } : job, at);
+  if (request.operationId !== undefined && job.redrivenBy === request.operationId) {
+    throw new InvalidTransitionError(`job ${job.jobId} was redriven by operation ${request.operationId} already`);
+  }
+  const reopened = {
+    ...reopenJob(request.payload ? { ...job, payload: request.payload } : job, at),
+    ...(request.operationId === undefined ? {} : { redrivenBy: request.operationId }),
+  };
   const changed = new Map<string, Step>();
   for (const step of work) {
     const result = skip[step.name];

@@ -35,6 +35,8 @@ export interface RedriveInput {
   payload?: unknown;
   /** Steps to mark succeeded with a result instead of running them again, by name. */
   steps?: Record<string, { skip: { result: JsonObject } }>;
+  /** The bulk operation redriving it (src/admin/bulk-redrive.ts): it redrives a job once. */
+  operationId?: string;
 }
 
 export interface RepairResult {
@@ -104,12 +106,13 @@ export function createRepairService(options: RepairServiceOptions) {
         const skip = Object.fromEntries(Object.entries(input.steps ?? {}).map(([name, how]) => [name, how.skip.result]));
         const change = redriveJob(
           aggregate,
-          { ...(payload ? { payload } : {}), skip, maxRedrives: options.maxRedrives },
+          { ...(payload ? { payload } : {}), skip, maxRedrives: options.maxRedrives, ...(input.operationId ? { operationId: input.operationId } : {}) },
           { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds },
         );
         const detail: JsonObject = { redrive: change.job.redrives };
         if (input.payload !== undefined) detail.payloadPatch = input.payload as JsonObject;
         if (Object.keys(skip).length > 0) detail.skipped = Object.keys(skip);
+        if (input.operationId) detail.operation = input.operationId;
         return { change, cause: { action: "redrive", actor: caller.name, detail } };
       });
     },

@@ -1,6 +1,8 @@
 import { dueIndexTable, type Settings, SettingsError, ttlIndexTable } from "../config/settings.ts";
 import type { JobStore } from "./job-store.ts";
 import { createMemoryStore } from "./memory/memory-store.ts";
+import { createMemoryOperationStore } from "./memory/operation-store.ts";
+import type { OperationStore } from "./operation-store.ts";
 
 /**
  * The only place that knows the concrete storage adapters. The Azure ones are imported only
@@ -27,10 +29,17 @@ export async function createStore(settings: Settings): Promise<JobStore> {
 }
 
 /** The SDK refuses a connection string the settings loader let through: a settings problem all the same. */
-function refusedAsSettings(create: () => JobStore): JobStore {
+function refusedAsSettings<T>(create: () => T): T {
   try {
     return create();
   } catch (error) {
     throw new SettingsError([`LUCIUS_TABLE_CONNECTION: the Azure Tables SDK refused it (${(error as Error).message})`]);
   }
+}
+
+/** Where bulk operations are kept: in process for `memory`, their own table on Azure. */
+export async function createOperationStore(settings: Settings): Promise<OperationStore> {
+  if (settings.storageBackend === "memory") return createMemoryOperationStore();
+  const { createAzureOperationStore } = await import("./azure/operation-store.ts");
+  return refusedAsSettings(() => createAzureOperationStore({ connection: settings.tableConnection!, table: settings.tables.operations }));
 }

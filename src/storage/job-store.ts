@@ -145,6 +145,14 @@ export interface JobStore {
    */
   purgeEndedJobs(endedBefore: Date, limit: number): Promise<number>;
 
+  /**
+   * Jobs that ended within [from, to) (ISO times), in the order they ended, through the index of
+   * ended jobs that retention reads: costs what the range holds, never the open jobs. A job that
+   * changed since (redriven, or its compensation step ran on) may be listed as it ended then, or
+   * twice: callers read the job again. The cursor is opaque.
+   */
+  listEndedJobs(range: { from: string; to: string }, page: PageRequest): Promise<Page<{ jobId: string; endedAt: string }>>;
+
   /** Removes up to `limit` idempotency records created before `createdBefore`, through an index. Returns how many. */
   purgeIdempotencyRecords(createdBefore: Date, limit: number): Promise<number>;
 

@@ -14,7 +14,19 @@ describe("GET /v1/jobs/{jobId}", () => {
     const response = await request(`/v1/jobs/${jobId}`);
     expect(response.status).toBe(200);
     const view = (await response.json()) as Record<string, unknown> & { steps: unknown[]; outbox: unknown[] };
-    expect(Object.keys(view).sort()).toEqual(["correlationId", "createdAt", "jobId", "outbox", "paused", "redrives", "requestType", "status", "steps", "tenantId", "updatedAt"]);
+    expect(Object.keys(view).sort()).toEqual([
+      "correlationId",
+      "createdAt",
+      "jobId",
+      "outbox",
+      "paused",
+      "redrives",
+      "requestType",
+      "status",
+      "steps",
+      "tenantId",
+      "updatedAt",
+    ]);
     expect(view).toMatchObject({ jobId, tenantId: "acme", requestType: "document.ingest", correlationId: "c-42", status: "accepted" });
     expect(Object.keys(view.steps[0] as object).sort()).toEqual([
       "after",

@@ -28,7 +28,16 @@ import { historyEntity, readHistory } from "./history-rows.ts";
 import { checkEntity, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, purgeEndedJobs, purgeIdempotencyRecords, type SideTableNames } from "./side-tables.ts";
+import {
+  claimAndMark,
+  createSideTables,
+  flushSideTables,
+  listEndedJobs,
+  orphanGraceMs,
+  purgeEndedJobs,
+  purgeIdempotencyRecords,
+  type SideTableNames,
+} from "./side-tables.ts";
 
 const JOB_ROW = "job";
 const stepRow = (step: Pick<Step, "index" | "stepId">) =>
@@ -239,6 +248,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       }),
 
     purgeIdempotencyRecords: (createdBefore, limit) => purgeIdempotencyRecords(side, createdBefore, limit),
+
+    listEndedJobs: (range, page) => listEndedJobs(side, range, page),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`status eq ${s}` }, status, page),
 

@@ -93,6 +93,29 @@ export function createRetentionIndex(client: TableClient) {
       }));
     },
 
+    /** Markers of jobs that ended in [from, to), after the one keyed `after`, in the order they ended: one range per shard, merged. */
+    async endedBetween(from: string, to: string, after: string | null, limit: number): Promise<{ markers: EndedMarker[]; more: boolean }> {
+      const start = after !== null && after >= from ? after : from;
+      const rows = await Promise.all(
+        Array.from({ length: SHARDS }, (_, shard) =>
+          guarded("read retention markers", () =>
+            queryAll<Record<string, unknown>>(
+              client,
+              `${odata`PartitionKey eq ${`ended-${shard}`} and RowKey lt ${to}`} and ${after !== null && after >= from ? odata`RowKey gt ${start}` : odata`RowKey ge ${start}`}`,
+              { limit: limit + 1 },
+            ),
+          ),
+        ),
+      );
+      const merged = rows.flat().sort((a, b) => keysOf(a).rowKey.localeCompare(keysOf(b).rowKey));
+      return {
+        markers: merged
+          .slice(0, limit)
+          .map((row) => ({ ...keysOf(row), jobId: String(row.jobId), tenantId: String(row.tenantId), endedAt: String(row.endedAt) })),
+        more: merged.length > limit,
+      };
+    },
+
     async drop(marker: { partitionKey: string; rowKey: string }): Promise<void> {
       await guarded("delete retention marker", () => deleteIfPresent(client, marker.partitionKey, marker.rowKey));
     },

@@ -1,7 +1,9 @@
 /** The tables both Azure layouts keep beside a job's rows: idempotency claims, job index, due and deadline indexes. */
 import type { TableClient } from "@azure/data-tables";
-import type { IdempotencyRecord, JobAggregate } from "../../domain/model.ts";
+import type { IdempotencyRecord, JobAggregate, Page } from "../../domain/model.ts";
 import { hasJobEnded } from "../../domain/transitions.ts";
+import { encodeCursor, readCursor } from "../cursor.ts";
+import type { PageRequest } from "../job-store.ts";
 import { type AzureTableOptions, createTableClient } from "./client.ts";
 import { createDeadlineIndex, type DeadlineIndex } from "./deadline-index.ts";
 import { createDueIndex, type DueIndex } from "./due-index.ts";
@@ -64,6 +66,9 @@ export async function claimAndMark(side: SideTables, aggregate: JobAggregate, cl
     claim ? side.retention.markKey(claim) : Promise.resolve(),
     side.due.markDue(aggregate.outbox, aggregate.job.createdAt),
     side.deadlines.beforeWrite(aggregate.steps, aggregate.job.createdAt),
+    // A job can end as it starts (every step skipped, a map without its list): retention and
+    // bulk operations find it by this marker, as they find every other ended job.
+    side.retention.markEnded(aggregate.job),
   ]);
   if (!claimed.claimed) {
     void Promise.allSettled(aggregate.outbox.map((entry) => side.due.deleteMarker(entry.outboxId)));
@@ -124,4 +129,16 @@ export async function purgeIdempotencyRecords(side: SideTables, createdBefore: D
     );
   }
   return removed;
+}
+
+/** Jobs that ended in a range, through the retention markers (see JobStore.listEndedJobs); the cursor is the last marker's key. */
+export async function listEndedJobs(
+  side: SideTables,
+  range: { from: string; to: string },
+  page: PageRequest,
+): Promise<Page<{ jobId: string; endedAt: string }>> {
+  const after = page.cursor === null ? null : readCursor(page.cursor);
+  const { markers, more } = await side.retention.endedBetween(range.from, range.to, after, page.limit);
+  const last = markers.at(-1);
+  return { items: markers.map((m) => ({ jobId: m.jobId, endedAt: m.endedAt })), nextCursor: more && last ? encodeCursor(last.rowKey) : null };
 }

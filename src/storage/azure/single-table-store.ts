@@ -23,7 +23,16 @@ import { historyEntity, readHistory } from "./history-rows.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
 import { listOutbox, outboxStats } from "./outbox-views.ts";
 import { type RowLayout, readRow } from "./rows.ts";
-import { claimAndMark, createSideTables, flushSideTables, orphanGraceMs, purgeEndedJobs, purgeIdempotencyRecords, type SideTableNames } from "./side-tables.ts";
+import {
+  claimAndMark,
+  createSideTables,
+  flushSideTables,
+  listEndedJobs,
+  orphanGraceMs,
+  purgeEndedJobs,
+  purgeIdempotencyRecords,
+  type SideTableNames,
+} from "./side-tables.ts";
 
 const KEY_SEPARATOR = "_";
 export const JOB_ROW = "JOB";
@@ -207,6 +216,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       }),
 
     purgeIdempotencyRecords: (createdBefore, limit) => purgeIdempotencyRecords(side, createdBefore, limit),
+
+    listEndedJobs: (range, page) => listEndedJobs(side, range, page),
 
     listOutbox: (status, page) => listOutbox(due, { ...layout, rowsOfStatus: (s) => odata`kind eq ${KIND.outbox} and status eq ${s}` }, status, page),
 

@@ -219,6 +219,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         outbox: aggregate.outbox.map(stamp),
       };
       jobs.set(stored.job.jobId, stored);
+      // A job can end as it starts (every step skipped): retention finds it like any other.
+      noteEnded(stored.job);
       record(stored.job.jobId, aggregate.history);
       track(stored.job.jobId, stored.outbox);
       watchDeadlines(stored.steps);
@@ -402,6 +404,21 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         removed++;
       }
       return removed;
+    },
+
+    async listEndedJobs(range, page) {
+      // Memory holds at most LUCIUS_MEMORY_MAX_JOBS: a pass over them stands in for an index.
+      const after = page.cursor === null ? "" : readCursor(page.cursor);
+      const ended = [...jobs.values()]
+        .filter(({ job }) => hasJobEnded(job) && job.updatedAt >= range.from && job.updatedAt < range.to)
+        .map(({ job }) => ({ key: `${job.updatedAt}_${job.jobId}`, jobId: job.jobId, endedAt: job.updatedAt }))
+        .filter((e) => e.key > after)
+        .sort((a, b) => a.key.localeCompare(b.key));
+      const items = ended.slice(0, page.limit);
+      return {
+        items: items.map(({ jobId, endedAt }) => ({ jobId, endedAt })),
+        nextCursor: ended.length > page.limit ? encodeCursor(items.at(-1)!.key) : null,
+      };
     },
 
     async purgeIdempotencyRecords(createdBefore, limit) {
