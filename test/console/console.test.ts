@@ -56,6 +56,15 @@ writeFileSync(
         onFailure: { name: "cleanup", topic: "semantic-intelligence", payloadSchema: anyObject },
       },
       {
+        requestType: "document.strict",
+        version: 1,
+        steps: ["first", "second"].map((name) => ({
+          name,
+          topic: "ocr-requests",
+          payloadSchema: { type: "object", required: ["documentId"], properties: { documentId: { type: "string" } } },
+        })),
+      },
+      {
         requestType: "document.mapped",
         version: 1,
         steps: [
@@ -76,6 +85,8 @@ beforeAll(async () => {
     env: { LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString, LUCIUS_ADMIN_ENABLED: "true", LUCIUS_ADMIN_API_KEY: KEY },
     publisherFromSettings: true,
   });
+  // The background loops too: a bulk redrive is worked by one of them.
+  service.runtime.start();
   server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: service.runtime.fetch });
   base = `http://127.0.0.1:${server.port}`;
   browser = await launchBrowser();
@@ -227,4 +238,70 @@ describe("operator console", () => {
     await page.screenshot({ path: `${ARTIFACTS_DIR}job-map.png` });
     await page.close();
   });
+
+  /** A document.strict job whose first step failed for good with `code`. */
+  async function failedStrictJob(code: string): Promise<string> {
+    const { jobId } = (await (await service.postCommand({ requestType: "document.strict", tenantId: "acme", payload: { documentId: "d1" } })).json()) as {
+      jobId: string;
+    };
+    const failed = await service.request(`/v1/jobs/${jobId}/steps/${jobId}.s0/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId: `fail-${jobId}`, status: "failed", error: { code, message: "down" } }),
+    });
+    expect(((await failed.json()) as { jobStatus: string }).jobStatus).toBe("failed");
+    return jobId;
+  }
+
+  test("a failed job is repaired from the page: a bad payload patch shows the server's 422 by field, a step skipped with a result redrives it, and the history shows who did what", async () => {
+    const jobId = await failedStrictJob("worker-bug");
+    const page = await openConsole(`#/job/${jobId}`, KEY);
+    await page.waitForSelector('form[data-action="redrive-patch"] textarea', { timeout: 5000 });
+    await page.type('form[data-action="redrive-patch"] textarea', '{"documentId": 5}');
+    await page.$eval('form[data-action="redrive-patch"]', (form) => (form as HTMLFormElement).requestSubmit());
+    await page.waitForSelector('.problems li[data-path="/payload/documentId"]', { timeout: 5000 });
+    expect((await service.runtime.store.getJob(jobId))!.job).toMatchObject({ status: "failed", redrives: 0 });
+    await page.screenshot({ path: `${ARTIFACTS_DIR}job-redrive-422.png` });
+
+    await page.select('form[data-action="skip"] select', "first");
+    await page.type('form[data-action="skip"] textarea', '{"text": "typed by hand"}');
+    await page.$eval('form[data-action="skip"]', (form) => (form as HTMLFormElement).requestSubmit());
+    await page.waitForSelector('ol.history li[data-action="redrive"]', { timeout: 5000 });
+    expect(await page.$eval('ol.history li[data-action="redrive"]', (li) => li.textContent)).toContain("by admin-key");
+    const stored = (await service.runtime.store.getJob(jobId))!;
+    expect(stored.job).toMatchObject({ status: "in_progress", redrives: 1 });
+    expect(stored.steps[0]).toMatchObject({ status: "succeeded", result: { text: "typed by hand" } });
+    expect(stored.outbox.find((o) => o.stepId === `${jobId}.s1`)?.results).toEqual({ first: { text: "typed by hand" } });
+    await page.screenshot({ path: `${ARTIFACTS_DIR}job-redriven.png` });
+    await page.close();
+  });
+
+  test("a job is paused and resumed from the page, and its history says so", async () => {
+    const { jobId } = (await (await service.postCommand({ requestType: "document.strict", tenantId: "acme", payload: { documentId: "d1" } })).json()) as {
+      jobId: string;
+    };
+    const page = await openConsole(`#/job/${jobId}`, KEY);
+    await page.waitForSelector('button[data-action="pause"]', { timeout: 5000 });
+    await page.$eval('button[data-action="pause"]', (button) => (button as HTMLButtonElement).click());
+    await page.waitForSelector('button[data-action="resume"]', { timeout: 5000 });
+    expect((await service.runtime.store.getJob(jobId))!.job.paused).toBe(true);
+    await page.$eval('button[data-action="resume"]', (button) => (button as HTMLButtonElement).click());
+    await page.waitForSelector('ol.history li[data-action="resume"]', { timeout: 5000 });
+    expect(await page.$$eval("ol.history li", (items) => items.map((li) => li.getAttribute("data-action")))).toEqual(["accepted", "pause", "resume"]);
+    expect((await service.runtime.store.getJob(jobId))!.job.paused).toBe(false);
+    await page.close();
+  });
+
+  test("a bulk redrive is started from the page and its progress shows as it runs", async () => {
+    const jobIds = await Promise.all([1, 2, 3].map(() => failedStrictJob("bulk-page")));
+    const page = await openConsole("#/bulk", KEY);
+    await page.waitForSelector('form[data-action="bulk"]', { timeout: 5000 });
+    await page.type('form[data-action="bulk"] input[name="errorCode"]', "bulk-page");
+    await page.$eval('form[data-action="bulk"]', (form) => (form as HTMLFormElement).requestSubmit());
+    await page.waitForFunction(() => document.getElementById("redriven")?.textContent === "3", { timeout: 10_000 });
+    expect(await page.$eval("#matched", (el) => el.textContent)).toBe("3");
+    for (const jobId of jobIds) expect((await service.runtime.store.getJob(jobId))!.job.redrives).toBe(1);
+    await page.screenshot({ path: `${ARTIFACTS_DIR}bulk-redrive.png` });
+    await page.close();
+  }, 15_000);
 });
