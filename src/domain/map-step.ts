@@ -184,9 +184,50 @@ export function mapResult(step: Step, children: readonly Step[], jobId: string):
   return { itemCount: items.length, failed, itemsRoute: `/v1/jobs/${jobId}/steps/${step.stepId}/items` };
 }
 
-/** A running map step with fewer children in flight than it may have, and items left. */
+/** A running map step with fewer children in flight than it may have, and items left (or to run again). */
 export function wantsChildren(step: Step, map: MapDefinition): boolean {
-  return step.status === "initiated" && step.map !== undefined && step.map.running < map.maxConcurrency && step.map.next < step.map.total;
+  const progress = step.map;
+  return (
+    step.status === "initiated" &&
+    progress !== undefined &&
+    progress.running < map.maxConcurrency &&
+    (progress.next < progress.total || (progress.rerun?.length ?? 0) > 0)
+  );
+}
+
+/**
+ * A redriven map step's children that run again, as read (`children`, the first of its `rerun`):
+ * each reopened with its next attempt, while fewer than maxConcurrency are in flight.
+ */
+export function rerunChildren(step: Step, definition: ProtocolStep & { map: MapDefinition }, children: readonly Step[], context: MapContext) {
+  const progress = step.map!;
+  const rerun = progress.rerun ?? [];
+  const room = context.job.paused ? 0 : Math.max(0, definition.map.maxConcurrency - progress.running);
+  const now = context.now.toISOString();
+  const taken = rerun.slice(0, room).flatMap((itemIndex) => {
+    const child = children.find((c) => c.itemIndex === itemIndex);
+    return child ? [child] : [];
+  });
+  const issued = taken.map((child) =>
+    childDirective(
+      { ...child, status: "pending", error: null, progress: null, deadlineAt: null, startedAt: null, finishedAt: null, updatedAt: now },
+      definition,
+      context,
+    ),
+  );
+  const left = rerun.filter((itemIndex) => !taken.some((c) => c.itemIndex === itemIndex));
+  return {
+    step: issued.length === 0 ? step : { ...step, map: { ...progress, running: progress.running + issued.length, rerun: left }, updatedAt: now },
+    children: issued.map((i) => i.step),
+    outbox: issued.map((i) => i.entry),
+  };
+}
+
+/** The item indexes a redriven map step would run again first (to read their children). */
+export function rerunsWanted(step: Step, map: MapDefinition): number[] {
+  const progress = step.map;
+  if (!progress?.rerun?.length) return [];
+  return progress.rerun.slice(0, Math.min(CHILDREN_PER_CHANGE, Math.max(0, map.maxConcurrency - progress.running)));
 }
 
 /**
@@ -196,16 +237,23 @@ export function wantsChildren(step: Step, map: MapDefinition): boolean {
 export function fillMap(
   aggregate: JobAggregate,
   options: { protocol: Protocol | undefined; now: Date; retryDelaySeconds: number },
+  /** The children of a redriven map's `rerun` (see rerunsWanted), read by the caller. */
+  reruns: readonly Step[] = [],
 ): { steps: Step[]; outbox: OutboxEntry[] } | null {
   for (const step of aggregate.steps) {
     const definition = definitionOf(options.protocol, step.index);
     if (!definition?.map || !wantsChildren(step, definition.map)) continue;
     const results = resultsFor(options.protocol, aggregate.steps, step.index);
-    const items = itemsOf(definition.map, aggregate.job, results);
-    if (!Array.isArray(items)) continue;
     const traceparent = aggregate.outbox[0]?.traceparent ?? null;
     const context = { job: aggregate.job, results, traceparent, now: options.now, retryDelaySeconds: options.retryDelaySeconds };
-    const created = createChildren(step, { ...definition, map: definition.map }, items, CHILDREN_PER_CHANGE, context);
+    const mapped = { ...definition, map: definition.map };
+    if (step.map?.rerun?.length) {
+      const again = rerunChildren(step, mapped, reruns, context);
+      if (again.children.length > 0) return { steps: [again.step, ...again.children], outbox: again.outbox };
+    }
+    const items = itemsOf(definition.map, aggregate.job, results);
+    if (!Array.isArray(items)) continue;
+    const created = createChildren(step, mapped, items, CHILDREN_PER_CHANGE, context);
     if (created.children.length > 0) return { steps: [created.step, ...created.children], outbox: created.outbox };
   }
   return null;

@@ -126,6 +126,11 @@ export interface MapProgress {
   failed: number;
   /** The indexes of the items whose child failed, in the order they failed. */
   failedItems: number[];
+  /**
+   * After a redrive: items whose child exists but did not succeed, to run again (their next
+   * attempt) before `next`, as room in `maxConcurrency` allows.
+   */
+  rerun?: number[];
 }
 
 /** Why a job failed, as its compensation step is told. */

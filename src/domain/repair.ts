@@ -24,6 +24,8 @@ export interface RedriveRequest {
   maxRedrives: number;
   /** The bulk operation redriving it, if one is. */
   operationId?: string;
+  /** For each failed or cancelled map step (by step id): the items whose child did not succeed, to run again. */
+  mapReruns?: Record<string, number[]>;
 }
 
 export type RepairChange = { job: Job; steps: Step[]; outbox: OutboxEntry[] };
@@ -31,8 +33,8 @@ export type RepairChange = { job: Job; steps: Step[]; outbox: OutboxEntry[] };
 /**
  * A failed or cancelled job back to in_progress: steps that succeeded keep their results and are
  * not sent again; failed and cancelled steps run again with their next attempt (a new directive,
- * so a new messageId), never-run steps run when their predecessors are done. A map step that must
- * run again is refused: its items cannot be run again one by one yet (skip it with a result).
+ * so a new messageId), never-run steps run when their predecessors are done. A map step runs its
+ * failed and cancelled children again (`mapReruns`, read by the caller), not the ones that succeeded.
  */
 export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, options: RepairOptions): RepairChange {
   const { job } = aggregate;
@@ -66,10 +68,7 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
     const result = skip[step.name];
     if (result !== undefined) changed.set(step.stepId, succeedByOperator(step, result, at));
     else if (step.status === "failed" || step.status === "cancelled") {
-      if (step.map !== undefined) {
-        throw new InvalidTransitionError(`step '${step.name}' is a map step: its items cannot be redriven; skip it with a result instead`);
-      }
-      changed.set(step.stepId, reopenStep(step, at));
+      changed.set(step.stepId, step.map === undefined ? reopenStep(step, at) : reopenMap(step, request.mapReruns?.[step.stepId], at));
     }
   }
   let steps = aggregate.steps.map((s) => changed.get(s.stepId) ?? s);
@@ -77,7 +76,9 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
   // A step that ran before had its predecessors done, and done steps stay done: it goes out now,
   // with its next attempt. A step that never ran is left to `advance`, like any other.
   for (const step of [...changed.values()]) {
-    if (step.status !== "pending" || step.attempts === 0) continue;
+    // A map step runs again through its children (the job writer fills it up); a map that never
+    // started (its list was missing) starts anew.
+    if (step.status !== "pending" || step.attempts === 0 || step.map !== undefined) continue;
     const results = resultsFor(options.protocol, steps, step.index);
     const issued = redispatch({ ...aggregate, job: reopened }, step, results, { ...options, traceFrom: step });
     changed.set(step.stepId, issued.step);
@@ -92,6 +93,21 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
   }
   if (next.done) return { job: finishJob(reopened, "succeeded", at), steps: all, outbox: [] };
   return { job: reopened, steps: all, outbox: [...outbox, ...next.outbox] };
+}
+
+/**
+ * A map step that started, back to running: the children that succeeded keep their results and
+ * count; the others (`reruns`) run again with their next attempt, then the items never reached.
+ */
+function reopenMap(step: Step, reruns: number[] | undefined, at: string): Step {
+  if (reruns === undefined) throw new Error(`redrive of map step ${step.stepId} needs its children read first`);
+  const progress = step.map!;
+  return {
+    ...reopenStep(step, at),
+    status: "initiated",
+    startedAt: step.startedAt,
+    map: { ...progress, running: 0, failed: 0, failedItems: [], rerun: reruns },
+  };
 }
 
 /** A job that has not ended stops dispatching anything new; its running steps go on. */

@@ -9,7 +9,8 @@ import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, NotFoundError } from "../domain/errors.ts";
 import { definitionOf } from "../domain/graph.ts";
 import { type HistoryCause, recordChange } from "../domain/history.ts";
-import { CHILDREN_PER_CHANGE, fillMap, wantsChildren } from "../domain/map-step.ts";
+import { childStepIdFor } from "../domain/ids.ts";
+import { CHILDREN_PER_CHANGE, fillMap, rerunsWanted, wantsChildren } from "../domain/map-step.ts";
 import type { Job, JobAggregate, OutboxEntry, OutboxWork, Step } from "../domain/model.ts";
 import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
@@ -122,7 +123,13 @@ export function createJobWriter(options: JobWriterOptions) {
       const aggregate = await store.getJob(jobId);
       if (!aggregate || hasJobEnded(aggregate.job)) return;
       const protocol = options.protocols.get(aggregate.job.requestType);
-      const change = fillMap(aggregate, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds });
+      // A redriven map's children that run again are rows already: read the next few first.
+      const wanted = aggregate.steps.flatMap((s) => {
+        const map = definitionOf(protocol, s.index)?.map;
+        return map ? rerunsWanted(s, map).map((item) => childStepIdFor(jobId, s.index, item)) : [];
+      });
+      const reruns = wanted.length > 0 ? (await store.getChildren(jobId, wanted)).steps : [];
+      const change = fillMap(aggregate, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, reruns);
       if (!change) return;
       const saved = await store.saveChanges(jobId, change);
       dispatchCreated(aggregate, saved);

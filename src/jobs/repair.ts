@@ -17,6 +17,9 @@ import { encodeCursor, readCursor } from "../storage/cursor.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { createJobWriter } from "./job-writer.ts";
 
+/** Children read per page when a redriven map step's children are looked through. */
+const CHILDREN_PAGE = 1000;
+
 // json-merge-patch is CommonJS: its exports arrive wrapped under some loaders.
 const mergePatch = (mergePatchModule as unknown as { default?: typeof mergePatchModule }).default ?? mergePatchModule;
 
@@ -77,13 +80,29 @@ export function createRepairService(options: RepairServiceOptions) {
     return patched as JsonObject;
   }
 
+  /** For each map step that would run again: the items whose child did not succeed (every child read, in pages). */
+  async function mapReruns(aggregate: JobAggregate): Promise<Record<string, number[]>> {
+    const reruns: Record<string, number[]> = {};
+    for (const step of aggregate.steps) {
+      if (step.map === undefined || (step.status !== "failed" && step.status !== "cancelled")) continue;
+      const items: number[] = [];
+      for (let from = 0; from < step.map.next; from += CHILDREN_PAGE) {
+        const page = await store.listChildren(aggregate.job.jobId, step.index, from, CHILDREN_PAGE);
+        items.push(...page.filter((c) => c.status !== "succeeded").map((c) => c.itemIndex!));
+        if (page.length < CHILDREN_PAGE) break;
+      }
+      reruns[step.stepId] = items;
+    }
+    return reruns;
+  }
+
   async function repair(
     jobId: string,
     caller: Caller,
-    decide: (aggregate: JobAggregate) => { change: RepairChange; cause: HistoryCause },
+    decide: (aggregate: JobAggregate) => Promise<{ change: RepairChange; cause: HistoryCause }> | { change: RepairChange; cause: HistoryCause },
   ): Promise<RepairResult> {
     return writer.withRetries(jobId, caller, async (aggregate) => {
-      const { change, cause } = decide(aggregate);
+      const { change, cause } = await decide(aggregate);
       const saved = await writer.commit(aggregate, change, cause);
       const job = saved.job ?? change.job;
       return { jobId, status: job.status, paused: job.paused, redrives: job.redrives };
@@ -96,7 +115,7 @@ export function createRepairService(options: RepairServiceOptions) {
      * (in progress) and are refused (409).
      */
     redrive(jobId: string, input: RedriveInput, caller: Caller): Promise<RepairResult> {
-      return repair(jobId, caller, (aggregate) => {
+      return repair(jobId, caller, async (aggregate) => {
         const protocol = protocolOf(aggregate);
         // The job's status first: a patch of a job that cannot be redriven is not worth checking.
         if (aggregate.job.status !== "failed" && aggregate.job.status !== "cancelled") {
@@ -106,7 +125,13 @@ export function createRepairService(options: RepairServiceOptions) {
         const skip = Object.fromEntries(Object.entries(input.steps ?? {}).map(([name, how]) => [name, how.skip.result]));
         const change = redriveJob(
           aggregate,
-          { ...(payload ? { payload } : {}), skip, maxRedrives: options.maxRedrives, ...(input.operationId ? { operationId: input.operationId } : {}) },
+          {
+            ...(payload ? { payload } : {}),
+            skip,
+            maxRedrives: options.maxRedrives,
+            mapReruns: await mapReruns(aggregate),
+            ...(input.operationId ? { operationId: input.operationId } : {}),
+          },
           { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds },
         );
         const detail: JsonObject = { redrive: change.job.redrives };

@@ -68,7 +68,7 @@ describe("redrive", () => {
     expect(byName).toEqual({ a: ["succeeded", 1], b: ["pending", 2], c: ["pending", 0] });
   });
 
-  test("is refused past the limit, for a job that did not fail or was not cancelled, and for a map step that would run again", () => {
+  test("is refused past the limit and for a job that did not fail or was not cancelled; a map step runs the items it is given again", () => {
     expect(() => redriveJob({ ...failedAtB(), job: { ...failedAtB().job, redrives: 2 } }, { maxRedrives: 2 }, options)).toThrow(RedriveLimitError);
     expect(() => redriveJob(planned(), { maxRedrives: 2 }, options)).toThrow(InvalidTransitionError);
     const mapped: Protocol = {
@@ -81,8 +81,12 @@ describe("redrive", () => {
       job: { ...started.job, status: "failed" as const },
       steps: started.steps.map((s) => (s.index === 1 ? { ...s, status: "failed" as const } : s)),
     };
-    expect(() => redriveJob(mapFailed, { maxRedrives: 2 }, { ...options, protocol: mapped })).toThrow(/map step/);
-    // Skipping it with a result is the way on.
+    // Its children must be read first (the service does): which items did not succeed.
+    expect(() => redriveJob(mapFailed, { maxRedrives: 2 }, { ...options, protocol: mapped })).toThrow(/children read first/);
+    const reopened = redriveJob(mapFailed, { maxRedrives: 2, mapReruns: { [mapFailed.steps[1]!.stepId]: [0] } }, { ...options, protocol: mapped });
+    expect(reopened.steps.find((s) => s.index === 1)).toMatchObject({ status: "initiated", map: { running: 0, failed: 0, rerun: [0] } });
+    expect(reopened.outbox).toEqual([]);
+    // Or skipped with a result.
     const skipped = redriveJob(mapFailed, { maxRedrives: 2, skip: { b: { done: true } } }, { ...options, protocol: mapped });
     expect(skipped.job.status).toBe("succeeded");
   });

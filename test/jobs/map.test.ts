@@ -104,28 +104,32 @@ async function setup(backend: Backend) {
   return { service, store, bus, published, publishedAtLeast, report, view, split };
 }
 
-describe("map step: memory, 1,000 children", () => {
-  test("cancel withdraws every unsent directive of a thousand children in flight", async () => {
-    const { service, store, bus, publishedAtLeast, report } = await setup("memory");
-    const response = await service.postCommand({ requestType: "document.wide", tenantId: "acme", payload: { documentId: "d1" } });
-    const { jobId } = (await response.json()) as { jobId: string };
-    const [message] = await publishedAtLeast("split", jobId, 1);
-    await service.runtime.dispatcher!.drain();
-    bus.broker.stallSends(true);
-    await report(jobId, message!.stepId, { status: "succeeded", result: { pages: Array.from({ length: 1000 }, (_, i) => i) } });
-    const children = await store.listChildren(jobId, 1, 0, 2000);
-    expect(children).toHaveLength(1000);
-    expect((await service.request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(200);
-    const after = await store.listChildren(jobId, 1, 0, 2000);
-    expect(after.every((c) => c.status === "cancelled")).toBe(true);
-    const { outbox } = await store.getChildren(
-      jobId,
-      after.map((c) => c.stepId),
-    );
-    expect(outbox).toHaveLength(1000);
-    expect(outbox.filter((o) => o.status !== "withdrawn")).toEqual([]);
-    bus.broker.stallSends(false);
-  });
+describe("map step: 1,000 children", () => {
+  test.each(["memory", "ledger"] as const)(
+    "%s: cancel withdraws every unsent directive of a thousand children in flight",
+    async (backend) => {
+      const { service, store, bus, publishedAtLeast, report } = await setup(backend);
+      const response = await service.postCommand({ requestType: "document.wide", tenantId: "acme", payload: { documentId: "d1" } });
+      const { jobId } = (await response.json()) as { jobId: string };
+      const [message] = await publishedAtLeast("split", jobId, 1);
+      await service.runtime.dispatcher!.drain();
+      bus.broker.stallSends(true);
+      await report(jobId, message!.stepId, { status: "succeeded", result: { pages: Array.from({ length: 1000 }, (_, i) => i) } });
+      const children = await store.listChildren(jobId, 1, 0, 2000);
+      expect(children).toHaveLength(1000);
+      expect((await service.request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(200);
+      const after = await store.listChildren(jobId, 1, 0, 2000);
+      expect(after.every((c) => c.status === "cancelled")).toBe(true);
+      const { outbox } = await store.getChildren(
+        jobId,
+        after.map((c) => c.stepId),
+      );
+      expect(outbox).toHaveLength(1000);
+      expect(outbox.filter((o) => o.status !== "withdrawn")).toEqual([]);
+      bus.broker.stallSends(false);
+    },
+    30_000,
+  );
 });
 
 describe("map step: table", () => {
@@ -238,6 +242,35 @@ for (const backend of ["memory", "ledger"] as const) {
       expect(outbox).toHaveLength(3);
       expect(outbox.every((o) => o.status === "withdrawn")).toBe(true);
       bus.broker.stallSends(false);
+    });
+
+    test("a redrive runs the failed and cancelled children again (their next attempt, a new messageId), not the ones that succeeded; the map then ends and its successor runs", async () => {
+      const { service, published, publishedAtLeast, report, view, split } = await setup(backend);
+      const jobId = await split("document.pages", ["a", "b", "c", "d"]);
+      const first = await publishedAtLeast("ocr", jobId, 3);
+      const child = (i: number) => first.find((m) => m.itemIndex === i)!;
+      await report(jobId, child(1).stepId, { status: "succeeded", result: { text: "b" } });
+      // Item 3's child starts as item 1's ends; then item 0 fails: the map fails, 2 and 3 are cancelled.
+      await publishedAtLeast("ocr", jobId, 4);
+      expect((await report(jobId, child(0).stepId, { status: "failed", error: { code: "ocr-down", message: "" } })).jobStatus).toBe("failed");
+      await eventually(async () => (await service.runtime.store.listChildren(jobId, 1, 0, 10, true)).length === 0, { what: "open children cancelled" });
+
+      const redriven = await service.request(`/v1/jobs/${jobId}/redrive`, { method: "POST" });
+      expect(redriven.status).toBe(200);
+      const again = (await publishedAtLeast("ocr", jobId, 7)).slice(4);
+      expect(again.map((m) => m.itemIndex).sort()).toEqual([0, 2, 3]);
+      expect(published("ocr", jobId).filter((m) => m.itemIndex === 1)).toHaveLength(1);
+      const outboxIds = new Set(published("ocr", jobId).map((m) => (m as unknown as { outboxId: string }).outboxId));
+      expect(outboxIds.size).toBe(7);
+      for (const m of again) {
+        expect((m as unknown as { attempt: number }).attempt).toBe(2);
+        expect((await report(jobId, m.stepId, { status: "succeeded", attempt: 2, result: { text: String(m.item) } })).outcome).toBe("applied");
+      }
+      const classify = (await publishedAtLeast("classify", jobId, 1))[0]!;
+      await report(jobId, classify.stepId, { status: "succeeded", result: {} });
+      const [merge] = await publishedAtLeast("merge", jobId, 1);
+      expect(merge!.results.ocr).toEqual({ items: ["a", "b", "c", "d"].map((text) => ({ text })), failed: [] });
+      expect((await view(jobId)).steps.find((s) => s.name === "ocr")!.map).toEqual({ total: 4, pending: 0, running: 0, succeeded: 4, failed: 0 });
     });
 
     test("an empty list succeeds the step at once; a list that is not one, or with an item too large for a message, fails the job with its reason", async () => {
