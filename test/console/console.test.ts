@@ -274,7 +274,7 @@ describe("operator console", () => {
     expect(stored.outbox.find((o) => o.stepId === `${jobId}.s1`)?.results).toEqual({ first: { text: "typed by hand" } });
     await page.screenshot({ path: `${ARTIFACTS_DIR}job-redriven.png` });
     await page.close();
-  });
+  }, 15_000);
 
   test("a job is paused and resumed from the page, and its history says so", async () => {
     const { jobId } = (await (await service.postCommand({ requestType: "document.strict", tenantId: "acme", payload: { documentId: "d1" } })).json()) as {
@@ -290,7 +290,7 @@ describe("operator console", () => {
     expect(await page.$$eval("ol.history li", (items) => items.map((li) => li.getAttribute("data-action")))).toEqual(["accepted", "pause", "resume"]);
     expect((await service.runtime.store.getJob(jobId))!.job.paused).toBe(false);
     await page.close();
-  });
+  }, 15_000);
 
   test("a bulk redrive is started from the page and its progress shows as it runs", async () => {
     const jobIds = await Promise.all([1, 2, 3].map(() => failedStrictJob("bulk-page")));
