@@ -24,6 +24,8 @@ import type { StepEventService } from "./jobs/step-events.ts";
 import type { Logger } from "./logging/logger.ts";
 import type { Metrics } from "./metrics/metrics.ts";
 import { referenceRoutes } from "./reference/routes.ts";
+import { streamRoutes } from "./streams/routes.ts";
+import type { StreamService } from "./streams/service.ts";
 import { violationsOf } from "./validation/violations.ts";
 
 export interface AppOptions {
@@ -31,6 +33,7 @@ export interface AppOptions {
   jobs: JobService;
   stepEvents: StepEventService;
   repair: RepairService;
+  streams: StreamService;
   /** Absent: the admin routes do not exist (404). */
   admin?: { service: AdminService; bulk: BulkRedrive };
   /** Who may call what (LUCIUS_AUTH_MODE, LUCIUS_ADMIN_API_KEY). */
@@ -79,6 +82,7 @@ export function createApp(options: AppOptions) {
     .use(healthRoutes(options.health))
     .use(commandRoutes(options.commands, { maxBodyBytes: options.maxBodyBytes }))
     .use(jobRoutes(options.jobs, options.stepEvents, options.repair, { maxBodyBytes: options.maxBodyBytes }))
+    .use(streamRoutes(options.streams))
     .use(options.admin ? adminRoutes(options.admin.service, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia())
     .use(options.admin ? bulkRoutes(options.admin.bulk, { logger, maxBodyBytes: options.maxBodyBytes }) : new Elysia())
     .use(options.admin ? consoleRoutes() : new Elysia());

@@ -28,9 +28,13 @@ import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
 import { createSweeper, leaseSecondsFor, type Sweeper } from "./outbox/sweeper.ts";
-import { createOperationStore, createStore } from "./storage/create-store.ts";
+import type { ChangeFeed } from "./storage/change-feed.ts";
+import { createChangeFeed, createOperationStore, createStore } from "./storage/create-store.ts";
 import type { JobStore } from "./storage/job-store.ts";
 import type { OperationStore } from "./storage/operation-store.ts";
+import { type ChangeHub, createChangeHub } from "./streams/change-hub.ts";
+import { createFeedRelay } from "./streams/feed-relay.ts";
+import { createStreamService } from "./streams/service.ts";
 import { VERSION } from "./version.ts";
 
 export interface RuntimeOptions {
@@ -42,6 +46,8 @@ export interface RuntimeOptions {
   /** Replaces the publisher the settings select; null publishes nothing (tests). */
   publisher?: Publisher | null;
   now?: () => Date;
+  /** The change feed between instances; absent: the one LUCIUS_STORAGE_BACKEND names (null: none). */
+  changeFeed?: ChangeFeed | null;
   /** Bulk operations' storage; absent: the one LUCIUS_STORAGE_BACKEND names. */
   operations?: OperationStore;
   /** Runs between an event's commit and its message's completion (tests inject crashes). */
@@ -61,6 +67,8 @@ export interface Runtime {
   deadlines: DeadlineSweeper;
   /** Removes expired jobs and idempotency records. */
   retention: Retention;
+  /** Where this instance's streams listen for changes. */
+  hub: ChangeHub;
   /** Starts the background work (the sweeper's timer, the events receiver). */
   start(): void;
   /** Refuses readiness, then waits for in-flight publishes and closes the adapters. */
@@ -76,7 +84,18 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   await store.init();
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
   const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
-  const services = { store, protocols: options.protocols, dispatcher, retryDelaySeconds: settings.outbox.retryDelaySeconds, ...withClock };
+  const hub = createChangeHub();
+  const feed = options.changeFeed !== undefined ? options.changeFeed : await createChangeFeed(settings);
+  await feed?.init();
+  const relay = createFeedRelay({ hub, feed, logger });
+  const services = {
+    store,
+    protocols: options.protocols,
+    dispatcher,
+    retryDelaySeconds: settings.outbox.retryDelaySeconds,
+    announce: relay.announce,
+    ...withClock,
+  };
   const authenticator = createAuthenticator(settings, logger);
   if (options.protocols.omitted?.length) {
     logger.warn(
@@ -134,6 +153,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     jobs: createJobService({ store, protocols: options.protocols }),
     stepEvents,
     repair,
+    streams: createStreamService({ store, hub, protocols: options.protocols, maxStreams: settings.maxStreams, ...withClock }),
     health: { checks: readinessChecks(settings, store, publisher, metrics, receiver), isAccepting: () => accepting },
     ...(settings.admin.enabled ? { admin: { service: createAdminService({ store, dispatcher, drainer, leaseSeconds, ...withClock }), bulk } } : {}),
     auth: { mode: settings.auth.mode, authenticator, adminApiKey: settings.admin.apiKey, adminEnabled: settings.admin.enabled },
@@ -157,14 +177,19 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     sweeper,
     deadlines,
     retention,
+    hub,
     start() {
       sweeper?.start();
       housekeeping.start();
       bulk.start();
+      relay.start();
       receiver?.start();
     },
     async stop() {
       accepting = false;
+      // Streams end first: their clients reconnect to another instance.
+      hub.closeAll();
+      await relay.stop();
       await receiver?.close();
       await housekeeping.stop();
       await bulk.stop();

@@ -13,6 +13,8 @@ export interface Caller {
   /** The tenants it may act for; "*" for every tenant. */
   tenants: "*" | ReadonlySet<string>;
   permissions: ReadonlySet<Permission>;
+  /** When its credential expires (a token's `exp`), epoch ms; absent: it does not (a key). */
+  expiresAtMs?: number;
 }
 
 export function holdsTenant(caller: Caller, tenantId: string): boolean {

@@ -73,7 +73,8 @@ export function createJwtAuthenticator(options: JwtAuthenticatorOptions): Authen
       if (remembered && remembered.expiresAtMs > now()) return remembered.caller;
       if (remembered) verified.delete(token);
       const claims = await verify(token);
-      const caller = callerOf(claims, options.tenantClaim);
+      // A stream held with this token ends when the token does.
+      const caller: Caller = { ...callerOf(claims, options.tenantClaim), expiresAtMs: claims.exp! * 1000 };
       if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value!);
       verified.set(token, { caller, expiresAtMs: claims.exp! * 1000 });
       return caller;

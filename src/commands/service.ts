@@ -15,6 +15,7 @@ import {
 import { acceptedEntry } from "../domain/history.ts";
 import { newJobId } from "../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, OutboxWork } from "../domain/model.ts";
+import type { HubMessage } from "../domain/notices.ts";
 import { planJob } from "../domain/plan-job.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, NewJob } from "../storage/job-store.ts";
@@ -54,6 +55,8 @@ export interface CommandServiceOptions {
   /** LUCIUS_TENANT_RATE_LIMIT, when on. */
   rateLimit?: TenantRateLimit | null;
   now?: () => Date;
+  /** Told when a job is stored (streams listen). */
+  announce?: (notice: HubMessage) => void;
 }
 
 export interface CommandService {
@@ -162,6 +165,18 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
       const ttlSeconds = options.idempotencyTtlSeconds ?? DEFAULT_IDEMPOTENCY_TTL_SECONDS;
       const result = await store.createJob(planned, claim, new Date(now().getTime() - ttlSeconds * 1000));
       if (result.outcome === "key-taken") return answerExistingClaim(result.existing, claim!.fingerprint, command, protocol);
+      const { job } = result.aggregate;
+      if (planned.history) {
+        options.announce?.({
+          kind: "change",
+          tenantId: job.tenantId,
+          jobId,
+          requestType: job.requestType,
+          seq: planned.history.seq,
+          jobStatus: job.status,
+          entry: planned.history,
+        });
+      }
       return { job: dispatchNew(result.aggregate), replayed: false };
     },
   };

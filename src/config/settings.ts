@@ -53,6 +53,8 @@ export interface Settings {
   maxRedrives: number;
   /** LUCIUS_BULK_REDRIVE_RATE: jobs a bulk redrive redrives per second at most. */
   bulkRedriveRate: number;
+  /** LUCIUS_MAX_STREAMS: event streams open on one instance at most. */
+  maxStreams: number;
   outbox: {
     publishTimeoutSeconds: number;
     retryEnabled: boolean;
@@ -88,6 +90,7 @@ const MIN_ADMIN_KEY_LENGTH = 16;
 export const DEFAULT_EVENTS_CONCURRENCY = 64;
 export const DEFAULT_MAX_REDRIVES = 10;
 export const DEFAULT_BULK_REDRIVE_RATE = 50;
+export const DEFAULT_MAX_STREAMS = 1000;
 
 /**
  * The sweeper's due-entry index lives in a table of its own beside the outbox rows (`table`) or
@@ -104,6 +107,11 @@ export function dueIndexTable(outboxOrLedgerTable: string): string {
  */
 export function ttlIndexTable(outboxOrLedgerTable: string): string {
   return `${outboxOrLedgerTable}Ttl`;
+}
+
+/** The change feed's table (docs/STORAGE.md), named after the outbox or ledger table like the indexes. */
+export function changeFeedTable(outboxOrLedgerTable: string): string {
+  return `${outboxOrLedgerTable}Chg`;
 }
 const TABLE_NAME = /^[A-Za-z][A-Za-z0-9]{2,62}$/;
 const BACKENDS: readonly StorageBackend[] = ["memory", "table", "ledger"];
@@ -233,6 +241,7 @@ export function loadSettings(env: Env): Settings {
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     eventsConcurrency: read.number("LUCIUS_EVENTS_CONCURRENCY", DEFAULT_EVENTS_CONCURRENCY, { min: 1, max: 1000, integer: true }),
     maxRedrives: read.number("LUCIUS_MAX_REDRIVES", DEFAULT_MAX_REDRIVES, { min: 0, max: 1000, integer: true }),
+    maxStreams: read.number("LUCIUS_MAX_STREAMS", DEFAULT_MAX_STREAMS, { min: 1, max: 100_000, integer: true }),
     bulkRedriveRate: read.number("LUCIUS_BULK_REDRIVE_RATE", DEFAULT_BULK_REDRIVE_RATE, { min: 1, max: 1000, integer: true }),
     outbox: {
       publishTimeoutSeconds: read.number("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, { min: 0.05, max: 300 }),

@@ -23,6 +23,7 @@ export type ErrorCode =
   | "redrive-limit-reached"
   | "storage-unavailable"
   | "storage-full"
+  | "too-many-streams"
   | "publishing-disabled";
 
 export interface FieldViolation {
@@ -146,6 +147,11 @@ export class StorageUnavailableError extends DomainError {
 /** The memory backend holds its bound of open jobs: new ones wait until some end. */
 export class StorageFullError extends DomainError {
   readonly code = "storage-full";
+}
+
+/** This instance holds LUCIUS_MAX_STREAMS streams: a new one waits for one to end. */
+export class TooManyStreamsError extends DomainError {
+  readonly code = "too-many-streams";
 }
 
 /** An operation that needs a broker, on a service started without one. */

@@ -19,7 +19,8 @@ const RULES: { method: string; path: RegExp; permission: Permission }[] = [
   { method: "POST", path: /^\/v1\/jobs\/[^/]+\/steps\/[^/]+\/events$/, permission: "steps.report" },
   { method: "GET", path: /^\/v1\/jobs(\/[^/]+)?$/, permission: "jobs.read" },
   { method: "GET", path: /^\/v1\/jobs\/[^/]+\/steps\/[^/]+\/items$/, permission: "jobs.read" },
-  { method: "GET", path: /^\/v1\/jobs\/[^/]+\/history$/, permission: "jobs.read" },
+  { method: "GET", path: /^\/v1\/jobs\/[^/]+\/(history|stream)$/, permission: "jobs.read" },
+  { method: "GET", path: /^\/v1\/events$/, permission: "jobs.read" },
   { method: "*", path: /^\/v1\/admin(\/|$)/, permission: "outbox.admin" },
 ];
 

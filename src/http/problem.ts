@@ -66,6 +66,7 @@ const PROBLEM_KINDS: Record<ErrorCode, ProblemKind> = {
   "redrive-limit-reached": { status: 409, title: "The job was redriven as often as allowed" },
   "storage-unavailable": { status: 503, title: "Storage unavailable" },
   "storage-full": { status: 503, title: "Too many open jobs" },
+  "too-many-streams": { status: 503, title: "Too many open streams on this instance" },
   "publishing-disabled": { status: 503, title: "Publishing is not configured" },
 };
 

@@ -12,6 +12,7 @@ import { type HistoryCause, recordChange } from "../domain/history.ts";
 import { childStepIdFor } from "../domain/ids.ts";
 import { CHILDREN_PER_CHANGE, fillMap, rerunsWanted, wantsChildren } from "../domain/map-step.ts";
 import type { Job, JobAggregate, OutboxEntry, OutboxWork, Step } from "../domain/model.ts";
+import type { HubMessage } from "../domain/notices.ts";
 import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, SavedChanges } from "../storage/job-store.ts";
@@ -22,6 +23,8 @@ export interface JobWriterOptions {
   dispatcher: Dispatcher | null;
   retryDelaySeconds: number;
   now: () => Date;
+  /** Told after each recorded change (streams listen); absent: nobody is. */
+  announce?: (notice: HubMessage) => void;
 }
 
 /** A decided change of one job. */
@@ -88,6 +91,18 @@ export function createJobWriter(options: JobWriterOptions) {
       ...(listed ? { listingUnchanged: true } : {}),
     });
     dispatchCreated(before, saved);
+    if (recorded && options.announce) {
+      const job = saved.job ?? before.job;
+      options.announce({
+        kind: "change",
+        tenantId: job.tenantId,
+        jobId,
+        requestType: job.requestType,
+        seq: recorded.entry.seq,
+        jobStatus: job.status,
+        entry: recorded.entry,
+      });
+    }
     await afterChange(before, saved);
     return saved;
   }
@@ -160,7 +175,7 @@ export function createJobWriter(options: JobWriterOptions) {
     }
   }
 
-  return { load, withRetries, commit };
+  return { load, withRetries, commit, announce: (notice: HubMessage) => options.announce?.(notice) };
 }
 
 export type JobWriter = ReturnType<typeof createJobWriter>;

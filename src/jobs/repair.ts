@@ -11,6 +11,7 @@ import { MAX_MESSAGE_DATA_BYTES } from "../domain/directives.ts";
 import { InvalidCursorError, InvalidTransitionError, NotFoundError, ValidationFailedError } from "../domain/errors.ts";
 import type { HistoryCause } from "../domain/history.ts";
 import type { HistoryEntry, JobAggregate, JsonObject, Page } from "../domain/model.ts";
+import type { HubMessage } from "../domain/notices.ts";
 import { pauseJob, type RepairChange, redriveJob, resumeJob } from "../domain/repair.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import { encodeCursor, readCursor } from "../storage/cursor.ts";
@@ -31,6 +32,8 @@ export interface RepairServiceOptions {
   /** LUCIUS_MAX_REDRIVES: redrives of one job at most. */
   maxRedrives: number;
   now?: () => Date;
+  /** Told after each recorded change (streams listen). */
+  announce?: (notice: HubMessage) => void;
 }
 
 export interface RedriveInput {

@@ -17,6 +17,8 @@ export interface JobView {
   paused: boolean;
   /** Times an operator redrove it. */
   redrives: number;
+  /** The sequence number of its latest change (its history's, a stream's event id). */
+  seq: number;
   createdAt: string;
   updatedAt: string;
   steps: {
@@ -118,7 +120,7 @@ export function createJobService(options: JobServiceOptions): JobService {
   };
 }
 
-function toView({ job, steps, outbox }: JobAggregate, protocol: Protocol | undefined): JobView {
+export function toView({ job, steps, outbox }: JobAggregate, protocol: Protocol | undefined): JobView {
   const nameOf = (index: number) => steps.find((s) => s.index === index)?.name ?? String(index);
   return {
     jobId: job.jobId,
@@ -128,6 +130,7 @@ function toView({ job, steps, outbox }: JobAggregate, protocol: Protocol | undef
     status: job.status,
     paused: job.paused,
     redrives: job.redrives,
+    seq: job.changes,
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     steps: [...steps]

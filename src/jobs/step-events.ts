@@ -9,6 +9,7 @@ import { InvalidTransitionError, NotFoundError } from "../domain/errors.ts";
 import { type HistoryCause, SERVICE_ACTOR } from "../domain/history.ts";
 import { isChildStepId } from "../domain/ids.ts";
 import type { Step } from "../domain/model.ts";
+import type { HubMessage } from "../domain/notices.ts";
 import { type DeadlineOutcome, expireChild, expireStep } from "../domain/step-deadlines.ts";
 import { applyChildEvent, applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
@@ -31,6 +32,8 @@ export interface StepEventServiceOptions {
   dispatcher: Dispatcher | null;
   retryDelaySeconds: number;
   now?: () => Date;
+  /** Told after each recorded change and each progress report (streams listen). */
+  announce?: (notice: HubMessage) => void;
 }
 
 /** What a passed deadline did: nothing (the step moved on), a later deadline, another attempt, or a failed job. */
@@ -189,6 +192,10 @@ export function createStepEventService(options: StepEventServiceOptions) {
         }
         const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
         const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
+        if (event.status === "progress" && after.progress) {
+          const { job } = aggregate;
+          writer.announce({ kind: "progress", tenantId: job.tenantId, jobId, requestType: job.requestType, step: step.name, stepId, progress: after.progress });
+        }
         return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
       });
     },

@@ -1,4 +1,5 @@
-import { dueIndexTable, type Settings, SettingsError, ttlIndexTable } from "../config/settings.ts";
+import { changeFeedTable, dueIndexTable, type Settings, SettingsError, ttlIndexTable } from "../config/settings.ts";
+import type { ChangeFeed } from "./change-feed.ts";
 import type { JobStore } from "./job-store.ts";
 import { createMemoryStore } from "./memory/memory-store.ts";
 import { createMemoryOperationStore } from "./memory/operation-store.ts";
@@ -42,4 +43,12 @@ export async function createOperationStore(settings: Settings): Promise<Operatio
   if (settings.storageBackend === "memory") return createMemoryOperationStore();
   const { createAzureOperationStore } = await import("./azure/operation-store.ts");
   return refusedAsSettings(() => createAzureOperationStore({ connection: settings.tableConnection!, table: settings.tables.operations }));
+}
+
+/** Where instances tell each other of changes: nowhere on `memory` (one instance), a table on Azure. */
+export async function createChangeFeed(settings: Settings): Promise<ChangeFeed | null> {
+  if (settings.storageBackend === "memory") return null;
+  const { createAzureChangeFeed } = await import("./azure/change-feed.ts");
+  const base = settings.storageBackend === "ledger" ? settings.tables.ledger : settings.tables.outbox;
+  return refusedAsSettings(() => createAzureChangeFeed({ connection: settings.tableConnection!, table: changeFeedTable(base) }));
 }

@@ -82,6 +82,8 @@ const routes: Route[] = [
   { name: "resume a job", permission: "jobs.operate", otherTenant: 404, allowed: 409, request: (t) => [`/v1/jobs/${t.jobId}/resume`, { method: "POST" }] },
   { name: "redrive a job", permission: "jobs.operate", otherTenant: 404, allowed: 409, request: (t) => [`/v1/jobs/${t.jobId}/redrive`, { method: "POST" }] },
   { name: "read a job's history", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}/history`, {}] },
+  { name: "stream a job's changes", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}/stream`, {}] },
+  { name: "stream a tenant's changes", permission: "jobs.read", otherTenant: 403, allowed: 200, request: () => ["/v1/events?tenantId=acme", {}] },
   { name: "read a job", permission: "jobs.read", otherTenant: 404, allowed: 200, request: (t) => [`/v1/jobs/${t.jobId}`, {}] },
   { name: "list a tenant's jobs", permission: "jobs.read", otherTenant: 403, allowed: 200, request: () => ["/v1/jobs?tenantId=acme", {}] },
   { name: "read the outbox stats", permission: "outbox.admin", otherTenant: "allowed", allowed: 200, request: () => ["/v1/admin/outbox/stats", {}] },
