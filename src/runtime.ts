@@ -13,6 +13,7 @@ import { createCommandService } from "./commands/service.ts";
 import { createTenantRateLimit } from "./commands/tenant-rate-limit.ts";
 import type { ProtocolRegistry } from "./config/protocols.ts";
 import { type Settings, SettingsError } from "./config/settings.ts";
+import { loadWebhookSecrets, type WebhookSecrets } from "./config/webhook-secrets.ts";
 import type { EventReceiver } from "./events/service-bus-receiver.ts";
 import type { ReadinessCheck } from "./health/routes.ts";
 import { observe } from "./http/observe.ts";
@@ -28,6 +29,7 @@ import { createMetrics, type Metrics } from "./metrics/metrics.ts";
 import { createDispatcher, type Dispatcher } from "./outbox/dispatcher.ts";
 import type { Publisher } from "./outbox/publisher.ts";
 import { createSweeper, leaseSecondsFor, type Sweeper } from "./outbox/sweeper.ts";
+import { createWebhookSender } from "./outbox/webhook-sender.ts";
 import type { ChangeFeed } from "./storage/change-feed.ts";
 import { createChangeFeed, createOperationStore, createStore } from "./storage/create-store.ts";
 import type { JobStore } from "./storage/job-store.ts";
@@ -83,7 +85,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const store = options.store ?? (await createStore(settings));
   await store.init();
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
-  const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock });
+  // A bad secrets file stops the start, naming every problem.
+  const webhookSecrets = loadWebhookSecrets(settings.webhooks.secretsFile);
+  const { dispatcher, sweeper, drainer } = createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock, webhookSecrets });
   const hub = createChangeHub();
   const feed = options.changeFeed !== undefined ? options.changeFeed : await createChangeFeed(settings);
   await feed?.init();
@@ -149,6 +153,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       ...services,
       idempotencyTtlSeconds: settings.idempotencyTtlSeconds,
       rateLimit: settings.tenantRateLimit > 0 ? createTenantRateLimit(settings.tenantRateLimit) : null,
+      webhooks: { secrets: webhookSecrets, allowHttp: settings.webhooks.allowHttp },
     }),
     jobs: createJobService({ store, protocols: options.protocols }),
     stepEvents,
@@ -247,10 +252,11 @@ interface OutboxWorkerOptions {
   logger: Logger;
   metrics: Metrics;
   withClock: { now?: () => Date };
+  webhookSecrets: WebhookSecrets;
 }
 
 /** The fast path and the retry loop; neither exists without a publisher. */
-function createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock }: OutboxWorkerOptions): {
+function createOutboxWorkers({ settings, store, publisher, logger, metrics, withClock, webhookSecrets }: OutboxWorkerOptions): {
   dispatcher: Dispatcher | null;
   sweeper: Sweeper | null;
   drainer: Sweeper | null;
@@ -268,6 +274,8 @@ function createOutboxWorkers({ settings, store, publisher, logger, metrics, with
     publishTimeoutSeconds: outbox.publishTimeoutSeconds,
     retryDelaySeconds: outbox.retryDelaySeconds,
     maxAttempts: outbox.maxAttempts,
+    webhooks: createWebhookSender({ secrets: webhookSecrets, allowHttp: settings.webhooks.allowHttp, allowHosts: settings.webhooks.allowHosts }),
+    webhookMaxAttempts: settings.webhooks.maxAttempts,
     ...withClock,
   });
   sweeper = createSweeper({

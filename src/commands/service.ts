@@ -4,7 +4,9 @@
  */
 import { type Caller, holdsTenant } from "../auth/caller.ts";
 import { type ProtocolRegistry, payloadViolations, type RegisteredProtocol } from "../config/protocols.ts";
+import { secretsOf, type WebhookSecrets } from "../config/webhook-secrets.ts";
 import {
+  type FieldViolation,
   ForbiddenError,
   IdempotencyKeyInFlightError,
   IdempotencyKeyReusedError,
@@ -17,6 +19,7 @@ import { newJobId } from "../domain/ids.ts";
 import type { IdempotencyRecord, Job, JobAggregate, OutboxWork } from "../domain/model.ts";
 import type { HubMessage } from "../domain/notices.ts";
 import { planJob } from "../domain/plan-job.ts";
+import { DEFAULT_WEBHOOK_EVENTS } from "../domain/webhooks.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, NewJob } from "../storage/job-store.ts";
 import type { CommandEnvelope } from "../validation/envelope.ts";
@@ -57,6 +60,8 @@ export interface CommandServiceOptions {
   now?: () => Date;
   /** Told when a job is stored (streams listen). */
   announce?: (notice: HubMessage) => void;
+  /** What a command's callback is checked against. */
+  webhooks?: { secrets: WebhookSecrets; allowHttp: boolean };
 }
 
 export interface CommandService {
@@ -70,6 +75,27 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
   const { store, protocols, dispatcher } = options;
   const now = options.now ?? (() => new Date());
   const claimTimeoutMs = (options.claimTimeoutSeconds ?? DEFAULT_CLAIM_TIMEOUT_SECONDS) * 1000;
+
+  /** A callback's URL and the tenant's secret, checked before anything is stored. */
+  function callbackViolations(envelope: CommandEnvelope): FieldViolation[] {
+    const callback = envelope.callback;
+    if (!callback) return [];
+    const violations: FieldViolation[] = [];
+    let url: URL | null = null;
+    try {
+      url = new URL(callback.url);
+    } catch {
+      violations.push({ path: "/callback/url", message: "must be an absolute URL" });
+    }
+    if (url && url.protocol !== "https:" && !(url.protocol === "http:" && options.webhooks?.allowHttp)) {
+      violations.push({ path: "/callback/url", message: options.webhooks?.allowHttp ? "must be https or http" : "must be https" });
+    }
+    if (url && (url.username !== "" || url.password !== "")) violations.push({ path: "/callback/url", message: "must not carry credentials" });
+    if (secretsOf(options.webhooks?.secrets ?? new Map(), envelope.tenantId).length === 0) {
+      violations.push({ path: "/callback", message: `tenant '${envelope.tenantId}' has no webhook secret to sign with (LUCIUS_WEBHOOK_SECRETS_FILE)` });
+    }
+    return violations;
+  }
 
   function validate(envelope: CommandEnvelope): RegisteredProtocol {
     const protocol = protocols.get(envelope.requestType);
@@ -86,7 +112,7 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
         ],
       });
     }
-    const violations = payloadViolations(protocol, envelope.tenantId, envelope.payload);
+    const violations = [...payloadViolations(protocol, envelope.tenantId, envelope.payload), ...callbackViolations(envelope)];
     if (violations.length > 0) {
       throw new ValidationFailedError(`the payload violates the schemas of '${protocol.requestType}'`, { errors: violations });
     }
@@ -104,6 +130,7 @@ export function createCommandService(options: CommandServiceOptions): CommandSer
         correlationId: envelope.correlationId ?? null,
         idempotencyKey: key,
         payload: envelope.payload,
+        ...(envelope.callback ? { callback: { url: envelope.callback.url, events: envelope.callback.events ?? DEFAULT_WEBHOOK_EVENTS } } : {}),
       },
       protocol,
       traceparent: command.traceparent,

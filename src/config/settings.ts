@@ -55,6 +55,16 @@ export interface Settings {
   bulkRedriveRate: number;
   /** LUCIUS_MAX_STREAMS: event streams open on one instance at most. */
   maxStreams: number;
+  webhooks: {
+    /** LUCIUS_WEBHOOK_SECRETS_FILE. */
+    secretsFile: string | null;
+    /** LUCIUS_WEBHOOK_MAX_ATTEMPTS: deliveries tried this often before they are parked `failed`. */
+    maxAttempts: number;
+    /** LUCIUS_WEBHOOK_ALLOW_HTTP: plain http callbacks (development). */
+    allowHttp: boolean;
+    /** LUCIUS_WEBHOOK_ALLOW_HOSTS: hosts whose private addresses may be called. */
+    allowHosts: string[];
+  };
   outbox: {
     publishTimeoutSeconds: number;
     retryEnabled: boolean;
@@ -91,6 +101,7 @@ export const DEFAULT_EVENTS_CONCURRENCY = 64;
 export const DEFAULT_MAX_REDRIVES = 10;
 export const DEFAULT_BULK_REDRIVE_RATE = 50;
 export const DEFAULT_MAX_STREAMS = 1000;
+export const DEFAULT_WEBHOOK_MAX_ATTEMPTS = 8;
 
 /**
  * The sweeper's due-entry index lives in a table of its own beside the outbox rows (`table`) or
@@ -241,6 +252,15 @@ export function loadSettings(env: Env): Settings {
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     eventsConcurrency: read.number("LUCIUS_EVENTS_CONCURRENCY", DEFAULT_EVENTS_CONCURRENCY, { min: 1, max: 1000, integer: true }),
     maxRedrives: read.number("LUCIUS_MAX_REDRIVES", DEFAULT_MAX_REDRIVES, { min: 0, max: 1000, integer: true }),
+    webhooks: {
+      secretsFile: read.optional("LUCIUS_WEBHOOK_SECRETS_FILE"),
+      maxAttempts: read.number("LUCIUS_WEBHOOK_MAX_ATTEMPTS", DEFAULT_WEBHOOK_MAX_ATTEMPTS, { min: 1, max: 100, integer: true }),
+      allowHttp: read.boolean("LUCIUS_WEBHOOK_ALLOW_HTTP", false),
+      allowHosts: (read.optional("LUCIUS_WEBHOOK_ALLOW_HOSTS") ?? "")
+        .split(",")
+        .map((host) => host.trim().toLowerCase())
+        .filter(Boolean),
+    },
     maxStreams: read.number("LUCIUS_MAX_STREAMS", DEFAULT_MAX_STREAMS, { min: 1, max: 100_000, integer: true }),
     bulkRedriveRate: read.number("LUCIUS_BULK_REDRIVE_RATE", DEFAULT_BULK_REDRIVE_RATE, { min: 1, max: 1000, integer: true }),
     outbox: {

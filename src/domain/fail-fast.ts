@@ -7,6 +7,7 @@ import { issueDirective } from "./directives.ts";
 import { definitionOf, isCompensation, resultsOf, workSteps } from "./graph.ts";
 import type { Job, JobAggregate, JobFailure, JsonObject, OutboxEntry, Protocol, Step } from "./model.ts";
 import { cancelStep, finishJob, withdrawEntry } from "./transitions.ts";
+import { isWebhook } from "./webhooks.ts";
 
 export interface ApplyOptions {
   protocol: Protocol | undefined;
@@ -75,6 +76,9 @@ export function cancelRest(aggregate: JobAggregate, now: string, except: string 
           (s.status === "pending" || s.status === "initiated"),
       )
       .map((s) => cancelStep(s, now)),
-    outbox: aggregate.outbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),
+    // A webhook delivery reports what happened: the job's end does not take it back.
+    outbox: aggregate.outbox
+      .filter((o) => o.status === "pending" && !isWebhook(o))
+      .map((o) => withdrawEntry(o, "job ended before this directive was sent", now)),
   };
 }

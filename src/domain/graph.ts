@@ -97,7 +97,7 @@ export function workSteps(protocol: Protocol | undefined, steps: readonly Step[]
  * (on `table`, a change cut short between its step and its entry) is dispatched again.
  */
 export function readySteps(protocol: Protocol, aggregate: Pick<JobAggregate, "steps" | "outbox">): Step[] {
-  const directed = new Set(aggregate.outbox.map((entry) => entry.stepId));
+  const directed = new Set(aggregate.outbox.filter((entry) => entry.webhook === undefined).map((entry) => entry.stepId));
   return workSteps(protocol, aggregate.steps).filter(
     (step) =>
       step.status === "pending" &&

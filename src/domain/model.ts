@@ -38,6 +38,8 @@ export interface Job extends Versioned {
   changes: number;
   /** The bulk operation that redrove it last, if one did: an operation redrives a job once. */
   redrivenBy?: string;
+  /** Where its client is told of its changes (webhooks), and of which. */
+  callback?: JobCallback;
   createdAt: string;
   updatedAt: string;
 }
@@ -103,6 +105,8 @@ export interface OutboxEntry extends Versioned {
   results: Record<string, JsonObject>;
   /** For the compensation step (the protocol's `onFailure`): which step failed the job, and how. */
   failure?: JobFailure;
+  /** A webhook delivery (domain/webhooks.ts) instead of a step's directive: where, and what. */
+  webhook?: WebhookDelivery;
   status: OutboxStatus;
   attempts: number;
   nextAttemptAt: string | null;
@@ -264,4 +268,20 @@ export interface HistoryEntry {
   steps: { step: string; status: StepStatus }[];
   /** The job's status after the change, when it moved. */
   jobStatus?: JobStatus;
+}
+
+export const WEBHOOK_EVENTS = ["job.succeeded", "job.failed", "job.cancelled", "step.succeeded", "step.failed"] as const;
+export type WebhookEventType = (typeof WEBHOOK_EVENTS)[number];
+
+/** A command's `callback`: the client's URL and the events it wants (default: the job's end). */
+export interface JobCallback {
+  url: string;
+  events: WebhookEventType[];
+}
+
+/** What one webhook delivery posts (Standard Webhooks: `{ type, timestamp, data }`), and where. */
+export interface WebhookDelivery {
+  url: string;
+  type: WebhookEventType;
+  body: { type: WebhookEventType; timestamp: string; data: JsonObject };
 }

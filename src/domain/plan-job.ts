@@ -3,7 +3,7 @@ import { failJob } from "./fail-fast.ts";
 import { conditionHolds, isCompensation, isDone, readySteps, resultsFor, workSteps } from "./graph.ts";
 import { isChildStepId, stepIdFor } from "./ids.ts";
 import { FIRST_CHILDREN, startMap } from "./map-step.ts";
-import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, ProtocolStep, Step } from "./model.ts";
+import type { Job, JobAggregate, JobCallback, JsonObject, OutboxEntry, Protocol, ProtocolStep, Step } from "./model.ts";
 import { finishJob, skipStep, startJob } from "./transitions.ts";
 
 export { assertMessageFits, type DirectiveOptions, deadlineFrom, issueDirective, MAX_MESSAGE_DATA_BYTES, partitionKeyFor } from "./directives.ts";
@@ -14,6 +14,8 @@ export interface PlannedCommand {
   correlationId: string | null;
   idempotencyKey: string | null;
   payload: JsonObject;
+  /** Where the job's changes are posted (webhooks), already checked. */
+  callback?: JobCallback;
 }
 
 export interface PlanJobOptions {
@@ -118,6 +120,7 @@ export function planJob(options: PlanJobOptions): JobAggregate {
     correlationId: command.correlationId,
     idempotencyKey: command.idempotencyKey,
     payload: command.payload,
+    ...(command.callback ? { callback: command.callback } : {}),
     status: "accepted",
     paused: false,
     redrives: 0,

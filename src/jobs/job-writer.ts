@@ -9,11 +9,12 @@ import type { ProtocolRegistry } from "../config/protocols.ts";
 import { ConcurrencyConflictError, NotFoundError } from "../domain/errors.ts";
 import { definitionOf } from "../domain/graph.ts";
 import { type HistoryCause, recordChange } from "../domain/history.ts";
-import { childStepIdFor } from "../domain/ids.ts";
+import { childStepIdFor, isChildStepId } from "../domain/ids.ts";
 import { CHILDREN_PER_CHANGE, fillMap, rerunsWanted, wantsChildren } from "../domain/map-step.ts";
 import type { Job, JobAggregate, OutboxEntry, OutboxWork, Step } from "../domain/model.ts";
 import type { HubMessage } from "../domain/notices.ts";
 import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts";
+import { webhookDeliveries } from "../domain/webhooks.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, SavedChanges } from "../storage/job-store.ts";
 
@@ -83,10 +84,24 @@ export function createJobWriter(options: JobWriterOptions) {
     const recorded = cause ? recordChange(before, change, cause, now()) : null;
     const job = recorded?.job ?? change.job;
     const listed = job === undefined || (job.status === before.job.status && job.paused === before.job.paused);
+    // What the job's callback asked to be told of this change: written with it.
+    const callback = job?.callback;
+    const deliveries =
+      recorded && job && callback
+        ? webhookDeliveries(
+            { ...job, callback },
+            recorded.entry,
+            [...change.steps, ...before.steps].filter((s) => !isChildStepId(s.stepId)),
+            {
+              now: now(),
+              retryDelaySeconds: options.retryDelaySeconds,
+            },
+          )
+        : [];
     const saved = await store.saveChanges(jobId, {
       ...(job ? { job } : {}),
       steps: change.steps,
-      outbox: change.outbox,
+      outbox: [...change.outbox, ...deliveries],
       ...(recorded ? { history: recorded.entry } : {}),
       ...(listed ? { listingUnchanged: true } : {}),
     });

@@ -4,13 +4,15 @@
  * load grows batches instead of concurrent calls.
  */
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
+import { WEBHOOK_TOPIC } from "../domain/webhooks.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { type BrokerHealth, createBrokerHealth } from "./broker-health.ts";
 import { buildMessage } from "./message.ts";
 import { createOutcomeWriter } from "./outcome-writer.ts";
 import { countResults, type PublishResult, publishWithTimeout } from "./publish-with-timeout.ts";
-import type { Publisher } from "./publisher.ts";
+import type { Publisher, PublishOutcome } from "./publisher.ts";
+import { WEBHOOK_TIMEOUT_MS, type WebhookSender } from "./webhook-sender.ts";
 
 /** Service Bus accepts at most 100 messages per batch send. */
 const MAX_BATCH_MESSAGES = 100;
@@ -29,6 +31,10 @@ export interface DispatcherOptions {
   publishTimeoutSeconds: number;
   retryDelaySeconds: number;
   maxAttempts: number;
+  /** Delivers webhook entries (topic WEBHOOK_TOPIC); absent: they fail, for good. */
+  webhooks?: Pick<WebhookSender, "deliver">;
+  /** LUCIUS_WEBHOOK_MAX_ATTEMPTS. */
+  webhookMaxAttempts?: number;
   /** Set on every message as `replyTo`: where workers send step events. */
   replyTo?: string | null;
   now?: () => Date;
@@ -63,6 +69,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
     store: options.store,
     retryDelaySeconds: options.retryDelaySeconds,
     maxAttempts: options.maxAttempts,
+    ...(options.webhookMaxAttempts ? { webhookMaxAttempts: options.webhookMaxAttempts } : {}),
     now,
     ...(options.random ? { random: options.random } : {}),
   });
@@ -77,8 +84,9 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
   });
   const inFlight = createInFlightSet();
   const queues = createTopicQueues(async (topic, batch) => {
-    if (!broker.mayAttempt()) return false;
-    const outcomes = await publishAndStore(topic, yetToBeDue(batch));
+    // Webhooks go to the clients' receivers, not the broker: its outage does not hold them.
+    if (topic !== WEBHOOK_TOPIC && !broker.mayAttempt()) return false;
+    const outcomes = await publishAndStore(topic, yetToBeDue(batch, topic));
     // The broker refused the whole batch: the rest of the queue would wait out the same failure
     // batch after batch. It stays stored and pending; the sweeper takes it when due.
     return outcomes.length === 0 || outcomes.some((entry) => entry?.status === "sent");
@@ -89,17 +97,26 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
    * entry falls due LUCIUS_OUTBOX_RETRY_DELAY after creation), so that the two never publish one
    * entry at the same time. The rest is left to the sweeper.
    */
-  function yetToBeDue(batch: OutboxWork[]): OutboxWork[] {
-    const latestStart = new Date(now().getTime() + options.publishTimeoutSeconds * 1000).toISOString();
+  function yetToBeDue(batch: OutboxWork[], topic: string): OutboxWork[] {
+    // A delivery may take its receiver's whole timeout.
+    const seconds = topic === WEBHOOK_TOPIC ? Math.max(options.publishTimeoutSeconds, WEBHOOK_TIMEOUT_MS / 1000) : options.publishTimeoutSeconds;
+    const latestStart = new Date(now().getTime() + seconds * 1000).toISOString();
     return batch.filter((item) => item.entry.nextAttemptAt !== null && item.entry.nextAttemptAt > latestStart);
   }
 
   async function publishAndStore(topic: string, items: OutboxWork[]): Promise<(OutboxEntry | null)[]> {
     if (items.length === 0) return [];
     const started = performance.now();
-    const messages = items.map((item) => buildMessage(item.job, item.step, item.entry, options.replyTo ?? null));
-    const outcomes = await publishWithTimeout(publisher, topic, messages, options.publishTimeoutSeconds);
-    broker.note(outcomes);
+    let outcomes: PublishOutcome[];
+    if (topic === WEBHOOK_TOPIC) {
+      outcomes = options.webhooks
+        ? await options.webhooks.deliver(items)
+        : items.map(() => ({ ok: false as const, error: "webhooks are not configured", retryable: false }));
+    } else {
+      const messages = items.map((item) => buildMessage(item.job, item.step, item.entry, options.replyTo ?? null));
+      outcomes = await publishWithTimeout(publisher, topic, messages, options.publishTimeoutSeconds);
+      broker.note(outcomes);
+    }
     const seconds = (performance.now() - started) / 1000;
     for (const [result, count] of countResults(outcomes)) options.onPublished?.(result, count, seconds);
     return Promise.all(

@@ -7,7 +7,7 @@
 import { ConcurrencyConflictError, InvalidTransitionError } from "../domain/errors.ts";
 import { isChildStepId } from "../domain/ids.ts";
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
-import { applyPublished, recordPublishFailure } from "../domain/transitions.ts";
+import { applyPublished, markOutboxSent, recordPublishFailure } from "../domain/transitions.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { backoffSeconds } from "./backoff.ts";
 import type { PublishOutcome } from "./publisher.ts";
@@ -21,6 +21,8 @@ export interface OutcomeWriterOptions {
   store: JobStore;
   retryDelaySeconds: number;
   maxAttempts: number;
+  /** LUCIUS_WEBHOOK_MAX_ATTEMPTS: delivery attempts of a webhook before it is parked `failed`. */
+  webhookMaxAttempts?: number;
   now: () => Date;
   random?: () => number;
 }
@@ -32,6 +34,10 @@ export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWrite
 
   async function write(item: OutboxWork, outcome: PublishOutcome, at: Date): Promise<OutboxEntry> {
     const stamp = at.toISOString();
+    if (outcome.ok && item.entry.webhook) {
+      // A delivery reports a change: it starts nothing.
+      return (await store.saveChanges(item.job.jobId, { outbox: [markOutboxSent(item.entry, stamp)] })).outbox[0]!;
+    }
     if (outcome.ok) {
       const next = applyPublished(item, stamp);
       const saved = await store.saveChanges(item.job.jobId, {
@@ -41,17 +47,19 @@ export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWrite
       });
       return saved.outbox[0]!;
     }
-    const delay = backoffSeconds(item.entry.attempts + 1, {
+    const backoff = backoffSeconds(item.entry.attempts + 1, {
       baseSeconds: options.retryDelaySeconds,
       capSeconds: BACKOFF_CAP_SECONDS,
       ...(options.random ? { random: options.random } : {}),
     });
+    // A receiver's Retry-After is honoured (within the cap): it knows when it can take more.
+    const delay = Math.max(backoff, Math.min(BACKOFF_CAP_SECONDS, outcome.retryAfterSeconds ?? 0));
     const failed = recordPublishFailure(item.entry, {
       error: outcome.error,
       retryable: outcome.retryable,
       now: stamp,
       nextAttemptAt: new Date(at.getTime() + delay * 1000).toISOString(),
-      maxAttempts: options.maxAttempts,
+      maxAttempts: item.entry.webhook ? (options.webhookMaxAttempts ?? options.maxAttempts) : options.maxAttempts,
     });
     const saved = await store.saveChanges(item.job.jobId, { outbox: [failed] });
     return saved.outbox[0]!;

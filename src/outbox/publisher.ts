@@ -32,7 +32,8 @@ export interface OutboundMessage {
   applicationProperties: Record<string, string>;
 }
 
-export type PublishOutcome = { ok: true } | { ok: false; error: string; retryable: boolean };
+/** `retryAfterSeconds`: when the receiver asked to be tried again (a webhook's Retry-After). */
+export type PublishOutcome = { ok: true } | { ok: false; error: string; retryable: boolean; retryAfterSeconds?: number };
 
 export interface Publisher {
   /**

@@ -22,6 +22,7 @@ describe("GET /v1/jobs/{jobId}", () => {
       "paused",
       "redrives",
       "requestType",
+      "seq",
       "status",
       "steps",
       "tenantId",

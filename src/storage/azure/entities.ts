@@ -8,6 +8,7 @@ import type {
   HistoryEntry,
   IdempotencyRecord,
   Job,
+  JobCallback,
   JobFailure,
   JobStatus,
   JobSummary,
@@ -16,6 +17,7 @@ import type {
   OutboxStatus,
   Step,
   StepStatus,
+  WebhookDelivery,
 } from "../../domain/model.ts";
 import { chunkString, type Entity, joinChunks } from "./limits.ts";
 
@@ -68,6 +70,7 @@ export function jobToEntity(job: Job, keys: Keys): Entity {
     redrives: job.redrives,
     changes: job.changes,
     ...(job.redrivenBy === undefined ? {} : { redrivenBy: job.redrivenBy }),
+    ...(job.callback === undefined ? {} : { callback: JSON.stringify(job.callback) }),
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     ...chunkString("payload", JSON.stringify(job.payload)),
@@ -89,6 +92,7 @@ export function entityToJob(entity: Stored): Job {
     redrives: Number(entity.redrives ?? 0),
     changes: Number(entity.changes ?? 0),
     ...(typeof entity.redrivenBy === "string" ? { redrivenBy: entity.redrivenBy } : {}),
+    ...(typeof entity.callback === "string" ? { callback: JSON.parse(entity.callback) as JobCallback } : {}),
     createdAt: text(entity, "createdAt"),
     updatedAt: text(entity, "updatedAt"),
     etag: etagOf(entity),
@@ -176,6 +180,7 @@ export function outboxToEntity(entry: OutboxEntry, keys: Keys): Entity {
     ...(entry.lastError === null ? {} : chunkString("lastError", entry.lastError)),
     ...(Object.keys(entry.results).length === 0 ? {} : chunkString("results", JSON.stringify(entry.results))),
     ...(entry.failure ? { failure: JSON.stringify(entry.failure) } : {}),
+    ...(entry.webhook ? chunkString("webhook", JSON.stringify(entry.webhook)) : {}),
   };
 }
 
@@ -190,6 +195,7 @@ export function entityToOutbox(entity: Stored): OutboxEntry {
     traceparent: nullableText(entity, "traceparent"),
     results: JSON.parse(joinChunks(entity, "results") ?? "{}"),
     ...(typeof entity.failure === "string" ? { failure: JSON.parse(entity.failure) as JobFailure } : {}),
+    ...(typeof entity.webhook === "string" ? { webhook: JSON.parse(joinChunks(entity, "webhook")!) as WebhookDelivery } : {}),
     status: text(entity, "status") as OutboxStatus,
     attempts: integer(entity, "attempts"),
     nextAttemptAt: nullableText(entity, "nextAttemptAt"),
