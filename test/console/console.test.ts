@@ -304,4 +304,24 @@ describe("operator console", () => {
     await page.screenshot({ path: `${ARTIFACTS_DIR}bulk-redrive.png` });
     await page.close();
   }, 15_000);
+
+  test("the job and jobs views follow the service's streams: a change shows at once, with the timer a minute away", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${base}/console?refresh=60000#/jobs?tenant=acme`);
+    await page.type("#key", KEY);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.getElementById("view")?.dataset.live === "true", { timeout: 5000 });
+    const jobId = await submit();
+    await page.waitForSelector(`tr[data-job="${jobId}"]`, { timeout: 3000 });
+
+    await page.goto(`${base}/console?refresh=60000#/job/${jobId}`);
+    await page.waitForFunction(() => document.getElementById("view")?.dataset.live === "true" && document.querySelector(".step") !== null, { timeout: 5000 });
+    await service.request(`/v1/jobs/${jobId}/steps/${jobId}.s0/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId: "live-done", status: "succeeded", result: { live: true } }),
+    });
+    await page.waitForSelector(".step.succeeded", { timeout: 3000 });
+    await page.close();
+  }, 15_000);
 });
