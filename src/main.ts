@@ -61,9 +61,19 @@ function createStdoutLogs(settings: Settings): Logs {
   return { logger, flush };
 }
 
+/** Longer than an event stream's keep-alive (15 s), so that only a dead connection times out. */
+const IDLE_TIMEOUT_SECONDS = 40;
+
 function listen(settings: Settings, runtime: Runtime): ReturnType<typeof Bun.serve> | string {
   try {
-    return Bun.serve({ hostname: settings.host, port: settings.port, maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes), fetch: runtime.fetch });
+    return Bun.serve({
+      hostname: settings.host,
+      port: settings.port,
+      maxRequestBodySize: bunBodyLimit(settings.maxBodyBytes),
+      // Bun closes a connection silent for 10 s by default: an event stream sends a comment every 15 s.
+      idleTimeout: IDLE_TIMEOUT_SECONDS,
+      fetch: runtime.fetch,
+    });
   } catch (error) {
     return `cannot listen on ${settings.host}:${settings.port}: ${(error as Error).message}`;
   }
