@@ -17,6 +17,8 @@ interface StepMessage {
   stepName: string;
   stepIndex: number;
   outboxId: string;
+  /** The step's heartbeat interval, when it has one: report at least this often. */
+  heartbeatSeconds?: number;
   /** Which dispatch of the step this is, from 1: echoed in the events. */
   attempt: number;
   requestType: string;
@@ -118,7 +120,15 @@ export function startWorker(options: WorkerOptions) {
     const body = message.body as StepMessage;
     try {
       await report(message, body, { status: "progress", percent: 0, message: "started" });
-      const result = await doStep(body);
+      // With a heartbeat, a progress event at a third of the interval tells the service it is alive.
+      let beats = 0;
+      const beating = body.heartbeatSeconds
+        ? setInterval(
+            () => void report(message, body, { status: "progress", message: "alive", eventId: `${message.messageId}:beat:${++beats}` }).catch(() => {}),
+            (body.heartbeatSeconds * 1000) / 3,
+          )
+        : undefined;
+      const result = await doStep(body).finally(() => clearInterval(beating));
       await report(message, body, { status: "succeeded", result });
       log(`${body.stepName} of job ${body.jobId}: succeeded`);
     } catch (error) {

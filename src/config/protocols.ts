@@ -46,6 +46,8 @@ const stepSettings = {
   maxAttempts: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
   /** Seconds one attempt may run; 0 = no deadline; absent = LUCIUS_STEP_TIMEOUT. */
   timeoutSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_STEP_TIMEOUT_SECONDS })),
+  /** Seconds an attempt may go without an event (progress counts); absent = no heartbeat. */
+  heartbeatSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_STEP_TIMEOUT_SECONDS })),
 };
 
 /** One child per item of the list at `items`, `maxConcurrency` at a time. */
@@ -172,6 +174,7 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
         partitionKey: parsePartitionKey(step.partitionKey, stepAt),
         maxAttempts: step.maxAttempts ?? 1,
         timeoutSeconds: step.timeoutSeconds ?? options.stepTimeoutSeconds ?? DEFAULT_STEP_TIMEOUT_SECONDS,
+        ...(step.heartbeatSeconds ? { heartbeatSeconds: step.heartbeatSeconds } : {}),
       };
     });
     const problems = checkGraph(definition, steps, at);
@@ -185,6 +188,7 @@ export function buildRegistry(document: unknown, options: BuildRegistryOptions):
         partitionKey: parsePartitionKey(compensation.partitionKey, `${at}/onFailure`),
         maxAttempts: compensation.maxAttempts ?? 1,
         timeoutSeconds: compensation.timeoutSeconds ?? options.stepTimeoutSeconds ?? DEFAULT_STEP_TIMEOUT_SECONDS,
+        ...(compensation.heartbeatSeconds ? { heartbeatSeconds: compensation.heartbeatSeconds } : {}),
       };
       compileStepSchema(compensation.payloadSchema, `${at}/onFailure`);
     }

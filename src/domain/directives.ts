@@ -32,6 +32,8 @@ export interface DirectiveOptions {
   failure?: JobFailure;
   /** How long the attempt may run (the step's timeoutSeconds); 0 = no deadline. */
   timeoutSeconds: number;
+  /** The step's heartbeat interval (seconds), if it has one. */
+  heartbeatSeconds?: number | undefined;
   now: Date;
   retryDelaySeconds: number;
 }
@@ -53,6 +55,30 @@ export function pendingStep(fields: Pick<Step, "jobId" | "stepId" | "index" | "n
   };
 }
 
+/**
+ * An attempt's deadlines starting at `from`: without a heartbeat, its timeout's end; with one,
+ * `deadlineAt` is the earlier of that end (kept as `attemptDeadlineAt`) and the first heartbeat due.
+ */
+export function withDeadlines(step: Step, from: Date, timeoutSeconds: number, heartbeatSeconds: number | undefined): Step {
+  const attempt = deadlineFrom(from, timeoutSeconds);
+  if (!heartbeatSeconds) {
+    const { attemptDeadlineAt: _, ...rest } = step;
+    return { ...rest, deadlineAt: attempt };
+  }
+  return { ...step, attemptDeadlineAt: attempt, deadlineAt: nextBeat(attempt, from, heartbeatSeconds) };
+}
+
+/** A step that was heard from at `at`: its next heartbeat is due one interval later (never past the attempt's end). */
+export function heardFrom(step: Step, at: Date, heartbeatSeconds: number | undefined): Step {
+  if (!heartbeatSeconds || step.deadlineAt === null) return step;
+  return { ...step, deadlineAt: nextBeat(step.attemptDeadlineAt ?? null, at, heartbeatSeconds) };
+}
+
+function nextBeat(attemptEnd: string | null, from: Date, heartbeatSeconds: number): string {
+  const beat = deadlineFrom(from, heartbeatSeconds)!;
+  return attemptEnd !== null && attemptEnd < beat ? attemptEnd : beat;
+}
+
 /** The deadline of an attempt starting at `from`; null without a timeout. */
 export function deadlineFrom(from: Date, timeoutSeconds: number): string | null {
   return timeoutSeconds > 0 ? new Date(from.getTime() + timeoutSeconds * 1000).toISOString() : null;
@@ -68,7 +94,7 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
   const now = options.now.toISOString();
   const partitionKey = partitionKeyFor(options.rule, job.jobId, job.tenantId, job.payload) ?? job.jobId;
   return {
-    step: { ...step, attempts: step.attempts + 1, deadlineAt: deadlineFrom(options.now, options.timeoutSeconds), updatedAt: now },
+    step: { ...withDeadlines(step, options.now, options.timeoutSeconds, options.heartbeatSeconds), attempts: step.attempts + 1, updatedAt: now },
     entry: {
       outboxId: directiveIdFor(step.stepId, step.attempts),
       jobId: job.jobId,
@@ -79,6 +105,7 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
       traceparent: options.traceparent,
       results: options.results ?? {},
       ...(options.failure ? { failure: options.failure } : {}),
+      ...(options.heartbeatSeconds ? { heartbeatSeconds: options.heartbeatSeconds } : {}),
       status: "pending",
       attempts: 0,
       nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),

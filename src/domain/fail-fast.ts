@@ -59,6 +59,7 @@ export function redispatch(
     results,
     rule: definition?.partitionKey ?? { kind: "jobId" },
     timeoutSeconds: definition?.timeoutSeconds ?? 0,
+    heartbeatSeconds: definition?.heartbeatSeconds,
     traceparent: aggregate.outbox.find((o) => o.stepId === options.traceFrom.stepId)?.traceparent ?? null,
     now: options.now,
     retryDelaySeconds: options.retryDelaySeconds,

@@ -134,6 +134,7 @@ export function childDirective(child: Step, definition: ProtocolStep, context: M
     rule: definition.partitionKey,
     results: context.results,
     timeoutSeconds: definition.timeoutSeconds,
+    heartbeatSeconds: definition.heartbeatSeconds,
     traceparent: context.traceparent,
     now: context.now,
     retryDelaySeconds: context.retryDelaySeconds,

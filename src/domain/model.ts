@@ -86,6 +86,11 @@ export interface Step extends Versioned {
    * was never dispatched or has no timeout. Kept after the step ends, so its marker can be found.
    */
   deadlineAt: string | null;
+  /**
+   * With a heartbeat: the whole attempt's end (its timeout), while `deadlineAt` is the earlier of
+   * that and the next heartbeat due. Absent without a heartbeat.
+   */
+  attemptDeadlineAt?: string | null;
   startedAt: string | null;
   finishedAt: string | null;
   updatedAt: string;
@@ -105,6 +110,8 @@ export interface OutboxEntry extends Versioned {
   results: Record<string, JsonObject>;
   /** For the compensation step (the protocol's `onFailure`): which step failed the job, and how. */
   failure?: JobFailure;
+  /** The step's heartbeat interval, told to the worker in the message. */
+  heartbeatSeconds?: number;
   /** A webhook delivery (domain/webhooks.ts) instead of a step's directive: where, and what. */
   webhook?: WebhookDelivery;
   status: OutboxStatus;
@@ -225,6 +232,8 @@ export interface ProtocolStep {
   maxAttempts: number;
   /** How long one attempt may run before it counts as failed (seconds); 0 = no deadline. */
   timeoutSeconds: number;
+  /** An attempt with no event (progress counts) for this long is over: `heartbeat-missed`. Absent: none. */
+  heartbeatSeconds?: number;
 }
 
 export interface Protocol {

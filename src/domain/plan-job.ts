@@ -90,6 +90,7 @@ export function advance(aggregate: JobAggregate, options: AdvanceOptions): { ste
         results,
         rule: definition.partitionKey,
         timeoutSeconds: definition.timeoutSeconds,
+        heartbeatSeconds: definition.heartbeatSeconds,
         traceparent: options.traceparent,
         now: options.now,
         retryDelaySeconds: options.retryDelaySeconds,

@@ -6,15 +6,18 @@
  * attempt: the step is dispatched again while it has attempts left, else it fails `timed-out`,
  * the job fails, and what never ran is cancelled.
  */
+
+import { heardFrom, withDeadlines } from "./directives.ts";
 import { definitionOf, isCompensation, resultsFor } from "./graph.ts";
 import { directiveIdFor } from "./ids.ts";
 import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
-import { deadlineFrom } from "./plan-job.ts";
 import { type ApplyOptions, childDone, endAttempt, mapGone, retryChild } from "./step-events.ts";
 import { failStep, hasJobEnded, hasStepEnded } from "./transitions.ts";
 
 /** The error a step records when an attempt ran out of time. */
 export const TIMED_OUT = "timed-out";
+/** The error a step records when its worker went quiet for longer than its heartbeat. */
+export const HEARTBEAT_MISSED = "heartbeat-missed";
 
 export interface DeadlineOptions extends ApplyOptions {
   /** Directives are published to a broker: an attempt's time starts when its directive is sent. */
@@ -37,28 +40,47 @@ export function expireStep(aggregate: JobAggregate, stepId: string, options: Dea
   // After its job ended only the compensation step (of a failed job) still runs.
   if (hasJobEnded(job) && !(job.status === "failed" && isCompensation(options.protocol, step))) return { outcome: "not-due" };
 
-  const timeoutSeconds = definitionOf(options.protocol, step.index)?.timeoutSeconds ?? 0;
+  const definition = definitionOf(options.protocol, step.index);
+  const timeoutSeconds = definition?.timeoutSeconds ?? 0;
+  const heartbeatSeconds = definition?.heartbeatSeconds;
   // The protocol no longer gives the step a deadline (changed since it was dispatched).
-  if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...step, deadlineAt: null, updatedAt: now }] };
-  const extended = extendedDeadline(step, aggregate.outbox, timeoutSeconds, options);
+  if (timeoutSeconds === 0 && !heartbeatSeconds) return { outcome: "extended", steps: [{ ...step, deadlineAt: null, updatedAt: now }] };
+  const extended = extendedDeadline(step, aggregate.outbox, timeoutSeconds, heartbeatSeconds, options);
   if (extended) return { outcome: "extended", steps: [extended] };
 
-  const error: StepError = { code: TIMED_OUT, message: `attempt ${step.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
+  const error = passedError(step, timeoutSeconds, heartbeatSeconds, now);
   const change = endAttempt(aggregate, step, error, options);
   return { outcome: "timed-out", retried: change.outbox.some((o) => o.stepId === step.stepId && o.status === "pending"), ...change };
 }
 
+/** The error of a passed deadline: the whole attempt's time (`timed-out`), or its heartbeat (`heartbeat-missed`). */
+function passedError(step: Step, timeoutSeconds: number, heartbeatSeconds: number | undefined, now: string): StepError {
+  const attemptOver = !heartbeatSeconds || (step.attemptDeadlineAt !== undefined && step.attemptDeadlineAt !== null && step.attemptDeadlineAt <= now);
+  if (attemptOver) return { code: TIMED_OUT, message: `attempt ${step.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
+  return { code: HEARTBEAT_MISSED, message: `attempt ${step.attempts} sent no event for ${heartbeatSeconds} s`, retryable: true };
+}
+
 /**
  * With a broker, an attempt's time counts from its publish: while its directive waits, or when it
- * went out late, the step gets a later deadline instead of losing the attempt; null otherwise.
+ * went out late, the step gets a later deadline instead of losing the attempt; null otherwise. A
+ * heartbeat counts from the later of the publish and the worker's last report.
  */
-function extendedDeadline(step: Step, outbox: readonly OutboxEntry[], timeoutSeconds: number, options: DeadlineOptions): Step | null {
+function extendedDeadline(
+  step: Step,
+  outbox: readonly OutboxEntry[],
+  timeoutSeconds: number,
+  heartbeatSeconds: number | undefined,
+  options: DeadlineOptions,
+): Step | null {
   if (!options.countFromSend) return null;
   const now = options.now.toISOString();
   const directive = outbox.find((o) => o.outboxId === directiveIdFor(step.stepId, step.attempts - 1));
-  const sentBy = directive?.sentAt ? deadlineFrom(new Date(directive.sentAt), timeoutSeconds) : null;
-  const later = directive?.status === "pending" ? deadlineFrom(options.now, timeoutSeconds) : sentBy !== null && sentBy > now ? sentBy : null;
-  return later === null ? null : { ...step, deadlineAt: later, updatedAt: now };
+  if (directive?.status === "pending") return { ...withDeadlines(step, options.now, timeoutSeconds, heartbeatSeconds), updatedAt: now };
+  if (!directive?.sentAt) return null;
+  const sentAt = new Date(directive.sentAt);
+  const fromSend = withDeadlines(step, sentAt, timeoutSeconds, heartbeatSeconds);
+  const heard = step.progress && step.progress.at > directive.sentAt ? heardFrom(fromSend, new Date(step.progress.at), heartbeatSeconds) : fromSend;
+  return heard.deadlineAt !== null && heard.deadlineAt > now ? { ...heard, updatedAt: now } : null;
 }
 
 /**
@@ -81,11 +103,11 @@ export function expireChild(
   if (!parent?.map || hasStepEnded(parent)) return { outcome: "not-due" };
   // The protocol no longer maps this step: the job ends rather than wait for ever.
   if (!definition?.map) return { outcome: "timed-out", retried: false, ...mapGone(aggregate, parent, options) };
-  const timeoutSeconds = definition.timeoutSeconds;
-  if (timeoutSeconds === 0) return { outcome: "extended", steps: [{ ...child, deadlineAt: null, updatedAt: now }] };
-  const extended = extendedDeadline(child, childOutbox, timeoutSeconds, options);
+  const { timeoutSeconds, heartbeatSeconds } = definition;
+  if (timeoutSeconds === 0 && !heartbeatSeconds) return { outcome: "extended", steps: [{ ...child, deadlineAt: null, updatedAt: now }] };
+  const extended = extendedDeadline(child, childOutbox, timeoutSeconds, heartbeatSeconds, options);
   if (extended) return { outcome: "extended", steps: [extended] };
-  const error: StepError = { code: TIMED_OUT, message: `attempt ${child.attempts} did not finish within ${timeoutSeconds} s`, retryable: true };
+  const error = passedError(child, timeoutSeconds, heartbeatSeconds, now);
   const map = { ...definition, map: definition.map };
   const context = {
     job,

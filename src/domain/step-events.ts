@@ -3,6 +3,7 @@
  * entities to write in one change, or why nothing changes.
  */
 
+import { heardFrom } from "./directives.ts";
 import { type ApplyOptions, cancelRest, failJob, redispatch } from "./fail-fast.ts";
 import { definitionOf, isCompensation, lineOf, resultsFor } from "./graph.ts";
 import { allEnded, CHILDREN_PER_CHANGE, childDirective, childEnded, createChildren, itemsOf, type MapContext, mapResult, tooManyFailed } from "./map-step.ts";
@@ -49,7 +50,9 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   let step = rememberEvent(found, event.eventId, now);
   if (event.status === "progress") {
     const progress = { percent: event.percent ?? null, message: event.message ?? null, at: now };
-    return { outcome: "applied", steps: [{ ...step, progress }], outbox: [] };
+    // A worker that reports is alive: its next heartbeat is due one interval from now.
+    const beaten = heardFrom(step, options.now, definitionOf(options.protocol, step.index)?.heartbeatSeconds);
+    return { outcome: "applied", steps: [{ ...beaten, progress }], outbox: [] };
   }
 
   // A worker can answer before the fast path marked its directive sent: the step started.
@@ -132,7 +135,8 @@ export function applyChildEvent(
   }
   let step = rememberEvent(child, event.eventId, now);
   if (event.status === "progress") {
-    return { outcome: "applied", steps: [{ ...step, progress: { percent: event.percent ?? null, message: event.message ?? null, at: now } }], outbox: [] };
+    const beaten = heardFrom(step, options.now, definition.heartbeatSeconds);
+    return { outcome: "applied", steps: [{ ...beaten, progress: { percent: event.percent ?? null, message: event.message ?? null, at: now } }], outbox: [] };
   }
   if (step.status === "pending") {
     if (step.attempts === 0) return { outcome: "ignored", reason: "step has not been dispatched" };

@@ -22,6 +22,8 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: 
       outboxId: entry.outboxId,
       // Echoed in the worker's events: an answer of an attempt that timed out is then ignored.
       attempt: attemptOfOutbox(entry.outboxId),
+      // Send an event (progress counts) at least this often, or the attempt is over.
+      ...(entry.heartbeatSeconds ? { heartbeatSeconds: entry.heartbeatSeconds } : {}),
       requestType: job.requestType,
       tenantId: job.tenantId,
       correlationId: job.correlationId,

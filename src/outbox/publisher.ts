@@ -11,6 +11,8 @@ export interface OutboundMessage {
     outboxId: string;
     /** Which attempt of the step this is, from 1: the worker echoes it in its events. */
     attempt: number;
+    /** The step's heartbeat interval: the worker reports (progress counts) at least this often. */
+    heartbeatSeconds?: number;
     requestType: string;
     tenantId: string;
     correlationId: string | null;
