@@ -31,6 +31,7 @@ const RETRY_AFTER_SECONDS = 5;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const eventOf = (entry: HistoryEntry) => (entry.jobStatus ? "job" : "step");
+const ENDED: ReadonlySet<JobStatus> = new Set(["succeeded", "failed", "cancelled"]);
 
 /** A job is over for its stream: it ended and no step of it runs (its compensation step included). */
 function isOver({ job, steps }: JobAggregate): boolean {
@@ -43,7 +44,7 @@ export function createStreamService(options: StreamServiceOptions) {
   let open = 0;
 
   /** A stream's slot, its bounds (credential expiry, shutdown), and its end. */
-  function openStream(caller: Caller, stop: () => void) {
+  function openStream(caller: Caller) {
     if (open >= options.maxStreams) {
       throw new TooManyStreamsError(`this instance holds ${options.maxStreams} streams (LUCIUS_MAX_STREAMS)`, { retryAfterSeconds: RETRY_AFTER_SECONDS });
     }
@@ -64,7 +65,6 @@ export function createStreamService(options: StreamServiceOptions) {
         open--;
         for (const timer of timers) clearTimeout(timer);
         for (const off of unlisten) off();
-        stop();
       },
     };
   }
@@ -80,14 +80,16 @@ export function createStreamService(options: StreamServiceOptions) {
       // A reconnect after the job's final change: 204 tells an EventSource not to come back.
       if (resumeFrom !== null && resumeFrom >= first.job.changes && isOver(first)) return new Response(null, { status: 204 });
       let last = resumeFrom ?? first.job.changes;
+      let ended = hasJobEnded(first.job);
       let running: Promise<void> = Promise.resolve();
-      const slot = openStream(caller, () => {});
+      const slot = openStream(caller);
       const { response, sink } = sseResponse({ onKeepAlive: () => catchUp(), onClose: () => slot.closed() });
       slot.bind(sink);
 
       const sendSnapshot = (aggregate: JobAggregate) => {
         sink.send("snapshot", toView(aggregate, options.protocols.get(aggregate.job.requestType)), String(aggregate.job.changes));
         last = aggregate.job.changes;
+        ended ||= hasJobEnded(aggregate.job);
       };
       /** Sends every entry after `last`, in order; ends the stream after the job's final change. */
       async function step(): Promise<void> {
@@ -103,9 +105,12 @@ export function createStreamService(options: StreamServiceOptions) {
           for (const entry of entries) {
             sink.send(eventOf(entry), entry, String(entry.seq));
             last = entry.seq;
+            if (entry.jobStatus !== undefined && ENDED.has(entry.jobStatus)) ended = true;
           }
           more = entries.length === PAGE;
         }
+        // Only a job that ended can be over (its compensation step may still run): read it then.
+        if (!ended) return;
         const current = await store.getJob(jobId);
         if (!current || (isOver(current) && last >= current.job.changes)) {
           // Said before closing, so that an EventSource closes instead of reconnecting.
@@ -133,7 +138,7 @@ export function createStreamService(options: StreamServiceOptions) {
     async tenantStream(tenantId: string, caller: Caller, filter: { requestType?: string; status?: JobStatus }): Promise<Response> {
       if (!holdsTenant(caller, tenantId)) throw new ForbiddenError(`not allowed to read the jobs of tenant '${tenantId}'`, "tenant-not-held");
       let running: Promise<void> = Promise.resolve();
-      const slot = openStream(caller, () => {});
+      const slot = openStream(caller);
       const { response, sink } = sseResponse({ onClose: () => slot.closed() });
       slot.bind(sink);
       slot.listen(

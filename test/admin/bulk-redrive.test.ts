@@ -7,23 +7,21 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { azurite, freshTables } from "../../dev/azurite.ts";
 import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
 import { loadProtocolFile } from "../../src/config/protocols.ts";
-import { dueIndexTable, ttlIndexTable } from "../../src/config/settings.ts";
 import type { BulkOperation } from "../../src/domain/bulk.ts";
 import { failJob } from "../../src/domain/fail-fast.ts";
 import { newJobId } from "../../src/domain/ids.ts";
 import type { JobAggregate, Protocol } from "../../src/domain/model.ts";
 import { planJob } from "../../src/domain/plan-job.ts";
 import { failStep } from "../../src/domain/transitions.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { startService } from "../support/service-process.ts";
+import { sharedLedger } from "../support/stores.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-bulk-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -144,19 +142,12 @@ describe("bulk redrive", () => {
   test("ledger, two replicas: the one working the operation is killed mid-way; the other finishes it and no job is redriven twice", async () => {
     const bus = await startBroker({ topics: TOPICS });
     cleanups.push(() => bus.stop());
-    const { connection } = await azurite();
-    const tables = freshTables();
-    // The index tables named as the service names them from LUCIUS_LEDGER_TABLE.
-    const store = createSingleTableStore({ connection, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } });
+    const ledger = await sharedLedger();
+    const { store } = ledger;
     await store.init();
     const jobIds = await storeFailed(store, 200, "ocr-down");
     const env = {
-      LUCIUS_STORAGE_BACKEND: "ledger",
-      LUCIUS_TABLE_CONNECTION: connection,
-      LUCIUS_LEDGER_TABLE: tables.ledger,
-      LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
-      LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
-      LUCIUS_OPERATIONS_TABLE: tables.operations,
+      ...ledger.env,
       LUCIUS_PROTOCOLS_FILE: protocolsFile,
       LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString,
       LUCIUS_ADMIN_ENABLED: "true",

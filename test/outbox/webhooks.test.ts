@@ -10,14 +10,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
-import { azurite, freshTables } from "../../dev/azurite.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
 import { loadProtocolFile } from "../../src/config/protocols.ts";
-import { dueIndexTable, ttlIndexTable } from "../../src/config/settings.ts";
-import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import { startService } from "../support/service-process.ts";
+import { sharedLedger } from "../support/stores.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-webhooks-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -192,15 +190,9 @@ describe("webhooks", () => {
     );
     const bus = await startBroker({ topics: TOPICS });
     cleanups.push(() => bus.stop());
-    const { connection } = await azurite();
-    const tables = freshTables();
+    const ledger = await sharedLedger();
     const env = {
-      LUCIUS_STORAGE_BACKEND: "ledger",
-      LUCIUS_TABLE_CONNECTION: connection,
-      LUCIUS_LEDGER_TABLE: tables.ledger,
-      LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
-      LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
-      LUCIUS_OPERATIONS_TABLE: tables.operations,
+      ...ledger.env,
       LUCIUS_PROTOCOLS_FILE: protocolsFile,
       LUCIUS_SERVICEBUS_CONNECTION: bus.broker.connectionString,
       LUCIUS_WEBHOOK_SECRETS_FILE: secretsFile,
@@ -230,7 +222,7 @@ describe("webhooks", () => {
 
     const second = await startService(env);
     cleanups.push(() => second.proc.kill("SIGKILL"));
-    const store = createSingleTableStore({ connection, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } });
+    const { store } = ledger;
     await eventually(async () => (await store.getJob(jobId))!.outbox.find((o) => o.webhook)?.status === "sent", {
       timeoutMs: 15_000,
       what: "delivered after the restart",

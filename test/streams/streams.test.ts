@@ -9,10 +9,10 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EventSource } from "eventsource";
-import { azurite, freshTables } from "../../dev/azurite.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { loadProtocolFile } from "../../src/config/protocols.ts";
+import { sharedLedger } from "../support/stores.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lucius-streams-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -156,16 +156,7 @@ describe("streams", () => {
   });
 
   test("two instances on ledger: a change made through one reaches a stream held by the other within a second", async () => {
-    const { connection } = await azurite();
-    const tables = freshTables();
-    const env = {
-      LUCIUS_STORAGE_BACKEND: "ledger",
-      LUCIUS_TABLE_CONNECTION: connection,
-      LUCIUS_LEDGER_TABLE: tables.ledger,
-      LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
-      LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
-      LUCIUS_OPERATIONS_TABLE: tables.operations,
-    };
+    const { env } = await sharedLedger();
     const [one, other] = [await serve(env), await serve(env)];
     const jobId = await one.submit();
     const stream = listen(`${other.base}/v1/jobs/${jobId}/stream`);
