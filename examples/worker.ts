@@ -113,6 +113,10 @@ export function startWorker(options: WorkerOptions) {
       body: { jobId: body.jobId, stepId: body.stepId, attempt: body.attempt, eventId: `${message.messageId}:${event.status}`, ...event },
       contentType: "application/json",
       correlationId: body.jobId,
+      // The trace goes on: the event hangs under the publish of the message it answers.
+      ...(typeof message.applicationProperties?.traceparent === "string"
+        ? { applicationProperties: { traceparent: message.applicationProperties.traceparent } }
+        : {}),
     });
   }
 

@@ -1,8 +1,9 @@
 /**
  * The same source served by Deno 2, black-box: intake with an idempotent replay on `memory`,
  * then the whole stack (`bun run dev --runtime deno`: Azurite, the dev broker, the example
- * worker) running a three-step job to `succeeded`; each time a clean stop on SIGTERM. Run by
- * .ci/run; exits 1 naming what failed.
+ * worker) running a three-step job to `succeeded`, its spans exported over OTLP/HTTP to a
+ * receiver here (OpenTelemetry on Deno); each time a clean stop on SIGTERM. Run by .ci/run;
+ * exits 1 naming what failed.
  *
  *   bun scripts/smoke-deno.ts
  */
@@ -60,9 +61,30 @@ async function memoryIntake(): Promise<void> {
   console.log("deno smoke: memory intake and replay ok, clean stop");
 }
 
+/** An OTLP/HTTP (JSON) receiver: the names of the spans it was sent, with their job ids. */
+function startCollector() {
+  const spans: { name: string; jobId: string | undefined }[] = [];
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    async fetch(request) {
+      const body = (await request.json()) as {
+        resourceSpans: { scopeSpans: { spans: { name: string; attributes?: { key: string; value: { stringValue?: string } }[] }[] }[] }[];
+      };
+      for (const span of body.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans))) {
+        spans.push({ name: span.name, jobId: span.attributes?.find((a) => a.key === "lucius.job.id")?.value.stringValue });
+      }
+      return Response.json({});
+    },
+  });
+  return { url: `http://127.0.0.1:${server.port}`, spans, stop: () => server.stop(true) };
+}
+
 async function wholeStack(): Promise<void> {
+  const collector = startCollector();
   const proc = Bun.spawn(["bun", resolve(root, "scripts/dev.ts"), "--runtime", "deno", "--port", "0", "--azurite-port", "0", "--broker-port", "0"], {
     cwd: root,
+    env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json", OTEL_BSP_SCHEDULE_DELAY: "200" },
     stdout: "pipe",
     stderr: "inherit",
   });
@@ -85,6 +107,14 @@ async function wholeStack(): Promise<void> {
     }, "the job on ledger succeeded (published to the broker, step events back)");
     if (!job.steps.every((step) => step.status === "succeeded")) fail("a step did not succeed");
     console.log(`deno smoke: job ${jobId} on ledger (Azurite) through the dev broker and the worker: succeeded`);
+    const names = await until(async () => {
+      const ofJob = new Set(collector.spans.filter((span) => span.jobId === jobId).map((span) => span.name));
+      const wanted = ["POST /v1/commands", "apply step-event succeeded"];
+      return collector.spans.some((span) => span.name === wanted[0]) && [...ofJob].some((name) => name.startsWith("send ")) && ofJob.has(wanted[1]!)
+        ? ofJob
+        : undefined;
+    }, "the service's spans (the request, the publishes, the events) at the OTLP receiver");
+    console.log(`deno smoke: OpenTelemetry spans arrived: ${collector.spans.length} in all; of the job: ${[...names].sort().join(", ")}`);
   } catch (error) {
     console.error(output);
     throw error;
@@ -92,6 +122,7 @@ async function wholeStack(): Promise<void> {
     proc.kill("SIGTERM");
   }
   const code = await proc.exited;
+  collector.stop();
   if (code !== 0) fail(`bun run dev --runtime deno exited with ${code} on SIGTERM`);
 }
 

@@ -17,7 +17,7 @@ import { loadWebhookSecrets, type WebhookSecrets } from "./config/webhook-secret
 import type { EventReceiver } from "./events/service-bus-receiver.ts";
 import type { ReadinessCheck } from "./health/routes.ts";
 import { observe } from "./http/observe.ts";
-import { guardRequests } from "./http/request-guard.ts";
+import { guardRequests, routeTemplates } from "./http/request-guard.ts";
 import { createDeadlineSweeper, type DeadlineSweeper } from "./jobs/deadline-sweeper.ts";
 import { createHousekeeping } from "./jobs/housekeeping.ts";
 import { createRepairService } from "./jobs/repair.ts";
@@ -81,7 +81,12 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { settings, logger } = options;
   const clock = options.now ?? (() => new Date());
   const withClock = options.now ? { now: options.now } : {};
-  const publisher = await selectPublisher(options);
+  // Before anything that makes spans: the SDK is imported only when an endpoint is set.
+  const tracing = settings.tracing
+    ? (await import("./telemetry/sdk.ts")).startTracing({ version: VERSION, protocol: settings.tracing.protocol, logger })
+    : null;
+  const selected = await selectPublisher(options);
+  const publisher = selected && settings.tracing ? (await import("./outbox/traced-publisher.ts")).tracePublishes(selected) : selected;
   const store = options.store ?? (await createStore(settings));
   await store.init();
   const metrics = createMetrics({ outboxStats: () => store.outboxStats(clock()), now: () => clock().getTime() });
@@ -174,7 +179,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
         (request) => app.handle(request),
         () => app.routes,
       ),
-      { logger, metrics },
+      { logger, metrics, routeOf: routeTemplates(() => app.routes) },
     ),
     metrics,
     store,
@@ -202,6 +207,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       await dispatcher?.drain();
       await publisher?.close();
       await store.close();
+      await tracing?.shutdown();
     },
   };
 }

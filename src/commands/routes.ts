@@ -4,6 +4,7 @@ import { callerOf } from "../http/auth-guard.ts";
 import { jsonBody } from "../http/json-body.ts";
 import { asOpenApiSchema, pick, problems } from "../http/openapi.ts";
 import { acceptTraceparent, resolveIdempotencyKey } from "../http/request-headers.ts";
+import { traceparentOf } from "../telemetry/tracing.ts";
 import { CommandEnvelope } from "../validation/envelope.ts";
 import type { CommandService } from "./service.ts";
 
@@ -22,7 +23,8 @@ export function commandRoutes(service: CommandService, options: { maxBodyBytes: 
       const { job, replayed } = await service.submit({
         envelope: body,
         idempotencyKey: resolveIdempotencyKey(request.headers.get("idempotency-key"), body.idempotencyKey),
-        traceparent: acceptTraceparent(request.headers.get("traceparent")),
+        // With tracing on, the request's own span (itself continuing the header's trace).
+        traceparent: traceparentOf() ?? acceptTraceparent(request.headers.get("traceparent")),
         caller: callerOf(request),
       });
       set.status = 202;

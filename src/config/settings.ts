@@ -4,6 +4,7 @@
  */
 
 import { LOG_LEVELS, type LogLevel } from "../logging/logger.ts";
+import { OTLP_PROTOCOLS, type OtlpProtocol } from "../telemetry/tracing.ts";
 import { serviceBusConnectionProblem, tableConnectionProblem } from "./connection-strings.ts";
 import { DEFAULT_STEP_TIMEOUT_SECONDS, MAX_STEP_TIMEOUT_SECONDS } from "./protocol-limits.ts";
 
@@ -55,6 +56,11 @@ export interface Settings {
   bulkRedriveRate: number;
   /** LUCIUS_MAX_STREAMS: event streams open on one instance at most. */
   maxStreams: number;
+  /**
+   * OpenTelemetry traces: on when an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or
+   * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none.
+   */
+  tracing: { protocol: OtlpProtocol } | null;
   webhooks: {
     /** LUCIUS_WEBHOOK_SECRETS_FILE. */
     secretsFile: string | null;
@@ -262,6 +268,7 @@ export function loadSettings(env: Env): Settings {
         .filter(Boolean),
     },
     maxStreams: read.number("LUCIUS_MAX_STREAMS", DEFAULT_MAX_STREAMS, { min: 1, max: 100_000, integer: true }),
+    tracing: tracingFrom(env, read.problems),
     bulkRedriveRate: read.number("LUCIUS_BULK_REDRIVE_RATE", DEFAULT_BULK_REDRIVE_RATE, { min: 1, max: 1000, integer: true }),
     outbox: {
       publishTimeoutSeconds: read.number("LUCIUS_OUTBOX_PUBLISH_TIMEOUT", 2.0, { min: 0.05, max: 300 }),
@@ -305,6 +312,43 @@ export function loadSettings(env: Env): Settings {
   read.problems.push(...authProblems(settings.auth));
   if (read.problems.length > 0) throw new SettingsError(read.problems);
   return settings;
+}
+
+const TRACES_SAMPLERS = ["always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"];
+
+/**
+ * Whether traces are on, from the standard OpenTelemetry variables, and what in them this build
+ * cannot honour (the SDK would fall back quietly; a start that names the problem is better).
+ */
+function tracingFrom(env: Env, problems: string[]): { protocol: OtlpProtocol } | null {
+  const value = (name: string) => {
+    const raw = env[name]?.trim();
+    return raw ? raw : null;
+  };
+  const endpoints = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].filter((name) => value(name) !== null);
+  const exporter = value("OTEL_TRACES_EXPORTER");
+  if (exporter !== null && exporter !== "otlp" && exporter !== "none") problems.push(`OTEL_TRACES_EXPORTER=${JSON.stringify(exporter)}: must be otlp or none`);
+  if (endpoints.length === 0 || value("OTEL_SDK_DISABLED")?.toLowerCase() === "true" || exporter === "none") return null;
+  for (const name of endpoints) {
+    if (!/^https?:\/\/[^\s/]+/i.test(value(name)!) || !URL.canParse(value(name)!))
+      problems.push(`${name}=${JSON.stringify(value(name))}: must be an http(s) URL`);
+  }
+  let protocol: OtlpProtocol = "http/protobuf";
+  // The signal's own variable wins over the general one.
+  for (const name of ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]) {
+    const chosen = value(name);
+    if (chosen === null) continue;
+    if ((OTLP_PROTOCOLS as readonly string[]).includes(chosen)) protocol = chosen as OtlpProtocol;
+    else problems.push(`${name}=${JSON.stringify(chosen)}: this build sends ${OTLP_PROTOCOLS.join(" or ")} only`);
+  }
+  const sampler = value("OTEL_TRACES_SAMPLER");
+  if (sampler !== null && !TRACES_SAMPLERS.includes(sampler))
+    problems.push(`OTEL_TRACES_SAMPLER=${JSON.stringify(sampler)}: must be one of ${TRACES_SAMPLERS.join(", ")}`);
+  const ratio = value("OTEL_TRACES_SAMPLER_ARG");
+  if (ratio !== null && sampler?.endsWith("traceidratio") && !(Number(ratio) >= 0 && Number(ratio) <= 1)) {
+    problems.push(`OTEL_TRACES_SAMPLER_ARG=${JSON.stringify(ratio)}: a ratio from 0 to 1`);
+  }
+  return { protocol };
 }
 
 /** What each authentication mode needs, by variable. */

@@ -106,6 +106,7 @@ export function issueDirective(options: DirectiveOptions): { step: Step; entry: 
       results: options.results ?? {},
       ...(options.failure ? { failure: options.failure } : {}),
       ...(options.heartbeatSeconds ? { heartbeatSeconds: options.heartbeatSeconds } : {}),
+      ...(options.timeoutSeconds > 0 ? { timeoutSeconds: options.timeoutSeconds } : {}),
       status: "pending",
       attempts: 0,
       nextAttemptAt: new Date(options.now.getTime() + options.retryDelaySeconds * 1000).toISOString(),

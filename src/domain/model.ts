@@ -112,6 +112,8 @@ export interface OutboxEntry extends Versioned {
   failure?: JobFailure;
   /** The step's heartbeat interval, told to the worker in the message. */
   heartbeatSeconds?: number;
+  /** How long the attempt may run, counted from its send, told to the worker in the message. */
+  timeoutSeconds?: number;
   /** A webhook delivery (domain/webhooks.ts) instead of a step's directive: where, and what. */
   webhook?: WebhookDelivery;
   status: OutboxStatus;

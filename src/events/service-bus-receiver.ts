@@ -4,12 +4,14 @@
  * dead-letter what can never be applied (malformed, unknown job or step) with the reason.
  */
 import { ServiceBusClient, type ServiceBusReceivedMessage, type ServiceBusReceiver } from "@azure/service-bus";
+import { SpanKind } from "@opentelemetry/api";
 import { Value } from "@sinclair/typebox/value";
 import { type Caller, OPEN_CALLER } from "../auth/caller.ts";
 import { DomainError, NotFoundError, ValidationFailedError } from "../domain/errors.ts";
 import type { StepEvent } from "../domain/step-events.ts";
 import type { StepEventService } from "../jobs/step-events.ts";
 import type { Logger } from "../logging/logger.ts";
+import { contextOf, MESSAGING, SERVICE_BUS_SYSTEM, withSpan } from "../telemetry/tracing.ts";
 import { assertJsonWithinLimits, parseJsonText } from "../validation/json-value.ts";
 import { StepEventMessage } from "../validation/step-event.ts";
 import { violationsOf } from "../validation/violations.ts";
@@ -63,7 +65,27 @@ export function createEventReceiver(options: EventReceiverOptions): EventReceive
   /** After an error, this long without another means the SDK has reconnected. */
   let quietTimer: ReturnType<typeof setTimeout> | undefined;
 
-  async function process(message: ServiceBusReceivedMessage, via: ServiceBusReceiver): Promise<void> {
+  /** With tracing on, a CONSUMER span continuing the trace the event carries (the worker's). */
+  function process(message: ServiceBusReceivedMessage, via: ServiceBusReceiver): Promise<void> {
+    const traceparent = message.applicationProperties?.traceparent;
+    return withSpan(
+      `process ${options.entity}`,
+      {
+        kind: SpanKind.CONSUMER,
+        parent: contextOf(typeof traceparent === "string" ? traceparent : null),
+        attributes: {
+          [MESSAGING.system]: SERVICE_BUS_SYSTEM,
+          [MESSAGING.operationType]: "process",
+          [MESSAGING.operationName]: "process",
+          [MESSAGING.destination]: options.entity,
+          ...(typeof message.messageId === "string" ? { [MESSAGING.messageId]: message.messageId } : {}),
+        },
+      },
+      () => processMessage(message, via),
+    );
+  }
+
+  async function processMessage(message: ServiceBusReceivedMessage, via: ServiceBusReceiver): Promise<void> {
     if (outage.down) {
       clearTimeout(quietTimer);
       outage.recovered();

@@ -1,11 +1,14 @@
 /**
  * Around every request: an `X-Request-Id` (the client's, when it is sane, else a new one) echoed
- * on the answer, one JSON log line (method, path, status, duration, request id, job id), and
- * the intake metrics.
+ * on the answer, one JSON log line (method, path, status, duration, request id, job id), the
+ * intake metrics, and with tracing on a SERVER span (continuing the request's `traceparent`)
+ * that everything the request does runs inside.
  */
 import { randomUUID } from "node:crypto";
+import { context, propagation, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Logger } from "../logging/logger.ts";
 import type { Metrics } from "../metrics/metrics.ts";
+import { tracer, tracingEnabled } from "../telemetry/tracing.ts";
 import { problemCodeOf, problemOf } from "./problem.ts";
 import { pathOf } from "./request-guard.ts";
 
@@ -14,9 +17,55 @@ const JOB_PATH = /^\/v1\/jobs\/([^/]+)/;
 
 export type Handler = (request: Request) => Promise<Response>;
 
-export function observe(handle: Handler, options: { logger: Logger; metrics: Metrics }): Handler {
+export interface ObserveOptions {
+  logger: Logger;
+  metrics: Metrics;
+  /** The route a path takes, for span names (`POST /v1/jobs/:jobId/redrive`). */
+  routeOf?: (path: string) => string | null;
+}
+
+const headerGetter = {
+  keys: (headers: Headers) => [...headers.keys()],
+  get: (headers: Headers, key: string) => headers.get(key) ?? undefined,
+};
+
+export function observe(handle: Handler, options: ObserveOptions): Handler {
+  const observed = observeRequest(handle, options);
+  // Only the request goes on: a server passes more arguments (Bun its server) that are no span.
+  if (!tracingEnabled()) return (request) => observed(request);
+  return (request) => {
+    const path = pathOf(request.url);
+    const route = options.routeOf?.(path) ?? null;
+    // Most requests carry no trace context: then there is nothing to parse.
+    const parent = request.headers.has("traceparent") ? propagation.extract(context.active(), request.headers, headerGetter) : context.active();
+    const span = tracer().startSpan(
+      route ? `${request.method} ${route}` : request.method,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          "http.request.method": request.method,
+          "url.path": path,
+          "url.scheme": request.url.startsWith("https:") ? "https" : "http",
+          ...(route ? { "http.route": route } : {}),
+        },
+      },
+      parent,
+    );
+    return context.with(trace.setSpan(parent, span), () => observed(request, span));
+  };
+}
+
+function endServerSpan(span: Span | undefined, status: number): void {
+  if (!span) return;
+  span.setAttribute("http.response.status_code", status);
+  // A server span is an error only for 5xx: a 4xx is the client's (semantic conventions).
+  if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+  span.end();
+}
+
+function observeRequest(handle: Handler, options: ObserveOptions): (request: Request, span?: Span) => Promise<Response> {
   const { logger, metrics } = options;
-  return async (request) => {
+  return async (request, span) => {
     const started = performance.now();
     const offered = request.headers.get("x-request-id");
     const requestId = offered !== null && REQUEST_ID.test(offered) ? offered : randomUUID();
@@ -47,6 +96,8 @@ export function observe(handle: Handler, options: { logger: Logger; metrics: Met
       { method: request.method, path, status: response.status, durationMs: Math.round(seconds * 100_000) / 100, requestId, ...(jobId ? { jobId } : {}) },
       "request",
     );
+    // An event stream's span ends when its answer starts: its length is the client's to choose.
+    endServerSpan(span, response.status);
     return response;
   };
 }

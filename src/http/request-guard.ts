@@ -35,6 +35,11 @@ export function pathOf(url: string): string {
   return url.slice(start, query < 0 ? undefined : query);
 }
 
+/** A route's path (`/v1/jobs/:jobId`) as a pattern its requests' paths match. */
+function patternOf(path: string): RegExp {
+  return new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+")}/?$`);
+}
+
 /**
  * The methods each path takes: static paths in a map (one lookup for most requests), paths with
  * parameters (`/v1/jobs/:jobId`) as patterns.
@@ -51,7 +56,7 @@ function compileRoutes(routes: readonly Route[]) {
       byPath.set(route.path, allowed);
       continue;
     }
-    const pattern = new RegExp(`^${route.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+")}/?$`);
+    const pattern = patternOf(route.path);
     const existing = patterns.find((p) => p.pattern.source === pattern.source);
     if (existing) for (const m of methods) existing.methods.add(m);
     else patterns.push({ pattern, methods: new Set(methods) });
@@ -62,6 +67,22 @@ function compileRoutes(routes: readonly Route[]) {
     const allowed = new Set<string>();
     for (const { pattern, methods } of patterns) if (pattern.test(path)) for (const m of methods) allowed.add(m);
     return allowed.size > 0 ? allowed : null;
+  };
+}
+
+/** The route a path takes (`/v1/jobs/:jobId`), as a trace names it; null for none. */
+export function routeTemplates(routes: () => readonly Route[]): (path: string) => string | null {
+  let exact: Set<string> | null = null;
+  let patterns: { pattern: RegExp; path: string }[] = [];
+  return (path) => {
+    if (exact === null) {
+      const known = routes().filter((route) => route.path !== "*");
+      exact = new Set(known.filter((route) => !route.path.includes(":")).map((route) => route.path));
+      patterns = known.filter((route) => route.path.includes(":")).map((route) => ({ path: route.path, pattern: patternOf(route.path) }));
+    }
+    // Most requests take a static path (the intake): one lookup.
+    if (exact.has(path)) return path;
+    return patterns.find((route) => route.pattern.test(path))?.path ?? null;
   };
 }
 

@@ -6,6 +6,7 @@
  */
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
+import { startRound } from "../telemetry/tracing.ts";
 import type { ChoreResult } from "./housekeeping.ts";
 import type { DeadlineResult, StepEventService } from "./step-events.ts";
 
@@ -34,7 +35,16 @@ export function createDeadlineSweeper(options: DeadlineSweeperOptions): Deadline
 
   async function tick() {
     const counts: Record<DeadlineResult | "error", number> = { "not-due": 0, extended: 0, retried: 0, "timed-out": 0, error: 0 };
+    const startTime = Date.now();
     const expired = await options.store.findExpiredSteps(now(), options.batchSize);
+    if (expired.length === 0) return counts;
+    const round = startRound("step deadlines round", { startTime, attributes: { "lucius.steps.expired": expired.length } });
+    await round.run(() => expireAll(expired, counts));
+    round.end();
+    return counts;
+  }
+
+  async function expireAll(expired: readonly { jobId: string; stepId: string }[], counts: Record<DeadlineResult | "error", number>): Promise<void> {
     for (let i = 0; i < expired.length; i += CONCURRENCY) {
       await Promise.all(
         expired.slice(i, i + CONCURRENCY).map(async ({ jobId, stepId }) => {
@@ -51,7 +61,6 @@ export function createDeadlineSweeper(options: DeadlineSweeperOptions): Deadline
         }),
       );
     }
-    return counts;
   }
 
   return {

@@ -17,6 +17,7 @@ import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts
 import { webhookDeliveries } from "../domain/webhooks.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, SavedChanges } from "../storage/job-store.ts";
+import { continueTrace } from "../telemetry/tracing.ts";
 
 export interface JobWriterOptions {
   store: JobStore;
@@ -43,6 +44,11 @@ export function createJobWriter(options: JobWriterOptions) {
     const aggregate = await store.getJob(jobId);
     if (!aggregate || !holdsTenant(caller, aggregate.job.tenantId)) throw new NotFoundError(`job ${jobId} does not exist`);
     return aggregate;
+  }
+
+  /** The directives a change creates carry the trace they were made in (see continueTrace). */
+  function traced(before: JobAggregate, outbox: OutboxEntry[]): OutboxEntry[] {
+    return outbox.map((entry) => (before.outbox.some((o) => o.outboxId === entry.outboxId) ? entry : continueTrace(entry)));
   }
 
   /** Publishes the directives a change created, on the fast path (the sweeper backs it up). */
@@ -101,7 +107,7 @@ export function createJobWriter(options: JobWriterOptions) {
     const saved = await store.saveChanges(jobId, {
       ...(job ? { job } : {}),
       steps: change.steps,
-      outbox: [...change.outbox, ...deliveries],
+      outbox: [...traced(before, change.outbox), ...deliveries],
       ...(recorded ? { history: recorded.entry } : {}),
       ...(listed ? { listingUnchanged: true } : {}),
     });
@@ -161,7 +167,7 @@ export function createJobWriter(options: JobWriterOptions) {
       const reruns = wanted.length > 0 ? (await store.getChildren(jobId, wanted)).steps : [];
       const change = fillMap(aggregate, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, reruns);
       if (!change) return;
-      const saved = await store.saveChanges(jobId, change);
+      const saved = await store.saveChanges(jobId, { ...change, outbox: traced(aggregate, change.outbox) });
       dispatchCreated(aggregate, saved);
     }
   }

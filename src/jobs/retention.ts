@@ -6,6 +6,7 @@
  */
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
+import { startRound } from "../telemetry/tracing.ts";
 import type { ChoreResult } from "./housekeeping.ts";
 
 export interface RetentionOptions {
@@ -30,9 +31,13 @@ export function createRetention(options: RetentionOptions): Retention {
   const before = (seconds: number) => new Date(now().getTime() - seconds * 1000);
 
   async function tick() {
+    const startTime = Date.now();
     const jobs = options.jobRetentionSeconds > 0 ? await options.store.purgeEndedJobs(before(options.jobRetentionSeconds), options.batchSize) : 0;
     const keys = await options.store.purgeIdempotencyRecords(before(options.idempotencyTtlSeconds), options.batchSize);
-    if (jobs + keys > 0) options.logger.info({ jobs, keys }, "retention: removed expired jobs and idempotency records");
+    if (jobs + keys > 0) {
+      options.logger.info({ jobs, keys }, "retention: removed expired jobs and idempotency records");
+      startRound("retention round", { startTime, attributes: { "lucius.jobs.removed": jobs, "lucius.idempotency.removed": keys } }).end();
+    }
     return { jobs, keys };
   }
 

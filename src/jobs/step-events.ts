@@ -14,6 +14,7 @@ import { type DeadlineOutcome, expireChild, expireStep } from "../domain/step-de
 import { applyChildEvent, applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore } from "../storage/job-store.ts";
+import { linkActiveSpan, withSpan } from "../telemetry/tracing.ts";
 import { createJobWriter } from "./job-writer.ts";
 
 export interface StepEventResult {
@@ -169,34 +170,16 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   return {
-    /** `caller`: who reports over HTTP; the Service Bus receiver's channel is trusted (OPEN_CALLER). */
+    /**
+     * `caller`: who reports over HTTP; the Service Bus receiver's channel is trusted (OPEN_CALLER).
+     * With tracing on, one span around it: the directives it creates hang under it.
+     */
     async handle(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
-      if (isChildStepId(stepId)) return handleChild(jobId, stepId, event, caller);
-      return withRetries(jobId, caller, async (aggregate) => {
-        const step = aggregate.steps.find((s) => s.stepId === stepId);
-        if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
-        const decided = applyStepEvent(aggregate, stepId, event, {
-          protocol: options.protocols.get(aggregate.job.requestType),
-          now: now(),
-          retryDelaySeconds: options.retryDelaySeconds,
-        });
-        const base = { jobId, stepId, eventId: event.eventId };
-        if (decided.outcome !== "applied") {
-          return {
-            ...base,
-            outcome: decided.outcome,
-            ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
-            jobStatus: aggregate.job.status,
-            stepStatus: step.status,
-          };
-        }
-        const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
-        const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
-        if (event.status === "progress" && after.progress) {
-          const { job } = aggregate;
-          writer.announce({ kind: "progress", tenantId: job.tenantId, jobId, requestType: job.requestType, step: step.name, stepId, progress: after.progress });
-        }
-        return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
+      const attributes = { "lucius.job.id": jobId, "lucius.step.id": stepId, "lucius.event.id": event.eventId, "lucius.event.status": event.status };
+      return withSpan(`apply step-event ${event.status}`, { attributes }, async (span) => {
+        const result = await handleEvent(jobId, stepId, event, caller);
+        span?.setAttribute("lucius.event.outcome", result.outcome);
+        return result;
       });
     },
 
@@ -204,23 +187,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
      * A step whose deadline the index says has passed: decided against the job as it is now, so
      * a replica that got there first, or a worker's late answer, leaves nothing to do.
      */
-    async expire(jobId: string, stepId: string): Promise<DeadlineResult> {
-      if (isChildStepId(stepId)) return expireChildStep(jobId, stepId);
-      return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
-        const decided = expireStep(aggregate, stepId, {
-          protocol: options.protocols.get(aggregate.job.requestType),
-          now: now(),
-          retryDelaySeconds: options.retryDelaySeconds,
-          countFromSend: dispatcher !== null,
-        });
-        if (decided.outcome === "not-due") return decided.outcome;
-        const step = aggregate.steps.find((s) => s.stepId === stepId);
-        // A deadline moved on (the attempt was not sent yet) is no change worth an entry.
-        if (decided.outcome === "extended") await commit(aggregate, { ...decided, outbox: [] });
-        else await commit(aggregate, decided, { action: "deadline", actor: SERVICE_ACTOR, step: step?.name ?? stepId });
-        return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
-      });
-    },
+    expire,
 
     async cancel(jobId: string, caller: Caller): Promise<{ jobId: string; status: string }> {
       return withRetries(jobId, caller, async (aggregate) => {
@@ -231,6 +198,55 @@ export function createStepEventService(options: StepEventServiceOptions) {
       });
     },
   };
+
+  async function handleEvent(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
+    if (isChildStepId(stepId)) return handleChild(jobId, stepId, event, caller);
+    return withRetries(jobId, caller, async (aggregate) => {
+      const step = aggregate.steps.find((s) => s.stepId === stepId);
+      if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
+      linkActiveSpan(aggregate.outbox.findLast((o) => o.stepId === stepId)?.traceparent);
+      const decided = applyStepEvent(aggregate, stepId, event, {
+        protocol: options.protocols.get(aggregate.job.requestType),
+        now: now(),
+        retryDelaySeconds: options.retryDelaySeconds,
+      });
+      const base = { jobId, stepId, eventId: event.eventId };
+      if (decided.outcome !== "applied") {
+        return {
+          ...base,
+          outcome: decided.outcome,
+          ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
+          jobStatus: aggregate.job.status,
+          stepStatus: step.status,
+        };
+      }
+      const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
+      const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
+      if (event.status === "progress" && after.progress) {
+        const { job } = aggregate;
+        writer.announce({ kind: "progress", tenantId: job.tenantId, jobId, requestType: job.requestType, step: step.name, stepId, progress: after.progress });
+      }
+      return { ...base, outcome: "applied", jobStatus: (saved.job ?? aggregate.job).status, stepStatus: after.status };
+    });
+  }
+
+  async function expire(jobId: string, stepId: string): Promise<DeadlineResult> {
+    if (isChildStepId(stepId)) return expireChildStep(jobId, stepId);
+    return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
+      const decided = expireStep(aggregate, stepId, {
+        protocol: options.protocols.get(aggregate.job.requestType),
+        now: now(),
+        retryDelaySeconds: options.retryDelaySeconds,
+        countFromSend: dispatcher !== null,
+      });
+      if (decided.outcome === "not-due") return decided.outcome;
+      const step = aggregate.steps.find((s) => s.stepId === stepId);
+      // A deadline moved on (the attempt was not sent yet) is no change worth an entry.
+      if (decided.outcome === "extended") await commit(aggregate, { ...decided, outbox: [] });
+      else await commit(aggregate, decided, { action: "deadline", actor: SERVICE_ACTOR, step: step?.name ?? stepId });
+      return decided.outcome === "timed-out" && decided.retried ? "retried" : decided.outcome;
+    });
+  }
 }
 
 export type StepEventService = ReturnType<typeof createStepEventService>;

@@ -3,6 +3,7 @@
  * take the `Logger` type, never pino itself.
  */
 import pino from "pino";
+import { logTraceFields } from "../telemetry/tracing.ts";
 
 export type Logger = pino.Logger;
 
@@ -22,6 +23,8 @@ export function createLogger(options: LoggerOptions): Logger {
       base: { service: "lucius" },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
+      // With tracing on, each line names the span it was written in.
+      mixin: logTraceFields,
     },
     options.destination ?? pino.destination({ sync: true }),
   );

@@ -24,6 +24,8 @@ export function buildMessage(job: Job, step: Step, entry: OutboxEntry, replyTo: 
       attempt: attemptOfOutbox(entry.outboxId),
       // Send an event (progress counts) at least this often, or the attempt is over.
       ...(entry.heartbeatSeconds ? { heartbeatSeconds: entry.heartbeatSeconds } : {}),
+      // The attempt ends this long after the message was sent (its enqueued time) unless it answered.
+      ...(entry.timeoutSeconds ? { timeoutSeconds: entry.timeoutSeconds } : {}),
       requestType: job.requestType,
       tenantId: job.tenantId,
       correlationId: job.correlationId,

@@ -13,6 +13,8 @@ export interface OutboundMessage {
     attempt: number;
     /** The step's heartbeat interval: the worker reports (progress counts) at least this often. */
     heartbeatSeconds?: number;
+    /** The attempt's length, from the message's send: a worker stops once it has passed. */
+    timeoutSeconds?: number;
     requestType: string;
     tenantId: string;
     correlationId: string | null;

@@ -8,6 +8,7 @@
 import type { Logger } from "../logging/logger.ts";
 import { AGAIN, createLoop, pauseFor } from "../loops/loop.ts";
 import type { JobStore } from "../storage/job-store.ts";
+import { startRound } from "../telemetry/tracing.ts";
 import { BROKER_PROBE_MS, type Dispatcher } from "./dispatcher.ts";
 import { isHeld, leaseEntries, type PublishSummary, summarize } from "./lease.ts";
 
@@ -65,12 +66,29 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
   async function sweep(cutoff?: Date, limit = options.batchSize): Promise<{ found: number; due: number; published: Promise<PublishSummary> }> {
     const at = now();
+    const startTime = Date.now();
     const found = await options.store.findDueOutbox(cutoff ?? at, limit);
     // Entries still held by a lease come back only when asked for everything (the operator's
     // drain): they are not ours to take, and do not count as work found.
     const due = found.filter((work) => !isHeld(work.entry, at.toISOString()));
-    const leased = await leaseEntries(due, { store: options.store, leaseSeconds: options.leaseSeconds, now: at });
+    const round =
+      due.length > 0
+        ? startRound("outbox retry round", {
+            startTime,
+            traceparents: due.map((work) => work.entry.traceparent),
+            attributes: { "lucius.entries.due": due.length },
+          })
+        : null;
+    const leased = round
+      ? await round
+          .run(() => leaseEntries(due, { store: options.store, leaseSeconds: options.leaseSeconds, now: at }))
+          .catch((error: unknown) => {
+            round.end();
+            throw error;
+          })
+      : [];
     const published = leased.length === 0 ? Promise.resolve(summarize([])) : options.dispatcher.publishNow(leased).then(summarize);
+    void published.finally(() => round?.end()).catch(() => {});
     return { found: found.length, due: due.length, published: published.then(progress.record) };
   }
 

@@ -195,3 +195,46 @@ describe("connection strings", () => {
     }
   });
 });
+
+describe("OpenTelemetry variables", () => {
+  test("tracing is off without an endpoint, and off when disabled", () => {
+    expect(loadSettings({}).tracing).toBeNull();
+    expect(loadSettings({ OTEL_TRACES_SAMPLER: "always_on", OTEL_SERVICE_NAME: "x" }).tracing).toBeNull();
+    expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_SDK_DISABLED: "true" }).tracing).toBeNull();
+    expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_TRACES_EXPORTER: "none" }).tracing).toBeNull();
+  });
+
+  test("an endpoint turns it on, protobuf unless JSON is asked for (the signal's own variable wins)", () => {
+    expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }).tracing).toEqual({ protocol: "http/protobuf" });
+    expect(loadSettings({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://collector/v1/traces", OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }).tracing).toEqual({
+      protocol: "http/json",
+    });
+    expect(
+      loadSettings({
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/protobuf",
+      }).tracing,
+    ).toEqual({ protocol: "http/protobuf" });
+  });
+
+  test("what the SDK would quietly ignore stops the start, every problem named", () => {
+    const found = problemsOf({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "collector:4318",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+      OTEL_TRACES_SAMPLER: "sometimes",
+      OTEL_TRACES_EXPORTER: "zipkin",
+    });
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        expect.stringContaining("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        expect.stringContaining("OTEL_TRACES_SAMPLER"),
+        expect.stringContaining("OTEL_TRACES_EXPORTER"),
+      ]),
+    );
+    expect(problemsOf({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" })).toEqual([
+      expect.stringContaining("OTEL_TRACES_SAMPLER_ARG"),
+    ]);
+  });
+});

@@ -65,6 +65,8 @@ describe("ServiceBusPublisher with the real SDK and the dev broker", () => {
       stepIndex: 0,
       outboxId: entry.outboxId,
       attempt: 1,
+      // The step's timeout (the bundled protocol's 3600 s), counted from the send.
+      timeoutSeconds: 3600,
       requestType: "document.ingest",
       tenantId: "acme",
       correlationId: "c-42",

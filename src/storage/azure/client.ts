@@ -2,7 +2,9 @@
  * What both Azure backends share about talking to Table Storage: clients, error mapping, paging.
  */
 import { TableClient, type TableEntityResult } from "@azure/data-tables";
+import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../domain/errors.ts";
+import { tracer, tracingEnabled } from "../../telemetry/tracing.ts";
 import { StorageRejectedError } from "../errors.ts";
 import { MAX_TRANSACTION_OPERATIONS, StorageLimitError } from "./limits.ts";
 
@@ -37,6 +39,8 @@ export function createTableClient(tableName: string, options: AzureTableOptions)
     },
   });
   client.pipeline.addPolicy(asciiJsonBodies, { afterPhase: "Serialize" });
+  // Per try, so that each span is one HTTP call (the SDK's retries are calls too).
+  if (tracingEnabled()) client.pipeline.addPolicy(storageSpans(tableName), { afterPhase: "Retry" });
   options.configureClient?.(client);
   return client;
 }
@@ -63,6 +67,51 @@ const asciiJsonBodies: PipelinePolicy = {
     return next(request);
   },
 };
+
+/**
+ * A CLIENT span per storage call, inside whatever span made it (a request, an event, a round);
+ * calls made outside any (an idle poll of the retry loop) make none, so idle replicas send nothing.
+ */
+function storageSpans(table: string): PipelinePolicy {
+  return {
+    name: "luciusStorageSpans",
+    async sendRequest(request, next) {
+      if (!trace.getActiveSpan()) return next(request);
+      const url = new URL(request.url);
+      // `$batch` for a transaction; a table or an entity's table otherwise (keys stay out of names).
+      const target = url.pathname.endsWith("/$batch") ? "$batch" : table;
+      const span = tracer().startSpan(
+        `${request.method} ${target}`,
+        {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            "http.request.method": request.method,
+            "server.address": url.hostname,
+            ...(url.port ? { "server.port": Number(url.port) } : {}),
+            "url.full": `${url.origin}${url.pathname}`,
+            "db.system.name": "azure.tables",
+            "db.collection.name": table,
+            "az.namespace": "Microsoft.Storage",
+          },
+        },
+        context.active(),
+      );
+      try {
+        const response = await next(request);
+        span.setAttribute("http.response.status_code", response.status);
+        // 404, 409 and 412 are answers the stores expect (absent rows, lost conditions).
+        if (response.status >= 500 || response.status === 429) span.setStatus({ code: SpanStatusCode.ERROR });
+        return response;
+      } catch (error) {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+        span.setAttribute("error.type", error instanceof Error ? error.name : "Error");
+        throw error;
+      } finally {
+        span.end();
+      }
+    },
+  };
+}
 
 function statusOf(error: unknown): number | undefined {
   const status = (error as { statusCode?: unknown })?.statusCode;
