@@ -176,7 +176,7 @@ try {
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/readyz`, "the service");
   await start("worker", ["bun", "examples/worker.ts", ...topics], { LUCIUS_SERVICEBUS_CONNECTION: brokerConnection }, (line) =>
-    line.startsWith("worker: taking"),
+    line.includes("worker taking messages"),
   );
   console.log(`
 Lucius is running (Ctrl-C stops everything):
