@@ -32,5 +32,6 @@ const connection = process.env.LUCIUS_SERVICEBUS_CONNECTION;
 if (!connection) throw new Error("worker: set LUCIUS_SERVICEBUS_CONNECTION");
 const topics = process.argv.slice(2);
 const chosen = topics.length > 0 ? Object.fromEntries(topics.map((t) => [t, handlers[t] ?? (async () => ({ done: t }))])) : handlers;
-// The dev broker renews no locks; a real namespace keeps the default (5 minutes).
-createWorker({ connection, handlers: chosen, subscription: process.env.WORKER_SUBSCRIPTION ?? "workers", maxLockRenewalMs: 0 });
+// WORKER_LOCK_RENEWAL_MS: how long a long handler's lock is renewed (bun run dev sets 0: the dev broker renews none).
+const maxLockRenewalMs = Number(process.env.WORKER_LOCK_RENEWAL_MS ?? 300_000);
+createWorker({ connection, handlers: chosen, subscription: process.env.WORKER_SUBSCRIPTION ?? "workers", maxLockRenewalMs });

@@ -175,7 +175,7 @@ try {
   });
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/readyz`, "the service");
-  await start("worker", ["bun", "examples/worker.ts", ...topics], { LUCIUS_SERVICEBUS_CONNECTION: brokerConnection }, (line) =>
+  await start("worker", ["bun", "examples/worker.ts", ...topics], { LUCIUS_SERVICEBUS_CONNECTION: brokerConnection, WORKER_LOCK_RENEWAL_MS: "0" }, (line) =>
     line.includes("worker taking messages"),
   );
   console.log(`

@@ -326,9 +326,11 @@ function tracingFrom(env: Env, problems: string[]): { protocol: OtlpProtocol } |
     return raw ? raw : null;
   };
   const endpoints = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].filter((name) => value(name) !== null);
-  const exporter = value("OTEL_TRACES_EXPORTER");
-  if (exporter !== null && exporter !== "otlp" && exporter !== "none") problems.push(`OTEL_TRACES_EXPORTER=${JSON.stringify(exporter)}: must be otlp or none`);
-  if (endpoints.length === 0 || value("OTEL_SDK_DISABLED")?.toLowerCase() === "true" || exporter === "none") return null;
+  // A list, as the specification allows ("otlp,console"); only otlp is exported here.
+  const exporters = (value("OTEL_TRACES_EXPORTER") ?? "otlp").split(",").map((name) => name.trim());
+  // Without an endpoint nothing of OpenTelemetry runs, and nothing of its variables is checked.
+  if (endpoints.length === 0 || value("OTEL_SDK_DISABLED")?.toLowerCase() === "true" || exporters.includes("none")) return null;
+  if (!exporters.includes("otlp")) problems.push(`OTEL_TRACES_EXPORTER=${JSON.stringify(value("OTEL_TRACES_EXPORTER"))}: this build exports otlp (or none)`);
   for (const name of endpoints) {
     if (!/^https?:\/\/[^\s/]+/i.test(value(name)!) || !URL.canParse(value(name)!))
       problems.push(`${name}=${JSON.stringify(value(name))}: must be an http(s) URL`);

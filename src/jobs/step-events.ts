@@ -233,6 +233,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
   async function expire(jobId: string, stepId: string): Promise<DeadlineResult> {
     if (isChildStepId(stepId)) return expireChildStep(jobId, stepId);
     return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
+      // The deadline round's span points at the job's trace (the retry is published in that trace).
+      linkActiveSpan(aggregate.outbox.findLast((o) => o.stepId === stepId)?.traceparent);
       const decided = expireStep(aggregate, stepId, {
         protocol: options.protocols.get(aggregate.job.requestType),
         now: now(),

@@ -78,7 +78,7 @@ export function traceparentOf(span: Span | undefined = trace.getActiveSpan()): s
   if (!span) return null;
   const { traceId, spanId, traceFlags } = span.spanContext();
   // W3C trace context, version 00: what the propagator would write, without building a context for it.
-  return trace.isSpanContextValid(span.spanContext()) ? `00-${traceId}-${spanId}-0${(traceFlags & 0xff).toString(16)}` : null;
+  return trace.isSpanContextValid(span.spanContext()) ? `00-${traceId}-${spanId}-${(traceFlags & 0xff).toString(16).padStart(2, "0")}` : null;
 }
 
 function traceIdOf(traceparent: string | null): string | null {
@@ -103,8 +103,15 @@ export function continueTrace(entry: OutboxEntry): OutboxEntry {
 export function linkActiveSpan(traceparent: string | null | undefined): void {
   if (!enabled || !traceparent) return;
   const span = trace.getActiveSpan();
-  if (span && span.spanContext().traceId !== traceIdOf(traceparent)) span.addLinks(linkTo(traceparent));
+  if (!span || span.spanContext().traceId === traceIdOf(traceparent)) return;
+  // A round works up to a batch of jobs: it keeps as many links as the retry loop's rounds.
+  const linked = linksAdded.get(span) ?? 0;
+  if (linked >= MAX_ROUND_LINKS) return;
+  linksAdded.set(span, linked + 1);
+  span.addLinks(linkTo(traceparent));
 }
+
+const linksAdded = new WeakMap<Span, number>();
 
 export interface SpanOptions {
   kind?: SpanKind;

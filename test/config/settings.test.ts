@@ -202,6 +202,11 @@ describe("OpenTelemetry variables", () => {
     expect(loadSettings({ OTEL_TRACES_SAMPLER: "always_on", OTEL_SERVICE_NAME: "x" }).tracing).toBeNull();
     expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_SDK_DISABLED: "true" }).tracing).toBeNull();
     expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_TRACES_EXPORTER: "none" }).tracing).toBeNull();
+    // Without an endpoint, variables meant for other SDKs on the same host stop nothing.
+    expect(loadSettings({ OTEL_TRACES_EXPORTER: "console", OTEL_TRACES_SAMPLER: "sometimes" }).tracing).toBeNull();
+    expect(loadSettings({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_TRACES_EXPORTER: "otlp,console" }).tracing).toEqual({
+      protocol: "http/protobuf",
+    });
   });
 
   test("an endpoint turns it on, protobuf unless JSON is asked for (the signal's own variable wins)", () => {

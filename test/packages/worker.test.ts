@@ -3,7 +3,7 @@
  * queue: every worker of a graph job written with the library, a worker SIGKILLed mid-step, a
  * handler that overruns its deadline, a result too large to report.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -55,8 +55,12 @@ beforeAll(async () => {
   });
 }, 20_000);
 
+// Each test's workers stop with it: a later test's messages go to its own.
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map((w) => w.stop()));
+});
+
 afterAll(async () => {
-  await Promise.all(workers.map((w) => w.stop()));
   service.proc.kill("SIGTERM");
   await service.proc.exited;
   await bus.stop();
@@ -112,7 +116,7 @@ describe("@lucius/worker", () => {
 
   test("a worker SIGKILLed mid-step: its message is delivered again to another worker, and the step ends once", async () => {
     const jobId = await submit("document.stuck");
-    const stuck = Bun.spawn(["bun", resolve(import.meta.dir, "fixtures/stuck-worker.ts"), bus.broker.connectionString, "stuck"], {
+    const stuck = Bun.spawn(["bun", resolve(import.meta.dir, "fixtures/stuck-worker.ts"), bus.broker.connectionString, "stuck", "mid-handler"], {
       cwd: resolve(import.meta.dir, "../.."),
       stdout: "pipe",
       stderr: "inherit",
@@ -138,6 +142,38 @@ describe("@lucius/worker", () => {
     expect(history.items.filter((e) => e.action === "event").length).toBe(1);
   }, 20_000);
 
+  test("a worker SIGKILLed after its event was sent but before it completed the message: the redelivery reports the same event id, which the service takes as a duplicate", async () => {
+    const jobId = await submit("document.stuck");
+    const killed = Bun.spawn(["bun", resolve(import.meta.dir, "fixtures/stuck-worker.ts"), bus.broker.connectionString, "stuck", "before-complete"], {
+      cwd: resolve(import.meta.dir, "../.."),
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const completing = new TextDecoder().decode((await killed.stdout.getReader().read()).value);
+    expect(completing).toStartWith("completing ");
+    const messageId = completing.trim().split(" ")[1]!;
+    killed.kill("SIGKILL");
+    await killed.exited;
+    let redelivered = 0;
+    worker({
+      stuck: async () => {
+        redelivered++;
+        return { by: "survivor" };
+      },
+    });
+    await eventually(() => redelivered > 0, { timeoutMs: 10_000, what: "the message to come back" });
+    const outcomes = await eventually(
+      () => {
+        const seen = service.logs.filter((l) => l.msg === "step event received" && l.eventId === `${messageId}:succeeded`).map((l) => l.outcome);
+        return seen.length === 2 ? seen : undefined;
+      },
+      { timeoutMs: 10_000, what: "both deliveries' events at the service" },
+    );
+    expect(outcomes).toEqual(["applied", "duplicate"]);
+    const view = await ended(jobId);
+    expect(view.steps[0]?.result).toEqual({ by: "killed" });
+  }, 20_000);
+
   test("a handler that overruns its attempt's deadline sees context.signal aborted with the reason", async () => {
     const seen: { reason: unknown; afterMs: number }[] = [];
     worker({
@@ -146,14 +182,14 @@ describe("@lucius/worker", () => {
         const started = Date.now();
         await new Promise<void>((resolve) => context.signal.addEventListener("abort", () => resolve(), { once: true }));
         seen.push({ reason: context.signal.reason, afterMs: Date.now() - started });
-        return { late: true };
+        // A handler gives up on its signal: nothing is reported, the service times the attempt out.
+        throw new Error(`stopped: ${context.signal.reason}`);
       },
     });
     const jobId = await submit("document.slow");
     await eventually(() => seen.length > 0, { timeoutMs: 5000, what: "the handler's signal to abort" });
     expect(seen[0]!.reason).toBe("deadline");
     expect(seen[0]!.afterMs).toBeLessThan(2000);
-    // The late answer is not reported: the service times the attempt out itself.
     const view = await ended(jobId);
     expect(view.status).toBe("failed");
     expect(view.steps[0]?.error?.code).toBe("timed-out");

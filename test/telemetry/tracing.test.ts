@@ -180,8 +180,14 @@ describe("OpenTelemetry", () => {
     for (const span of chain.slice(1)) expect(byId(span.parentSpanId)).toBeDefined();
 
     // Log lines written inside a span name it.
-    const received = service.logs.filter((l) => l.msg === "step event received");
-    expect(received.length).toBe(2);
+    // (written once each event's message is completed, which may follow the job's end)
+    const received = await eventually(
+      () => {
+        const lines = service.logs.filter((l) => l.msg === "step event received");
+        return lines.length === 2 ? lines : undefined;
+      },
+      { timeoutMs: 5000, what: "both events' log lines" },
+    );
     expect(received.every((l) => l.trace_id === server.traceId && typeof l.span_id === "string")).toBe(true);
   }, 40_000);
 

@@ -17,7 +17,7 @@ export interface StepSpan {
 function traceparentOf(span: Span): string | null {
   const { traceId, spanId, traceFlags } = span.spanContext();
   if (!trace.isSpanContextValid(span.spanContext())) return null;
-  return `00-${traceId}-${spanId}-0${(traceFlags & 0xff).toString(16)}`;
+  return `00-${traceId}-${spanId}-${(traceFlags & 0xff).toString(16).padStart(2, "0")}`;
 }
 
 export function startStepSpan(topic: string, message: StepMessage<unknown>): StepSpan {

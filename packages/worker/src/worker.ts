@@ -90,6 +90,29 @@ type StepEvent =
   | { status: "failed"; error: { code: string; message: string; retryable: boolean } }
   | { status: "progress"; percent?: number; message?: string };
 
+/**
+ * The service's limits on an event (docs/API.md, step events): an event past them is refused
+ * (dead-lettered over Service Bus) and the step would wait for its timeout. Cut to fit instead.
+ */
+const LIMITS = { code: 200, errorMessage: 4000, note: 500 };
+
+function fitted(event: StepEvent): StepEvent {
+  if (event.status === "failed") {
+    const code = event.error.code.trim().slice(0, LIMITS.code) || "ERROR";
+    return { status: "failed", error: { ...event.error, code, message: event.error.message.slice(0, LIMITS.errorMessage) } };
+  }
+  if (event.status === "progress") {
+    return {
+      status: "progress",
+      ...(event.percent === undefined || !Number.isFinite(event.percent) ? {} : { percent: Math.min(100, Math.max(0, event.percent)) }),
+      ...(event.message === undefined ? {} : { message: event.message.slice(0, LIMITS.note) }),
+    };
+  }
+  return event;
+}
+
+const jsonBytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value)).length;
+
 export function createWorker(options: WorkerOptions): Worker {
   const log = options.log ?? consoleLog;
   const ownsClient = typeof options.connection === "string";
@@ -126,17 +149,28 @@ export function createWorker(options: WorkerOptions): Worker {
       await receiver.abandonMessage(received).catch(() => {});
       return;
     }
+    // The service counts the attempt's deadline and heartbeat from the send: so does the worker.
+    // A message that waited past either is an attempt the service has already given up.
+    const sentAt = received.enqueuedTimeUtc?.getTime() ?? Date.now();
+    const expired =
+      (message.deadline !== null && message.deadline.getTime() <= Date.now()) ||
+      (message.heartbeatSeconds !== undefined && Date.now() - sentAt > message.heartbeatSeconds * 1000);
+    if (expired) {
+      log.warn("the attempt ended while its message waited: completed without running", { topic, jobId: message.jobId, attempt: message.attempt });
+      await receiver.completeMessage(received);
+      return;
+    }
     const span = startStepSpan(topic, message);
     const controller = new AbortController();
     running.add(controller);
     const timers: ReturnType<typeof setTimeout>[] = [];
-    let lastHeard = Date.now();
+    let lastHeard = sentAt;
     let beats = 0;
 
     /** Sends one event of this attempt; its id is derived from the message, so a redelivery sends the same one. */
     const send = async (event: StepEvent, eventId: string) => {
       await senderFor(events).sendMessages({
-        body: { jobId: message.jobId, stepId: message.stepId, attempt: message.attempt, eventId, ...event },
+        body: { jobId: message.jobId, stepId: message.stepId, attempt: message.attempt, eventId, ...fitted(event) },
         contentType: "application/json",
         correlationId: message.jobId,
         ...(span.traceparent ? { applicationProperties: { traceparent: span.traceparent } } : {}),
@@ -154,6 +188,8 @@ export function createWorker(options: WorkerOptions): Worker {
       timers.push(setTimeout(() => controller.abort("deadline"), Math.max(0, message.deadline.getTime() - Date.now())));
     }
     if (message.heartbeatSeconds) {
+      // At once: the message may have waited a while in the subscription.
+      void progress("beat").catch(() => {});
       const intervalMs = (message.heartbeatSeconds * 1000) / 3;
       const beat = setInterval(() => {
         // The service stops waiting once it heard nothing for a whole interval: so does the handler.
@@ -168,14 +204,16 @@ export function createWorker(options: WorkerOptions): Worker {
       let outcome: StepEvent;
       try {
         const result = (await span.run(() => handler(message, context))) ?? {};
-        const bytes = new TextEncoder().encode(JSON.stringify(result)).length;
+        // The next step's message carries the payload, every result so far and this one, within the limit.
+        const bytes = jsonBytes(result);
+        const budget = maxResultBytes - jsonBytes(message.payload) - jsonBytes(message.results);
         outcome =
-          bytes > maxResultBytes
+          bytes > budget
             ? {
                 status: "failed",
                 error: {
                   code: "RESULT_TOO_LARGE",
-                  message: `the result is ${bytes} bytes of JSON, more than ${maxResultBytes}: store it elsewhere and report a reference`,
+                  message: `the result is ${bytes} bytes of JSON; the payload and earlier results leave ${Math.max(0, budget)} of ${maxResultBytes}: store it elsewhere and report a reference`,
                   retryable: false,
                 },
               }
@@ -185,12 +223,7 @@ export function createWorker(options: WorkerOptions): Worker {
         if (!(error instanceof StepFailure)) throw error;
         outcome = { status: "failed", error: { code: error.code, message: error.message, retryable: error.retryable } };
       }
-      if (controller.signal.aborted && controller.signal.reason !== "stopping") {
-        // The service has ended this attempt (and sent another, or failed the step): nothing to report.
-        log.warn("the attempt ended before its handler did: its outcome is dropped", { topic, jobId: message.jobId, reason: controller.signal.reason });
-        await receiver.completeMessage(received);
-        return;
-      }
+      // Sent even after the signal aborted: the service decides (it ignores an event of an attempt that is over).
       await send(outcome, `${message.messageId}:${outcome.status}`);
       span.end(outcome.status === "succeeded" ? null : outcome.error.message);
       // Settled only once the event is sent: a crash before this redelivers the message.
@@ -216,6 +249,7 @@ export function createWorker(options: WorkerOptions): Worker {
       });
       await receiver.abandonMessage(received).catch(() => {});
     } finally {
+      span.end(null);
       for (const timer of timers) clearTimeout(timer);
       running.delete(controller);
       if (running.size === 0) for (const wake of idle.splice(0)) wake();
@@ -267,7 +301,9 @@ export function createWorker(options: WorkerOptions): Worker {
         });
         if (await Promise.race([finished.then(() => false), timedOut])) {
           for (const controller of running) controller.abort("stopping");
-          await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, 2000))]);
+          let last: ReturnType<typeof setTimeout> | undefined;
+          await Promise.race([finished, new Promise((resolve) => (last = setTimeout(resolve, 2000)))]);
+          clearTimeout(last);
         }
         clearTimeout(grace);
         await Promise.allSettled([...receivers, ...senders.values()].map((link) => link.close()));

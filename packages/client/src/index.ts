@@ -1,0 +1,43 @@
+/** @lucius/client: a typed client for the Lucius Orchestrator HTTP API. */
+export {
+  backoffMs,
+  type ClientOptions,
+  createClient,
+  type FetchLike,
+  type JobList,
+  jobIsOver,
+  type ListOptions,
+  type LuciusClient,
+  type RequestOptions,
+  type SubmitOptions,
+  type TokenSource,
+  type WaitOptions,
+} from "./client.ts";
+export { LuciusProblem, LuciusTimeoutError, retryAfterSeconds } from "./errors.ts";
+export type { components, operations, paths } from "./openapi.ts";
+export type {
+  Accepted,
+  Cancelled,
+  Command,
+  HistoryAction,
+  HistoryEntry,
+  Job,
+  JobOutboxEntry,
+  JobPage,
+  JobStatus,
+  JobStep,
+  JobSummary,
+  JsonObject,
+  ListJobsQuery,
+  OutboxStatus,
+  Page,
+  Problem,
+  ProblemViolation,
+  RedriveOptions,
+  RepairResult,
+  StepError,
+  StepProgress,
+  StepStatus,
+  Submitted,
+  WebhookEvent,
+} from "./types.ts";
