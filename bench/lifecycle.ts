@@ -1,12 +1,16 @@
 /**
- * What a job costs in storage calls on Azure: N jobs of a two-step protocol run to `succeeded`
- * on `ledger` (or `table`) through the dev broker, a worker answering over Service Bus, with
- * Azurite behind a counting HTTP proxy. Prints storage calls per job by kind (point read, query,
- * insert, update, delete, batch) and by table, the busiest partition's calls per job, and the
- * jobs/s end to end beside the intake alone in the same run. Every HTTP request the SDK sends
- * counts as one call, as Azure bills it.
+ * What a job costs, and how fast it moves: N two-step jobs of one tenant run to `succeeded` on
+ * `ledger`, `table` or `memory` through the dev broker, a worker answering over Service Bus (or
+ * over HTTP, `--events http`), with Azurite behind a counting HTTP proxy. Prints, in one run:
+ *  - intake alone (commands of a protocol no worker answers), commands/s: the baseline;
+ *  - a burst of N jobs (16 submitters): jobs/s end to end and its ratio to the intake alone,
+ *    storage calls per job by kind (point read, query, insert, update, delete, batch), by table,
+ *    and the busiest partitions' calls per job (every HTTP request the SDK sends is one call, as
+ *    Azure bills it);
+ *  - submit → first message, and step transition (step one's event sent → step two's message at
+ *    the worker), p50/p99, in the burst (heavy) and at a light 20 jobs/s.
  *
- *   bun run bench:lifecycle [--jobs 200] [--backend ledger|table]
+ *   bun run bench:lifecycle [--jobs 200] [--backend ledger|table|memory] [--events sb|http]
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,7 +21,12 @@ import { connectionStringFor, freshTables } from "../dev/azurite.ts";
 import { startAzuriteProcess } from "./support/azurite-process.ts";
 import { freePort, startBrokerProcess } from "./support/service-process.ts";
 
-const { values } = parseArgs({ options: { jobs: { type: "string", default: "200" }, backend: { type: "string", default: "ledger" } } });
+const { values } = parseArgs({
+  options: { jobs: { type: "string", default: "200" }, backend: { type: "string", default: "ledger" }, events: { type: "string", default: "sb" } },
+});
+if (!["ledger", "table", "memory"].includes(values.backend)) throw new Error("--backend: ledger, table or memory");
+if (!["sb", "http"].includes(values.events)) throw new Error("--events: sb or http");
+const overHttp = values.events === "http";
 const JOBS = Number(values.jobs);
 const root = resolve(import.meta.dir, "..");
 
@@ -81,6 +90,8 @@ writeFileSync(
           { name: "two", topic: "vector-ingestion", payloadSchema: { type: "object" } },
         ],
       },
+      // Intake alone: a step on a topic no worker of this bench reads.
+      { requestType: "bench.idle", version: 1, steps: [{ name: "idle", topic: "document-merge", payloadSchema: { type: "object" } }] },
     ],
   }),
 );
@@ -113,16 +124,33 @@ for (const deadline = Date.now() + 20_000; ; ) {
 
 const client = new ServiceBusClient(broker.connection);
 const events = client.createSender("step-events");
+/** Per job: when its submit started, when step one's message arrived, its event left, step two's message arrived. */
+const times = new Map<string, { submitted: number; first?: number; eventSent?: number; second?: number }>();
 let ended = 0;
 const workers = ["ocr-requests", "vector-ingestion"].map((topic, index) => {
   const receiver = client.createReceiver(topic, "workers", { receiveMode: "receiveAndDelete" });
   const subscription = receiver.subscribe(
     {
       async processMessage(message) {
-        const body = message.body as { jobId: string; stepId: string };
-        await events.sendMessages({
-          body: { jobId: body.jobId, stepId: body.stepId, eventId: `${message.messageId}-ok`, status: "succeeded", result: { step: index } },
-        });
+        const arrived = performance.now();
+        const body = message.body as { jobId: string; stepId: string; attempt: number };
+        const job = times.get(body.jobId);
+        if (job) {
+          if (index === 0) job.first ??= arrived;
+          else job.second ??= arrived;
+        }
+        const event = { eventId: `${message.messageId}-ok`, status: "succeeded", attempt: body.attempt, result: { step: index } };
+        if (job && index === 0) job.eventSent = performance.now();
+        if (overHttp) {
+          const answer = await fetch(`${base}/v1/jobs/${body.jobId}/steps/${body.stepId}/events`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(event),
+          });
+          if (answer.status !== 202) throw new Error(`an event answered ${answer.status}`);
+        } else {
+          await events.sendMessages({ body: { jobId: body.jobId, stepId: body.stepId, ...event } });
+        }
         if (index === 1) ended++;
       },
       async processError() {},
@@ -132,41 +160,96 @@ const workers = ["ocr-requests", "vector-ingestion"].map((topic, index) => {
   return { receiver, subscription };
 });
 
-console.log(`lifecycle benchmark: ${JOBS} two-step jobs on ${values.backend} (Azurite behind a counting proxy), events over Service Bus, Bun ${Bun.version}`);
-counting = true;
-const started = performance.now();
-let next = 0;
-await Promise.all(
-  Array.from({ length: 16 }, async () => {
-    while (next < JOBS) {
-      const i = next++;
-      const response = await fetch(`${base}/v1/commands`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "idempotency-key": `life-${i}` },
-        body: JSON.stringify({ requestType: "bench.two", tenantId: "bench", payload: { n: i } }),
-      });
-      if (response.status !== 202) throw new Error(`intake answered ${response.status}`);
-    }
-  }),
-);
-const intakeSeconds = (performance.now() - started) / 1000;
-for (const deadline = Date.now() + 300_000; ended < JOBS; ) {
-  if (Date.now() > deadline) throw new Error(`only ${ended} of ${JOBS} jobs ended`);
-  await Bun.sleep(50);
+async function submit(requestType: string, key: string): Promise<string> {
+  const submitted = performance.now();
+  const response = await fetch(`${base}/v1/commands`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "idempotency-key": key },
+    body: JSON.stringify({ requestType, tenantId: "bench", payload: { key } }),
+  });
+  if (response.status !== 202) throw new Error(`intake answered ${response.status}`);
+  const { jobId } = (await response.json()) as { jobId: string };
+  if (requestType === "bench.two") {
+    const job = times.get(jobId) ?? { submitted };
+    job.submitted = submitted;
+    times.set(jobId, job);
+  }
+  return jobId;
 }
+
+/** `count` submits by 16 callers at once; seconds taken. */
+async function burst(requestType: string, count: number, prefix: string): Promise<number> {
+  const started = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < count) await submit(requestType, `${prefix}-${next++}`);
+    }),
+  );
+  return (performance.now() - started) / 1000;
+}
+
+async function untilEnded(count: number): Promise<void> {
+  for (const deadline = Date.now() + 300_000; ended < count; ) {
+    if (Date.now() > deadline) throw new Error(`only ${ended} of ${count} jobs ended`);
+    await Bun.sleep(20);
+  }
+}
+
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+};
+function latencies(jobIds: string[]): string {
+  const jobs = jobIds.map((id) => times.get(id)!).filter((t) => t.first !== undefined && t.second !== undefined && t.eventSent !== undefined);
+  const first = jobs.map((t) => t.first! - t.submitted);
+  const transition = jobs.map((t) => t.second! - t.eventSent!);
+  const ms = (n: number) => `${n.toFixed(1)} ms`;
+  return `submit → first message p50 ${ms(percentile(first, 50))} p99 ${ms(percentile(first, 99))}; step transition p50 ${ms(percentile(transition, 50))} p99 ${ms(percentile(transition, 99))}`;
+}
+
+console.log(
+  `lifecycle benchmark: ${JOBS} two-step jobs of one tenant on ${values.backend}${values.backend === "memory" ? "" : " (Azurite behind a counting proxy)"}, events over ${overHttp ? "HTTP" : "Service Bus"}, Bun ${Bun.version}`,
+);
+// 1. Intake alone, as the baseline of the same emulator and machine.
+const intakeOnly = JOBS / (await burst("bench.idle", JOBS, "idle"));
+// 2. The burst of jobs, counted.
+counting = true;
+const before = new Set(times.keys());
+const started = performance.now();
+const intakeSeconds = await burst("bench.two", JOBS, "life");
+await untilEnded(JOBS);
 const seconds = (performance.now() - started) / 1000;
 // The last events are stored after the worker sent them: their calls count too.
 await Bun.sleep(2000);
 counting = false;
+const heavy = [...times.keys()].filter((id) => !before.has(id));
 
 const perJob = (n: number) => (n / JOBS).toFixed(2);
 const total = [...counts.kind.values()].reduce((a, b) => a + b, 0);
-console.log(`  ${JOBS} jobs in ${seconds.toFixed(1)} s: ${(JOBS / seconds).toFixed(1)} jobs/s end to end (intake took ${intakeSeconds.toFixed(1)} s of it)`);
-console.log(`  storage calls per job: ${perJob(total)}`);
-console.log(`    by kind: ${[...counts.kind].map(([k, n]) => `${k} ${perJob(n)}`).join(", ")}`);
-console.log(`    by table: ${[...counts.table].map(([k, n]) => `${k} ${perJob(n)}`).join(", ")}`);
-const busiest = [...counts.partition].sort((a, b) => b[1] - a[1]).slice(0, 3);
-console.log(`    busiest partitions (calls per job): ${busiest.map(([p, n]) => `${p} ${perJob(n)}`).join(", ")}`);
+const endToEnd = JOBS / seconds;
+console.log(`  intake alone: ${intakeOnly.toFixed(1)} commands/s`);
+console.log(
+  `  ${JOBS} jobs in ${seconds.toFixed(1)} s: ${endToEnd.toFixed(1)} jobs/s end to end (intake took ${intakeSeconds.toFixed(1)} s of it); end to end / intake alone: ${(endToEnd / intakeOnly).toFixed(2)}`,
+);
+console.log(`  heavy (the burst): ${latencies(heavy)}`);
+if (values.backend !== "memory") {
+  console.log(`  storage calls per job: ${perJob(total)}`);
+  console.log(`    by kind: ${[...counts.kind].map(([k, n]) => `${k} ${perJob(n)}`).join(", ")}`);
+  console.log(`    by table: ${[...counts.table].map(([k, n]) => `${k} ${perJob(n)}`).join(", ")}`);
+  const busiest = [...counts.partition].sort((a, b) => b[1] - a[1]).slice(0, 3);
+  console.log(`    busiest partitions (calls per job): ${busiest.map(([p, n]) => `${p} ${perJob(n)}`).join(", ")}`);
+}
+// 3. Light: 100 jobs at 20 a second.
+const light: string[] = [];
+const lightStart = performance.now();
+for (let i = 0; i < 100; i++) {
+  const due = lightStart + i * 50;
+  if (due > performance.now()) await Bun.sleep(due - performance.now());
+  light.push(await submit("bench.two", `light-${i}`));
+}
+await untilEnded(JOBS + 100);
+console.log(`  light (20 jobs/s): ${latencies(light)}`);
 
 for (const worker of workers) {
   await worker.subscription.close();

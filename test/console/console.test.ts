@@ -239,6 +239,28 @@ describe("operator console", () => {
     await page.close();
   });
 
+  /**
+   * Fills a form's fields and submits it in one task of the page: the view redraws when its
+   * stream or its poll says so, and a redraw between typing and submitting replaced the form
+   * (a flake under load). What is tested here is what the page does with the answer.
+   */
+  async function fillAndSubmit(page: Awaited<ReturnType<typeof openConsole>>, form: string, fields: { select?: string; textarea: string }) {
+    // One evaluate (not $eval: that finds the element in one round trip and uses it in another).
+    const submitted = await page.evaluate(
+      (selector, values) => {
+        const f = document.querySelector(selector) as HTMLFormElement | null;
+        if (!f) return false;
+        if (values.select !== undefined) (f.querySelector("select") as HTMLSelectElement).value = values.select;
+        (f.querySelector("textarea") as HTMLTextAreaElement).value = values.textarea;
+        f.requestSubmit();
+        return true;
+      },
+      form,
+      fields,
+    );
+    expect(submitted).toBe(true);
+  }
+
   /** A document.strict job whose first step failed for good with `code`. */
   async function failedStrictJob(code: string): Promise<string> {
     const { jobId } = (await (await service.postCommand({ requestType: "document.strict", tenantId: "acme", payload: { documentId: "d1" } })).json()) as {
@@ -257,15 +279,12 @@ describe("operator console", () => {
     const jobId = await failedStrictJob("worker-bug");
     const page = await openConsole(`#/job/${jobId}`, KEY);
     await page.waitForSelector('form[data-action="redrive-patch"] textarea', { timeout: 5000 });
-    await page.type('form[data-action="redrive-patch"] textarea', '{"documentId": 5}');
-    await page.$eval('form[data-action="redrive-patch"]', (form) => (form as HTMLFormElement).requestSubmit());
+    await fillAndSubmit(page, 'form[data-action="redrive-patch"]', { textarea: '{"documentId": 5}' });
     await page.waitForSelector('.problems li[data-path="/payload/documentId"]', { timeout: 5000 });
     expect((await service.runtime.store.getJob(jobId))!.job).toMatchObject({ status: "failed", redrives: 0 });
     await page.screenshot({ path: `${ARTIFACTS_DIR}job-redrive-422.png` });
 
-    await page.select('form[data-action="skip"] select', "first");
-    await page.type('form[data-action="skip"] textarea', '{"text": "typed by hand"}');
-    await page.$eval('form[data-action="skip"]', (form) => (form as HTMLFormElement).requestSubmit());
+    await fillAndSubmit(page, 'form[data-action="skip"]', { select: "first", textarea: '{"text": "typed by hand"}' });
     await page.waitForSelector('ol.history li[data-action="redrive"]', { timeout: 5000 });
     expect(await page.$eval('ol.history li[data-action="redrive"]', (li) => li.textContent)).toContain("by admin-key");
     const stored = (await service.runtime.store.getJob(jobId))!;

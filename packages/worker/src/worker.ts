@@ -228,6 +228,7 @@ export function createWorker(options: WorkerOptions): Worker {
       span.end(outcome.status === "succeeded" ? null : outcome.error.message);
       // Settled only once the event is sent: a crash before this redelivers the message.
       await receiver.completeMessage(received);
+      log.info("step reported", { topic, step: message.stepName, jobId: message.jobId, attempt: message.attempt, status: outcome.status });
     } catch (error) {
       span.end(error instanceof Error ? error.message : String(error));
       const over = controller.signal.aborted && controller.signal.reason !== "stopping";
