@@ -42,6 +42,8 @@ export interface Settings {
   idempotencyTtlSeconds: number;
   /** The memory backend's bound: jobs kept at most (the oldest ended ones go first). */
   memoryMaxJobs: number;
+  /** LUCIUS_JOB_INDEX_BUCKETS: partitions per tenant of the Azure job index; null: what the table recorded (4 on a new one). */
+  jobIndexBuckets: number | null;
   serviceBusConnection: string | null;
   /** Where workers send step events: a queue, or `topic/Subscriptions/name`. */
   eventsEntity: string | null;
@@ -254,6 +256,7 @@ export function loadSettings(env: Env): Settings {
     jobRetentionSeconds: read.duration("LUCIUS_JOB_RETENTION", 7 * DAY, { min: 60, max: 3650 * DAY, zero: true }),
     idempotencyTtlSeconds: read.duration("LUCIUS_IDEMPOTENCY_TTL", DAY, { min: 60, max: 365 * DAY }),
     memoryMaxJobs: read.number("LUCIUS_MEMORY_MAX_JOBS", 25_000, { min: 100, max: 100_000_000, integer: true }),
+    jobIndexBuckets: env.LUCIUS_JOB_INDEX_BUCKETS?.trim() ? read.number("LUCIUS_JOB_INDEX_BUCKETS", 4, { min: 1, max: 64, integer: true }) : null,
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     eventsConcurrency: read.number("LUCIUS_EVENTS_CONCURRENCY", DEFAULT_EVENTS_CONCURRENCY, { min: 1, max: 1000, integer: true }),

@@ -17,13 +17,21 @@ export async function createStore(settings: Settings): Promise<JobStore> {
     case "table": {
       const { createMultiTableStore } = await import("./azure/multi-table-store.ts");
       return refusedAsSettings(() =>
-        createMultiTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.outbox), ttl: ttlIndexTable(tables.outbox) } }),
+        createMultiTableStore({
+          connection: tableConnection!,
+          tables: { ...tables, due: dueIndexTable(tables.outbox), ttl: ttlIndexTable(tables.outbox) },
+          jobIndexBuckets: settings.jobIndexBuckets,
+        }),
       );
     }
     case "ledger": {
       const { createSingleTableStore } = await import("./azure/single-table-store.ts");
       return refusedAsSettings(() =>
-        createSingleTableStore({ connection: tableConnection!, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } }),
+        createSingleTableStore({
+          connection: tableConnection!,
+          tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) },
+          jobIndexBuckets: settings.jobIndexBuckets,
+        }),
       );
     }
   }

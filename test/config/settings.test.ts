@@ -243,3 +243,11 @@ describe("OpenTelemetry variables", () => {
     ]);
   });
 });
+
+describe("LUCIUS_JOB_INDEX_BUCKETS", () => {
+  test("unset: what the index table recorded (null here); set: 1 to 64", () => {
+    expect(loadSettings({}).jobIndexBuckets).toBeNull();
+    expect(loadSettings({ LUCIUS_JOB_INDEX_BUCKETS: "8" }).jobIndexBuckets).toBe(8);
+    expect(problemsOf({ LUCIUS_JOB_INDEX_BUCKETS: "0" })).toEqual([expect.stringContaining("LUCIUS_JOB_INDEX_BUCKETS")]);
+  });
+});

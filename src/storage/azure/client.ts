@@ -17,6 +17,8 @@ export interface AzureTableOptions {
   timeoutMs?: number;
   /** Sees every client once it is made: tests and benchmarks add pipeline policies here. */
   configureClient?: (client: TableClient) => void;
+  /** LUCIUS_JOB_INDEX_BUCKETS (see job-index.ts); absent: what the index table recorded, or the default on a new one. */
+  jobIndexBuckets?: number | null;
 }
 
 type PipelinePolicy = Parameters<TableClient["pipeline"]["addPolicy"]>[0];
@@ -201,7 +203,10 @@ export async function deleteRows(client: TableClient, partitionKey: string, rowK
 }
 
 /** Inserts unless an entity with those keys exists; true when this call inserted it. */
-export async function insertIfAbsent(client: TableClient, entity: { partitionKey: string; rowKey: string }): Promise<{ inserted: boolean; etag?: string }> {
+export async function insertIfAbsent(
+  client: TableClient,
+  entity: { partitionKey: string; rowKey: string } & Record<string, unknown>,
+): Promise<{ inserted: boolean; etag?: string }> {
   try {
     const response = await client.createEntity(entity);
     return { inserted: true, ...(response.etag ? { etag: response.etag } : {}) };

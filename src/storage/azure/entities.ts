@@ -253,6 +253,7 @@ export function summaryToEntity(job: Job): Entity {
     partitionKey: job.tenantId,
     rowKey: indexRowKey(job.jobId),
     jobId: job.jobId,
+    tenantId: job.tenantId,
     requestType: job.requestType,
     correlationId: optional(job.correlationId),
     status: job.status,
@@ -265,7 +266,8 @@ export function summaryToEntity(job: Job): Entity {
 export function entityToSummary(entity: Stored): JobSummary {
   return {
     jobId: text(entity, "jobId"),
-    tenantId: keysOf(entity).partitionKey,
+    // The partition is `<tenant>~<bucket>` with buckets; rows of the one-bucket layout before it named no tenant.
+    tenantId: nullableText(entity, "tenantId") ?? keysOf(entity).partitionKey,
     requestType: text(entity, "requestType"),
     correlationId: nullableText(entity, "correlationId"),
     // Rows written before the index followed the status have none.

@@ -1,15 +1,29 @@
 /**
- * The per-tenant job listing of both Azure layouts: one row per job, partitioned by tenant, row
- * key the job id (time-ordered, so key order is creation order).
+ * The per-tenant job listing of both Azure layouts: one row per job, row key the job id inverted
+ * (time-ordered, newest first). A tenant's rows spread over `buckets` partitions
+ * (`<tenant>~<n>`, n from the job id), so that one busy tenant does not make one hot partition;
+ * a listing reads every bucket from the cursor on and merges them by row key, so pages stay
+ * newest first with stable cursors. With one bucket the partition is the tenant itself (the
+ * layout before buckets).
+ *
+ * The bucket count is recorded in the table (`~layout` row) when the index is first used and
+ * read back at every start: rows written under one count are not found under another, so a
+ * count that differs from the recorded one stops the start. A table that already holds rows but
+ * no record is the one-bucket layout.
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import type { Job, JobFilter, JobSummary, Page } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
+import { StorageRejectedError } from "../errors.ts";
 import type { PageRequest } from "../job-store.ts";
 import { deleteIfPresent, guarded, insertIfAbsent, queryAll } from "./client.ts";
+import { shardOf } from "./due-index.ts";
 import { entityToSummary, indexRowKey, keysOf, summaryToEntity } from "./entities.ts";
+import { readRow } from "./rows.ts";
 
 export interface JobIndex {
+  /** Reads (or, on a new table, records) the bucket count; refuses a count the table was not written with. */
+  init(): Promise<void>;
   /**
    * Lists a job unless it is listed already (a replay must not restate an older job with its own
    * time); true when this call wrote the row.
@@ -22,32 +36,76 @@ export interface JobIndex {
   remove(tenantId: string, jobId: string): Promise<void>;
 }
 
-export function createJobIndex(client: TableClient): JobIndex {
+export interface JobIndexOptions {
+  /** LUCIUS_JOB_INDEX_BUCKETS; absent: the recorded count, or DEFAULT_JOB_INDEX_BUCKETS on a new table. */
+  buckets?: number | null;
+}
+
+/** A bucket takes a quarter of a tenant's index writes: one tenant's ~2,000 jobs/s stay under a partition's limit. */
+export const DEFAULT_JOB_INDEX_BUCKETS = 4;
+const LAYOUT = { partitionKey: "~layout", rowKey: "job-index" };
+
+export function createJobIndex(client: TableClient, options: JobIndexOptions = {}): JobIndex {
+  let buckets = options.buckets ?? DEFAULT_JOB_INDEX_BUCKETS;
+  const partitionOf = (tenantId: string, jobId: string) => (buckets === 1 ? tenantId : `${tenantId}~${shardOf(jobId, buckets)}`);
+  const partitionsOf = (tenantId: string) => (buckets === 1 ? [tenantId] : Array.from({ length: buckets }, (_, n) => `${tenantId}~${n}`));
+  const entityOf = (job: Job) => ({ ...summaryToEntity(job), partitionKey: partitionOf(job.tenantId, job.jobId) });
+
+  async function recordedBuckets(): Promise<number | null> {
+    const row = await readRow(client, LAYOUT.partitionKey, LAYOUT.rowKey, (entity) => Number(entity.buckets));
+    if (row !== null) return row;
+    // Rows but no record: written before buckets existed, one partition per tenant.
+    const anyRow = await queryAll(client, odata`PartitionKey lt ${LAYOUT.partitionKey}`, { limit: 1, select: ["PartitionKey"] });
+    return anyRow.length > 0 ? 1 : null;
+  }
+
   return {
+    async init() {
+      const recorded = await guarded("read the job index layout", async () => {
+        const found = await recordedBuckets();
+        if (found !== null) return found;
+        // A new table: record the count, or take the one a replica starting beside us recorded first.
+        await insertIfAbsent(client, { ...LAYOUT, buckets });
+        return (await recordedBuckets()) ?? buckets;
+      });
+      if (options.buckets != null && options.buckets !== recorded) {
+        throw new StorageRejectedError(
+          `LUCIUS_JOB_INDEX_BUCKETS=${options.buckets}, but the job index table was written with ${recorded} bucket(s): listings would miss jobs. Keep ${recorded}, or point LUCIUS_JOB_INDEX_TABLE at a new table`,
+        );
+      }
+      buckets = recorded;
+    },
+
     async write(job) {
-      return guarded("write job index", async () => (await insertIfAbsent(client, summaryToEntity(job))).inserted);
+      return guarded("write job index", async () => (await insertIfAbsent(client, entityOf(job))).inserted);
     },
 
     async remove(tenantId, jobId) {
-      await guarded("delete job index row", () => deleteIfPresent(client, tenantId, indexRowKey(jobId)));
+      await guarded("delete job index row", () => deleteIfPresent(client, partitionOf(tenantId, jobId), indexRowKey(jobId)));
     },
 
     async restate(job) {
-      await guarded("write job index", () => client.upsertEntity(summaryToEntity(job), "Replace"));
+      await guarded("write job index", () => client.upsertEntity(entityOf(job), "Replace"));
     },
 
     async list(tenantId, page, filter = {}) {
       const after = page.cursor === null ? "" : readCursor(page.cursor);
-      // Within the tenant's partition of the index: the cost grows with the tenant's jobs, never the table.
+      // Within the tenant's partitions of the index: the cost grows with the tenant's jobs, never the table.
       const narrowed = [
         filter.status === undefined ? "" : odata` and status eq ${filter.status}`,
         filter.paused === undefined ? "" : filter.paused ? " and paused eq true" : " and paused ne true",
         filter.requestType === undefined ? "" : odata` and requestType eq ${filter.requestType}`,
         filter.correlationId === undefined ? "" : odata` and correlationId eq ${filter.correlationId}`,
       ].join("");
-      const rows = await guarded("list jobs", () =>
-        queryAll(client, odata`PartitionKey eq ${tenantId} and RowKey gt ${after}` + narrowed, { limit: page.limit + 1 }),
+      // Each bucket's next rows after the cursor, then the newest of all of them: the page.
+      const perBucket = await guarded("list jobs", () =>
+        Promise.all(
+          partitionsOf(tenantId).map((partition) =>
+            queryAll(client, odata`PartitionKey eq ${partition} and RowKey gt ${after}` + narrowed, { limit: page.limit + 1 }),
+          ),
+        ),
       );
+      const rows = perBucket.flat().sort((a, b) => (keysOf(a).rowKey < keysOf(b).rowKey ? -1 : 1));
       const items = rows.slice(0, page.limit);
       return { items: items.map(entityToSummary), nextCursor: rows.length > page.limit ? encodeCursor(keysOf(items.at(-1)!).rowKey) : null };
     },

@@ -37,7 +37,7 @@ export function createSideTables(names: SideTableNames, options: AzureTableOptio
   const [idempotency, jobIndex, due, ttl] = clients as [TableClient, TableClient, TableClient, TableClient];
   return {
     claims: createIdempotencyClaims(idempotency),
-    jobIndex: createJobIndex(jobIndex),
+    jobIndex: createJobIndex(jobIndex, { buckets: options.jobIndexBuckets ?? null }),
     due: createDueIndex(due),
     deadlines: createDeadlineIndex(due),
     retention: createRetentionIndex(ttl),
