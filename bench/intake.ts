@@ -145,8 +145,9 @@ for (let round = 0; round < Number(values.rounds); round++) {
     if (result.errors > 0) console.log(`  ${target.name}: ${result.errors} errors in round ${round + 1}`);
     const kept = best.get(target.name);
     if (!kept || result.perSecond > kept.perSecond) best.set(target.name, result);
-    perRound[round] ??= new Map();
-    perRound[round].set(target.name, result.perSecond);
+    const rates = perRound[round] ?? new Map<string, number>();
+    perRound[round] = rates;
+    rates.set(target.name, result.perSecond);
   }
 }
 
