@@ -44,6 +44,8 @@ export interface Settings {
   memoryMaxJobs: number;
   /** LUCIUS_JOB_INDEX_BUCKETS: partitions per tenant of the Azure job index; null: what the table recorded (4 on a new one). */
   jobIndexBuckets: number | null;
+  /** LUCIUS_DEADLINE_SHARDS: partitions of the Azure step-deadline index; null: what the table recorded (8 on a new one). */
+  deadlineShards: number | null;
   serviceBusConnection: string | null;
   /** Where workers send step events: a queue, or `topic/Subscriptions/name`. */
   eventsEntity: string | null;
@@ -257,6 +259,7 @@ export function loadSettings(env: Env): Settings {
     idempotencyTtlSeconds: read.duration("LUCIUS_IDEMPOTENCY_TTL", DAY, { min: 60, max: 365 * DAY }),
     memoryMaxJobs: read.number("LUCIUS_MEMORY_MAX_JOBS", 25_000, { min: 100, max: 100_000_000, integer: true }),
     jobIndexBuckets: env.LUCIUS_JOB_INDEX_BUCKETS?.trim() ? read.number("LUCIUS_JOB_INDEX_BUCKETS", 4, { min: 1, max: 64, integer: true }) : null,
+    deadlineShards: env.LUCIUS_DEADLINE_SHARDS?.trim() ? read.number("LUCIUS_DEADLINE_SHARDS", 8, { min: 1, max: 64, integer: true }) : null,
     serviceBusConnection: read.optional("LUCIUS_SERVICEBUS_CONNECTION"),
     eventsEntity: read.optional("LUCIUS_EVENTS_ENTITY"),
     eventsConcurrency: read.number("LUCIUS_EVENTS_CONCURRENCY", DEFAULT_EVENTS_CONCURRENCY, { min: 1, max: 1000, integer: true }),

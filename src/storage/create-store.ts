@@ -21,6 +21,7 @@ export async function createStore(settings: Settings): Promise<JobStore> {
           connection: tableConnection!,
           tables: { ...tables, due: dueIndexTable(tables.outbox), ttl: ttlIndexTable(tables.outbox) },
           jobIndexBuckets: settings.jobIndexBuckets,
+          deadlineShards: settings.deadlineShards,
         }),
       );
     }
@@ -31,6 +32,7 @@ export async function createStore(settings: Settings): Promise<JobStore> {
           connection: tableConnection!,
           tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) },
           jobIndexBuckets: settings.jobIndexBuckets,
+          deadlineShards: settings.deadlineShards,
         }),
       );
     }

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
-import { type Command, createClient, type FetchLike, type Job, LuciusProblem } from "../../packages/client/src/index.ts";
+import { type Command, createClient, type FetchLike, type Job, LuciusProblem, LuciusTimeoutError, LuciusTokenError } from "../../packages/client/src/index.ts";
 import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
 import { StorageUnavailableError } from "../../src/domain/errors.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
@@ -105,7 +105,7 @@ describe("submit", () => {
     expect((await client.get(submitted.jobId)).steps).toHaveLength(1);
   });
 
-  test("gives up with the last problem when Retry-After would pass the deadline", async () => {
+  test("gives up with a TimeoutError carrying the key and the last problem when Retry-After would pass the deadline", async () => {
     const memory = await storeFor("memory");
     const down: JobStore = {
       ...memory,
@@ -118,10 +118,42 @@ describe("submit", () => {
     const client = createClient({ baseUrl: "http://localhost", fetch, submitDeadlineMs: 1_000 });
     const started = Date.now();
     const error = await client.submit(ocrCommand(), { idempotencyKey: "k-deadline" }).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(LuciusProblem);
-    expect(error).toMatchObject({ status: 503, code: "storage-unavailable", retryAfterSeconds: 2 });
+    expect(error).toBeInstanceOf(LuciusTimeoutError);
+    expect(error).toMatchObject({ name: "TimeoutError", idempotencyKey: "k-deadline" });
+    expect((error as Error).cause).toBeInstanceOf(LuciusProblem);
+    expect((error as Error).cause).toMatchObject({ status: 503, code: "storage-unavailable", retryAfterSeconds: 2 });
     expect(sent).toHaveLength(1);
     expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  test("a gateway's 502 after the service stored the command is retried with the same key: one job, replayed", async () => {
+    const { runtime } = await startTestRuntime();
+    let calls = 0;
+    const { sent, fetch } = recording(async (request) => {
+      const answer = await runtime.fetch(request);
+      // The first answer is lost at a gateway, after the service stored the command.
+      return calls++ === 0 ? new Response("bad gateway", { status: 502 }) : answer;
+    });
+    const client = createClient({ baseUrl: "http://localhost", fetch });
+    const submitted = await client.submit(ocrCommand(), { idempotencyKey: "k-502" });
+    expect(submitted).toMatchObject({ idempotencyKey: "k-502", replayed: true });
+    expect(sent.map((s) => s.headers.get("idempotency-key"))).toEqual(["k-502", "k-502"]);
+  });
+
+  test("a token function that fails rejects wait with LuciusTokenError instead of polling on", async () => {
+    const { runtime } = await startTestRuntime();
+    let asked = 0;
+    const client = createClient({
+      baseUrl: "http://localhost",
+      fetch: (input, init) => runtime.fetch(new Request(input, init)),
+      token: () => {
+        asked++;
+        throw new Error("the identity provider is down");
+      },
+    });
+    const error = await client.wait("01a23e00-0000-7000-8000-000000000000", { pollIntervalMs: 10, timeoutMs: 2_000 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LuciusTokenError);
+    expect(asked).toBeLessThanOrEqual(2);
   });
 
   test("a network error is retried with the same key", async () => {

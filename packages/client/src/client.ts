@@ -3,7 +3,7 @@
  * browsers, Node, Bun and Deno alike.
  */
 import { createParser } from "eventsource-parser";
-import { LuciusProblem, LuciusTimeoutError, problemFrom } from "./errors.ts";
+import { LuciusProblem, LuciusTimeoutError, LuciusTokenError, problemFrom } from "./errors.ts";
 import type {
   Accepted,
   Cancelled,
@@ -100,7 +100,10 @@ const DEFAULT_SUBMIT_DEADLINE_MS = 30_000;
 const DEFAULT_POLL_INTERVAL_MS = 1_000;
 const BACKOFF_BASE_MS = 200;
 const BACKOFF_CAP_MS = 5_000;
-const RETRIED_STATUSES = new Set([409, 429, 503]);
+/** 409 (the key's first request still being stored), 429, 503; 502 and 504: a gateway's, after which the command may have been stored. */
+const RETRIED_STATUSES = new Set([409, 429, 502, 503, 504]);
+/** setTimeout's limit (about 24.8 days): a longer deadline is no timer at all. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const ENDED: ReadonlySet<string> = new Set<JobStatus>(["succeeded", "failed", "cancelled"]);
 const HISTORY_PAGE = 100;
 
@@ -151,7 +154,8 @@ function scope(signal: AbortSignal | undefined, timeoutMs: number | undefined, o
   const forward = () => controller.abort(signal?.reason);
   if (signal?.aborted) controller.abort(signal.reason);
   else signal?.addEventListener("abort", forward, { once: true });
-  const timer = timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(onTimeout()), Math.max(0, timeoutMs));
+  const timed = timeoutMs !== undefined && Number.isFinite(timeoutMs) && timeoutMs < MAX_TIMER_MS;
+  const timer = timed ? setTimeout(() => controller.abort(onTimeout()), Math.max(0, timeoutMs)) : undefined;
   return {
     signal: controller.signal,
     /** Aborted by the caller (not by the deadline). */
@@ -165,7 +169,19 @@ function scope(signal: AbortSignal | undefined, timeoutMs: number | undefined, o
 
 /** Problems worth another read while polling: overload and outages, not refusals. */
 function transient(error: unknown): boolean {
+  if (error instanceof LuciusTokenError) return false;
   return !(error instanceof LuciusProblem) || error.status === 429 || error.status >= 500;
+}
+
+/** `promise`, unless `signal` aborts first (then its reason). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 export function createClient(options: ClientOptions): LuciusClient {
@@ -178,12 +194,19 @@ export function createClient(options: ClientOptions): LuciusClient {
   const url = (path: string) => new URL(path.replace(/^\//, ""), base);
   const jobPath = (jobId: string, rest = "") => `/v1/jobs/${encodeURIComponent(jobId)}${rest}`;
 
-  async function authenticate(headers: Headers): Promise<void> {
+  async function authenticate(headers: Headers, signal: AbortSignal | undefined): Promise<void> {
     if (options.apiKey !== undefined) headers.set("x-api-key", options.apiKey);
-    if (options.token !== undefined) {
-      const token = typeof options.token === "function" ? await options.token() : options.token;
-      headers.set("authorization", `Bearer ${token}`);
+    const source = options.token;
+    if (source === undefined) return;
+    let token: string;
+    try {
+      // A token function that never answers must not outlast the call's deadline or abort.
+      token = typeof source === "function" ? await untilAborted(Promise.resolve().then(source), signal) : source;
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      throw new LuciusTokenError(error);
     }
+    headers.set("authorization", `Bearer ${token}`);
   }
 
   type SendInit = { body?: unknown; headers?: Record<string, string>; accept?: string; signal?: AbortSignal | undefined };
@@ -193,7 +216,7 @@ export function createClient(options: ClientOptions): LuciusClient {
     const headers = new Headers(init.headers);
     headers.set("accept", init.accept ?? "application/json");
     if (init.body !== undefined) headers.set("content-type", "application/json");
-    await authenticate(headers);
+    await authenticate(headers, init.signal);
     return [
       url(path),
       {
@@ -241,21 +264,25 @@ export function createClient(options: ClientOptions): LuciusClient {
           const problem = await problemFrom(response);
           if (!RETRIED_STATUSES.has(problem.status)) throw problem;
           last = problem;
-          waitMs = problem.retryAfterSeconds !== undefined ? problem.retryAfterSeconds * 1000 : backoffMs(attempt);
+          // Not before Retry-After; never a busy loop on `Retry-After: 0`.
+          waitMs = Math.max(backoffMs(attempt), (problem.retryAfterSeconds ?? 0) * 1000);
         } catch (error) {
           if (bounds.signal.aborted || error instanceof LuciusProblem) throw error;
           // The request did not get an answer (a network error): it may have been stored; the same key finds out.
           last = error;
           waitMs = backoffMs(attempt);
         }
-        // A wait that would end past the deadline is not worth starting: the last answer stands.
-        if (Date.now() + waitMs >= deadline) throw last;
+        // A wait that would end past the deadline is not worth starting: give up now, with the key
+        // (the command may have been stored: submitting again with it finds out, safely).
+        if (Date.now() + waitMs >= deadline) {
+          throw new LuciusTimeoutError(`submit: no answer that ends it within ${deadlineMs} ms`, { idempotencyKey, cause: last });
+        }
         await sleep(waitMs, bounds.signal);
       }
     } catch (error) {
       if (bounds.callerAborted()) throw submitOptions.signal?.reason;
-      // The deadline passed during a request or a wait: the last problem answered says why, if any.
-      if (bounds.signal.aborted) throw last instanceof LuciusProblem ? last : bounds.signal.reason;
+      // The deadline passed during a request or a wait: its TimeoutError carries the key and the last answer.
+      if (bounds.signal.aborted) throw bounds.signal.reason;
       throw error;
     } finally {
       bounds.dispose();
@@ -313,8 +340,9 @@ export function createClient(options: ClientOptions): LuciusClient {
     let response: Response;
     try {
       response = await send("GET", jobPath(jobId, "/stream"), { accept: "text/event-stream", signal });
-    } catch {
+    } catch (error) {
       if (signal.aborted) throw signal.reason;
+      if (error instanceof LuciusTokenError) throw error;
       return false;
     }
     if (response.status === 401 || response.status === 403 || response.status === 404) throw await problemFrom(response);
@@ -333,6 +361,8 @@ export function createClient(options: ClientOptions): LuciusClient {
     });
     const onAbort = () => void reader.cancel(signal.reason).catch(() => {});
     signal.addEventListener("abort", onAbort, { once: true });
+    // Aborted while the answer was on its way (a fetch that ignores its signal): stop reading now.
+    if (signal.aborted) onAbort();
     try {
       while (!ended) {
         const { done, value } = await reader.read();

@@ -61,6 +61,14 @@ export class LuciusTimeoutError extends Error {
   }
 }
 
+/** The client's token function failed (or never answered before the call's deadline): no retry fixes that. */
+export class LuciusTokenError extends Error {
+  override readonly name = "LuciusTokenError";
+  constructor(cause: unknown) {
+    super(`the token function failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
+
 /** `Retry-After` as seconds: delay-seconds or an HTTP date (RFC 9110); undefined when absent or unreadable. */
 export function retryAfterSeconds(headers: Headers, now = Date.now()): number | undefined {
   const value = headers.get("retry-after")?.trim();

@@ -13,7 +13,7 @@ export {
   type TokenSource,
   type WaitOptions,
 } from "./client.ts";
-export { LuciusProblem, LuciusTimeoutError, retryAfterSeconds } from "./errors.ts";
+export { LuciusProblem, LuciusTimeoutError, LuciusTokenError, retryAfterSeconds } from "./errors.ts";
 export type { components, operations, paths } from "./openapi.ts";
 export type {
   Accepted,

@@ -19,6 +19,8 @@ export interface AzureTableOptions {
   configureClient?: (client: TableClient) => void;
   /** LUCIUS_JOB_INDEX_BUCKETS (see job-index.ts); absent: what the index table recorded, or the default on a new one. */
   jobIndexBuckets?: number | null;
+  /** LUCIUS_DEADLINE_SHARDS (see deadline-index.ts); absent: what the index table recorded, or the default on a new one. */
+  deadlineShards?: number | null;
 }
 
 type PipelinePolicy = Parameters<TableClient["pipeline"]["addPolicy"]>[0];

@@ -1,6 +1,7 @@
 /**
  * The step deadline index of both Azure layouts: one marker per dispatched step with a deadline,
- * in the due-index table, partitions `deadline-0`…`deadline-3`. Its row key starts with the
+ * in the due-index table, partitions `deadline-0`…`deadline-<n-1>` (n: LUCIUS_DEADLINE_SHARDS, 8
+ * on a new table, recorded in it; 4 for tables from before the count was recorded). Its row key starts with the
  * deadline (`<deadlineAt>_<stepId>`), so a sweep reads one key range per partition, exactly the
  * markers that expired: its cost grows with what expired, never with the open steps (a filter on
  * a property, as the due index uses, would scan every marker of the partition).
@@ -18,9 +19,13 @@ import { deleteIfPresent, guarded, queryAll } from "./client.ts";
 import { createDeferredMarkerWrites } from "./deferred-marker-writes.ts";
 import { shardOf } from "./due-index.ts";
 import { entityToJob, entityToStep, keysOf } from "./entities.ts";
+import { recordedCount } from "./recorded-count.ts";
 import { READ_CONCURRENCY, type RowLayout, readRow } from "./rows.ts";
 
-const DEADLINE_SHARDS = 4;
+/** Every step's marker is written and removed once: 8 shards keep each under ~0.75 calls per two-step job. */
+export const DEFAULT_DEADLINE_SHARDS = 8;
+/** The fixed count before it was recorded. */
+const SHARDS_BEFORE_RECORDS = 4;
 
 interface DeadlineMarker extends ExpiredStep {
   partitionKey: string;
@@ -28,9 +33,6 @@ interface DeadlineMarker extends ExpiredStep {
   stepIndex: number;
   createdAt: string;
 }
-
-const shardFor = (stepId: string) => `deadline-${shardOf(stepId, DEADLINE_SHARDS)}`;
-const keysFor = (step: Pick<Step, "stepId">, deadlineAt: string) => ({ partitionKey: shardFor(step.stepId), rowKey: `${deadlineAt}_${step.stepId}` });
 
 function toMarker(row: TableEntityResult<Record<string, unknown>>): DeadlineMarker {
   const { partitionKey, rowKey } = keysOf(row);
@@ -47,8 +49,16 @@ function toMarker(row: TableEntityResult<Record<string, unknown>>): DeadlineMark
 
 const isWatched = (step: Step): step is Step & { deadlineAt: string } => step.deadlineAt !== null && !hasStepEnded(step);
 
-export function createDeadlineIndex(client: TableClient) {
+export interface DeadlineIndexOptions {
+  /** LUCIUS_DEADLINE_SHARDS; null: the recorded count, or DEFAULT_DEADLINE_SHARDS on a new table. */
+  shards?: number | null;
+}
+
+export function createDeadlineIndex(client: TableClient, options: DeadlineIndexOptions = {}) {
   const deferred = createDeferredMarkerWrites(client);
+  let shards = options.shards ?? DEFAULT_DEADLINE_SHARDS;
+  const shardFor = (stepId: string) => `deadline-${shardOf(stepId, shards)}`;
+  const keysFor = (step: Pick<Step, "stepId">, deadlineAt: string) => ({ partitionKey: shardFor(step.stepId), rowKey: `${deadlineAt}_${step.stepId}` });
 
   /** The markers that point at open steps; the others are queued for deletion. */
   async function openSteps(layout: RowLayout, markers: DeadlineMarker[], now: Date, orphanGraceMs: number): Promise<ExpiredStep[]> {
@@ -130,7 +140,7 @@ export function createDeadlineIndex(client: TableClient) {
       // `~` sorts after `_`: every row key whose deadline is at or before the cutoff is below it.
       const below = `${now.toISOString()}~`;
       const fromShards = await Promise.all(
-        Array.from({ length: DEADLINE_SHARDS }, async (_, shard) => {
+        Array.from({ length: shards }, async (_, shard) => {
           const partition = `deadline-${shard}`;
           const found: ExpiredStep[] = [];
           for (let after = ""; found.length < limit; ) {
@@ -151,6 +161,23 @@ export function createDeadlineIndex(client: TableClient) {
     },
 
     flush: () => deferred.flush(),
+
+    /** Reads (or, on a new table, records) the shard count; refuses one the table was not written with. */
+    async init(): Promise<void> {
+      shards = await recordedCount(client, {
+        name: "deadline-index",
+        configured: options.shards ?? null,
+        forNewTable: DEFAULT_DEADLINE_SHARDS,
+        before: {
+          count: SHARDS_BEFORE_RECORDS,
+          hasRows: async () =>
+            (await queryAll(client, odata`PartitionKey ge ${"deadline-"} and PartitionKey lt ${"deadline."}`, { limit: 1, select: ["PartitionKey"] })).length >
+            0,
+        },
+        variable: "LUCIUS_DEADLINE_SHARDS",
+        tableVariable: "LUCIUS_OUTBOX_TABLE or LUCIUS_LEDGER_TABLE (the index table is named after it)",
+      });
+    },
   };
 }
 

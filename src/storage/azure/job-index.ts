@@ -6,20 +6,17 @@
  * newest first with stable cursors. With one bucket the partition is the tenant itself (the
  * layout before buckets).
  *
- * The bucket count is recorded in the table (`~layout` row) when the index is first used and
- * read back at every start: rows written under one count are not found under another, so a
- * count that differs from the recorded one stops the start. A table that already holds rows but
- * no record is the one-bucket layout.
+ * The bucket count is recorded in the table (recorded-count.ts); a table from before buckets is
+ * the one-bucket layout.
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import type { Job, JobFilter, JobSummary, Page } from "../../domain/model.ts";
 import { encodeCursor, readCursor } from "../cursor.ts";
-import { StorageRejectedError } from "../errors.ts";
 import type { PageRequest } from "../job-store.ts";
 import { deleteIfPresent, guarded, insertIfAbsent, queryAll } from "./client.ts";
 import { shardOf } from "./due-index.ts";
 import { entityToSummary, indexRowKey, keysOf, summaryToEntity } from "./entities.ts";
-import { readRow } from "./rows.ts";
+import { LAYOUT_PARTITION, recordedCount } from "./recorded-count.ts";
 
 export interface JobIndex {
   /** Reads (or, on a new table, records) the bucket count; refuses a count the table was not written with. */
@@ -43,7 +40,6 @@ export interface JobIndexOptions {
 
 /** A bucket takes a quarter of a tenant's index writes: one tenant's ~2,000 jobs/s stay under a partition's limit. */
 export const DEFAULT_JOB_INDEX_BUCKETS = 4;
-const LAYOUT = { partitionKey: "~layout", rowKey: "job-index" };
 
 export function createJobIndex(client: TableClient, options: JobIndexOptions = {}): JobIndex {
   let buckets = options.buckets ?? DEFAULT_JOB_INDEX_BUCKETS;
@@ -51,29 +47,20 @@ export function createJobIndex(client: TableClient, options: JobIndexOptions = {
   const partitionsOf = (tenantId: string) => (buckets === 1 ? [tenantId] : Array.from({ length: buckets }, (_, n) => `${tenantId}~${n}`));
   const entityOf = (job: Job) => ({ ...summaryToEntity(job), partitionKey: partitionOf(job.tenantId, job.jobId) });
 
-  async function recordedBuckets(): Promise<number | null> {
-    const row = await readRow(client, LAYOUT.partitionKey, LAYOUT.rowKey, (entity) => Number(entity.buckets));
-    if (row !== null) return row;
-    // Rows but no record: written before buckets existed, one partition per tenant.
-    const anyRow = await queryAll(client, odata`PartitionKey lt ${LAYOUT.partitionKey}`, { limit: 1, select: ["PartitionKey"] });
-    return anyRow.length > 0 ? 1 : null;
-  }
-
   return {
     async init() {
-      const recorded = await guarded("read the job index layout", async () => {
-        const found = await recordedBuckets();
-        if (found !== null) return found;
-        // A new table: record the count, or take the one a replica starting beside us recorded first.
-        await insertIfAbsent(client, { ...LAYOUT, buckets });
-        return (await recordedBuckets()) ?? buckets;
+      buckets = await recordedCount(client, {
+        name: "job-index",
+        configured: options.buckets ?? null,
+        forNewTable: DEFAULT_JOB_INDEX_BUCKETS,
+        // Rows but no record: written before buckets existed, one partition per tenant.
+        before: {
+          count: 1,
+          hasRows: async () => (await queryAll(client, odata`PartitionKey lt ${LAYOUT_PARTITION}`, { limit: 1, select: ["PartitionKey"] })).length > 0,
+        },
+        variable: "LUCIUS_JOB_INDEX_BUCKETS",
+        tableVariable: "LUCIUS_JOB_INDEX_TABLE",
       });
-      if (options.buckets != null && options.buckets !== recorded) {
-        throw new StorageRejectedError(
-          `LUCIUS_JOB_INDEX_BUCKETS=${options.buckets}, but the job index table was written with ${recorded} bucket(s): listings would miss jobs. Keep ${recorded}, or point LUCIUS_JOB_INDEX_TABLE at a new table`,
-        );
-      }
-      buckets = recorded;
     },
 
     async write(job) {

@@ -130,7 +130,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   return {
     async init() {
       await guarded("create tables", () => Promise.all([jobs, steps, outbox, ...side.clients].map((client) => client.createTable())));
-      await side.jobIndex.init();
+      await Promise.all([side.jobIndex.init(), side.deadlines.init()]);
     },
 
     async createJob(aggregate, claim, keysExpireBefore): Promise<CreateJobResult> {

@@ -39,7 +39,7 @@ export function createSideTables(names: SideTableNames, options: AzureTableOptio
     claims: createIdempotencyClaims(idempotency),
     jobIndex: createJobIndex(jobIndex, { buckets: options.jobIndexBuckets ?? null }),
     due: createDueIndex(due),
-    deadlines: createDeadlineIndex(due),
+    deadlines: createDeadlineIndex(due, { shards: options.deadlineShards ?? null }),
     retention: createRetentionIndex(ttl),
     clients,
   };

@@ -97,7 +97,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
   return {
     async init() {
       await guarded("create tables", () => Promise.all([ledger, ...side.clients].map((client) => client.createTable())));
-      await side.jobIndex.init();
+      await Promise.all([side.jobIndex.init(), side.deadlines.init()]);
     },
 
     async createJob(aggregate, claim, keysExpireBefore): Promise<CreateJobResult> {
