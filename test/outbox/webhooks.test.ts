@@ -117,7 +117,9 @@ describe("webhooks", () => {
     await report(jobId, 0, { status: "succeeded", result: { pages: 2 } });
     await report(jobId, 1, { status: "succeeded" });
     await eventually(() => receiver.deliveries.length >= 3, { what: "three deliveries" });
-    expect(receiver.deliveries.map((d) => [d.type, d.data.step ?? null])).toEqual([
+    // Deliveries go out side by side and may arrive in any order: `seq` orders them.
+    const bySeq = [...receiver.deliveries].sort((a, b) => Number(a.data.seq) - Number(b.data.seq));
+    expect(bySeq.map((d) => [d.type, d.data.step ?? null])).toEqual([
       ["step.succeeded", "first"],
       ["step.succeeded", "second"],
       ["job.succeeded", null],
