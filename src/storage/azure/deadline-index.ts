@@ -24,6 +24,8 @@ import { READ_CONCURRENCY, type RowLayout, readRow } from "./rows.ts";
 
 /** Every step's marker is written and removed once: 8 shards keep each under ~0.75 calls per two-step job. */
 export const DEFAULT_DEADLINE_SHARDS = 8;
+/** Open steps whose marker this process remembers writing (see beforeWrite). */
+const MARKED_REMEMBERED = 10_000;
 /** The fixed count before it was recorded. */
 const SHARDS_BEFORE_RECORDS = 4;
 
@@ -91,20 +93,33 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
     return found;
   }
 
+  /**
+   * The deadline this process last wrote a marker for, per open step: a step written again with
+   * the same deadline (its publish marked, a progress report) already has its marker, which only
+   * goes when the step ends or its deadline moves. Bounded; an entry forgotten costs one upsert.
+   */
+  const marked = new Map<string, string>();
+  const remember = (stepId: string, deadlineAt: string) => {
+    marked.delete(stepId);
+    marked.set(stepId, deadlineAt);
+    if (marked.size > MARKED_REMEMBERED) marked.delete(marked.keys().next().value!);
+  };
+
   return {
-    /** Before writing steps: the markers of the open ones with a deadline. */
+    /** Before writing steps: the markers of the open ones with a deadline (not again for one this process wrote). */
     async beforeWrite(steps: readonly Step[], now: string): Promise<void> {
-      const watched = steps.filter(isWatched);
+      const watched = steps.filter((step) => isWatched(step) && marked.get(step.stepId) !== step.deadlineAt);
       if (watched.length === 0) return;
       await guarded("write deadline markers", () =>
         Promise.all(
-          watched.map((step) => {
-            const keys = keysFor(step, step.deadlineAt);
+          watched.map(async (step) => {
+            const keys = keysFor(step, step.deadlineAt!);
             deferred.cancel(keys.partitionKey, keys.rowKey);
-            return client.upsertEntity(
+            await client.upsertEntity(
               { ...keys, jobId: step.jobId, stepId: step.stepId, stepIndex: step.index, deadlineAt: step.deadlineAt, createdAt: now },
               "Merge",
             );
+            remember(step.stepId, step.deadlineAt!);
           }),
         ),
       );
@@ -114,6 +129,7 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
     afterWrite(steps: readonly Step[]): void {
       for (const step of steps) {
         if (step.deadlineAt !== null && hasStepEnded(step)) {
+          marked.delete(step.stepId);
           const keys = keysFor(step, step.deadlineAt);
           deferred.delete(keys.partitionKey, keys.rowKey);
         }
@@ -122,6 +138,7 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
 
     /** Markers written for a job that will never be stored (its idempotency key was taken). */
     async forget(steps: readonly Step[]): Promise<void> {
+      for (const step of steps) marked.delete(step.stepId);
       await Promise.allSettled(
         steps.filter(isWatched).map((step) => {
           const keys = keysFor(step, step.deadlineAt);

@@ -1,10 +1,12 @@
 /**
  * The deadline index's shard count, recorded in its table: 8 on a new table, 4 for a table whose
  * markers were written before the count was recorded (they are still found), and a configured
- * count other than the recorded one stops the start.
+ * count other than the recorded one stops the start. And a deadline marker is written once per
+ * deadline by a process, not again with every write of its step.
  */
 import { describe, expect, test } from "bun:test";
 import { azurite, freshTables } from "../../../dev/azurite.ts";
+import { sampleJob, storeJob } from "../../../dev/job-fixtures.ts";
 import { createTableClient } from "../../../src/storage/azure/client.ts";
 import { createDeadlineIndex } from "../../../src/storage/azure/deadline-index.ts";
 import { shardOf } from "../../../src/storage/azure/due-index.ts";
@@ -54,5 +56,37 @@ describe("recorded shard counts", () => {
     for await (const row of due.listEntities({ queryOptions: { filter: "PartitionKey ge 'deadline-' and PartitionKey lt 'deadline.'" } }))
       left.push(row.rowKey);
     expect(left).toEqual([]);
+  });
+});
+
+describe("deadline markers", () => {
+  test("a step written again with the same deadline (its publish marked, say) is not marked again; a moved deadline is", async () => {
+    const { connection } = await azurite();
+    const tables = freshTables();
+    const writes: string[] = [];
+    const store = createSingleTableStore({
+      connection,
+      tables: { ...tables, due: `${tables.ledger}Due`, ttl: `${tables.ledger}Ttl` },
+      maxRetries: 0,
+      configureClient: (client) =>
+        client.pipeline.addPolicy({
+          name: "countDeadlineMarkers",
+          sendRequest(request, next) {
+            const path = decodeURIComponent(new URL(request.url).pathname);
+            if (request.method !== "GET" && path.includes("PartitionKey='deadline-")) writes.push(path);
+            return next(request);
+          },
+        }),
+    });
+    await store.init();
+    const planned = sampleJob("acme", { timeoutSeconds: 600 });
+    const stored = await storeJob(store, planned);
+    expect(writes).toHaveLength(1);
+    const step = stored.steps[0]!;
+    const once = await store.saveChanges(step.jobId, { steps: [{ ...step, status: "initiated", startedAt: new Date().toISOString() }] });
+    expect(writes).toHaveLength(1);
+    await store.saveChanges(step.jobId, { steps: [{ ...once.steps[0]!, deadlineAt: new Date(Date.now() + 900_000).toISOString() }] });
+    expect(writes).toHaveLength(2);
+    await store.close();
   });
 });
