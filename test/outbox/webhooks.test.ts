@@ -125,8 +125,8 @@ describe("webhooks", () => {
       ["job.succeeded", null],
     ]);
     expect(receiver.deliveries.every((d) => d.verified.every(Boolean))).toBe(true);
-    expect(receiver.deliveries[0]!.data).toMatchObject({ jobId, tenantId: "acme", result: { pages: 2 }, seq: 2 });
-    expect(receiver.deliveries[2]!.data).toMatchObject({ jobId, status: "succeeded" });
+    expect(bySeq[0]!.data).toMatchObject({ jobId, tenantId: "acme", result: { pages: 2 }, seq: 2 });
+    expect(bySeq[2]!.data).toMatchObject({ jobId, status: "succeeded" });
     await eventually(async () => (await webhookEntries(jobId)).every((o) => o.status === "sent"), { what: "the entries sent" });
     expect(new Set(receiver.deliveries.map((d) => d.id)).size).toBe(3);
   });
