@@ -45,6 +45,16 @@ const CHILD_ATTEMPTS = 25;
 /** Children read per page when a map's last child ended. */
 const CHILDREN_PAGE = 1000;
 
+/** The answer to an event that changed nothing (a repeat, or one that came too late), with the statuses it met. */
+function notApplied(
+  base: Pick<StepEventResult, "jobId" | "stepId" | "eventId">,
+  decided: { outcome: "duplicate" } | { outcome: "ignored"; reason: string },
+  jobStatus: string,
+  stepStatus: string,
+): StepEventResult {
+  return { ...base, outcome: decided.outcome, ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}), jobStatus, stepStatus };
+}
+
 /** What a worker's event records in its job's history (progress reports record nothing). */
 function eventCause(event: StepEvent, caller: Caller, step: string): HistoryCause | undefined {
   if (event.status === "progress") return undefined;
@@ -115,15 +125,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
           applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
         );
         const base = { jobId, stepId, eventId: event.eventId };
-        if (decided.outcome !== "applied") {
-          return {
-            ...base,
-            outcome: decided.outcome,
-            ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
-            jobStatus: aggregate.job.status,
-            stepStatus: child.status,
-          };
-        }
+        if (decided.outcome !== "applied") return notApplied(base, decided, aggregate.job.status, child.status);
         const cause = eventCause(event, caller, child.name);
         const saved = await commit(
           { ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] },
@@ -211,15 +213,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         retryDelaySeconds: options.retryDelaySeconds,
       });
       const base = { jobId, stepId, eventId: event.eventId };
-      if (decided.outcome !== "applied") {
-        return {
-          ...base,
-          outcome: decided.outcome,
-          ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}),
-          jobStatus: aggregate.job.status,
-          stepStatus: step.status,
-        };
-      }
+      if (decided.outcome !== "applied") return notApplied(base, decided, aggregate.job.status, step.status);
       const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
       const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
       if (event.status === "progress" && after.progress) {

@@ -73,6 +73,19 @@ function worker(handlers: Parameters<typeof createWorker>[0]["handlers"]): Worke
   return started;
 }
 
+/** Runs the stuck-worker fixture on topic `stuck` until it says where it hangs, then SIGKILLs it; what it said. */
+async function killedWorker(mode: "mid-handler" | "before-complete"): Promise<string> {
+  const stuck = Bun.spawn(["bun", resolve(import.meta.dir, "fixtures/stuck-worker.ts"), bus.broker.connectionString, "stuck", mode], {
+    cwd: resolve(import.meta.dir, "../.."),
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const said = new TextDecoder().decode((await stuck.stdout.getReader().read()).value);
+  stuck.kill("SIGKILL");
+  await stuck.exited;
+  return said;
+}
+
 async function submit(requestType: string, payload: Record<string, unknown> = {}): Promise<string> {
   const answer = await fetch(new URL("/v1/commands", service.url), {
     method: "POST",
@@ -116,16 +129,7 @@ describe("@lucius/worker", () => {
 
   test("a worker SIGKILLed mid-step: its message is delivered again to another worker, and the step ends once", async () => {
     const jobId = await submit("document.stuck");
-    const stuck = Bun.spawn(["bun", resolve(import.meta.dir, "fixtures/stuck-worker.ts"), bus.broker.connectionString, "stuck", "mid-handler"], {
-      cwd: resolve(import.meta.dir, "../.."),
-      stdout: "pipe",
-      stderr: "inherit",
-    });
-    const reader = stuck.stdout.getReader();
-    const taken = new TextDecoder().decode((await reader.read()).value);
-    expect(taken).toStartWith("taken ");
-    stuck.kill("SIGKILL");
-    await stuck.exited;
+    expect(await killedWorker("mid-handler")).toStartWith("taken ");
     const deliveries: number[] = [];
     worker({
       stuck: async (message) => {
@@ -144,16 +148,9 @@ describe("@lucius/worker", () => {
 
   test("a worker SIGKILLed after its event was sent but before it completed the message: the redelivery reports the same event id, which the service takes as a duplicate", async () => {
     const jobId = await submit("document.stuck");
-    const killed = Bun.spawn(["bun", resolve(import.meta.dir, "fixtures/stuck-worker.ts"), bus.broker.connectionString, "stuck", "before-complete"], {
-      cwd: resolve(import.meta.dir, "../.."),
-      stdout: "pipe",
-      stderr: "inherit",
-    });
-    const completing = new TextDecoder().decode((await killed.stdout.getReader().read()).value);
+    const completing = await killedWorker("before-complete");
     expect(completing).toStartWith("completing ");
     const messageId = completing.trim().split(" ")[1]!;
-    killed.kill("SIGKILL");
-    await killed.exited;
     let redelivered = 0;
     worker({
       stuck: async () => {
