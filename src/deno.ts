@@ -41,7 +41,11 @@ try {
 }
 
 const encoder = new TextEncoder();
-const logger = createLogger({ level: settings.logLevel, destination: { write: (line: string) => void Deno.stdout.writeSync(encoder.encode(line)) } });
+const logger = createLogger({
+  level: settings.logLevel,
+  destination: { write: (line: string) => void Deno.stdout.writeSync(encoder.encode(line)) },
+  traceFields: settings.tracing !== null,
+});
 let runtime: Awaited<ReturnType<typeof createRuntime>>;
 try {
   runtime = await createRuntime({ settings, protocols, logger });

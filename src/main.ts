@@ -53,7 +53,11 @@ async function loadConfiguration(): Promise<{ settings: Settings; protocols: Pro
  */
 function createStdoutLogs(settings: Settings): Logs {
   const stdout = Bun.stdout.writer({ highWaterMark: 64 * 1024 });
-  const logger = createLogger({ level: settings.logLevel, destination: { write: (line: string) => void stdout.write(line) } });
+  const logger = createLogger({
+    level: settings.logLevel,
+    destination: { write: (line: string) => void stdout.write(line) },
+    traceFields: settings.tracing !== null,
+  });
   const flush = async () => {
     await stdout.flush();
   };

@@ -14,6 +14,8 @@ export interface LoggerOptions {
   level: LogLevel;
   /** Where lines go; stdout, synchronously, when absent (main.ts passes a buffered one). */
   destination?: pino.DestinationStream;
+  /** Tracing is on (settings.tracing): each line names the span it was written in. Off, lines cost nothing more. */
+  traceFields?: boolean;
 }
 
 export function createLogger(options: LoggerOptions): Logger {
@@ -23,8 +25,7 @@ export function createLogger(options: LoggerOptions): Logger {
       base: { service: "lucius" },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      // With tracing on, each line names the span it was written in.
-      mixin: logTraceFields,
+      ...(options.traceFields ? { mixin: logTraceFields } : {}),
     },
     options.destination ?? pino.destination({ sync: true }),
   );

@@ -3,15 +3,11 @@
  * background, at a bounded rate; with two replicas on `ledger` and the one working it killed
  * (SIGKILL) mid-way, the other finishes it and still no job is redriven twice.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
-import { loadProtocolFile } from "../../src/config/protocols.ts";
 import type { BulkOperation } from "../../src/domain/bulk.ts";
 import { failJob } from "../../src/domain/fail-fast.ts";
 import { newJobId } from "../../src/domain/ids.ts";
@@ -22,28 +18,18 @@ import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { startService } from "../support/service-process.ts";
 import { sharedLedger } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-bulk-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const dir = tempDir("bulk");
+const cleanups = cleanupsAfterEach({ ignoreErrors: true });
 
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      {
-        requestType: "document.bulk",
-        version: 1,
-        steps: ["ocr", "store"].map((name) => ({ name, topic: `bulk-${name}`, payloadSchema: { type: "object" } })),
-      },
-    ],
-  }),
-);
-const protocols = loadProtocolFile(protocolsFile, 0);
+const { protocolsFile, protocols } = writeProtocols(dir, [
+  {
+    requestType: "document.bulk",
+    version: 1,
+    steps: ["ocr", "store"].map((name) => ({ name, topic: `bulk-${name}`, payloadSchema: { type: "object" } })),
+  },
+]);
 const protocol: Protocol = protocols.get("document.bulk")!;
 const TOPICS = { "bulk-ocr": ["workers"], "bulk-store": ["workers"] };
 const ADMIN_KEY = "admin-key-for-the-bulk-redrive-tests-0123456789";

@@ -3,9 +3,8 @@
  * one change, a join that waits for all of them, a condition that skips a step, fail-fast with a
  * compensation step that runs once, and cancel that does not run it.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
@@ -14,35 +13,25 @@ import { startBroker } from "../../dev/service-bus.ts";
 import { loadProtocolFile } from "../../src/config/protocols.ts";
 import type { JobChanges, JobStore } from "../../src/storage/job-store.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-graph-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const dir = tempDir("graph");
+const cleanups = cleanupsAfterEach({ ignoreErrors: true });
 
 const step = (name: string, extra: Record<string, unknown> = {}) => ({ name, topic: name, payloadSchema: { type: "object" }, ...extra });
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      {
-        requestType: "document.pages",
-        version: 1,
-        steps: [
-          step("split", { after: [] }),
-          step("classify", { after: ["split"] }),
-          step("embed", { after: ["split"], when: { pointer: "/results/split/kind", equals: "pdf" } }),
-          step("merge", { after: ["classify", "embed"] }),
-        ],
-        onFailure: step("cleanup"),
-      },
+const { protocols } = writeProtocols(dir, [
+  {
+    requestType: "document.pages",
+    version: 1,
+    steps: [
+      step("split", { after: [] }),
+      step("classify", { after: ["split"] }),
+      step("embed", { after: ["split"], when: { pointer: "/results/split/kind", equals: "pdf" } }),
+      step("merge", { after: ["classify", "embed"] }),
     ],
-  }),
-);
-const protocols = loadProtocolFile(protocolsFile, 0);
+    onFailure: step("cleanup"),
+  },
+]);
 const TOPICS = Object.fromEntries(["split", "classify", "embed", "merge", "cleanup"].map((topic) => [topic, ["workers"]]));
 
 interface MessageBody {

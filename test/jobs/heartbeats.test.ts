@@ -4,41 +4,27 @@
  * its attempt ended early (`heartbeat-missed`), retried, then failed; a late event of the missed
  * attempt is ignored. Map children heartbeat on their own.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
-import { loadProtocolFile } from "../../src/config/protocols.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-heartbeats-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const dir = tempDir("heartbeats");
+const cleanups = cleanupsAfterEach({ ignoreErrors: true });
 
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      {
-        requestType: "document.long",
-        version: 1,
-        steps: [
-          { name: "ocr", topic: "ocr", payloadSchema: { type: "object" }, timeoutSeconds: 60, heartbeatSeconds: 1, maxAttempts: 2 },
-          { name: "store", topic: "store", payloadSchema: { type: "object" } },
-        ],
-      },
+const { protocols } = writeProtocols(dir, [
+  {
+    requestType: "document.long",
+    version: 1,
+    steps: [
+      { name: "ocr", topic: "ocr", payloadSchema: { type: "object" }, timeoutSeconds: 60, heartbeatSeconds: 1, maxAttempts: 2 },
+      { name: "store", topic: "store", payloadSchema: { type: "object" } },
     ],
-  }),
-);
-const protocols = loadProtocolFile(protocolsFile, 0);
+  },
+]);
 const BACKENDS: Backend[] = ["memory", "table", "ledger"];
 
 interface Message {

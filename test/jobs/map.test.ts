@@ -4,23 +4,17 @@
  * the result in item order to the step after it, tolerated and intolerable failures, cancel,
  * the items route, and lists that are empty or not lists.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
-import { loadProtocolFile, loadProtocols } from "../../src/config/protocols.ts";
+import { loadProtocols } from "../../src/config/protocols.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-map-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const dir = tempDir("map");
+const cleanups = cleanupsAfterEach({ ignoreErrors: true });
 
 const step = (name: string, extra: Record<string, unknown> = {}) => ({ name, topic: name, payloadSchema: { type: "object" }, ...extra });
 /** split → ocr over the split's pages (3 at once) beside classify → merge; cleanup on failure. */
@@ -35,14 +29,13 @@ const pages = (requestType: string, toleratedFailurePercent: number) => ({
   ],
   onFailure: step("cleanup"),
 });
-const protocolsFile = join(dir, "protocols.json");
+
 const wide = {
   requestType: "document.wide",
   version: 1,
   steps: [step("split", { after: [] }), step("ocr", { map: { items: "/results/split/pages", maxConcurrency: 1000 } })],
 };
-writeFileSync(protocolsFile, JSON.stringify({ protocols: [pages("document.pages", 0), pages("document.tolerant", 25), wide] }));
-const protocols = loadProtocolFile(protocolsFile, 0);
+const { protocolsFile, protocols } = writeProtocols(dir, [pages("document.pages", 0), pages("document.tolerant", 25), wide]);
 const TOPICS = Object.fromEntries(["split", "ocr", "classify", "merge", "cleanup"].map((topic) => [topic, ["workers"]]));
 
 interface Body {

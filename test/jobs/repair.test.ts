@@ -5,45 +5,33 @@
  * winner; a paused job sends nothing until resumed; and the history says all of it, in order,
  * with who did it.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { acceptedBody } from "../../dev/dev-broker.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
 import { newApiKey } from "../../src/auth/api-key-authenticator.ts";
-import { loadProtocolFile } from "../../src/config/protocols.ts";
 import type { HistoryEntry } from "../../src/domain/model.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-repair-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
-});
+const dir = tempDir("repair");
+const cleanups = cleanupsAfterEach({ ignoreErrors: true });
 
 const schema = {
   type: "object",
   required: ["documentId"],
   properties: { documentId: { type: "string", minLength: 1 }, mode: { enum: ["fast", "careful"] } },
 };
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      {
-        requestType: "document.repair",
-        version: 1,
-        steps: ["extract", "transform", "deliver"].map((name) => ({ name, topic: name, payloadSchema: schema })),
-      },
-    ],
-  }),
-);
-const protocols = loadProtocolFile(protocolsFile, 0);
+const { protocols } = writeProtocols(dir, [
+  {
+    requestType: "document.repair",
+    version: 1,
+    steps: ["extract", "transform", "deliver"].map((name) => ({ name, topic: name, payloadSchema: schema })),
+  },
+]);
 const TOPICS = Object.fromEntries(["extract", "transform", "deliver"].map((topic) => [topic, ["workers"]]));
 
 const client = newApiKey({ name: "client", tenants: ["acme"], roles: ["commands.submit", "jobs.read", "steps.report"] });

@@ -5,39 +5,27 @@
  * private addresses refused unless allowed; bad callbacks refused at intake; and, with the
  * service killed after a job ended but before its webhook went out, delivered after the restart.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { startBroker } from "../../dev/service-bus.ts";
-import { loadProtocolFile } from "../../src/config/protocols.ts";
 import { startService } from "../support/service-process.ts";
 import { sharedLedger } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-webhooks-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const dir = tempDir("webhooks");
+const cleanups = cleanupsAfterEach();
 
 const OLD_SECRET = `whsec_${Buffer.from("an older secret of 32 bytes!!!!!").toString("base64")}`;
 const NEW_SECRET = `whsec_${Buffer.from("the newer secret of 32 bytes!!!!").toString("base64")}`;
 const secretsFile = join(dir, "secrets.json");
 writeFileSync(secretsFile, JSON.stringify({ acme: [OLD_SECRET, NEW_SECRET] }));
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      { requestType: "document.hook", version: 1, steps: ["first", "second"].map((name) => ({ name, topic: name, payloadSchema: { type: "object" } })) },
-    ],
-  }),
-);
-const protocols = loadProtocolFile(protocolsFile, 0);
+const { protocolsFile, protocols } = writeProtocols(dir, [
+  { requestType: "document.hook", version: 1, steps: ["first", "second"].map((name) => ({ name, topic: name, payloadSchema: { type: "object" } })) },
+]);
 const TOPICS = { first: ["workers"], second: ["workers"] };
 
 interface Delivery {

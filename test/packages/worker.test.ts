@@ -4,38 +4,31 @@
  * handler that overruns its deadline, a result too large to report.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { createWorker, StepFailure, type Worker } from "@lucius/worker";
 import { eventually } from "../../dev/eventually.ts";
 import { startBroker } from "../../dev/service-bus.ts";
 import { type ServiceProcess, startService } from "../support/service-process.ts";
+import { tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-worker-lib-"));
+const dir = tempDir("worker-lib");
 const object = { type: "object" };
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      {
-        requestType: "document.pages",
-        version: 1,
-        steps: [
-          { name: "split", topic: "split", payloadSchema: object, after: [] },
-          { name: "ocr", topic: "ocr", payloadSchema: object, after: ["split"], map: { items: "/results/split/pages", maxConcurrency: 3 } },
-          { name: "classify", topic: "classify", payloadSchema: object, after: ["split"] },
-          { name: "merge", topic: "merge", payloadSchema: object, after: ["ocr", "classify"] },
-        ],
-      },
-      { requestType: "document.stuck", version: 1, steps: [{ name: "stuck", topic: "stuck", payloadSchema: object, maxAttempts: 2 }] },
-      { requestType: "document.slow", version: 1, steps: [{ name: "slow", topic: "slow", payloadSchema: object, timeoutSeconds: 1 }] },
-      { requestType: "document.big", version: 1, steps: [{ name: "big", topic: "big", payloadSchema: object }] },
-      { requestType: "document.long", version: 1, steps: [{ name: "long", topic: "long", payloadSchema: object, heartbeatSeconds: 1 }] },
+const { protocolsFile } = writeProtocols(dir, [
+  {
+    requestType: "document.pages",
+    version: 1,
+    steps: [
+      { name: "split", topic: "split", payloadSchema: object, after: [] },
+      { name: "ocr", topic: "ocr", payloadSchema: object, after: ["split"], map: { items: "/results/split/pages", maxConcurrency: 3 } },
+      { name: "classify", topic: "classify", payloadSchema: object, after: ["split"] },
+      { name: "merge", topic: "merge", payloadSchema: object, after: ["ocr", "classify"] },
     ],
-  }),
-);
+  },
+  { requestType: "document.stuck", version: 1, steps: [{ name: "stuck", topic: "stuck", payloadSchema: object, maxAttempts: 2 }] },
+  { requestType: "document.slow", version: 1, steps: [{ name: "slow", topic: "slow", payloadSchema: object, timeoutSeconds: 1 }] },
+  { requestType: "document.big", version: 1, steps: [{ name: "big", topic: "big", payloadSchema: object }] },
+  { requestType: "document.long", version: 1, steps: [{ name: "long", topic: "long", payloadSchema: object, heartbeatSeconds: 1 }] },
+]);
 const TOPICS = Object.fromEntries(["split", "ocr", "classify", "merge", "stuck", "slow", "big", "long"].map((topic) => [topic, ["workers"]]));
 const silent = { info: () => {}, warn: () => {}, error: () => {} };
 
@@ -64,7 +57,6 @@ afterAll(async () => {
   service.proc.kill("SIGTERM");
   await service.proc.exited;
   await bus.stop();
-  rmSync(dir, { recursive: true, force: true });
 }, 20_000);
 
 function worker(handlers: Parameters<typeof createWorker>[0]["handlers"]): Worker {

@@ -4,33 +4,19 @@
  * many streams, a client that does not read, shutdown); and two instances on `ledger`, where a
  * change made through one reaches a stream held by the other within a second.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { EventSource } from "eventsource";
 import { eventually } from "../../dev/eventually.ts";
 import { startTestRuntime } from "../../dev/in-process-runtime.ts";
-import { loadProtocolFile } from "../../src/config/protocols.ts";
 import { sharedLedger } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-streams-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const dir = tempDir("streams");
+const cleanups = cleanupsAfterEach();
 
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      { requestType: "document.stream", version: 1, steps: ["read", "write"].map((name) => ({ name, topic: name, payloadSchema: { type: "object" } })) },
-    ],
-  }),
-);
-const protocols = loadProtocolFile(protocolsFile, 0);
+const { protocols } = writeProtocols(dir, [
+  { requestType: "document.stream", version: 1, steps: ["read", "write"].map((name) => ({ name, topic: name, payloadSchema: { type: "object" } })) },
+]);
 
 async function serve(env: Record<string, string> = {}) {
   const service = await startTestRuntime({ protocols, env });

@@ -3,31 +3,19 @@
  * (ledger on Azurite, the dev broker), told only by OTEL_* variables to export OTLP/HTTP to a
  * receiver in this test; a worker here answers over Service Bus, continuing the message's trace.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { eventually } from "../../dev/eventually.ts";
 import { startBroker } from "../../dev/service-bus.ts";
 import { startService } from "../support/service-process.ts";
 import { sharedLedger } from "../support/stores.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../support/test-files.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "lucius-tracing-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const dir = tempDir("tracing");
+const cleanups = cleanupsAfterEach();
 
-const protocolsFile = join(dir, "protocols.json");
-writeFileSync(
-  protocolsFile,
-  JSON.stringify({
-    protocols: [
-      { requestType: "document.traced", version: 1, steps: ["first", "second"].map((name) => ({ name, topic: name, payloadSchema: { type: "object" } })) },
-    ],
-  }),
-);
+const { protocolsFile } = writeProtocols(dir, [
+  { requestType: "document.traced", version: 1, steps: ["first", "second"].map((name) => ({ name, topic: name, payloadSchema: { type: "object" } })) },
+]);
 
 interface ReceivedSpan {
   traceId: string;
