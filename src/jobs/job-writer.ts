@@ -17,7 +17,7 @@ import { cancelStep, hasJobEnded, withdrawEntry } from "../domain/transitions.ts
 import { webhookDeliveries } from "../domain/webhooks.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore, SavedChanges } from "../storage/job-store.ts";
-import { continueTrace } from "../telemetry/tracing.ts";
+import { continueTrace, tracingEnabled } from "../telemetry/tracing.ts";
 
 export interface JobWriterOptions {
   store: JobStore;
@@ -48,6 +48,7 @@ export function createJobWriter(options: JobWriterOptions) {
 
   /** The directives a change creates carry the trace they were made in (see continueTrace). */
   function traced(before: JobAggregate, outbox: OutboxEntry[]): OutboxEntry[] {
+    if (!tracingEnabled()) return outbox;
     return outbox.map((entry) => (before.outbox.some((o) => o.outboxId === entry.outboxId) ? entry : continueTrace(entry)));
   }
 
