@@ -106,12 +106,6 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     ...withClock,
   };
   const authenticator = createAuthenticator(settings, logger);
-  if (options.protocols.omitted?.length) {
-    logger.warn(
-      { protocols: options.protocols.omitted },
-      "protocols with a map step are not served on LUCIUS_STORAGE_BACKEND=table (no transaction per change): use ledger",
-    );
-  }
   const stepEvents = createStepEventService(services);
   const operations = options.operations ?? (await createOperationStore(settings));
   await operations.init();

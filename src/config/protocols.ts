@@ -124,8 +124,6 @@ export interface ProtocolRegistry {
   readonly source: string;
   get(requestType: string): RegisteredProtocol | undefined;
   list(): RegisteredProtocol[];
-  /** Bundled protocols this backend cannot serve (maps on `table`), left out. */
-  readonly omitted?: string[];
 }
 
 export class ProtocolFileError extends Error {
@@ -369,43 +367,8 @@ export function loadProtocolFile(path: string, stepTimeoutSeconds = DEFAULT_STEP
 }
 
 /** The protocols the settings name (a file, or the bundled ones), steps without a timeout getting the configured one. */
-export function loadProtocols(settings: { protocolsFile: string | null; stepTimeoutSeconds: number; storageBackend?: string }): ProtocolRegistry {
+export function loadProtocols(settings: { protocolsFile: string | null; stepTimeoutSeconds: number }): ProtocolRegistry {
   const { protocolsFile, stepTimeoutSeconds } = settings;
-  if (protocolsFile !== null) {
-    const registry = loadProtocolFile(protocolsFile, stepTimeoutSeconds);
-    if (settings.storageBackend === "table") refuseMapsOnTable(registry);
-    return registry;
-  }
-  const bundled = bundledRegistry({ stepTimeoutSeconds });
-  // The bundled protocols are everyone's: on table, those with a map are left out (and named at
-  // start) rather than refusing the start.
-  return settings.storageBackend === "table" ? withoutMaps(bundled) : bundled;
-}
-
-function withoutMaps(registry: ProtocolRegistry): ProtocolRegistry {
-  const omitted = registry
-    .list()
-    .filter((protocol) => protocol.steps.some((step) => step.map))
-    .map((protocol) => protocol.requestType);
-  return {
-    source: registry.source,
-    omitted,
-    get: (requestType) => (omitted.includes(requestType) ? undefined : registry.get(requestType)),
-    list: () => registry.list().filter((protocol) => !omitted.includes(protocol.requestType)),
-  };
-}
-
-/**
- * A map step keeps its counts on its own row and its children on theirs, and each change of
- * them must land whole: `table` writes a job's rows without a transaction, so a race cut short
- * would count a child twice or lose one. Maps need `ledger` (or `memory`).
- */
-function refuseMapsOnTable(registry: ProtocolRegistry): void {
-  const mapped = registry.list().flatMap((protocol) => protocol.steps.filter((step) => step.map).map((step) => `${protocol.requestType}/${step.name}`));
-  if (mapped.length > 0) {
-    throw new ProtocolFileError(
-      registry.source,
-      `map steps (${mapped.join(", ")}) need LUCIUS_STORAGE_BACKEND=ledger or memory: table writes a job's rows without a transaction`,
-    );
-  }
+  if (protocolsFile !== null) return loadProtocolFile(protocolsFile, stepTimeoutSeconds);
+  return bundledRegistry({ stepTimeoutSeconds });
 }

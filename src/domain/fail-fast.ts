@@ -31,10 +31,12 @@ export function failJob(aggregate: JobAggregate, failed: Step, options: ApplyOpt
  * The protocol's `onFailure`, once, when its job fails: its directive carries the failure and
  * every result so far. Nothing when the protocol has none (or it was dispatched already).
  */
-function compensate(aggregate: JobAggregate, failed: Step, options: ApplyOptions): { steps: Step[]; outbox: OutboxEntry[] } {
+export function compensate(aggregate: JobAggregate, failed: Step, options: ApplyOptions): { steps: Step[]; outbox: OutboxEntry[] } {
   const protocol = options.protocol;
   const step = aggregate.steps.find((s) => isCompensation(protocol, s));
-  if (!protocol || !step || step.status !== "pending" || step.attempts > 0) return { steps: [], outbox: [] };
+  // Dispatched already: attempted, with its directive (on `table` a change cut short can leave the step marked and its directive unwritten).
+  const dispatched = step !== undefined && step.attempts > 0 && aggregate.outbox.some((o) => o.stepId === step.stepId);
+  if (!protocol || !step || step.status !== "pending" || dispatched) return { steps: [], outbox: [] };
   const results = resultsOf(
     aggregate.steps,
     workSteps(protocol, aggregate.steps).map((s) => s.index),

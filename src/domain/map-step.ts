@@ -63,7 +63,7 @@ export function startMap(step: Step, definition: ProtocolStep & { map: MapDefini
   const tooLarge = oversizedItem(items, context);
   if (tooLarge) return { kind: "failed", step: failStep(step, tooLarge, now), error: tooLarge };
   if (items.length === 0) return { kind: "succeeded", step: succeedStep(initiateStep(step, now), { items: [], failed: [] }, now) };
-  const progress: MapProgress = { total: items.length, next: 0, running: 0, succeeded: 0, failed: 0, failedItems: [] };
+  const progress: MapProgress = { total: items.length, next: 0, running: 0, succeeded: 0, failed: 0, failedItems: [], counted: emptyBitset(items.length) };
   const started: Step = { ...initiateStep(step, now), map: progress };
   const created = createChildren(started, definition, items, firstChildren, context);
   return { kind: "started", ...created };
@@ -146,6 +146,55 @@ function toleratedFailures(map: MapDefinition, total: number): number {
   return Math.floor((total * map.toleratedFailurePercent) / 100);
 }
 
+const toBytes = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+const toBase64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
+
+/** A bitset of `size` bits, all clear (10,000 items: 1,668 characters). */
+function emptyBitset(size: number): string {
+  return toBase64(new Uint8Array(Math.ceil(size / 8)));
+}
+
+/** The bitset with the given bits set (`on`) or cleared. */
+function withBits(bitset: string, items: readonly number[], on: boolean): string {
+  const bytes = toBytes(bitset);
+  for (const item of items) {
+    if (item >> 3 >= bytes.length) continue;
+    if (on) bytes[item >> 3]! |= 1 << (item & 7);
+    else bytes[item >> 3]! &= ~(1 << (item & 7));
+  }
+  return toBase64(bytes);
+}
+
+/** Whether the map's counts include this item's end; unknown (false) for maps without the bitset. */
+export function isCounted(progress: MapProgress, itemIndex: number): boolean {
+  if (progress.counted === undefined) return false;
+  const byte = toBytes(progress.counted)[itemIndex >> 3] ?? 0;
+  return (byte & (1 << (itemIndex & 7))) !== 0;
+}
+
+/** The progress with these items no longer counted (a redrive runs them again). */
+export function uncount(progress: MapProgress, items: readonly number[]): MapProgress {
+  return progress.counted === undefined ? progress : { ...progress, counted: withBits(progress.counted, items, false) };
+}
+
+/**
+ * A child that ended (succeeded, or failed for good) while its map's counts do not include it:
+ * its row was written and its map's was not (a lost race or a crash between the two on
+ * `table`). Only maps that keep the bitset can tell; the others never count late.
+ */
+export function endedUncounted(parent: Step, child: Step): boolean {
+  return (
+    parent.map?.counted !== undefined &&
+    parent.status === "initiated" &&
+    (child.status === "succeeded" || child.status === "failed") &&
+    child.itemIndex !== undefined &&
+    child.itemIndex < parent.map.next &&
+    // A redriven map's failed children wait in `rerun`, uncounted, to run again.
+    !(parent.map.rerun ?? []).includes(child.itemIndex) &&
+    !isCounted(parent.map, child.itemIndex)
+  );
+}
+
 /** The map step's counts after one of its children ended (succeeded or failed for good). */
 export function childEnded(step: Step, child: Step): Step {
   const progress = step.map!;
@@ -154,6 +203,7 @@ export function childEnded(step: Step, child: Step): Step {
     ...step,
     map: {
       ...progress,
+      ...(progress.counted === undefined ? {} : { counted: withBits(progress.counted, [child.itemIndex!], true) }),
       running: progress.running - 1,
       succeeded: progress.succeeded + (failed ? 0 : 1),
       failed: progress.failed + (failed ? 1 : 0),

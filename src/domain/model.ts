@@ -144,6 +144,13 @@ export interface MapProgress {
    * attempt) before `next`, as room in `maxConcurrency` allows.
    */
   rerun?: number[];
+  /**
+   * The items whose end the counts above include, as a bitset (base64, bit i for item i): on
+   * `table` a child's row and its map's row are written one after the other, and a child found
+   * ended but not counted is counted late instead of never (see foldEndedChild). Absent on maps
+   * started before it existed.
+   */
+  counted?: string;
 }
 
 /** Why a job failed, as its compensation step is told. */

@@ -5,6 +5,7 @@
 import { type FieldViolation, InvalidTransitionError, RedriveLimitError, ValidationFailedError } from "./errors.ts";
 import { failJob, redispatch } from "./fail-fast.ts";
 import { resultsFor, workSteps } from "./graph.ts";
+import { uncount } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step } from "./model.ts";
 import { advance } from "./plan-job.ts";
 import { finishJob, hasJobEnded, reopenJob, reopenStep, succeedByOperator } from "./transitions.ts";
@@ -106,7 +107,7 @@ function reopenMap(step: Step, reruns: number[] | undefined, at: string): Step {
     ...reopenStep(step, at),
     status: "initiated",
     startedAt: step.startedAt,
-    map: { ...progress, running: 0, failed: 0, failedItems: [], rerun: reruns },
+    map: { ...uncount(progress, reruns), running: 0, failed: 0, failedItems: [], rerun: reruns },
   };
 }
 

@@ -6,7 +6,18 @@
 import { heardFrom } from "./directives.ts";
 import { type ApplyOptions, cancelRest, failJob, redispatch } from "./fail-fast.ts";
 import { definitionOf, isCompensation, lineOf, resultsFor } from "./graph.ts";
-import { allEnded, CHILDREN_PER_CHANGE, childDirective, childEnded, createChildren, itemsOf, type MapContext, mapResult, tooManyFailed } from "./map-step.ts";
+import {
+  allEnded,
+  CHILDREN_PER_CHANGE,
+  childDirective,
+  childEnded,
+  createChildren,
+  endedUncounted,
+  itemsOf,
+  type MapContext,
+  mapResult,
+  tooManyFailed,
+} from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, MapDefinition, OutboxEntry, Protocol, ProtocolStep, Step, StepError } from "./model.ts";
 import { advance } from "./plan-job.ts";
 import { failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, startJob, succeedStep } from "./transitions.ts";
@@ -117,6 +128,9 @@ export function applyChildEvent(
 ): EventOutcome | { outcome: "needs-children" } {
   const { job } = aggregate;
   const now = options.now.toISOString();
+  // A repeat of the event that ended the child, which its map did not count yet: count it now.
+  const folded = foldEndedChild(aggregate, child, childOutbox, options, children);
+  if (folded) return folded;
   if (child.events.includes(event.eventId)) return { outcome: "duplicate" };
   if (hasJobEnded(job)) return { outcome: "ignored", reason: `job is ${job.status}` };
   const parent = aggregate.steps.find((s) => s.index === child.index);
@@ -155,6 +169,32 @@ export function applyChildEvent(
     step = failStep(step, error, now);
   }
   const done = childDone({ ...aggregate, job: started }, parent, step, map, options, context, startedJob, children);
+  return "outcome" in done ? done : { outcome: "applied", ...done };
+}
+
+/**
+ * A child that ended without its map counting it (on `table`, its row was written and its map's
+ * was not: a lost race, or a crash between the two): the map's counts and what follows from
+ * them, as if the child had just ended; the child's row stays as it is. Null for any other child.
+ */
+export function foldEndedChild(
+  aggregate: JobAggregate,
+  child: Step,
+  childOutbox: readonly OutboxEntry[],
+  options: ApplyOptions,
+  children?: readonly Step[],
+): EventOutcome | { outcome: "needs-children" } | null {
+  const parent = aggregate.steps.find((s) => s.index === child.index);
+  const definition = definitionOf(options.protocol, child.index);
+  if (!parent || !definition?.map || !options.protocol || hasJobEnded(aggregate.job) || !endedUncounted(parent, child)) return null;
+  const context = {
+    job: aggregate.job,
+    results: resultsFor(options.protocol, aggregate.steps, parent.index),
+    traceparent: childOutbox[0]?.traceparent ?? null,
+    now: options.now,
+    retryDelaySeconds: options.retryDelaySeconds,
+  };
+  const done = childDone(aggregate, parent, child, { ...definition, map: definition.map }, options, context, {}, children);
   return "outcome" in done ? done : { outcome: "applied", ...done };
 }
 

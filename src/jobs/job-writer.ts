@@ -6,6 +6,7 @@
  */
 import { type Caller, holdsTenant } from "../auth/caller.ts";
 import type { ProtocolRegistry } from "../config/protocols.ts";
+import { catchUp } from "../domain/catch-up.ts";
 import { ConcurrencyConflictError, NotFoundError } from "../domain/errors.ts";
 import { definitionOf } from "../domain/graph.ts";
 import { type HistoryCause, recordChange } from "../domain/history.ts";
@@ -72,12 +73,26 @@ export function createJobWriter(options: JobWriterOptions) {
   async function withRetries<T>(jobId: string, caller: Caller, decide: (aggregate: JobAggregate) => Promise<T>, attempts = ATTEMPTS): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await decide(await load(jobId, caller));
+        const aggregate = await caughtUp(await load(jobId, caller));
+        // The try before may have ended the job and lost its race before closing its maps' children.
+        if (attempt > 1 && hasJobEnded(aggregate.job)) await closeChildren(jobId, mapIndexes(aggregate.steps));
+        return await decide(aggregate);
       } catch (error) {
         if (!(error instanceof ConcurrencyConflictError) || attempt >= attempts) throw error;
         if (attempts > ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
       }
     }
+  }
+
+  /**
+   * The job with what a change cut short left undone completed first (see domain/catch-up.ts):
+   * nothing to do on `memory` and `ledger`; on `table`, after a lost race or a crash midway.
+   */
+  async function caughtUp(aggregate: JobAggregate): Promise<JobAggregate> {
+    const change = catchUp(aggregate, { protocol: options.protocols.get(aggregate.job.requestType), now: now(), retryDelaySeconds: options.retryDelaySeconds });
+    if (!change) return aggregate;
+    await commit(aggregate, change);
+    return (await store.getJob(aggregate.job.jobId)) ?? aggregate;
   }
 
   /**
@@ -146,8 +161,7 @@ export function createJobWriter(options: JobWriterOptions) {
     try {
       if (saved.job && hasJobEnded(saved.job)) {
         // Only map steps have children to close: other jobs cost nothing more here.
-        const maps = new Set([...before.steps, ...saved.steps].filter((s) => s.map !== undefined).map((s) => s.index));
-        if (maps.size > 0) await closeChildren(jobId, [...maps]);
+        await closeChildren(jobId, mapIndexes([...before.steps, ...saved.steps]));
       } else if (saved.steps.some(short) || (saved.job && !saved.job.paused && before.job.paused && before.steps.some(short))) await fillMaps(jobId);
     } catch (error) {
       if (!(error instanceof ConcurrencyConflictError)) throw error;
@@ -171,6 +185,11 @@ export function createJobWriter(options: JobWriterOptions) {
       const saved = await store.saveChanges(jobId, { ...change, outbox: traced(aggregate, change.outbox) });
       dispatchCreated(aggregate, saved);
     }
+  }
+
+  /** The map steps among `steps`, by index. */
+  function mapIndexes(steps: readonly Step[]): number[] {
+    return [...new Set(steps.filter((s) => s.map !== undefined).map((s) => s.index))];
   }
 
   /** Cancels the open children of the given map steps of an ended job, and withdraws their unsent directives. */

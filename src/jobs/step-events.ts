@@ -11,7 +11,8 @@ import { isChildStepId } from "../domain/ids.ts";
 import type { Step } from "../domain/model.ts";
 import type { HubMessage } from "../domain/notices.ts";
 import { type DeadlineOutcome, expireChild, expireStep } from "../domain/step-deadlines.ts";
-import { applyChildEvent, applyStepEvent, cancelJob, type StepEvent } from "../domain/step-events.ts";
+import { applyChildEvent, applyStepEvent, cancelJob, foldEndedChild, type StepEvent } from "../domain/step-events.ts";
+import { cancelStep, hasJobEnded, hasStepEnded, withdrawEntry } from "../domain/transitions.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { linkActiveSpan, withSpan } from "../telemetry/tracing.ts";
@@ -45,14 +46,22 @@ const CHILD_ATTEMPTS = 25;
 /** Children read per page when a map's last child ended. */
 const CHILDREN_PAGE = 1000;
 
-/** The answer to an event that changed nothing (a repeat, or one that came too late), with the statuses it met. */
+/** The answer to an event that changed nothing now (a repeat, or one that came too late; see ownWrite), with the statuses it met. */
 function notApplied(
   base: Pick<StepEventResult, "jobId" | "stepId" | "eventId">,
-  decided: { outcome: "duplicate" } | { outcome: "ignored"; reason: string },
+  decided: { outcome: "duplicate" | "applied" } | { outcome: "ignored"; reason: string },
   jobStatus: string,
   stepStatus: string,
 ): StepEventResult {
   return { ...base, outcome: decided.outcome, ...(decided.outcome === "ignored" ? { reason: decided.reason } : {}), jobStatus, stepStatus };
+}
+
+/**
+ * A repeat met on a retry within the same call is this call's own first try, which wrote the
+ * step's row before losing the race for the job's (on `table`; the retry completed the rest).
+ */
+function ownWrite<T extends { outcome: "duplicate" } | { outcome: "ignored"; reason: string }>(decided: T, attempts: number): T | { outcome: "applied" } {
+  return decided.outcome === "duplicate" && attempts > 1 ? { outcome: "applied" } : decided;
 }
 
 /** What a worker's event records in its job's history (progress reports record nothing). */
@@ -115,17 +124,19 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   async function applyChild(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
+    let attempts = 0;
     return withRetries(
       jobId,
       caller,
       async (aggregate) => {
+        attempts++;
         const { child, childOutbox } = await loadChild(jobId, stepId);
         const protocol = options.protocols.get(aggregate.job.requestType);
         const decided = await withChildren(jobId, child.index, (children) =>
           applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
         );
         const base = { jobId, stepId, eventId: event.eventId };
-        if (decided.outcome !== "applied") return notApplied(base, decided, aggregate.job.status, child.status);
+        if (decided.outcome !== "applied") return notApplied(base, ownWrite(decided, attempts), aggregate.job.status, child.status);
         const cause = eventCause(event, caller, child.name);
         const saved = await commit(
           { ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] },
@@ -147,6 +158,31 @@ export function createStepEventService(options: StepEventServiceOptions) {
     return withRetries(jobId, OPEN_CALLER, async (aggregate) => {
       const { child, childOutbox } = await loadChild(jobId, stepId);
       const protocol = options.protocols.get(aggregate.job.requestType);
+      const before = { ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] };
+      // A child left open by a job that ended (its closing cut short): closed now, so that its
+      // deadline marker stops coming back.
+      if (hasJobEnded(aggregate.job) && !hasStepEnded(child)) {
+        const at = now().toISOString();
+        await commit(before, {
+          steps: [cancelStep(child, at)],
+          outbox: childOutbox.filter((o) => o.status === "pending").map((o) => withdrawEntry(o, "job ended before this directive was sent", at)),
+        });
+        return "not-due";
+      }
+      // The child ended but its map never counted it, and no repeat of its event came (table):
+      // its deadline marker, kept for it, brings it here to be counted.
+      const folded = await withChildren(
+        jobId,
+        child.index,
+        (children) =>
+          foldEndedChild(aggregate, child, childOutbox, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children) ?? {
+            outcome: "not-due" as const,
+          },
+      );
+      if (folded.outcome === "applied") {
+        await commit(before, folded);
+        return "not-due";
+      }
       const decided = await withChildren(jobId, child.index, (children) =>
         expireChild(
           aggregate,
@@ -157,7 +193,6 @@ export function createStepEventService(options: StepEventServiceOptions) {
         ),
       );
       if (decided.outcome === "not-due") return decided.outcome;
-      const before = { ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] };
       if (decided.outcome === "extended") await commit(before, { ...decided, outbox: [] });
       else
         await commit(before, decided, {
@@ -203,7 +238,9 @@ export function createStepEventService(options: StepEventServiceOptions) {
 
   async function handleEvent(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
     if (isChildStepId(stepId)) return handleChild(jobId, stepId, event, caller);
+    let attempts = 0;
     return withRetries(jobId, caller, async (aggregate) => {
+      attempts++;
       const step = aggregate.steps.find((s) => s.stepId === stepId);
       if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
       linkActiveSpan(aggregate.outbox.findLast((o) => o.stepId === stepId)?.traceparent);
@@ -213,7 +250,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
         retryDelaySeconds: options.retryDelaySeconds,
       });
       const base = { jobId, stepId, eventId: event.eventId };
-      if (decided.outcome !== "applied") return notApplied(base, decided, aggregate.job.status, step.status);
+      if (decided.outcome !== "applied") return notApplied(base, ownWrite(decided, attempts), aggregate.job.status, step.status);
       const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
       const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
       if (event.status === "progress" && after.progress) {

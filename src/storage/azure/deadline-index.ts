@@ -12,6 +12,8 @@
  * sweep meets it.
  */
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
+import { isChildStepId, stepIdFor } from "../../domain/ids.ts";
+import { endedUncounted } from "../../domain/map-step.ts";
 import type { Step } from "../../domain/model.ts";
 import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
 import type { ExpiredStep } from "../job-store.ts";
@@ -78,8 +80,23 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
           }),
         ),
       );
+      // On `table` the marker of a child that ended but was not counted by its map stays: it is
+      // how the child gets counted when no repeat of its event comes (see foldEndedChild).
+      const uncounted = await Promise.all(
+        rows.map(async ({ job, step }) => {
+          if (!layout.childrenWrittenApart || !job || !step || hasJobEnded(job) || !isChildStepId(step.stepId) || !hasStepEnded(step)) return false;
+          const map = await guarded("read map step", () =>
+            readRow(layout.clients.step, step.jobId, layout.stepRow({ index: step.index, stepId: stepIdFor(step.jobId, step.index) }), entityToStep),
+          );
+          return map !== null && endedUncounted(map, step);
+        }),
+      );
       batch.forEach((marker, b) => {
         const { job, step } = rows[b]!;
+        if (uncounted[b]) {
+          found.push({ jobId: marker.jobId, stepId: marker.stepId, deadlineAt: marker.deadlineAt });
+          return;
+        }
         const stale =
           !job || !step
             ? // The job row is the commit point: without it, the job may still be on its way.

@@ -17,8 +17,9 @@
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
-import { isChildStepId } from "../../domain/ids.ts";
-import type { HistoryEntry, JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
+import { isChildStepId, stepIdFor } from "../../domain/ids.ts";
+import type { HistoryEntry, JobAggregate, OutboxEntry, OutboxWork, Step } from "../../domain/model.ts";
+import { hasJobEnded } from "../../domain/transitions.ts";
 import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
 import { BEFORE_CHILDREN, childOutboxRow, childRowKeys, childStepRow, isChildOutboxId, listChildRows, readChildren } from "./children.ts";
 import { type AzureTableOptions, alreadyExists, createTableClient, deleteRows, guarded, insertIfAbsent, lostConditionalWrite, queryAll } from "./client.ts";
@@ -57,7 +58,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   const side = createSideTables(options.tables, options);
   const { jobIndex: index, due, deadlines, retention } = side;
   const graceMs = orphanGraceMs(options);
-  const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow };
+  const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow, childrenWrittenApart: true };
 
   /** Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. */
   async function insertOrKeep(client: TableClient, entity: Entity): Promise<string> {
@@ -113,6 +114,32 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
       throw error;
     }
+  }
+
+  /**
+   * Due work without the directives of children their map's cursor does not cover yet: a change
+   * that lost its race wrote them (they come first, see saveChanges) and the change that covers
+   * them will keep them. A job that ended lets them through, to be withdrawn.
+   */
+  async function coveredOnly(work: OutboxWork[]): Promise<OutboxWork[]> {
+    const maps = new Map<string, Promise<Step | null>>();
+    const mapOf = (jobId: string, index: number) => {
+      const key = `${jobId}/${index}`;
+      let read = maps.get(key);
+      if (!read) {
+        read = guarded("read map step", () => readRow(steps, jobId, stepRow({ index, stepId: stepIdFor(jobId, index) }), entityToStep));
+        maps.set(key, read);
+      }
+      return read;
+    };
+    const covered = await Promise.all(
+      work.map(async ({ job, step }) => {
+        if (!isChildStepId(step.stepId) || step.itemIndex === undefined || hasJobEnded(job)) return true;
+        const map = (await mapOf(job.jobId, step.index))?.map;
+        return map !== undefined && (step.itemIndex < map.next || (map.rerun ?? []).includes(step.itemIndex));
+      }),
+    );
+    return work.filter((_, i) => covered[i]);
   }
 
   async function getJob(jobId: string): Promise<JobAggregate | null> {
@@ -194,6 +221,36 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       ]);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
+        const changedSteps = changes.steps ?? [];
+        // A map's new children first, rows and directives, each kept as it is when an earlier
+        // attempt wrote it: their map's row, written after, is what makes them count (its cursor
+        // covers them), and a sweep leaves a directive alone until it does (findDueOutbox).
+        const newChildIds = new Set(changedSteps.filter((step) => step.etag === undefined && isChildStepId(step.stepId)).map((step) => step.stepId));
+        const isNewChildEntry = (entry: OutboxEntry) => entry.etag === undefined && newChildIds.has(entry.stepId);
+        const [childEtags, childEntryEtags] = await Promise.all([
+          Promise.all(
+            changedSteps
+              .filter((step) => newChildIds.has(step.stepId))
+              .map(async (step) => [step.stepId, await insertOrKeep(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }))] as const),
+          ),
+          Promise.all(
+            entries
+              .filter(isNewChildEntry)
+              .map(async (entry) => [entry.outboxId, await insertOrKeep(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }))] as const),
+          ),
+        ]);
+        // Rows that exist, each conditional on its etag: a child's before its map's (a child written
+        // and not counted is counted late, see foldEndedChild, where a map that counted a child
+        // never written would count it twice), the job's row with the change's history entry last.
+        // A lost race midway leaves steps written and the job's row not: the retry, or whoever
+        // touches the job next, completes what they imply (domain/catch-up.ts).
+        const writeStep = async (step: Step) => ({
+          ...step,
+          etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`),
+        });
+        const existing = changedSteps.filter((step) => step.etag !== undefined);
+        const updatedChildren = await Promise.all(existing.filter((step) => isChildStepId(step.stepId)).map(writeStep));
+        const updated = await Promise.all(existing.filter((step) => !isChildStepId(step.stepId)).map(writeStep));
         if (changes.job) {
           const entity = jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW });
           const etag = changes.history
@@ -201,20 +258,19 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
             : await replace(jobs, entity, changes.job.etag, `job ${jobId}`);
           result.job = { ...changes.job, etag };
         }
-        // Rows that exist first (their writes are conditional: a lost race stops the change before
-        // anything new is written, so that a retry decides again from a clean state), new rows after.
-        const writeStep = async (step: Step) => ({
-          ...step,
-          etag: await replace(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag, `step ${step.stepId}`),
-        });
-        const changedSteps = changes.steps ?? [];
-        const updated = await Promise.all(changedSteps.filter((step) => step.etag !== undefined).map(writeStep));
-        const created = await Promise.all(changedSteps.filter((step) => step.etag === undefined).map(writeStep));
-        result.steps = changedSteps.map((step) => [...updated, ...created].find((s) => s.stepId === step.stepId)!);
+        const created = await Promise.all(changedSteps.filter((step) => step.etag === undefined && !newChildIds.has(step.stepId)).map(writeStep));
+        const childEtagOf = new Map(childEtags);
+        const written = [...updatedChildren, ...updated, ...created];
+        result.steps = changedSteps.map((step) =>
+          newChildIds.has(step.stepId) ? { ...step, etag: childEtagOf.get(step.stepId)! } : written.find((s) => s.stepId === step.stepId)!,
+        );
+        const childEntryEtagOf = new Map(childEntryEtags);
         result.outbox = await Promise.all(
           entries.map(async (entry) => ({
             ...entry,
-            etag: await replace(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag, `outbox entry ${entry.outboxId}`),
+            etag: isNewChildEntry(entry)
+              ? childEntryEtagOf.get(entry.outboxId)!
+              : await replace(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag, `outbox entry ${entry.outboxId}`),
           })),
         );
         return result;
@@ -226,7 +282,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       return saved;
     },
 
-    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
+    findDueOutbox: async (now, limit) => coveredOnly(await findDueWork(due, layout, now, limit, graceMs)),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 

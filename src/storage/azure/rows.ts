@@ -10,6 +10,11 @@ export interface RowLayout {
   jobRow: string;
   stepRow(step: Pick<Step, "index" | "stepId">): string;
   outboxRow(entry: Pick<OutboxEntry, "outboxId">): string;
+  /**
+   * A change's rows are written one after the other (`table`), so a map's child can be found
+   * ended and not yet counted by its map (see foldEndedChild); on `ledger` a change lands whole.
+   */
+  childrenWrittenApart?: boolean;
 }
 
 /** What points at one outbox entry and its step: a due or failed marker. */

@@ -1,0 +1,151 @@
+/**
+ * Maps on `table`, whose changes are written row after row: a change cut short between a child's
+ * row and its map's row (a storage error, standing for a crash or a lost race) loses no count and
+ * counts nothing twice. The child is counted late: by the repeat of its event, or, when none
+ * comes, through its deadline marker. Children a change wrote before losing its race are not
+ * published until their map's cursor covers them.
+ */
+import { describe, expect, test } from "bun:test";
+import { azurite, freshTables } from "../../../dev/azurite.ts";
+import { startTestRuntime } from "../../../dev/in-process-runtime.ts";
+import { createRecordingPublisher } from "../../../dev/recording-publisher.ts";
+import { childStepIdFor, stepIdFor } from "../../../src/domain/ids.ts";
+import { createChildren } from "../../../src/domain/map-step.ts";
+import type { MapDefinition } from "../../../src/domain/model.ts";
+import type { AzureTableOptions } from "../../../src/storage/azure/client.ts";
+import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
+import { cleanupsAfterEach, tempDir, writeProtocols } from "../../support/test-files.ts";
+
+const dir = tempDir("map-cut-short");
+const cleanups = cleanupsAfterEach({ ignoreErrors: true });
+
+const MAP: MapDefinition = { items: "/results/split/pages", maxConcurrency: 2, maxItems: 1000, toleratedFailurePercent: 0 };
+const { protocols } = writeProtocols(dir, [
+  {
+    requestType: "document.pages",
+    version: 1,
+    steps: [
+      { name: "split", topic: "split", payloadSchema: { type: "object" }, after: [] },
+      { name: "ocr", topic: "ocr", payloadSchema: { type: "object" }, timeoutSeconds: 60, map: MAP },
+      { name: "merge", topic: "merge", payloadSchema: { type: "object" } },
+    ],
+  },
+]);
+
+/** Fails, once armed, every write of the row named by `rowKeyPart`: what a crash between two writes leaves. */
+function failingWrites() {
+  let failing: string | null = null;
+  return {
+    failWritesOf(rowKeyPart: string | null) {
+      failing = rowKeyPart;
+    },
+    configureClient: ((client) =>
+      client.pipeline.addPolicy({
+        name: "failWrites",
+        sendRequest(request, next) {
+          const url = decodeURIComponent(request.url);
+          if (failing !== null && request.method !== "GET" && url.includes(failing)) {
+            return Promise.reject(Object.assign(new Error("simulated crash"), { code: "ECONNRESET" }));
+          }
+          return next(request);
+        },
+      })) satisfies AzureTableOptions["configureClient"],
+  };
+}
+
+async function setup() {
+  const { connection } = await azurite();
+  const faults = failingWrites();
+  const store = createMultiTableStore({ connection, tables: freshTables(), maxRetries: 0, configureClient: faults.configureClient });
+  await store.init();
+  let clock = Date.now();
+  const recording = createRecordingPublisher();
+  const service = await startTestRuntime({ store, protocols, publisher: recording.publisher, now: () => new Date(clock) });
+  cleanups.push(() => service.runtime.stop());
+  const messages = (topic: string) => recording.published.filter((p) => p.topic === topic).map((p) => p.message.body);
+  const report = async (jobId: string, stepId: string, eventId: string, event: Record<string, unknown>) => {
+    const response = await service.request(`/v1/jobs/${jobId}/steps/${stepId}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId, ...event }),
+    });
+    return { status: response.status, body: (await response.json()) as { outcome?: string } };
+  };
+  const mapCounts = async (jobId: string) =>
+    ((await (await service.request(`/v1/jobs/${jobId}`)).json()) as { steps: { name: string; map?: Record<string, number> }[] }).steps.find(
+      (s) => s.name === "ocr",
+    )!.map;
+  /** A job whose split succeeded with two pages: both children dispatched. */
+  const started = async () => {
+    const response = await service.postCommand({ requestType: "document.pages", tenantId: "acme", payload: { documentId: "d1" } });
+    const { jobId } = (await response.json()) as { jobId: string };
+    await service.runtime.dispatcher!.drain();
+    await report(jobId, stepIdFor(jobId, 0), "split-done", { status: "succeeded", result: { pages: ["p1", "p2"] } });
+    await service.runtime.dispatcher!.drain();
+    return jobId;
+  };
+  return { service, store, faults, messages, report, mapCounts, started, advance: (seconds: number) => (clock += seconds * 1000) };
+}
+
+describe("maps on table: a change cut short between a child's row and its map's", () => {
+  test("the repeat of the child's event counts it, once; the map then ends and its successor runs", async () => {
+    const { faults, messages, report, mapCounts, started, service } = await setup();
+    const jobId = await started();
+    const first = childStepIdFor(jobId, 1, 0);
+    // The child's row is written, its map's is not.
+    faults.failWritesOf(`_${stepIdFor(jobId, 1)}'`);
+    expect((await report(jobId, first, "p1-done", { status: "succeeded", result: { text: "one" } })).status).toBe(503);
+    faults.failWritesOf(null);
+    expect(await mapCounts(jobId)).toMatchObject({ running: 2, succeeded: 0 });
+    // The worker sends the event again: counted now, and a third repeat changes nothing.
+    expect((await report(jobId, first, "p1-done", { status: "succeeded", result: { text: "one" } })).body.outcome).toBe("applied");
+    expect(await mapCounts(jobId)).toMatchObject({ running: 1, succeeded: 1 });
+    expect((await report(jobId, first, "p1-done", { status: "succeeded", result: { text: "one" } })).body.outcome).toBe("duplicate");
+    expect(await mapCounts(jobId)).toMatchObject({ running: 1, succeeded: 1 });
+    await report(jobId, childStepIdFor(jobId, 1, 1), "p2-done", { status: "succeeded", result: { text: "two" } });
+    await service.runtime.dispatcher!.drain();
+    expect(messages("merge").map((m) => m.results.ocr)).toEqual([{ items: [{ text: "one" }, { text: "two" }], failed: [] }]);
+  });
+
+  test("with no repeat, the child's deadline marker brings it to be counted: the map ends, its successor runs, the marker goes", async () => {
+    const { faults, report, started, store, service, messages, advance } = await setup();
+    const jobId = await started();
+    await report(jobId, childStepIdFor(jobId, 1, 1), "p2-done", { status: "succeeded", result: { text: "two" } });
+    faults.failWritesOf(`_${stepIdFor(jobId, 1)}'`);
+    expect((await report(jobId, childStepIdFor(jobId, 1, 0), "p1-done", { status: "succeeded", result: { text: "one" } })).status).toBe(503);
+    faults.failWritesOf(null);
+    const afterDeadline = new Date(advance(61));
+    expect((await store.findExpiredSteps(afterDeadline, 10)).map((e) => e.stepId)).toEqual([childStepIdFor(jobId, 1, 0)]);
+    await service.runtime.deadlines.tick();
+    await service.runtime.dispatcher!.drain();
+    expect(messages("merge").map((m) => m.results.ocr)).toEqual([{ items: [{ text: "one" }, { text: "two" }], failed: [] }]);
+    expect(await store.findExpiredSteps(afterDeadline, 10)).toEqual([]);
+  });
+
+  test("children a change wrote before losing its race are not published until their map's cursor covers them", async () => {
+    const { store, started, service, messages } = await setup();
+    const jobId = await started();
+    const aggregate = (await store.getJob(jobId))!;
+    const map = aggregate.steps[1]!;
+    // What a writer that lost the race for the map's row leaves behind: its new children, and no cursor.
+    const lost = createChildren(
+      { ...map, map: { ...map.map!, total: 3, running: 0 } },
+      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
+      ["p1", "p2", "p3"],
+      3,
+      {
+        job: aggregate.job,
+        results: {},
+        traceparent: null,
+        now: new Date(Date.now() - 60_000),
+        retryDelaySeconds: 0,
+      },
+    );
+    expect(lost.children.map((c) => c.itemIndex)).toEqual([2]);
+    await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    const due = await store.findDueOutbox(new Date(Date.now() + 3_600_000), 100);
+    expect(due.map((work) => work.entry.stepId)).not.toContain(childStepIdFor(jobId, 1, 2));
+    await service.runtime.sweeper?.tick();
+    expect(messages("ocr").map((m) => m.itemIndex)).toEqual([0, 1]);
+  });
+});
