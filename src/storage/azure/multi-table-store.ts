@@ -10,10 +10,14 @@
  *   3. job row ∥ job index row         — the job row is the commit point: from here the job is
  *      read, listed and swept.
  *
- * Later changes write the job (with the change's history entry, in one transaction: they share
- * the job's partition of the jobs table), then steps, then outbox entries last: an entry that is still
- * pending after a crash is published again by the sweeper (same messageId), which then finds
- * the step already initiated and only marks the entry sent.
+ * Later changes write a map's new children first (kept when an earlier try wrote them; the
+ * sweep leaves their directives alone until the map's cursor covers them), then the rows that
+ * exist, conditionally: children before their map, the job's row (with the change's history
+ * entry, one transaction) last; then new rows, outbox entries last. A change cut short leaves
+ * steps whose consequences the next touch of the job completes (domain/catch-up.ts), and a child
+ * ended but not counted, which is counted late (foldEndedChild). An entry still pending after a
+ * crash is published again by the sweeper (same messageId), which then finds the step already
+ * initiated and only marks the entry sent.
  */
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
