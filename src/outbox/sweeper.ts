@@ -64,10 +64,14 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   let draining: Promise<PublishSummary> | null = null;
 
   /** Finds and leases one batch due by `cutoff` (now by default); its publishing goes on in the background. */
-  async function sweep(cutoff?: Date, limit = options.batchSize): Promise<{ found: number; due: number; published: Promise<PublishSummary> }> {
+  async function sweep(
+    cutoff?: Date,
+    limit = options.batchSize,
+    publishing?: Set<string>,
+  ): Promise<{ found: number; due: number; published: Promise<PublishSummary> }> {
     const at = now();
     const startTime = Date.now();
-    const found = await options.store.findDueOutbox(cutoff ?? at, limit);
+    const found = await options.store.findDueOutbox(cutoff ?? at, limit, publishing ? { skip: publishing } : {});
     // Entries still held by a lease come back only when asked for everything (the operator's
     // drain): they are not ours to take, and do not count as work found.
     const due = found.filter((work) => !isHeld(work.entry, at.toISOString()));
@@ -88,6 +92,15 @@ export function createSweeper(options: SweeperOptions): Sweeper {
           })
       : [];
     const published = leased.length === 0 ? Promise.resolve(summarize([])) : options.dispatcher.publishNow(leased).then(summarize);
+    if (publishing) {
+      // A drain's next sweeps pass over what this batch publishes until it is done.
+      for (const work of leased) publishing.add(work.entry.outboxId);
+      void published
+        .finally(() => {
+          for (const work of leased) publishing.delete(work.entry.outboxId);
+        })
+        .catch(() => {});
+    }
     void published.finally(() => round?.end()).catch(() => {});
     return { found: found.length, due: due.length, published: published.then(progress.record) };
   }
@@ -116,8 +129,10 @@ export function createSweeper(options: SweeperOptions): Sweeper {
     const totals = summarize([]);
     const batches = createInFlight(batchesInFlight, options.logger);
     const widest = options.batchSize * MAX_DRAIN_WINDOW_BATCHES;
+    // Bounded by the batches in flight: each holds at most batchSize entries.
+    const publishing = new Set<string>();
     for (let limit = options.batchSize; ; ) {
-      const { found, due, published } = await sweep(FAR_FUTURE, limit);
+      const { found, due, published } = await sweep(FAR_FUTURE, limit, publishing);
       await batches.add(
         published.then((summary) => {
           totals.attempted += summary.attempted;

@@ -54,6 +54,11 @@ export interface OutboxStats {
   oldestPendingAgeSeconds: number | null;
 }
 
+export interface DueOutboxOptions {
+  /** Entries the caller is publishing already (a drain's batches in flight): not read again. */
+  skip?: ReadonlySet<string>;
+}
+
 /** An open step whose deadline passed, as the deadline index points at it. */
 export interface ExpiredStep {
   jobId: string;
@@ -120,7 +125,7 @@ export interface JobStore {
    * Costs O(pending entries), never O(all jobs ever stored). With many due, a backend may
    * return a random choice among the most overdue, so that replicas sweeping together spread out.
    */
-  findDueOutbox(now: Date, limit: number): Promise<OutboxWork[]>;
+  findDueOutbox(now: Date, limit: number, options?: DueOutboxOptions): Promise<OutboxWork[]>;
 
   /**
    * Open steps whose `deadlineAt` is at or before `now`, earliest first, up to `limit`, through an

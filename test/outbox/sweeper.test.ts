@@ -402,3 +402,33 @@ test("a drain of everything looks past a full window of entries held by leases t
   expect(recording.published.map((p) => p.message.messageId)).toEqual([behind.outbox[0]!.outboxId]);
   for (const stored of held) expect((await entryOf(store, stored.job.jobId)).status).toBe("pending");
 });
+
+test("a drain does not read again the entries its batches in flight are publishing", async () => {
+  const inner = createMemoryStore();
+  for (let i = 0; i < 6; i++) await storeJob(inner, sampleJob("acme", { retryDelaySeconds: 0 }));
+  const found = new Map<string, number>();
+  const store: JobStore = {
+    ...inner,
+    findDueOutbox: async (now, limit, options) => {
+      const work = await inner.findDueOutbox(now, limit, options);
+      for (const { entry } of work) found.set(entry.outboxId, (found.get(entry.outboxId) ?? 0) + 1);
+      return work;
+    },
+  };
+  const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
+  // Every batch waits until all three are in flight: the drain sweeps on while they publish.
+  const release = recording.stall();
+  const runtime = await createRuntime({
+    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store,
+    publisher: recording.publisher,
+  });
+  cleanups.push(() => runtime.stop());
+  const drained = runtime.sweeper!.drainAll();
+  await eventually(() => found.size === 6, { timeoutMs: 5_000, what: "every entry found" });
+  release();
+  expect(await drained).toEqual({ attempted: 6, sent: 6, failed: 0 });
+  expect([...found.values()]).toEqual([1, 1, 1, 1, 1, 1]);
+});

@@ -132,6 +132,11 @@ export function createDueIndex(client: TableClient) {
       await guarded("delete due marker", () => deleteIfPresent(client, dueShard(outboxId), outboxId));
     },
 
+    /** A marker whose entry is no longer pending, removed with the next batch of its shard (best effort, like afterWrite's). */
+    dropMarker(outboxId: string): void {
+      deferred.delete(dueShard(outboxId), outboxId);
+    },
+
     async deleteFailedMarker(outboxId: string): Promise<void> {
       await guarded("delete failed marker", () => deleteIfPresent(client, FAILED_PARTITION, outboxId));
     },
@@ -175,9 +180,24 @@ export type DueIndex = ReturnType<typeof createDueIndex>;
  * was never stored) once older than `orphanGraceMs`, a marker of an entry no longer pending, and
  * a marker whose entry was rescheduled (rewritten with the entry's own due time).
  */
-export async function findDueWork(due: DueIndex, layout: RowLayout, now: Date, limit: number, orphanGraceMs: number): Promise<OutboxWork[]> {
+export async function findDueWork(
+  due: DueIndex,
+  layout: RowLayout,
+  now: Date,
+  limit: number,
+  orphanGraceMs: number,
+  skip: ReadonlySet<string> = new Set(),
+): Promise<OutboxWork[]> {
   const cutoff = now.toISOString();
-  const markers = spread(await due.dueMarkers(cutoff, limit * CANDIDATES_PER_ENTRY), limit);
+  // This process's queued marker removals first: a drain's next sweep would otherwise meet the
+  // markers of the entries the last one sent, and read each entry again to find it sent.
+  await due.flush();
+  // The markers of entries the caller publishes already are passed over unread.
+  const read = await due.dueMarkers(cutoff, limit * CANDIDATES_PER_ENTRY + skip.size);
+  const markers = spread(
+    read.filter((marker) => !skip.has(marker.outboxId)),
+    limit,
+  );
   const work: OutboxWork[] = [];
   const cleanup: Promise<unknown>[] = [];
   for (let i = 0; i < markers.length && work.length < limit; i += READ_CONCURRENCY) {
@@ -189,7 +209,7 @@ export async function findDueWork(due: DueIndex, layout: RowLayout, now: Date, l
         // The job row is the commit point: without it, the entry may still be on its way.
         if (job || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(due.deleteMarker(marker.outboxId));
       } else if (entry.status !== "pending") {
-        cleanup.push(due.deleteMarker(marker.outboxId));
+        due.dropMarker(marker.outboxId);
       } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > cutoff) {
         cleanup.push(due.markDue([entry], marker.createdAt));
       } else {

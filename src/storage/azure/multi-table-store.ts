@@ -286,7 +286,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       return saved;
     },
 
-    findDueOutbox: async (now, limit) => coveredOnly(await findDueWork(due, layout, now, limit, graceMs)),
+    findDueOutbox: async (now, limit, options) => coveredOnly(await findDueWork(due, layout, now, limit, graceMs, options?.skip)),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 

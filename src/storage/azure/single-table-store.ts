@@ -201,7 +201,7 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
       };
     },
 
-    findDueOutbox: (now, limit) => findDueWork(due, layout, now, limit, graceMs),
+    findDueOutbox: (now, limit, options) => findDueWork(due, layout, now, limit, graceMs, options?.skip),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 

@@ -321,7 +321,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
       return saved;
     },
 
-    async findDueOutbox(now, limit) {
+    async findDueOutbox(now, limit, options = {}) {
       const cutoff = now.toISOString();
       const due: OutboxWork[] = [];
       const taken: DueNode[] = [];
@@ -335,6 +335,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         if (!aggregate || !entry || entry.nextAttemptAt !== node.dueAt || seen.has(node.key)) continue;
         seen.add(node.key);
         taken.push(node);
+        if (options.skip?.has(node.key)) continue;
         const step = aggregate.steps.find((s) => s.stepId === entry.stepId);
         if (step) due.push({ job: aggregate.job, step, entry });
       }
