@@ -174,7 +174,8 @@ describe("bulk redrive", () => {
     expect(finished.redriven + (finished.skippedReasons["redriven by this operation already"] ?? 0)).toBe(200);
     expect(finished.skipped).toBe(finished.skippedReasons["redriven by this operation already"] ?? 0);
     // Every job once: one redrive each, one message each (a repeated publish keeps its messageId, and the broker keeps one).
-    await eventually(() => ocrMessagesByJob(bus).size >= 200, { timeoutMs: 15_000, what: "200 redriven steps published" });
+    // The dead replica's leases run out first; on a loaded two-core runner that took over 15 s.
+    await eventually(() => ocrMessagesByJob(bus).size >= 200, { timeoutMs: 30_000, what: "200 redriven steps published" });
     const counts = ocrMessagesByJob(bus);
     expect(jobIds.filter((jobId) => counts.get(jobId) !== 1)).toEqual([]);
     const redrives = await Promise.all(jobIds.map(async (jobId) => (await store.getJob(jobId))!.job.redrives));
