@@ -18,7 +18,10 @@ export type CatchUp = { job?: Job; steps: Step[]; outbox: OutboxEntry[] };
 export function catchUp(aggregate: JobAggregate, options: ApplyOptions): CatchUp | null {
   const { job } = aggregate;
   const { protocol } = options;
-  if (!protocol) return null;
+  // A job whose steps are not the protocol's (it changed since the job started) is left alone:
+  // what its graph implies is unknown.
+  if (!protocol || aggregate.steps.some((s) => (isCompensation(protocol, s) ? protocol.onFailure?.name : protocol.steps[s.index]?.name) !== s.name))
+    return null;
   const failed = aggregate.steps.find((s) => s.status === "failed" && !isCompensation(protocol, s));
   if (job.status === "failed") return failed ? settleFailed(aggregate, failed, options) : null;
   if (hasJobEnded(job)) return null;
@@ -28,7 +31,16 @@ export function catchUp(aggregate: JobAggregate, options: ApplyOptions): CatchUp
   const next = advance(aggregate, { protocol, now: options.now, retryDelaySeconds: options.retryDelaySeconds, traceparent });
   if (next.failed) return failJob(aggregate, next.failed, options);
   if (next.done) return { job: finishJob(job, "succeeded", options.now.toISOString()), steps: next.steps, outbox: [] };
-  return next.steps.length > 0 ? { steps: next.steps, outbox: next.outbox } : null;
+  return next.steps.length > 0 ? { job: touched(job, options), steps: next.steps, outbox: next.outbox } : null;
+}
+
+/**
+ * The job's row comes along, conditionally, even when only steps change: a change still being
+ * written (its job's row last) then loses its race and decides again, instead of overwriting
+ * what this one did.
+ */
+function touched(job: Job, options: ApplyOptions): Job {
+  return { ...job, updatedAt: options.now.toISOString() };
 }
 
 /** A failed job: its other open steps cancelled, unsent directives withdrawn (but its compensation's), the compensation dispatched once. */
@@ -38,5 +50,5 @@ function settleFailed(aggregate: JobAggregate, failed: Step, options: ApplyOptio
   const withdrawn = rest.outbox.filter((entry) => entry.stepId !== compensationStep?.stepId);
   const compensation = compensate(aggregate, failed, options);
   if (rest.steps.length === 0 && withdrawn.length === 0 && compensation.steps.length === 0) return null;
-  return { steps: [...rest.steps, ...compensation.steps], outbox: [...withdrawn, ...compensation.outbox] };
+  return { job: touched(aggregate.job, options), steps: [...rest.steps, ...compensation.steps], outbox: [...withdrawn, ...compensation.outbox] };
 }

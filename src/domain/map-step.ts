@@ -172,9 +172,26 @@ export function isCounted(progress: MapProgress, itemIndex: number): boolean {
   return (byte & (1 << (itemIndex & 7))) !== 0;
 }
 
+/** The progress with exactly these items counted, as succeeded (a redrive, from the children read). */
+export function countedAfresh(progress: MapProgress, succeeded: readonly number[]): MapProgress {
+  return {
+    ...progress,
+    succeeded: succeeded.length,
+    ...(progress.counted === undefined ? {} : { counted: withBits(emptyBitset(progress.total), succeeded, true) }),
+  };
+}
+
 /** The progress with these items no longer counted (a redrive runs them again). */
 export function uncount(progress: MapProgress, items: readonly number[]): MapProgress {
   return progress.counted === undefined ? progress : { ...progress, counted: withBits(progress.counted, items, false) };
+}
+
+/**
+ * Whether the map's cursor covers the child: dispatched, or to run again after a redrive. One
+ * past the cursor was written by a change that lost its race (`table`) and is not the map's yet.
+ */
+export function isCovered(progress: MapProgress, itemIndex: number): boolean {
+  return itemIndex < progress.next || (progress.rerun ?? []).includes(itemIndex);
 }
 
 /**

@@ -5,7 +5,7 @@
 import { type FieldViolation, InvalidTransitionError, RedriveLimitError, ValidationFailedError } from "./errors.ts";
 import { failJob, redispatch } from "./fail-fast.ts";
 import { resultsFor, workSteps } from "./graph.ts";
-import { uncount } from "./map-step.ts";
+import { countedAfresh, uncount } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step } from "./model.ts";
 import { advance } from "./plan-job.ts";
 import { finishJob, hasJobEnded, reopenJob, reopenStep, succeedByOperator } from "./transitions.ts";
@@ -27,6 +27,11 @@ export interface RedriveRequest {
   operationId?: string;
   /** For each failed or cancelled map step (by step id): the items whose child did not succeed, to run again. */
   mapReruns?: Record<string, number[]>;
+  /**
+   * For the same map steps: the items whose child succeeded. Given, the step's count of succeeded
+   * children is taken from them (on `table` a child can have ended without its map counting it).
+   */
+  mapSucceeded?: Record<string, number[]>;
 }
 
 export type RepairChange = { job: Job; steps: Step[]; outbox: OutboxEntry[] };
@@ -69,7 +74,10 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
     const result = skip[step.name];
     if (result !== undefined) changed.set(step.stepId, succeedByOperator(step, result, at));
     else if (step.status === "failed" || step.status === "cancelled") {
-      changed.set(step.stepId, step.map === undefined ? reopenStep(step, at) : reopenMap(step, request.mapReruns?.[step.stepId], at));
+      changed.set(
+        step.stepId,
+        step.map === undefined ? reopenStep(step, at) : reopenMap(step, request.mapReruns?.[step.stepId], request.mapSucceeded?.[step.stepId], at),
+      );
     }
   }
   let steps = aggregate.steps.map((s) => changed.get(s.stepId) ?? s);
@@ -100,14 +108,14 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
  * A map step that started, back to running: the children that succeeded keep their results and
  * count; the others (`reruns`) run again with their next attempt, then the items never reached.
  */
-function reopenMap(step: Step, reruns: number[] | undefined, at: string): Step {
+function reopenMap(step: Step, reruns: number[] | undefined, succeeded: number[] | undefined, at: string): Step {
   if (reruns === undefined) throw new Error(`redrive of map step ${step.stepId} needs its children read first`);
-  const progress = step.map!;
+  const progress = succeeded === undefined ? uncount(step.map!, reruns) : countedAfresh(step.map!, succeeded);
   return {
     ...reopenStep(step, at),
     status: "initiated",
     startedAt: step.startedAt,
-    map: { ...uncount(progress, reruns), running: 0, failed: 0, failedItems: [], rerun: reruns },
+    map: { ...progress, running: 0, failed: 0, failedItems: [], rerun: reruns },
   };
 }
 

@@ -10,6 +10,7 @@
 import { heardFrom, withDeadlines } from "./directives.ts";
 import { definitionOf, isCompensation, resultsFor } from "./graph.ts";
 import { directiveIdFor } from "./ids.ts";
+import { isCovered } from "./map-step.ts";
 import type { Job, JobAggregate, OutboxEntry, Step, StepError } from "./model.ts";
 import { type ApplyOptions, childDone, endAttempt, mapGone, retryChild } from "./step-events.ts";
 import { failStep, hasJobEnded, hasStepEnded } from "./transitions.ts";
@@ -101,6 +102,8 @@ export function expireChild(
   const definition = definitionOf(options.protocol, child.index);
   if (hasJobEnded(job) || hasStepEnded(child) || child.deadlineAt === null || child.deadlineAt > now) return { outcome: "not-due" };
   if (!parent?.map || hasStepEnded(parent)) return { outcome: "not-due" };
+  // Past the cursor: written by a change that lost its race (`table`), never dispatched.
+  if (child.itemIndex !== undefined && !isCovered(parent.map, child.itemIndex)) return { outcome: "not-due" };
   // The protocol no longer maps this step: the job ends rather than wait for ever.
   if (!definition?.map) return { outcome: "timed-out", retried: false, ...mapGone(aggregate, parent, options) };
   const { timeoutSeconds, heartbeatSeconds } = definition;

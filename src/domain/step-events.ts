@@ -13,6 +13,7 @@ import {
   childEnded,
   createChildren,
   endedUncounted,
+  isCovered,
   itemsOf,
   type MapContext,
   mapResult,
@@ -144,6 +145,7 @@ export function applyChildEvent(
   }
   if (hasStepEnded(parent)) return { outcome: "ignored", reason: `map step is ${parent.status}` };
   if (hasStepEnded(child)) return { outcome: "ignored", reason: `step is ${child.status}` };
+  if (child.itemIndex !== undefined && !isCovered(parent.map, child.itemIndex)) return { outcome: "ignored", reason: "step has not been dispatched" };
   if (event.attempt !== undefined && event.attempt !== child.attempts) {
     return { outcome: "ignored", reason: `attempt ${event.attempt} is not the step's current attempt (${child.attempts})` };
   }

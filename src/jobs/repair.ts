@@ -10,7 +10,7 @@ import { type ProtocolRegistry, payloadViolations } from "../config/protocols.ts
 import { MAX_MESSAGE_DATA_BYTES } from "../domain/directives.ts";
 import { InvalidCursorError, InvalidTransitionError, NotFoundError, ValidationFailedError } from "../domain/errors.ts";
 import type { HistoryCause } from "../domain/history.ts";
-import type { HistoryEntry, JobAggregate, JsonObject, Page } from "../domain/model.ts";
+import type { HistoryEntry, JobAggregate, JsonObject, Page, Step } from "../domain/model.ts";
 import type { HubMessage } from "../domain/notices.ts";
 import { pauseJob, type RepairChange, redriveJob, resumeJob } from "../domain/repair.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
@@ -84,19 +84,26 @@ export function createRepairService(options: RepairServiceOptions) {
   }
 
   /** For each map step that would run again: the items whose child did not succeed (every child read, in pages). */
-  async function mapReruns(aggregate: JobAggregate): Promise<Record<string, number[]>> {
+  /**
+   * Each failed or cancelled map step's children below its cursor (a child past it was written by
+   * a change that lost its race, and was never dispatched): those to run again, and those that
+   * succeeded, which the redrive counts afresh (on `table` one may have ended uncounted).
+   */
+  async function mapChildren(aggregate: JobAggregate): Promise<{ reruns: Record<string, number[]>; succeeded: Record<string, number[]> }> {
     const reruns: Record<string, number[]> = {};
+    const succeeded: Record<string, number[]> = {};
     for (const step of aggregate.steps) {
       if (step.map === undefined || (step.status !== "failed" && step.status !== "cancelled")) continue;
-      const items: number[] = [];
+      const children: Step[] = [];
       for (let from = 0; from < step.map.next; from += CHILDREN_PAGE) {
         const page = await store.listChildren(aggregate.job.jobId, step.index, from, CHILDREN_PAGE);
-        items.push(...page.filter((c) => c.status !== "succeeded").map((c) => c.itemIndex!));
+        children.push(...page.filter((c) => c.itemIndex! < step.map!.next));
         if (page.length < CHILDREN_PAGE) break;
       }
-      reruns[step.stepId] = items;
+      reruns[step.stepId] = children.filter((c) => c.status !== "succeeded").map((c) => c.itemIndex!);
+      succeeded[step.stepId] = children.filter((c) => c.status === "succeeded").map((c) => c.itemIndex!);
     }
-    return reruns;
+    return { reruns, succeeded };
   }
 
   async function repair(
@@ -132,7 +139,7 @@ export function createRepairService(options: RepairServiceOptions) {
             ...(payload ? { payload } : {}),
             skip,
             maxRedrives: options.maxRedrives,
-            mapReruns: await mapReruns(aggregate),
+            ...(await mapChildren(aggregate).then(({ reruns, succeeded }) => ({ mapReruns: reruns, mapSucceeded: succeeded }))),
             ...(input.operationId ? { operationId: input.operationId } : {}),
           },
           { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds },

@@ -57,11 +57,16 @@ function notApplied(
 }
 
 /**
- * A repeat met on a retry within the same call is this call's own first try, which wrote the
- * step's row before losing the race for the job's (on `table`; the retry completed the rest).
+ * A repeat met after this call's own write lost its race, on a store that writes a change's rows
+ * one after another (`table`): most likely that write got as far as the step's row before the
+ * job's (the retry completed the rest), so the event was applied. Elsewhere a lost write wrote
+ * nothing, and a repeat is another request's.
  */
-function ownWrite<T extends { outcome: "duplicate" } | { outcome: "ignored"; reason: string }>(decided: T, attempts: number): T | { outcome: "applied" } {
-  return decided.outcome === "duplicate" && attempts > 1 ? { outcome: "applied" } : decided;
+function ownWrite<T extends { outcome: "duplicate" } | { outcome: "ignored"; reason: string }>(
+  decided: T,
+  ownWriteCutShort: boolean,
+): T | { outcome: "applied" } {
+  return decided.outcome === "duplicate" && ownWriteCutShort ? { outcome: "applied" } : decided;
 }
 
 /** What a worker's event records in its job's history (progress reports record nothing). */
@@ -124,20 +129,21 @@ export function createStepEventService(options: StepEventServiceOptions) {
   }
 
   async function applyChild(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
-    let attempts = 0;
+    let wrote = false;
     return withRetries(
       jobId,
       caller,
       async (aggregate) => {
-        attempts++;
         const { child, childOutbox } = await loadChild(jobId, stepId);
         const protocol = options.protocols.get(aggregate.job.requestType);
         const decided = await withChildren(jobId, child.index, (children) =>
           applyChildEvent(aggregate, child, childOutbox, event, { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds }, children),
         );
         const base = { jobId, stepId, eventId: event.eventId };
-        if (decided.outcome !== "applied") return notApplied(base, ownWrite(decided, attempts), aggregate.job.status, child.status);
+        if (decided.outcome !== "applied")
+          return notApplied(base, ownWrite(decided, wrote && store.writesRowsApart === true), aggregate.job.status, child.status);
         const cause = eventCause(event, caller, child.name);
+        wrote = true;
         const saved = await commit(
           { ...aggregate, outbox: [...aggregate.outbox, ...childOutbox] },
           decided,
@@ -238,9 +244,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
 
   async function handleEvent(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
     if (isChildStepId(stepId)) return handleChild(jobId, stepId, event, caller);
-    let attempts = 0;
+    let wrote = false;
     return withRetries(jobId, caller, async (aggregate) => {
-      attempts++;
       const step = aggregate.steps.find((s) => s.stepId === stepId);
       if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
       linkActiveSpan(aggregate.outbox.findLast((o) => o.stepId === stepId)?.traceparent);
@@ -250,7 +255,8 @@ export function createStepEventService(options: StepEventServiceOptions) {
         retryDelaySeconds: options.retryDelaySeconds,
       });
       const base = { jobId, stepId, eventId: event.eventId };
-      if (decided.outcome !== "applied") return notApplied(base, ownWrite(decided, attempts), aggregate.job.status, step.status);
+      if (decided.outcome !== "applied") return notApplied(base, ownWrite(decided, wrote && store.writesRowsApart === true), aggregate.job.status, step.status);
+      wrote = true;
       const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
       const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
       if (event.status === "progress" && after.progress) {

@@ -74,6 +74,12 @@ export interface SavedChanges {
 }
 
 export interface JobStore {
+  /**
+   * A change's rows are written one after another (`table`), so one cut short can leave some of
+   * them written; absent or false where each change lands whole.
+   */
+  readonly writesRowsApart?: boolean;
+
   /** Creates what the backend needs (tables); safe to call on every start. */
   init(): Promise<void>;
 

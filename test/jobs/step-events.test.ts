@@ -7,7 +7,9 @@ import { eventually } from "../../dev/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { buildRegistry } from "../../src/config/protocols.ts";
+import { stepIdFor } from "../../src/domain/ids.ts";
 import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/plan-job.ts";
+import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
 
 /** document.ingest as bundled, but `embed` may be tried twice. */
@@ -241,4 +243,23 @@ describe("step events: bad input", () => {
     expect(((await malformed.json()) as { errors: { path: string }[] }).errors.map((e) => e.path).sort()).toEqual(["/eventId", "/extra", "/status"]);
     expect((await event(jobId, stepId, { jobId: "other", eventId: "e", status: "progress" })).status).toBe(400);
   });
+});
+
+test("three deliveries of one event at once on memory: one applied, the others duplicates", async () => {
+  const recording = createRecordingPublisher();
+  const service = await startTestRuntime({ store: createMemoryStore(), publisher: recording.publisher });
+  const { jobId } = (await (await service.postCommand(ingestCommand())).json()) as { jobId: string };
+  await service.runtime.dispatcher!.drain();
+  const send = async () =>
+    (
+      (await (
+        await service.request(`/v1/jobs/${jobId}/steps/${stepIdFor(jobId, 0)}/events`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ eventId: "once", status: "succeeded", result: { pages: 1 } }),
+        })
+      ).json()) as { outcome: string }
+    ).outcome;
+  expect((await Promise.all([send(), send(), send()])).sort()).toEqual(["applied", "duplicate", "duplicate"]);
+  await service.runtime.stop();
 });

@@ -187,6 +187,8 @@ export async function findDueWork(
   limit: number,
   orphanGraceMs: number,
   skip: ReadonlySet<string> = new Set(),
+  /** Which of the work found may be handed out now (on `table`: children their map covers); all by default. */
+  admit?: (work: readonly OutboxWork[]) => Promise<boolean[]>,
 ): Promise<OutboxWork[]> {
   const cutoff = now.toISOString();
   // This process's queued marker removals first: a drain's next sweep would otherwise meet the
@@ -203,6 +205,7 @@ export async function findDueWork(
   for (let i = 0; i < markers.length && work.length < limit; i += READ_CONCURRENCY) {
     const batch = markers.slice(i, i + READ_CONCURRENCY);
     const loaded = await Promise.all(batch.map((marker) => readPointedRows(layout, marker)));
+    const found: OutboxWork[] = [];
     batch.forEach((marker, b) => {
       const { job, step, entry } = loaded[b]!;
       if (!job || !entry || !step) {
@@ -213,9 +216,11 @@ export async function findDueWork(
       } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > cutoff) {
         cleanup.push(due.markDue([entry], marker.createdAt));
       } else {
-        work.push({ job, step, entry });
+        found.push({ job, step, entry });
       }
     });
+    const admitted = admit ? await admit(found) : found.map(() => true);
+    work.push(...found.filter((_, i) => admitted[i]));
   }
   // Cleaning is best effort: what fails now is met again by the next sweep.
   await Promise.allSettled(cleanup);

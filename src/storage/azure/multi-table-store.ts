@@ -22,6 +22,7 @@
 import { odata, type TableClient } from "@azure/data-tables";
 import { ConcurrencyConflictError } from "../../domain/errors.ts";
 import { isChildStepId, stepIdFor } from "../../domain/ids.ts";
+import { isCovered } from "../../domain/map-step.ts";
 import type { HistoryEntry, JobAggregate, OutboxEntry, OutboxWork, Step } from "../../domain/model.ts";
 import { hasJobEnded } from "../../domain/transitions.ts";
 import type { CreateJobResult, JobChanges, JobStore, SavedChanges } from "../job-store.ts";
@@ -121,11 +122,12 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   }
 
   /**
-   * Due work without the directives of children their map's cursor does not cover yet: a change
-   * that lost its race wrote them (they come first, see saveChanges) and the change that covers
-   * them will keep them. A job that ended lets them through, to be withdrawn.
+   * Whether each piece of due work may go out: not the directives of children their map's cursor
+   * does not cover yet (a change that lost its race wrote them, see saveChanges; the change that
+   * covers them will keep them). A job that ended lets them through, to be withdrawn. Applied
+   * while the sweep collects its batch, so that they never take a batch's places.
    */
-  async function coveredOnly(work: OutboxWork[]): Promise<OutboxWork[]> {
+  async function covered(work: readonly OutboxWork[]): Promise<boolean[]> {
     const maps = new Map<string, Promise<Step | null>>();
     const mapOf = (jobId: string, index: number) => {
       const key = `${jobId}/${index}`;
@@ -136,14 +138,13 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       }
       return read;
     };
-    const covered = await Promise.all(
+    return Promise.all(
       work.map(async ({ job, step }) => {
         if (!isChildStepId(step.stepId) || step.itemIndex === undefined || hasJobEnded(job)) return true;
         const map = (await mapOf(job.jobId, step.index))?.map;
-        return map !== undefined && (step.itemIndex < map.next || (map.rerun ?? []).includes(step.itemIndex));
+        return map !== undefined && isCovered(map, step.itemIndex);
       }),
     );
-    return work.filter((_, i) => covered[i]);
   }
 
   async function getJob(jobId: string): Promise<JobAggregate | null> {
@@ -159,6 +160,8 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   }
 
   return {
+    writesRowsApart: true,
+
     async init() {
       await guarded("create tables", () => Promise.all([jobs, steps, outbox, ...side.clients].map((client) => client.createTable())));
       await Promise.all([side.jobIndex.init(), side.deadlines.init()]);
@@ -286,7 +289,7 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       return saved;
     },
 
-    findDueOutbox: async (now, limit, options) => coveredOnly(await findDueWork(due, layout, now, limit, graceMs, options?.skip)),
+    findDueOutbox: (now, limit, options) => findDueWork(due, layout, now, limit, graceMs, options?.skip, covered),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 

@@ -8,10 +8,14 @@
 import { describe, expect, test } from "bun:test";
 import { azurite, freshTables } from "../../../dev/azurite.ts";
 import { startTestRuntime } from "../../../dev/in-process-runtime.ts";
+import { sampleJob, storeJob } from "../../../dev/job-fixtures.ts";
 import { createRecordingPublisher } from "../../../dev/recording-publisher.ts";
+import { loadSettings } from "../../../src/config/settings.ts";
 import { childStepIdFor, stepIdFor } from "../../../src/domain/ids.ts";
 import { createChildren } from "../../../src/domain/map-step.ts";
 import type { MapDefinition } from "../../../src/domain/model.ts";
+import { silentLogger } from "../../../src/logging/logger.ts";
+import { createRuntime } from "../../../src/runtime.ts";
 import type { AzureTableOptions } from "../../../src/storage/azure/client.ts";
 import { createMultiTableStore } from "../../../src/storage/azure/multi-table-store.ts";
 import { cleanupsAfterEach, tempDir, writeProtocols } from "../../support/test-files.ts";
@@ -147,5 +151,51 @@ describe("maps on table: a change cut short between a child's row and its map's"
     expect(due.map((work) => work.entry.stepId)).not.toContain(childStepIdFor(jobId, 1, 2));
     await service.runtime.sweeper?.tick();
     expect(messages("ocr").map((m) => m.itemIndex)).toEqual([0, 1]);
+  });
+
+  test("a child left uncounted when its job failed is counted by the redrive: the map ends and its successor runs", async () => {
+    const { faults, report, started, store, service, messages } = await setup();
+    const jobId = await started();
+    faults.failWritesOf(`_${stepIdFor(jobId, 1)}'`);
+    expect((await report(jobId, childStepIdFor(jobId, 1, 0), "p1-done", { status: "succeeded", result: { text: "one" } })).status).toBe(503);
+    faults.failWritesOf(null);
+    // The other child fails the map (no failure tolerated) before the first is counted.
+    await report(jobId, childStepIdFor(jobId, 1, 1), "p2-failed", { status: "failed", error: { code: "unreadable", message: "no text" } });
+    expect((await store.getJob(jobId))!.job.status).toBe("failed");
+    expect((await service.request(`/v1/jobs/${jobId}/redrive`, { method: "POST" })).status).toBe(200);
+    await service.runtime.dispatcher!.drain();
+    const [rerun] = (await store.getChildren(jobId, [childStepIdFor(jobId, 1, 1)])).steps;
+    expect(rerun?.status).not.toBe("succeeded");
+    await report(jobId, childStepIdFor(jobId, 1, 1), "p2-done", { status: "succeeded", result: { text: "two" }, attempt: rerun!.attempts });
+    await service.runtime.dispatcher!.drain();
+    expect(messages("merge").map((m) => m.results.ocr)).toEqual([{ items: [{ text: "one" }, { text: "two" }], failed: [] }]);
+  });
+
+  test("directives of children past the cursor never take a sweep's places: a drain publishes every covered entry", async () => {
+    const { store, started } = await setup();
+    const jobId = await started();
+    const aggregate = (await store.getJob(jobId))!;
+    const map = aggregate.steps[1]!;
+    // A third child written by a change that lost its race, due before everything else.
+    const lost = createChildren(
+      { ...map, map: { ...map.map!, total: 3, running: 0 } },
+      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
+      ["p1", "p2", "p3"],
+      3,
+      { job: aggregate.job, results: {}, traceparent: null, now: new Date(Date.now() - 3_600_000), retryDelaySeconds: 0 },
+    );
+    await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    for (let i = 0; i < 8; i++) await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
+    const recording = createRecordingPublisher();
+    const runtime = await createRuntime({
+      settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
+      protocols,
+      logger: silentLogger,
+      store,
+      publisher: recording.publisher,
+    });
+    cleanups.push(() => runtime.stop());
+    expect(await runtime.sweeper!.drainAll()).toMatchObject({ sent: 8 });
+    expect(recording.published.map((p) => p.message.body.stepId)).not.toContain(childStepIdFor(jobId, 1, 2));
   });
 });
