@@ -1,12 +1,12 @@
 /**
- * A map step survives a SIGKILL mid-way: the service on `ledger` (Azurite) fans a 500-item list
+ * A map step survives a SIGKILL mid-way: the service on `ledger` (or `table`, `--backend table`; Azurite) fans a 500-item list
  * out over the dev broker, 50 children at a time, to a worker in this process that answers over
  * HTTP; after 150 answers the service is killed with SIGKILL and started again on the same
  * tables. Passes when the job ends `succeeded` with every item's result, every child was
  * published under exactly one messageId (a repeated publish keeps it: the broker counts the
  * duplicates it dropped), and none is missing. Run by .ci/run; exits 1 naming what failed.
  *
- *   bun scripts/smoke-map-crash.ts [--items 500] [--kill-after 150]
+ *   bun scripts/smoke-map-crash.ts [--items 500] [--kill-after 150] [--backend ledger|table]
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,7 +16,13 @@ import type { ServiceBusReceivedMessage } from "@azure/service-bus";
 import { azurite, freshTables } from "../dev/azurite.ts";
 import { startBroker } from "../dev/service-bus.ts";
 
-const { values } = parseArgs({ options: { items: { type: "string", default: "500" }, "kill-after": { type: "string", default: "150" } } });
+const { values } = parseArgs({
+  options: { items: { type: "string", default: "500" }, "kill-after": { type: "string", default: "150" }, backend: { type: "string", default: "ledger" } },
+});
+if (values.backend !== "ledger" && values.backend !== "table") {
+  console.error("map crash smoke: --backend is ledger or table");
+  process.exit(2);
+}
 const ITEMS = Number(values.items);
 const KILL_AFTER = Number(values["kill-after"]);
 const root = resolve(import.meta.dir, "..");
@@ -63,9 +69,11 @@ const env = {
   LUCIUS_HOST: "127.0.0.1",
   LUCIUS_PORT: String(port),
   LUCIUS_LOG_LEVEL: "warn",
-  LUCIUS_STORAGE_BACKEND: "ledger",
+  LUCIUS_STORAGE_BACKEND: values.backend,
   LUCIUS_TABLE_CONNECTION: connection,
-  LUCIUS_LEDGER_TABLE: tables.ledger,
+  ...(values.backend === "ledger"
+    ? { LUCIUS_LEDGER_TABLE: tables.ledger }
+    : { LUCIUS_JOBS_TABLE: tables.jobs, LUCIUS_STEPS_TABLE: tables.steps, LUCIUS_OUTBOX_TABLE: tables.outbox }),
   LUCIUS_IDEMPOTENCY_TABLE: tables.idempotency,
   LUCIUS_JOB_INDEX_TABLE: tables.jobIndex,
   LUCIUS_PROTOCOLS_FILE: protocolsFile,
@@ -98,7 +106,7 @@ const accepted = await fetch(`${base}/v1/commands`, {
 });
 if (accepted.status !== 202) fail(`the command was answered ${accepted.status}: ${await accepted.text()}`);
 const { jobId } = (await accepted.json()) as { jobId: string };
-console.log(`map crash smoke: job ${jobId} accepted with ${ITEMS} items`);
+console.log(`map crash smoke: job ${jobId} accepted with ${ITEMS} items on ${values.backend}`);
 
 /** The worker: answers each child over HTTP (retrying while the service is down), then completes the message. */
 let answered = 0;
