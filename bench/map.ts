@@ -1,5 +1,5 @@
 /**
- * A 1,000-item map with an instant worker, on `memory` and on `ledger` (Azurite in this process):
+ * A 1,000-item map with an instant worker, on `memory`, `ledger` and `table` (Azurite in this process):
  * `split` → `ocr` mapped over its pages (maxConcurrency 50) → `merge`. The worker answers every
  * message as soon as it is published (an in-process publisher, so only the service and storage
  * are measured). Prints, per backend: the time from `split` succeeded to the last child
@@ -16,6 +16,7 @@ import { azurite, freshTables } from "../dev/azurite.ts";
 import { startTestRuntime } from "../dev/in-process-runtime.ts";
 import { loadProtocolFile } from "../src/config/protocols.ts";
 import type { OutboundMessage, Publisher } from "../src/outbox/publisher.ts";
+import { createMultiTableStore } from "../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../src/storage/job-store.ts";
 import { createMemoryStore } from "../src/storage/memory/memory-store.ts";
@@ -85,12 +86,12 @@ function counting(store: JobStore) {
   return { store: wrapped, calls, rows, reset };
 }
 
-async function run(backend: "memory" | "ledger") {
+async function run(backend: "memory" | "ledger" | "table") {
   let inner: JobStore;
   if (backend === "memory") inner = createMemoryStore({ maxJobs: 1000 });
   else {
     const { connection } = await azurite();
-    inner = createSingleTableStore({ connection, tables: freshTables() });
+    inner = (backend === "ledger" ? createSingleTableStore : createMultiTableStore)({ connection, tables: freshTables() });
     await inner.init?.();
   }
   const counted = counting(inner);
@@ -178,4 +179,5 @@ async function run(backend: "memory" | "ledger") {
 console.log(`map benchmark: ${ITEMS} items, maxConcurrency ${CONCURRENCY}, an instant in-process worker, Bun ${Bun.version}`);
 await run("memory");
 await run("ledger");
+await run("table");
 process.exit(0);
