@@ -73,6 +73,20 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
     return (await client.getEntity(entity.partitionKey, entity.rowKey)).etag;
   }
 
+  /**
+   * A map's new child row or directive: inserted, or kept as an earlier try wrote it. One that a
+   * job's closing cancelled (or withdrew) while its map's cursor did not cover it yet is written
+   * again, conditionally: the change that now covers it runs it (after a redrive).
+   */
+  async function insertChildRow(client: TableClient, entity: Entity, closed: string): Promise<string> {
+    checkEntity(entity);
+    const result = await insertIfAbsent(client, entity);
+    if (result.etag) return result.etag;
+    const stored = await client.getEntity<Record<string, unknown>>(entity.partitionKey, entity.rowKey);
+    if (stored.status !== closed) return stored.etag;
+    return replace(client, entity, stored.etag, `${entity.rowKey} (closed before its map reached it)`);
+  }
+
   async function replace(client: TableClient, entity: Entity, etag: string | undefined, what: string): Promise<string> {
     checkEntity(entity);
     try {
@@ -238,12 +252,17 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
           Promise.all(
             changedSteps
               .filter((step) => newChildIds.has(step.stepId))
-              .map(async (step) => [step.stepId, await insertOrKeep(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }))] as const),
+              .map(
+                async (step) => [step.stepId, await insertChildRow(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), "cancelled")] as const,
+              ),
           ),
           Promise.all(
             entries
               .filter(isNewChildEntry)
-              .map(async (entry) => [entry.outboxId, await insertOrKeep(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }))] as const),
+              .map(
+                async (entry) =>
+                  [entry.outboxId, await insertChildRow(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), "withdrawn")] as const,
+              ),
           ),
         ]);
         // Rows that exist, each conditional on its etag: a child's before its map's (a child written

@@ -14,6 +14,7 @@ import { loadSettings } from "../../../src/config/settings.ts";
 import { childStepIdFor, stepIdFor } from "../../../src/domain/ids.ts";
 import { createChildren } from "../../../src/domain/map-step.ts";
 import type { MapDefinition } from "../../../src/domain/model.ts";
+import { cancelStep, withdrawEntry } from "../../../src/domain/transitions.ts";
 import { silentLogger } from "../../../src/logging/logger.ts";
 import { createRuntime } from "../../../src/runtime.ts";
 import type { AzureTableOptions } from "../../../src/storage/azure/client.ts";
@@ -197,5 +198,31 @@ describe("maps on table: a change cut short between a child's row and its map's"
     cleanups.push(() => runtime.stop());
     expect(await runtime.sweeper!.drainAll()).toMatchObject({ sent: 8 });
     expect(recording.published.map((p) => p.message.body.stepId)).not.toContain(childStepIdFor(jobId, 1, 2));
+  });
+
+  test("a child a job's closing cancelled before its map reached it is written afresh by the change that covers it", async () => {
+    const { store, started } = await setup();
+    const jobId = await started();
+    const aggregate = (await store.getJob(jobId))!;
+    const map = aggregate.steps[1]!;
+    const lost = createChildren(
+      { ...map, map: { ...map.map!, total: 3, running: 0 } },
+      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
+      ["p1", "p2", "p3"],
+      3,
+      { job: aggregate.job, results: {}, traceparent: null, now: new Date(), retryDelaySeconds: 0 },
+    );
+    // Written by a change that lost its race, then closed with its job.
+    const orphan = await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    const at = new Date().toISOString();
+    await store.saveChanges(jobId, {
+      steps: orphan.steps.map((child) => cancelStep(child, at)),
+      outbox: orphan.outbox.map((entry) => withdrawEntry(entry, "job ended before this directive was sent", at)),
+    });
+    // After a redrive, the change that covers it writes it again.
+    await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    const stored = await store.getChildren(jobId, [childStepIdFor(jobId, 1, 2)]);
+    expect(stored.steps.map((c) => c.status)).toEqual(["pending"]);
+    expect(stored.outbox.map((o) => o.status)).toEqual(["pending"]);
   });
 });
