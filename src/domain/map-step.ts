@@ -181,11 +181,6 @@ export function countedAfresh(progress: MapProgress, succeeded: readonly number[
   };
 }
 
-/** The progress with these items no longer counted (a redrive runs them again). */
-export function uncount(progress: MapProgress, items: readonly number[]): MapProgress {
-  return progress.counted === undefined ? progress : { ...progress, counted: withBits(progress.counted, items, false) };
-}
-
 /**
  * Whether the map's cursor covers the child: dispatched, or to run again after a redrive. One
  * past the cursor was written by a change that lost its race (`table`) and is not the map's yet.

@@ -5,7 +5,7 @@
 import { type FieldViolation, InvalidTransitionError, RedriveLimitError, ValidationFailedError } from "./errors.ts";
 import { failJob, redispatch } from "./fail-fast.ts";
 import { resultsFor, workSteps } from "./graph.ts";
-import { countedAfresh, uncount } from "./map-step.ts";
+import { countedAfresh } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, OutboxEntry, Protocol, Step } from "./model.ts";
 import { advance } from "./plan-job.ts";
 import { finishJob, hasJobEnded, reopenJob, reopenStep, succeedByOperator } from "./transitions.ts";
@@ -25,13 +25,18 @@ export interface RedriveRequest {
   maxRedrives: number;
   /** The bulk operation redriving it, if one is. */
   operationId?: string;
-  /** For each failed or cancelled map step (by step id): the items whose child did not succeed, to run again. */
-  mapReruns?: Record<string, number[]>;
   /**
-   * For the same map steps: the items whose child succeeded. Given, the step's count of succeeded
-   * children is taken from them (on `table` a child can have ended without its map counting it).
+   * For each failed or cancelled map step (by step id), its children as read: the items to run
+   * again (their child did not succeed) and those that succeeded, from which the step's count is
+   * taken afresh (on `table` a child can have ended without its map counting it).
    */
-  mapSucceeded?: Record<string, number[]>;
+  mapChildren?: Record<string, MapChildren>;
+}
+
+/** A map step's items below its cursor, by what their children did. */
+export interface MapChildren {
+  rerun: number[];
+  succeeded: number[];
 }
 
 export type RepairChange = { job: Job; steps: Step[]; outbox: OutboxEntry[] };
@@ -40,7 +45,7 @@ export type RepairChange = { job: Job; steps: Step[]; outbox: OutboxEntry[] };
  * A failed or cancelled job back to in_progress: steps that succeeded keep their results and are
  * not sent again; failed and cancelled steps run again with their next attempt (a new directive,
  * so a new messageId), never-run steps run when their predecessors are done. A map step runs its
- * failed and cancelled children again (`mapReruns`, read by the caller), not the ones that succeeded.
+ * failed and cancelled children again (`mapChildren`, read by the caller), not the ones that succeeded.
  */
 export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, options: RepairOptions): RepairChange {
   const { job } = aggregate;
@@ -74,10 +79,7 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
     const result = skip[step.name];
     if (result !== undefined) changed.set(step.stepId, succeedByOperator(step, result, at));
     else if (step.status === "failed" || step.status === "cancelled") {
-      changed.set(
-        step.stepId,
-        step.map === undefined ? reopenStep(step, at) : reopenMap(step, request.mapReruns?.[step.stepId], request.mapSucceeded?.[step.stepId], at),
-      );
+      changed.set(step.stepId, step.map === undefined ? reopenStep(step, at) : reopenMap(step, request.mapChildren?.[step.stepId], at));
     }
   }
   let steps = aggregate.steps.map((s) => changed.get(s.stepId) ?? s);
@@ -106,16 +108,15 @@ export function redriveJob(aggregate: JobAggregate, request: RedriveRequest, opt
 
 /**
  * A map step that started, back to running: the children that succeeded keep their results and
- * count; the others (`reruns`) run again with their next attempt, then the items never reached.
+ * count (taken afresh from them); the others run again with their next attempt, then the items never reached.
  */
-function reopenMap(step: Step, reruns: number[] | undefined, succeeded: number[] | undefined, at: string): Step {
-  if (reruns === undefined) throw new Error(`redrive of map step ${step.stepId} needs its children read first`);
-  const progress = succeeded === undefined ? uncount(step.map!, reruns) : countedAfresh(step.map!, succeeded);
+function reopenMap(step: Step, children: MapChildren | undefined, at: string): Step {
+  if (children === undefined) throw new Error(`redrive of map step ${step.stepId} needs its children read first`);
   return {
     ...reopenStep(step, at),
     status: "initiated",
     startedAt: step.startedAt,
-    map: { ...progress, running: 0, failed: 0, failedItems: [], rerun: reruns },
+    map: { ...countedAfresh(step.map!, children.succeeded), running: 0, failed: 0, failedItems: [], rerun: children.rerun },
   };
 }
 

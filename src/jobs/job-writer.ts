@@ -75,7 +75,7 @@ export function createJobWriter(options: JobWriterOptions) {
       try {
         const aggregate = await caughtUp(await load(jobId, caller));
         // The try before may have ended the job and lost its race before closing its maps' children.
-        if (attempt > 1 && hasJobEnded(aggregate.job)) await closeChildren(jobId, mapIndexes(aggregate.steps));
+        if (store.writesRowsApart && attempt > 1 && hasJobEnded(aggregate.job)) await closeChildren(jobId, mapIndexes(aggregate.steps));
         return await decide(aggregate);
       } catch (error) {
         if (!(error instanceof ConcurrencyConflictError) || attempt >= attempts) throw error;
@@ -86,9 +86,11 @@ export function createJobWriter(options: JobWriterOptions) {
 
   /**
    * The job with what a change cut short left undone completed first (see domain/catch-up.ts):
-   * nothing to do on `memory` and `ledger`; on `table`, after a lost race or a crash midway.
+   * only where a change's rows are written apart (`table`); on `memory` and `ledger` every change
+   * lands whole, and nothing is spent on it per event.
    */
   async function caughtUp(aggregate: JobAggregate): Promise<JobAggregate> {
+    if (!store.writesRowsApart) return aggregate;
     const change = catchUp(aggregate, { protocol: options.protocols.get(aggregate.job.requestType), now: now(), retryDelaySeconds: options.retryDelaySeconds });
     if (!change) return aggregate;
     await commit(aggregate, change);

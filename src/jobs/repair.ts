@@ -12,7 +12,7 @@ import { InvalidCursorError, InvalidTransitionError, NotFoundError, ValidationFa
 import type { HistoryCause } from "../domain/history.ts";
 import type { HistoryEntry, JobAggregate, JsonObject, Page, Step } from "../domain/model.ts";
 import type { HubMessage } from "../domain/notices.ts";
-import { pauseJob, type RepairChange, redriveJob, resumeJob } from "../domain/repair.ts";
+import { type MapChildren, pauseJob, type RepairChange, redriveJob, resumeJob } from "../domain/repair.ts";
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import { encodeCursor, readCursor } from "../storage/cursor.ts";
 import type { JobStore } from "../storage/job-store.ts";
@@ -83,15 +83,13 @@ export function createRepairService(options: RepairServiceOptions) {
     return patched as JsonObject;
   }
 
-  /** For each map step that would run again: the items whose child did not succeed (every child read, in pages). */
   /**
    * Each failed or cancelled map step's children below its cursor (a child past it was written by
-   * a change that lost its race, and was never dispatched): those to run again, and those that
-   * succeeded, which the redrive counts afresh (on `table` one may have ended uncounted).
+   * a change that lost its race, and was never dispatched), every child read in pages: those to
+   * run again, and those that succeeded.
    */
-  async function mapChildren(aggregate: JobAggregate): Promise<{ reruns: Record<string, number[]>; succeeded: Record<string, number[]> }> {
-    const reruns: Record<string, number[]> = {};
-    const succeeded: Record<string, number[]> = {};
+  async function mapChildren(aggregate: JobAggregate): Promise<Record<string, MapChildren>> {
+    const read: Record<string, MapChildren> = {};
     for (const step of aggregate.steps) {
       if (step.map === undefined || (step.status !== "failed" && step.status !== "cancelled")) continue;
       const children: Step[] = [];
@@ -100,10 +98,12 @@ export function createRepairService(options: RepairServiceOptions) {
         children.push(...page.filter((c) => c.itemIndex! < step.map!.next));
         if (page.length < CHILDREN_PAGE) break;
       }
-      reruns[step.stepId] = children.filter((c) => c.status !== "succeeded").map((c) => c.itemIndex!);
-      succeeded[step.stepId] = children.filter((c) => c.status === "succeeded").map((c) => c.itemIndex!);
+      read[step.stepId] = {
+        rerun: children.filter((c) => c.status !== "succeeded").map((c) => c.itemIndex!),
+        succeeded: children.filter((c) => c.status === "succeeded").map((c) => c.itemIndex!),
+      };
     }
-    return { reruns, succeeded };
+    return read;
   }
 
   async function repair(
@@ -139,7 +139,7 @@ export function createRepairService(options: RepairServiceOptions) {
             ...(payload ? { payload } : {}),
             skip,
             maxRedrives: options.maxRedrives,
-            ...(await mapChildren(aggregate).then(({ reruns, succeeded }) => ({ mapReruns: reruns, mapSucceeded: succeeded }))),
+            mapChildren: await mapChildren(aggregate),
             ...(input.operationId ? { operationId: input.operationId } : {}),
           },
           { protocol, now: now(), retryDelaySeconds: options.retryDelaySeconds },

@@ -83,7 +83,11 @@ describe("redrive", () => {
     };
     // Its children must be read first (the service does): which items did not succeed.
     expect(() => redriveJob(mapFailed, { maxRedrives: 2 }, { ...options, protocol: mapped })).toThrow(/children read first/);
-    const reopened = redriveJob(mapFailed, { maxRedrives: 2, mapReruns: { [mapFailed.steps[1]!.stepId]: [0] } }, { ...options, protocol: mapped });
+    const reopened = redriveJob(
+      mapFailed,
+      { maxRedrives: 2, mapChildren: { [mapFailed.steps[1]!.stepId]: { rerun: [0], succeeded: [] } } },
+      { ...options, protocol: mapped },
+    );
     expect(reopened.steps.find((s) => s.index === 1)).toMatchObject({ status: "initiated", map: { running: 0, failed: 0, rerun: [0] } });
     expect(reopened.outbox).toEqual([]);
     // Or skipped with a result.

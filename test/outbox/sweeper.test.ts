@@ -376,6 +376,19 @@ test("the sweeper wakes when a directive it was told of falls due, not at the en
   await eventually(async () => (await entryOf(store, jobId)).status === "sent", { timeoutMs: 5000, what: "the retry sent before the interval ends" });
 });
 
+/** A runtime on `store` that sweeps two entries a batch, stopped after the test. */
+async function smallBatchRuntime(store: JobStore, publisher: Publisher): Promise<Runtime> {
+  const runtime = await createRuntime({
+    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
+    protocols: bundledRegistry(),
+    logger: silentLogger,
+    store,
+    publisher,
+  });
+  cleanups.push(() => runtime.stop());
+  return runtime;
+}
+
 test("a drain of everything looks past a full window of entries held by leases to the ones behind them", async () => {
   const store = createMemoryStore();
   const until = new Date(Date.now() + 60_000).toISOString();
@@ -390,14 +403,7 @@ test("a drain of everything looks past a full window of entries held by leases t
   const later = new Date(Date.now() + 120_000).toISOString();
   await store.saveChanges(behind.job.jobId, { outbox: [{ ...behind.outbox[0]!, nextAttemptAt: later }] });
   const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
-  const runtime = await createRuntime({
-    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
-    protocols: bundledRegistry(),
-    logger: silentLogger,
-    store,
-    publisher: recording.publisher,
-  });
-  cleanups.push(() => runtime.stop());
+  const runtime = await smallBatchRuntime(store, recording.publisher);
   expect(await runtime.sweeper!.drainAll()).toEqual({ attempted: 1, sent: 1, failed: 0 });
   expect(recording.published.map((p) => p.message.messageId)).toEqual([behind.outbox[0]!.outboxId]);
   for (const stored of held) expect((await entryOf(store, stored.job.jobId)).status).toBe("pending");
@@ -418,14 +424,7 @@ test("a drain does not read again the entries its batches in flight are publishi
   const recording = (await import("../../dev/recording-publisher.ts")).createRecordingPublisher();
   // Every batch waits until all three are in flight: the drain sweeps on while they publish.
   const release = recording.stall();
-  const runtime = await createRuntime({
-    settings: loadSettings({ LUCIUS_OUTBOX_RETRY_BATCH_SIZE: "2" }),
-    protocols: bundledRegistry(),
-    logger: silentLogger,
-    store,
-    publisher: recording.publisher,
-  });
-  cleanups.push(() => runtime.stop());
+  const runtime = await smallBatchRuntime(store, recording.publisher);
   const drained = runtime.sweeper!.drainAll();
   await eventually(() => found.size === 6, { timeoutMs: 5_000, what: "every entry found" });
   release();

@@ -65,25 +65,18 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
   const graceMs = orphanGraceMs(options);
   const layout: RowLayout = { clients: { job: jobs, step: steps, outbox: outbox }, jobRow: JOB_ROW, stepRow, outboxRow, childrenWrittenApart: true };
 
-  /** Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. */
-  async function insertOrKeep(client: TableClient, entity: Entity): Promise<string> {
-    checkEntity(entity);
-    const result = await insertIfAbsent(client, entity);
-    if (result.etag) return result.etag;
-    return (await client.getEntity(entity.partitionKey, entity.rowKey)).etag;
-  }
-
   /**
-   * A map's new child row or directive: inserted, or kept as an earlier try wrote it. One that a
-   * job's closing cancelled (or withdrew) while its map's cursor did not cover it yet is written
-   * again, conditionally: the change that now covers it runs it (after a redrive).
+   * Inserts, or keeps what an earlier attempt inserted; returns the stored etag either way. With
+   * `rewriteIf` (a map's new child row or directive), one stored with that status (cancelled, or
+   * withdrawn, by its job's closing while its map's cursor did not cover it yet) is written again,
+   * conditionally: the change that now covers it runs it (after a redrive).
    */
-  async function insertChildRow(client: TableClient, entity: Entity, closed: string): Promise<string> {
+  async function insertOrKeep(client: TableClient, entity: Entity, rewriteIf?: string): Promise<string> {
     checkEntity(entity);
     const result = await insertIfAbsent(client, entity);
     if (result.etag) return result.etag;
     const stored = await client.getEntity<Record<string, unknown>>(entity.partitionKey, entity.rowKey);
-    if (stored.status !== closed) return stored.etag;
+    if (rewriteIf === undefined || stored.status !== rewriteIf) return stored.etag;
     return replace(client, entity, stored.etag, `${entity.rowKey} (closed before its map reached it)`);
   }
 
@@ -252,16 +245,14 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
           Promise.all(
             changedSteps
               .filter((step) => newChildIds.has(step.stepId))
-              .map(
-                async (step) => [step.stepId, await insertChildRow(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), "cancelled")] as const,
-              ),
+              .map(async (step) => [step.stepId, await insertOrKeep(steps, stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), "cancelled")] as const),
           ),
           Promise.all(
             entries
               .filter(isNewChildEntry)
               .map(
                 async (entry) =>
-                  [entry.outboxId, await insertChildRow(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), "withdrawn")] as const,
+                  [entry.outboxId, await insertOrKeep(outbox, outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), "withdrawn")] as const,
               ),
           ),
         ]);

@@ -89,7 +89,24 @@ async function setup() {
     await service.runtime.dispatcher!.drain();
     return jobId;
   };
-  return { service, store, faults, messages, report, mapCounts, started, advance: (seconds: number) => (clock += seconds * 1000) };
+  /**
+   * What a writer that lost the race for the map's row leaves behind: a third child (item 2), its
+   * row and directive written (created `at`), and no cursor over it. Returns the change, unsaved.
+   */
+  const lostChild = async (jobId: string, at: Date) => {
+    const aggregate = (await store.getJob(jobId))!;
+    const map = aggregate.steps[1]!;
+    const lost = createChildren(
+      { ...map, map: { ...map.map!, total: 3, running: 0 } },
+      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
+      ["p1", "p2", "p3"],
+      3,
+      { job: aggregate.job, results: {}, traceparent: null, now: at, retryDelaySeconds: 0 },
+    );
+    expect(lost.children.map((c) => c.itemIndex)).toEqual([2]);
+    return { steps: lost.children, outbox: lost.outbox };
+  };
+  return { service, store, faults, messages, report, mapCounts, started, lostChild, advance: (seconds: number) => (clock += seconds * 1000) };
 }
 
 describe("maps on table: a change cut short between a child's row and its map's", () => {
@@ -128,26 +145,9 @@ describe("maps on table: a change cut short between a child's row and its map's"
   });
 
   test("children a change wrote before losing its race are not published until their map's cursor covers them", async () => {
-    const { store, started, service, messages } = await setup();
+    const { store, started, service, messages, lostChild } = await setup();
     const jobId = await started();
-    const aggregate = (await store.getJob(jobId))!;
-    const map = aggregate.steps[1]!;
-    // What a writer that lost the race for the map's row leaves behind: its new children, and no cursor.
-    const lost = createChildren(
-      { ...map, map: { ...map.map!, total: 3, running: 0 } },
-      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
-      ["p1", "p2", "p3"],
-      3,
-      {
-        job: aggregate.job,
-        results: {},
-        traceparent: null,
-        now: new Date(Date.now() - 60_000),
-        retryDelaySeconds: 0,
-      },
-    );
-    expect(lost.children.map((c) => c.itemIndex)).toEqual([2]);
-    await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    await store.saveChanges(jobId, await lostChild(jobId, new Date(Date.now() - 60_000)));
     const due = await store.findDueOutbox(new Date(Date.now() + 3_600_000), 100);
     expect(due.map((work) => work.entry.stepId)).not.toContain(childStepIdFor(jobId, 1, 2));
     await service.runtime.sweeper?.tick();
@@ -173,19 +173,10 @@ describe("maps on table: a change cut short between a child's row and its map's"
   });
 
   test("directives of children past the cursor never take a sweep's places: a drain publishes every covered entry", async () => {
-    const { store, started } = await setup();
+    const { store, started, lostChild } = await setup();
     const jobId = await started();
-    const aggregate = (await store.getJob(jobId))!;
-    const map = aggregate.steps[1]!;
-    // A third child written by a change that lost its race, due before everything else.
-    const lost = createChildren(
-      { ...map, map: { ...map.map!, total: 3, running: 0 } },
-      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
-      ["p1", "p2", "p3"],
-      3,
-      { job: aggregate.job, results: {}, traceparent: null, now: new Date(Date.now() - 3_600_000), retryDelaySeconds: 0 },
-    );
-    await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    // Due before everything else.
+    await store.saveChanges(jobId, await lostChild(jobId, new Date(Date.now() - 3_600_000)));
     for (let i = 0; i < 8; i++) await storeJob(store, sampleJob("acme", { retryDelaySeconds: 0 }));
     const recording = createRecordingPublisher();
     const runtime = await createRuntime({
@@ -201,26 +192,18 @@ describe("maps on table: a change cut short between a child's row and its map's"
   });
 
   test("a child a job's closing cancelled before its map reached it is written afresh by the change that covers it", async () => {
-    const { store, started } = await setup();
+    const { store, started, lostChild } = await setup();
     const jobId = await started();
-    const aggregate = (await store.getJob(jobId))!;
-    const map = aggregate.steps[1]!;
-    const lost = createChildren(
-      { ...map, map: { ...map.map!, total: 3, running: 0 } },
-      { ...protocols.get("document.pages")!.steps[1]!, map: { ...MAP, maxConcurrency: 3 } },
-      ["p1", "p2", "p3"],
-      3,
-      { job: aggregate.job, results: {}, traceparent: null, now: new Date(), retryDelaySeconds: 0 },
-    );
+    const lost = await lostChild(jobId, new Date());
     // Written by a change that lost its race, then closed with its job.
-    const orphan = await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    const orphan = await store.saveChanges(jobId, lost);
     const at = new Date().toISOString();
     await store.saveChanges(jobId, {
       steps: orphan.steps.map((child) => cancelStep(child, at)),
       outbox: orphan.outbox.map((entry) => withdrawEntry(entry, "job ended before this directive was sent", at)),
     });
     // After a redrive, the change that covers it writes it again.
-    await store.saveChanges(jobId, { steps: lost.children, outbox: lost.outbox });
+    await store.saveChanges(jobId, lost);
     const stored = await store.getChildren(jobId, [childStepIdFor(jobId, 1, 2)]);
     expect(stored.steps.map((c) => c.status)).toEqual(["pending"]);
     expect(stored.outbox.map((o) => o.status)).toEqual(["pending"]);
