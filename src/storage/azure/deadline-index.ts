@@ -17,8 +17,8 @@ import { endedUncounted } from "../../domain/map-step.ts";
 import type { Step } from "../../domain/model.ts";
 import { hasJobEnded, hasStepEnded } from "../../domain/transitions.ts";
 import type { ExpiredStep } from "../job-store.ts";
+import { createBatchedMarkerWrites } from "./batched-marker-writes.ts";
 import { deleteIfPresent, guarded, queryAll } from "./client.ts";
-import { createDeferredMarkerWrites } from "./deferred-marker-writes.ts";
 import { shardOf } from "./due-index.ts";
 import { entityToJob, entityToStep, keysOf } from "./entities.ts";
 import { recordedCount } from "./recorded-count.ts";
@@ -59,7 +59,7 @@ export interface DeadlineIndexOptions {
 }
 
 export function createDeadlineIndex(client: TableClient, options: DeadlineIndexOptions = {}) {
-  const deferred = createDeferredMarkerWrites(client);
+  const writes = createBatchedMarkerWrites(client);
   let shards = options.shards ?? DEFAULT_DEADLINE_SHARDS;
   const shardFor = (stepId: string) => `deadline-${shardOf(stepId, shards)}`;
   const keysFor = (step: Pick<Step, "stepId">, deadlineAt: string) => ({ partitionKey: shardFor(step.stepId), rowKey: `${deadlineAt}_${step.stepId}` });
@@ -103,7 +103,7 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
               job !== null || now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs
             : // A failed job's open step is its compensation step (the rest was cancelled): it still runs.
               (hasJobEnded(job) && job.status !== "failed") || hasStepEnded(step) || step.deadlineAt !== marker.deadlineAt;
-        if (stale) deferred.delete(marker.partitionKey, marker.rowKey);
+        if (stale) writes.defer(["delete", { partitionKey: marker.partitionKey, rowKey: marker.rowKey }]);
         else if (job && step) found.push({ jobId: marker.jobId, stepId: marker.stepId, deadlineAt: marker.deadlineAt });
       });
     }
@@ -131,11 +131,11 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
         Promise.all(
           watched.map(async (step) => {
             const keys = keysFor(step, step.deadlineAt!);
-            deferred.cancel(keys.partitionKey, keys.rowKey);
-            await client.upsertEntity(
+            await writes.write([
+              "upsert",
               { ...keys, jobId: step.jobId, stepId: step.stepId, stepIndex: step.index, deadlineAt: step.deadlineAt, createdAt: now },
               "Merge",
-            );
+            ]);
             remember(step.stepId, step.deadlineAt!);
           }),
         ),
@@ -147,8 +147,7 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
       for (const step of steps) {
         if (step.deadlineAt !== null && hasStepEnded(step)) {
           marked.delete(step.stepId);
-          const keys = keysFor(step, step.deadlineAt);
-          deferred.delete(keys.partitionKey, keys.rowKey);
+          writes.defer(["delete", keysFor(step, step.deadlineAt)]);
         }
       }
     },
@@ -194,7 +193,7 @@ export function createDeadlineIndex(client: TableClient, options: DeadlineIndexO
         .slice(0, limit);
     },
 
-    flush: () => deferred.flush(),
+    flush: () => writes.flush(),
 
     /** Reads (or, on a new table, records) the shard count; refuses one the table was not written with. */
     async init(): Promise<void> {

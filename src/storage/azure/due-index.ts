@@ -9,8 +9,8 @@
  */
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import type { OutboxEntry, OutboxWork } from "../../domain/model.ts";
+import { createBatchedMarkerWrites } from "./batched-marker-writes.ts";
 import { deleteIfPresent, guarded, queryAll } from "./client.ts";
-import { createDeferredMarkerWrites } from "./deferred-marker-writes.ts";
 import { keysOf } from "./entities.ts";
 import { type EntryPointer, READ_CONCURRENCY, type RowLayout, readPointedRows } from "./rows.ts";
 
@@ -75,19 +75,13 @@ function markerOf(entry: OutboxEntry, now: string) {
 }
 
 export function createDueIndex(client: TableClient) {
-  const deferred = createDeferredMarkerWrites(client);
+  const writes = createBatchedMarkerWrites(client);
   let rotation = Math.floor(Math.random() * DUE_SHARDS);
 
   async function writeMarkers(marked: readonly OutboxEntry[], now: string): Promise<void> {
     await guarded("write outbox markers", () =>
-      Promise.all(
-        marked.map((entry) => {
-          const marker = markerOf(entry, now);
-          // This write is the marker's truth: a deferred change queued before it must not undo it.
-          deferred.cancel(marker.partitionKey, marker.rowKey);
-          return client.upsertEntity(marker, "Merge");
-        }),
-      ),
+      // Grouped with the other markers of the shard written meanwhile: one call for many jobs under load.
+      Promise.all(marked.map((entry) => writes.write(["upsert", markerOf(entry, now), "Merge"]))),
     );
   }
 
@@ -120,13 +114,13 @@ export function createDueIndex(client: TableClient) {
      */
     afterWrite(entries: readonly OutboxEntry[], now: string): void {
       for (const entry of entries) {
-        if (entry.status !== "pending") deferred.delete(dueShard(entry.outboxId), entry.outboxId);
-        else if (isLeased(entry)) deferred.upsert(markerOf(entry, now));
+        if (entry.status !== "pending") writes.defer(["delete", { partitionKey: dueShard(entry.outboxId), rowKey: entry.outboxId }]);
+        else if (isLeased(entry)) writes.defer(["upsert", markerOf(entry, now), "Merge"]);
       }
     },
 
     /** Sends what afterWrite queued; before closing, and for tests. */
-    flush: () => deferred.flush(),
+    flush: () => writes.flush(),
 
     async deleteMarker(outboxId: string): Promise<void> {
       await guarded("delete due marker", () => deleteIfPresent(client, dueShard(outboxId), outboxId));
@@ -134,7 +128,7 @@ export function createDueIndex(client: TableClient) {
 
     /** A marker whose entry is no longer pending, removed with the next batch of its shard (best effort, like afterWrite's). */
     dropMarker(outboxId: string): void {
-      deferred.delete(dueShard(outboxId), outboxId);
+      writes.defer(["delete", { partitionKey: dueShard(outboxId), rowKey: outboxId }]);
     },
 
     async deleteFailedMarker(outboxId: string): Promise<void> {

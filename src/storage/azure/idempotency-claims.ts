@@ -1,6 +1,7 @@
 /** Idempotency records of both Azure layouts: one row per (tenant, key), claimed by an insert. */
 import type { TableClient } from "@azure/data-tables";
 import type { IdempotencyRecord } from "../../domain/model.ts";
+import { createBatchedMarkerWrites } from "./batched-marker-writes.ts";
 import { guarded, insertIfAbsent, isMissing, lostConditionalWrite } from "./client.ts";
 import { entityToIdempotency, idempotencyKeys, idempotencyToEntity } from "./entities.ts";
 import { checkEntity } from "./limits.ts";
@@ -22,6 +23,7 @@ export interface IdempotencyClaims {
 }
 
 export function createIdempotencyClaims(client: TableClient): IdempotencyClaims {
+  const writes = createBatchedMarkerWrites(client);
   async function read(tenantId: string, key: string): Promise<(IdempotencyRecord & { etag: string }) | null> {
     const keys = idempotencyKeys(tenantId, key);
     try {
@@ -38,7 +40,8 @@ export function createIdempotencyClaims(client: TableClient): IdempotencyClaims 
       return guarded("claim idempotency key", async (): Promise<ClaimOutcome> => {
         const entity = idempotencyToEntity(record);
         checkEntity(entity);
-        if ((await insertIfAbsent(client, entity)).inserted) return { claimed: true };
+        // Claims of the tenant made meanwhile share one call under load.
+        if (await writes.write(["create", entity])) return { claimed: true };
         const existing = await read(record.tenantId, record.key);
         // Deleted between the insert and the read (expired meanwhile): claim it afresh.
         if (!existing)

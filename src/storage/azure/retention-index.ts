@@ -14,6 +14,7 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import type { IdempotencyRecord, Job } from "../../domain/model.ts";
 import { hasJobEnded } from "../../domain/transitions.ts";
+import { createBatchedMarkerWrites } from "./batched-marker-writes.ts";
 import { deleteIfPresent, guarded, queryAll } from "./client.ts";
 import { shardOf } from "./due-index.ts";
 import { idempotencyKeys, keysOf } from "./entities.ts";
@@ -59,19 +60,21 @@ async function markersBefore(client: TableClient, kind: "ended" | "keys", cutoff
 }
 
 export function createRetentionIndex(client: TableClient) {
+  // Markers of many jobs share a call under load: a shard takes every job's marker.
+  const writes = createBatchedMarkerWrites(client);
   return {
     /** Before writing a job row: a marker when the write ends the job. */
     async markEnded(job: Job | undefined): Promise<void> {
       if (!job || !hasJobEnded(job)) return;
       await guarded("write retention marker", () =>
-        client.upsertEntity({ ...endedKeys(job), jobId: job.jobId, tenantId: job.tenantId, endedAt: job.updatedAt }, "Replace"),
+        writes.write(["upsert", { ...endedKeys(job), jobId: job.jobId, tenantId: job.tenantId, endedAt: job.updatedAt }, "Replace"]),
       );
     },
 
     /** Beside a claim: the marker that lets the record expire. */
     async markKey(record: IdempotencyRecord): Promise<void> {
       await guarded("write retention marker", () =>
-        client.upsertEntity({ ...keyMarkerKeys(record), tenantId: record.tenantId, key: record.key, createdAt: record.createdAt }, "Replace"),
+        writes.write(["upsert", { ...keyMarkerKeys(record), tenantId: record.tenantId, key: record.key, createdAt: record.createdAt }, "Replace"]),
       );
     },
 
