@@ -21,7 +21,18 @@ import {
 } from "./map-step.ts";
 import type { Job, JobAggregate, JsonObject, MapDefinition, OutboxEntry, Protocol, ProtocolStep, Step, StepError } from "./model.ts";
 import { advance } from "./plan-job.ts";
-import { failStep, finishJob, hasJobEnded, hasStepEnded, initiateStep, recordStepError, rememberEvent, startJob, succeedStep } from "./transitions.ts";
+import {
+  failStep,
+  finishJob,
+  hasJobEnded,
+  hasStepEnded,
+  initiateStep,
+  markOutboxSent,
+  recordStepError,
+  rememberEvent,
+  startJob,
+  succeedStep,
+} from "./transitions.ts";
 
 export type { ApplyOptions } from "./fail-fast.ts";
 export { cancelRest } from "./fail-fast.ts";
@@ -67,10 +78,13 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
     return { outcome: "applied", steps: [{ ...beaten, progress }], outbox: [] };
   }
 
-  // A worker can answer before the fast path marked its directive sent: the step started.
+  // A worker can answer before the fast path marked its directive sent: the step started, and
+  // its directive was delivered (marked so here, the fast path's own write is then spared).
+  let delivered: OutboxEntry | null = null;
   if (step.status === "pending") {
     if (step.attempts === 0) return { outcome: "ignored", reason: "step has not been dispatched" };
     step = initiateStep(step, now);
+    delivered = aggregate.outbox.find((o) => o.stepId === found.stepId && o.status === "pending" && !o.webhook) ?? null;
   }
   // A step that answers has started, and so has its job, whether or not a publish was marked
   // first (without a broker, none ever is).
@@ -79,16 +93,25 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
 
   if (event.status === "succeeded") {
     step = succeedStep(step, event.result ?? null, now);
-    if (compensating) return { outcome: "applied", steps: [step], outbox: [] };
+    if (compensating) return { outcome: "applied", ...withDelivered({ steps: [step], outbox: [] }, delivered, now) };
     const succeeded = step;
     const after = { ...aggregate, job: started, steps: aggregate.steps.map((s) => (s.stepId === succeeded.stepId ? succeeded : s)) };
     const traceparent = aggregate.outbox.find((o) => o.stepId === found.stepId)?.traceparent ?? null;
     const protocol = options.protocol ?? lineOf(aggregate);
-    return { outcome: "applied", ...moveOn(after, [step], { ...options, protocol }, traceparent, startedJob) };
+    return { outcome: "applied", ...withDelivered(moveOn(after, [step], { ...options, protocol }, traceparent, startedJob), delivered, now) };
   }
 
   const error: StepError = { code: event.error?.code ?? "unknown", message: event.error?.message ?? "", retryable: event.error?.retryable ?? false };
-  return { outcome: "applied", ...endAttempt({ ...aggregate, job: started }, step, error, options, startedJob) };
+  return { outcome: "applied", ...withDelivered(endAttempt({ ...aggregate, job: started }, step, error, options, startedJob), delivered, now) };
+}
+
+/**
+ * The change, with the directive its worker answered marked sent: it was delivered, whatever the
+ * change would have done with it as a pending entry (a job failing withdraws its pending ones).
+ */
+function withDelivered<T extends { outbox: OutboxEntry[] }>(change: T, delivered: OutboxEntry | null, now: string): T {
+  if (!delivered) return change;
+  return { ...change, outbox: [...change.outbox.filter((o) => o.outboxId !== delivered.outboxId), markOutboxSent(delivered, now)] };
 }
 
 /**

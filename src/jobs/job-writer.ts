@@ -64,6 +64,11 @@ export function createJobWriter(options: JobWriterOptions) {
         return step ? [{ job, step, entry }] : [];
       });
     if (work.length > 0) dispatcher.dispatch(work);
+    // Directives this change marked sent (their worker answered first): the publish's own write is spared.
+    const answered = saved.outbox.filter(
+      (entry) => entry.status === "sent" && before.outbox.some((o) => o.outboxId === entry.outboxId && o.status === "pending"),
+    );
+    if (answered.length > 0) dispatcher.answered(answered.map((entry) => entry.outboxId));
   }
 
   /**

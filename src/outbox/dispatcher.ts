@@ -4,6 +4,7 @@
  * load grows batches instead of concurrent calls.
  */
 import type { OutboxEntry, OutboxWork } from "../domain/model.ts";
+import { markOutboxSent } from "../domain/transitions.ts";
 import { WEBHOOK_TOPIC } from "../domain/webhooks.ts";
 import type { Logger } from "../logging/logger.ts";
 import type { JobStore } from "../storage/job-store.ts";
@@ -23,6 +24,8 @@ const MAX_BATCH_MESSAGES = 100;
 export const BROKER_PROBE_MS = 250;
 /** Directives waiting on the fast path per topic; past this the sweeper takes the rest when due. */
 const MAX_QUEUED_PER_TOPIC = 10_000;
+/** Entries remembered as answered first (see Dispatcher.answered); one forgotten costs one conditional write. */
+const MAX_ANSWERED = 10_000;
 
 export interface DispatcherOptions {
   store: JobStore;
@@ -56,6 +59,11 @@ export interface Dispatcher {
    * sweeper's and the operator's path): the entries as stored, null where storing failed.
    */
   publishNow(items: OutboxWork[]): Promise<(OutboxEntry | null)[]>;
+  /**
+   * Entries a change marked sent because their worker answered before the publish's outcome was
+   * stored (see applyStepEvent): that outcome needs no write of its own.
+   */
+  answered(outboxIds: readonly string[]): void;
   /** Resolves when nothing handed over is still being published or stored. */
   drain(): Promise<void>;
   /** Whether the broker answers, from the publishes so far (and probes). */
@@ -83,6 +91,7 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         : logger.info("the broker answers again: publishing resumes"),
   });
   const inFlight = createInFlightSet();
+  const answeredFirst = new Set<string>();
   const queues = createTopicQueues(async (topic, batch) => {
     // Webhooks go to the clients' receivers, not the broker: its outage does not hold them.
     if (topic !== WEBHOOK_TOPIC && !broker.mayAttempt()) return false;
@@ -124,6 +133,8 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         const outcome = outcomes[i]!;
         if (!outcome.ok)
           logger.warn({ outboxId: item.entry.outboxId, jobId: item.job.jobId, topic, error: outcome.error, retryable: outcome.retryable }, "publish failed");
+        // Stored as sent already, by the change its worker's answer made.
+        if (outcome.ok && !item.entry.webhook && answeredFirst.delete(item.entry.outboxId)) return markOutboxSent(item.entry, now().toISOString());
         try {
           const stored = await writeOutcome(item, outcome);
           if (stored.status === "pending" && stored.nextAttemptAt) options.onDue?.(stored.nextAttemptAt);
@@ -156,6 +167,13 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         for (let i = 0; i < group.length; i += MAX_BATCH_MESSAGES) batches.push(inFlight.track(publishAndStore(topic, group.slice(i, i + MAX_BATCH_MESSAGES))));
       }
       return (await Promise.all(batches)).flat();
+    },
+
+    answered(outboxIds) {
+      for (const outboxId of outboxIds) {
+        answeredFirst.add(outboxId);
+        if (answeredFirst.size > MAX_ANSWERED) answeredFirst.delete(answeredFirst.values().next().value!);
+      }
     },
 
     drain: () => inFlight.drain(),

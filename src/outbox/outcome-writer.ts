@@ -65,8 +65,12 @@ export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWrite
     return saved.outbox[0]!;
   }
 
-  /** The entry as stored now, or null when it is gone; throws when someone else settled it. */
-  async function reload(item: OutboxWork): Promise<OutboxWork | null> {
+  /**
+   * The entry as stored now, or null when it is gone; throws when someone else settled it, except
+   * that an entry found sent after a successful publish is answered as it is (its worker answered
+   * first, and that event's change marked it: see applyStepEvent).
+   */
+  async function reload(item: OutboxWork, outcome: PublishOutcome): Promise<OutboxWork | OutboxEntry | null> {
     const { jobId } = item.job;
     // A map step's child is read apart from its job (see JobStore.getJob).
     const [aggregate, child] = await Promise.all([
@@ -78,6 +82,7 @@ export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWrite
     const step = steps?.find((s) => s.stepId === item.step.stepId);
     const entry = entries?.find((o) => o.outboxId === item.entry.outboxId);
     if (!aggregate || !step || !entry) return null;
+    if (outcome.ok && entry.status === "sent") return entry;
     // A sweeper or an admin retry already settled this entry.
     if (entry.status !== "pending") throw new InvalidTransitionError(`outbox entry ${entry.outboxId} is already ${entry.status}`);
     return { job: aggregate.job, step, entry };
@@ -90,8 +95,9 @@ export function createOutcomeWriter(options: OutcomeWriterOptions): OutcomeWrite
         return await write(current, outcome, options.now());
       } catch (error) {
         if (!(error instanceof ConcurrencyConflictError) || attempt >= SAVE_ATTEMPTS) throw error;
-        const reloaded = await reload(current);
+        const reloaded = await reload(current, outcome);
         if (!reloaded) throw error;
+        if (!("entry" in reloaded)) return reloaded;
         current = reloaded;
       }
     }

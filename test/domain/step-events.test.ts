@@ -41,6 +41,26 @@ function dispatched(): JobAggregate {
 const stepId = (aggregate: JobAggregate, index: number) => aggregate.steps[index]!.stepId;
 
 describe("applyStepEvent", () => {
+  test.each(["succeeded", "failed"] as const)(
+    "a worker's %s answer that comes before its directive was marked sent marks it sent in the same change",
+    (status) => {
+      const aggregate = planned();
+      const first = aggregate.outbox[0]!;
+      const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "e1", status }, options);
+      if (decided.outcome !== "applied") throw new Error(decided.outcome);
+      expect(decided.outbox.filter((o) => o.outboxId === first.outboxId)).toEqual([
+        expect.objectContaining({ status: "sent", sentAt: T1_ISO, attempts: first.attempts + 1, nextAttemptAt: null }),
+      ]);
+    },
+  );
+
+  test("a directive already marked sent is not written again by its step's answer", () => {
+    const aggregate = dispatched();
+    const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "e1", status: "succeeded" }, options);
+    if (decided.outcome !== "applied") throw new Error(decided.outcome);
+    expect(decided.outbox.some((o) => o.outboxId === aggregate.outbox[0]!.outboxId)).toBe(false);
+  });
+
   test("succeeded on a middle step keeps its result and issues the next step's directive with the same trace", () => {
     const aggregate = dispatched();
     const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "e1", status: "succeeded", result: { pages: 3 } }, options);
@@ -248,7 +268,8 @@ test("with its protocol gone, a job's compensation step is not taken for a last 
   const done = applyStepEvent(aggregate, aggregate.steps[0]!.stepId, { eventId: "e1", status: "succeeded" }, { ...options, protocol: undefined });
   if (done.outcome !== "applied") throw new Error(done.outcome);
   expect(done.job?.status).toBe("succeeded");
-  expect(done.outbox).toEqual([]);
+  // No directive for the compensation step; the answered step's own is marked sent.
+  expect(done.outbox.map((o) => [o.stepId, o.status])).toEqual([[aggregate.steps[0]!.stepId, "sent"]]);
 });
 
 test("a map step that the protocol no longer maps: its child's event fails the step and the job (protocol-changed), not a wait for ever", () => {

@@ -104,6 +104,23 @@ describe("dispatcher", () => {
     expect(await entryOf(item!)).toMatchObject({ status: "sent", sentAt: "2026-01-01T00:00:00.000Z", etag: other.outbox[0]!.etag });
   });
 
+  test("an entry its worker's answer marked sent first costs no write of its own", async () => {
+    const { store, dispatcher, stored, entryOf } = await setup();
+    const [item] = await stored(1);
+    const answered = await store.saveChanges(item!.job.jobId, { outbox: [markOutboxSent(item!.entry, "2026-01-01T00:00:00.000Z")] });
+    dispatcher.answered([item!.entry.outboxId]);
+    let writes = 0;
+    const saveChanges = store.saveChanges;
+    store.saveChanges = (...args) => {
+      writes++;
+      return saveChanges(...args);
+    };
+    dispatcher.dispatch([item!]);
+    await dispatcher.drain();
+    expect(writes).toBe(0);
+    expect(await entryOf(item!)).toMatchObject({ status: "sent", etag: answered.outbox[0]!.etag });
+  });
+
   test("drain resolves only after in-flight publishes are stored", async () => {
     const { recording, dispatcher, stored, entryOf } = await setup();
     const [item] = await stored(1);
