@@ -5,7 +5,9 @@
  * service runs at the default log level (one line per request), at `warn`, and with
  * LUCIUS_AUTH_MODE=jwt (tokens of an identity provider served by this process), and, to show
  * where the time goes, with a store that keeps no job (bench/forgetful-service.ts). Each server
- * is a fresh process per run; two rounds, the best of each kept. Then an open-loop run at half
+ * is a fresh process per run; five rounds, the best of each kept (single 6 s runs on a two-core
+ * machine vary by ±15%, so a ratio of two targets is also given as the median of the rounds'
+ * back-to-back pairs). Then an open-loop run at half
  * the service's peak for the latency percentiles, of the service and of its forgetful twin.
  * With OpenTelemetry on (every request sampled, spans exported over OTLP/HTTP protobuf to a
  * receiver in this process that counts them) beside it off: the ratio of the two is the cost of
@@ -24,7 +26,7 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "6" },
     connections: { type: "string", default: "32" },
     only: { type: "string" },
-    rounds: { type: "string", default: "2" },
+    rounds: { type: "string", default: "5" },
   },
 });
 const seconds = Number(values.seconds);
