@@ -6,6 +6,7 @@
 import { heardFrom } from "./directives.ts";
 import { type ApplyOptions, cancelRest, failJob, redispatch } from "./fail-fast.ts";
 import { definitionOf, isCompensation, lineOf, resultsFor } from "./graph.ts";
+import { directiveIdFor } from "./ids.ts";
 import {
   allEnded,
   CHILDREN_PER_CHANGE,
@@ -84,7 +85,9 @@ export function applyStepEvent(aggregate: JobAggregate, stepId: string, event: S
   if (step.status === "pending") {
     if (step.attempts === 0) return { outcome: "ignored", reason: "step has not been dispatched" };
     step = initiateStep(step, now);
-    delivered = aggregate.outbox.find((o) => o.stepId === found.stepId && o.status === "pending" && !o.webhook) ?? null;
+    // The directive of the attempt that answered (an earlier one may still be pending beside it).
+    const current = directiveIdFor(found.stepId, step.attempts - 1);
+    delivered = aggregate.outbox.find((o) => o.outboxId === current && o.status === "pending") ?? null;
   }
   // A step that answers has started, and so has its job, whether or not a publish was marked
   // first (without a broker, none ever is).

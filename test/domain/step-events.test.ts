@@ -54,6 +54,16 @@ describe("applyStepEvent", () => {
     },
   );
 
+  test("the answer marks the directive of the attempt that answered, not an earlier one still pending", () => {
+    const aggregate = planned();
+    const first = aggregate.outbox[0]!;
+    const second = { ...first, outboxId: outboxIdFor(aggregate.job.jobId, 0, 1) };
+    const retried: JobAggregate = { ...aggregate, steps: [{ ...aggregate.steps[0]!, attempts: 2 }, aggregate.steps[1]!], outbox: [first, second] };
+    const decided = applyStepEvent(retried, stepId(retried, 0), { eventId: "e1", status: "succeeded", attempt: 2 }, options);
+    if (decided.outcome !== "applied") throw new Error(decided.outcome);
+    expect(decided.outbox.filter((o) => o.status === "sent").map((o) => o.outboxId)).toEqual([second.outboxId]);
+  });
+
   test("a directive already marked sent is not written again by its step's answer", () => {
     const aggregate = dispatched();
     const decided = applyStepEvent(aggregate, stepId(aggregate, 0), { eventId: "e1", status: "succeeded" }, options);

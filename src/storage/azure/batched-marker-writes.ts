@@ -10,16 +10,17 @@
  * - `defer`: may follow its rows (deletes of markers whose entries ended, moves of leased
  *   entries' markers). It waits up to DEFER_MS for company, or rides with the next write.
  *
- * A `create` (an idempotency claim) rides the same way; a batch with a row already there fails
- * whole and is replayed one by one, each claim then learning its own answer.
+ * A `create` (an idempotency claim, a listing row) rides the same way; a batch with a row already
+ * there fails whole and is replayed one by one, each claim then learning its own answer.
  *
  * The last change queued for a row wins, as if the two had been sent one after the other (an
  * awaited write replaced by a later change resolves when that change is stored). A transaction
- * that fails (a delete of a marker already gone fails it whole) is replayed one change at a time;
- * an awaited change that still fails rejects its callers, a deferred one is left for the sweeps.
+ * that fails on one change's row (a delete of a marker already gone, a claim of a row taken) is
+ * replayed one change at a time; any other failure rejects the callers of all its changes. A
+ * deferred change that fails is left for the sweeps.
  */
 import type { TableClient } from "@azure/data-tables";
-import { deleteIfPresent, insertIfAbsent } from "./client.ts";
+import { alreadyExists, deleteIfPresent, insertIfAbsent, isMissing } from "./client.ts";
 import { MAX_TRANSACTION_OPERATIONS } from "./limits.ts";
 
 /** Deferred changes wait at most this long for others of their partition to share a transaction. */
@@ -70,11 +71,14 @@ export function createBatchedMarkerWrites(client: TableClient): BatchedMarkerWri
     }
     const earlier = partition.queued.get(rowKey);
     if (earlier && (change[0] === "create" || earlier.change[0] === "create")) {
-      // Two claims of one row must not merge (both would win): this one goes alone, now.
-      applyOne(change).then(
+      // Two claims of one row must not merge (both would win): this one goes alone, now. (Ahead
+      // of the queued one, which is safe because a writer that claims rows only ever claims.)
+      const alone = applyOne(change).then(
         (stored) => waiter?.resolve(stored),
         (error: unknown) => waiter?.reject(error),
       );
+      inFlight.add(alone);
+      void alone.finally(() => inFlight.delete(alone));
       return;
     }
     const waiters = earlier?.waiters ?? [];
@@ -116,8 +120,14 @@ export function createBatchedMarkerWrites(client: TableClient): BatchedMarkerWri
         await client.submitTransaction(batch.map((q) => q.change));
         for (const q of batch) for (const waiter of q.waiters) waiter.resolve(true);
         return;
-      } catch {
-        // Replayed one by one below: the changes that can be stored still are.
+      } catch (error) {
+        // One change's row (a delete's gone, a claim's taken) fails the whole: replayed one by one
+        // below, the others are stored still. Any other failure (throttled, down) is every
+        // change's: told to their callers, not multiplied into a hundred calls to a busy partition.
+        if (!isMissing(error) && !alreadyExists(error)) {
+          for (const q of batch) for (const waiter of q.waiters) waiter.reject(error);
+          return;
+        }
       }
     }
     await Promise.all(

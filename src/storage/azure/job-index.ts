@@ -23,11 +23,10 @@ export interface JobIndex {
   /** Reads (or, on a new table, records) the bucket count; refuses a count the table was not written with. */
   init(): Promise<void>;
   /**
-   * Lists a new job, grouped with the tenant's other listing writes. A replay of an intake whose
-   * job was stored already writes its own (older) state: the caller then restates the job as
-   * stored.
+   * Lists a job unless it is listed already (a replay must not restate an older job with its own
+   * time), grouped with the tenant's other listing writes; true when this call wrote the row.
    */
-  write(job: Job): Promise<void>;
+  write(job: Job): Promise<boolean>;
   /** Writes the row from the job as stored, over whatever is there. */
   restate(job: Job): Promise<void>;
   list(tenantId: string, page: PageRequest, filter?: JobFilter): Promise<Page<JobSummary>>;
@@ -68,7 +67,7 @@ export function createJobIndex(client: TableClient, options: JobIndexOptions = {
     },
 
     async write(job) {
-      await guarded("write job index", () => writes.write(["upsert", entityOf(job), "Replace"]));
+      return guarded("write job index", () => writes.write(["create", entityOf(job)]));
     },
 
     async remove(tenantId, jobId) {

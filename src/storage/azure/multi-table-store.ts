@@ -190,13 +190,13 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
           Promise.all(stepEntities.map((entity) => insertOrKeep(steps, entity))),
           Promise.all(outboxEntities.map((entity) => insertOrKeep(outbox, entity))),
         ]);
-        const [inserted] = await Promise.all([insertJobRow(jobEntity, aggregate.history), index.write(job)]);
+        const [inserted, listedNow] = await Promise.all([insertJobRow(jobEntity, aggregate.history), index.write(job)]);
         if (!inserted.etag) {
           // An earlier attempt with this id got as far as the commit point: the job is whole.
           const stored = await getJob(job.jobId);
           if (stored) {
-            // This attempt listed the job as it was sent: list it as stored.
-            await index.restate(stored.job);
+            // Its index row was missing (that attempt stopped before it): list the job as stored.
+            if (listedNow) await index.restate(stored.job);
             return { outcome: "stored", aggregate: stored };
           }
         }

@@ -125,8 +125,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         const stored = alreadyExists(transaction.reason) ? await getJob(job.jobId) : null;
         if (!stored) throw toDomainError(transaction.reason, "store job");
         if (indexRow.status === "rejected") throw indexRow.reason;
-        // This attempt listed the job as it was sent: list it as stored.
-        await index.restate(stored.job);
+        // Its index row was missing (that attempt stopped before it): list the job as stored.
+        if (indexRow.value) await index.restate(stored.job);
         return { outcome: "stored", aggregate: stored };
       }
       // Committed but not listed yet: the client's retry (same key) writes the row again.

@@ -93,6 +93,33 @@ describe("batched marker writes", () => {
     expect((await client.getEntity("p", "row")).v).toBe(2);
   });
 
+  test("a transaction the storage refuses whole (throttled) rejects every caller at once, without a call per change", async () => {
+    const { connection } = await azurite();
+    let calls = 0;
+    const client = createTableClient(freshTables().jobs, {
+      connection,
+      maxRetries: 0,
+      configureClient: (c) =>
+        c.pipeline.addPolicy({
+          name: "throttle-batches",
+          sendRequest: async (request, next) => {
+            calls++;
+            if (request.url.endsWith("$batch")) return { request, status: 503, headers: request.headers, bodyAsText: "" };
+            return next(request);
+          },
+        }),
+    });
+    await client.createTable();
+    const writes = createBatchedMarkerWrites(client);
+    const before = calls;
+    const blocker = writes.write(["upsert", marker("blocker"), "Merge"]);
+    const batched = [writes.write(["upsert", marker("a"), "Merge"]), writes.write(["upsert", marker("b"), "Merge"])];
+    expect(await blocker).toBe(true);
+    expect((await Promise.allSettled(batched)).map((a) => a.status)).toEqual(["rejected", "rejected"]);
+    // The blocker alone, then one transaction for both; no replay of each.
+    expect(calls - before).toBe(2);
+  });
+
   test("an awaited write rejects with the storage's error when the storage does not answer", async () => {
     await azurite();
     const client = createTableClient(freshTables().jobs, {
