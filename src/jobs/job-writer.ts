@@ -34,9 +34,6 @@ export interface JobWriterOptions {
 export type Change = { job?: Job; steps: Step[]; outbox: OutboxEntry[] };
 
 export const ATTEMPTS = 5;
-
-/** What a decision made against a kept copy answers when it must be made again against a fresh read (see withRecent). */
-export const DECIDE_AFRESH: unique symbol = Symbol("decide afresh");
 /** Fill-up changes after one event, at most (each adds up to CHILDREN_PER_CHANGE children). */
 const MAX_FILL_ROUNDS = 25;
 
@@ -90,38 +87,6 @@ export function createJobWriter(options: JobWriterOptions) {
         if (attempts > ATTEMPTS) await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
       }
     }
-  }
-
-  /**
-   * Like withRetries, but decides first against the job as this process last saw it, when the
-   * store keeps it (`ledger`, see storage/recent-jobs.ts): no read. `decide` must write the job's
-   * row whenever it writes anything (a stale copy then loses the write), and answers
-   * DECIDE_AFRESH for whatever it would answer without writing (an ignored event): that, and a
-   * lost write, are decided again against a fresh read.
-   */
-  async function withRecent<T>(
-    jobId: string,
-    caller: Caller,
-    decide: (aggregate: JobAggregate, kept: boolean) => Promise<T | typeof DECIDE_AFRESH>,
-  ): Promise<T> {
-    // A change of this job still in flight here (its publish marked) is waited for: deciding on the
-    // copy from before it would lose the race to it.
-    await store.settled?.(jobId);
-    const kept = store.recentJob?.(jobId) ?? null;
-    if (kept && holdsTenant(caller, kept.job.tenantId)) {
-      try {
-        const result = await decide(kept, true);
-        if (result !== DECIDE_AFRESH) return result;
-      } catch (error) {
-        if (!(error instanceof ConcurrencyConflictError)) throw error;
-      }
-      store.forgetJob?.(jobId);
-    }
-    return withRetries(jobId, caller, async (aggregate) => {
-      const result = await decide(aggregate, false);
-      if (result === DECIDE_AFRESH) throw new Error("decided afresh against a fresh read");
-      return result;
-    });
   }
 
   /**
@@ -258,7 +223,7 @@ export function createJobWriter(options: JobWriterOptions) {
     }
   }
 
-  return { load, withRetries, withRecent, commit, announce: (notice: HubMessage) => options.announce?.(notice) };
+  return { load, withRetries, commit, announce: (notice: HubMessage) => options.announce?.(notice) };
 }
 
 export type JobWriter = ReturnType<typeof createJobWriter>;

@@ -84,21 +84,6 @@ export interface JobStore {
   init(): Promise<void>;
 
   /**
-   * The job as this process last wrote or read it, without a storage call; null when not kept.
-   * May be stale: only for a change written conditionally on its job row (see recent-jobs.ts).
-   * Absent where nothing is kept.
-   */
-  recentJob?(jobId: string): JobAggregate | null;
-  /** Drops the kept copy of a job (found stale). */
-  forgetJob?(jobId: string): void;
-  /**
-   * Resolves once the changes of this job that this process has in flight now are stored or
-   * failed (and what their callers do straight after has run): a decision taken after it sees
-   * them in the kept copy instead of losing a race to them. Absent where nothing is kept.
-   */
-  settled?(jobId: string): Promise<void>;
-
-  /**
    * Stores a new job with its steps, outbox entries and job index row, after claiming `claim`'s
    * (tenantId, key) when given: of any number of concurrent claims of one key exactly one
    * stores its job, the others get the winner's record. Storing the same job id again (a retry

@@ -6,7 +6,6 @@ import { createMultiTableStore } from "../../src/storage/azure/multi-table-store
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
-import { withRecentJobs } from "../../src/storage/recent-jobs.ts";
 
 export type Backend = "memory" | "table" | "ledger";
 
@@ -15,8 +14,7 @@ export async function storeFor(backend: Backend): Promise<JobStore> {
   if (backend === "memory") return createMemoryStore();
   const { connection } = await azurite();
   const options = { connection, tables: freshTables() };
-  // As the service makes it (create-store.ts): `ledger` keeps the jobs it saw.
-  return backend === "table" ? createMultiTableStore(options) : withRecentJobs(createSingleTableStore(options));
+  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
 }
 
 /**
