@@ -71,8 +71,9 @@ export function createBatchedMarkerWrites(client: TableClient): BatchedMarkerWri
     }
     const earlier = partition.queued.get(rowKey);
     if (earlier && (change[0] === "create" || earlier.change[0] === "create")) {
-      // Two claims of one row must not merge (both would win): this one goes alone, now. (Ahead
-      // of the queued one, which is safe because a writer that claims rows only ever claims.)
+      // Two claims of one row must not merge (both would win): this one goes alone, now, ahead of
+      // the queued one. Safe because no caller changes a row it is still claiming: claims race
+      // only with claims, and a listing row is restated only once its create has answered.
       const alone = applyOne(change).then(
         (stored) => waiter?.resolve(stored),
         (error: unknown) => waiter?.reject(error),

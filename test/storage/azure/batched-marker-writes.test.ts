@@ -3,25 +3,7 @@ import type { TableClient } from "@azure/data-tables";
 import { azurite, connectionStringFor, freshTables } from "../../../dev/azurite.ts";
 import { createBatchedMarkerWrites } from "../../../src/storage/azure/batched-marker-writes.ts";
 import { createTableClient, queryAll } from "../../../src/storage/azure/client.ts";
-
-/** A fresh table and its client, with every HTTP call it sends counted (a transaction is one). */
-async function countedTable(): Promise<{ client: TableClient; calls: () => number }> {
-  const { connection } = await azurite();
-  let calls = 0;
-  const client = createTableClient(freshTables().jobs, {
-    connection,
-    configureClient: (c) =>
-      c.pipeline.addPolicy({
-        name: "count",
-        sendRequest: (request, next) => {
-          calls++;
-          return next(request);
-        },
-      }),
-  });
-  await client.createTable();
-  return { client, calls: () => calls };
-}
+import { countedTable } from "../../support/counted-table.ts";
 
 const marker = (rowKey: string, extra: Record<string, unknown> = {}) => ({ partitionKey: "p", rowKey, ...extra });
 const rowKeys = async (client: TableClient) => (await queryAll(client, "PartitionKey eq 'p'")).map((row) => String(row.rowKey)).sort();

@@ -1,8 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { azurite, freshTables } from "../../../dev/azurite.ts";
 import { ConcurrencyConflictError, PayloadTooLargeError, StorageUnavailableError } from "../../../src/domain/errors.ts";
-import { createTableClient, queryAll, StorageRejectedError, toDomainError } from "../../../src/storage/azure/client.ts";
+import { queryAll, StorageRejectedError, toDomainError } from "../../../src/storage/azure/client.ts";
 import { StorageLimitError } from "../../../src/storage/azure/limits.ts";
+import { countedTable } from "../../support/counted-table.ts";
 
 const restError = (statusCode: number | undefined, code?: string) =>
   Object.assign(new Error('{"odata.error":{"message":"raw Azure text"}}'), { name: "RestError", statusCode, code });
@@ -28,20 +28,7 @@ describe("toDomainError", () => {
 
 describe("queryAll", () => {
   test("follows continuation tokens across pages until every row is read", async () => {
-    const { connection } = await azurite();
-    let requests = 0;
-    const client = createTableClient(freshTables().jobs, {
-      connection,
-      configureClient: (c) =>
-        c.pipeline.addPolicy({
-          name: "count",
-          sendRequest: (request, next) => {
-            requests++;
-            return next(request);
-          },
-        }),
-    });
-    await client.createTable();
+    const { client, calls } = await countedTable();
     for (let batch = 0; batch < 25; batch++) {
       await client.submitTransaction(
         Array.from(
@@ -50,9 +37,9 @@ describe("queryAll", () => {
         ),
       );
     }
-    requests = 0;
+    const before = calls();
     const rows = await queryAll(client, "PartitionKey ge 'p'");
     expect(rows).toHaveLength(2500);
-    expect(requests).toBe(3);
+    expect(calls() - before).toBe(3);
   });
 });
