@@ -34,6 +34,9 @@ export interface JobWriterOptions {
 export type Change = { job?: Job; steps: Step[]; outbox: OutboxEntry[] };
 
 export const ATTEMPTS = 5;
+
+/** What a decision made against a kept copy answers when it must be made again against a fresh read (see withRecent). */
+export const DECIDE_AFRESH: unique symbol = Symbol("decide afresh");
 /** Fill-up changes after one event, at most (each adds up to CHILDREN_PER_CHANGE children). */
 const MAX_FILL_ROUNDS = 25;
 
@@ -90,6 +93,39 @@ export function createJobWriter(options: JobWriterOptions) {
   }
 
   /**
+   * Like withRetries, but decides first against the job as this process last saw it, when the
+   * store keeps it (`ledger`, see storage/recent-jobs.ts): no read. `decide` commits what it
+   * decided on the copy with `decidedOn` passed on (the change then writes the job's row and is
+   * fenced on the rest, so that a stale copy loses the write), and answers DECIDE_AFRESH for
+   * whatever it would answer without writing (an ignored event): that, and a lost write, are
+   * decided again against a fresh read.
+   */
+  async function withRecent<T>(
+    jobId: string,
+    caller: Caller,
+    decide: (aggregate: JobAggregate, decidedOn: "read" | "kept copy") => Promise<T | typeof DECIDE_AFRESH>,
+  ): Promise<T> {
+    // A change of this job still in flight here (its publish marked) is waited for: deciding on the
+    // copy from before it would lose the race to it.
+    await store.settled?.(jobId);
+    const kept = store.recentJob?.(jobId) ?? null;
+    if (kept && holdsTenant(caller, kept.job.tenantId)) {
+      try {
+        const result = await decide(kept, "kept copy");
+        if (result !== DECIDE_AFRESH) return result;
+      } catch (error) {
+        if (!(error instanceof ConcurrencyConflictError)) throw error;
+      }
+      store.forgetJob?.(jobId);
+    }
+    return withRetries(jobId, caller, async (aggregate) => {
+      const result = await decide(aggregate, "read");
+      if (result === DECIDE_AFRESH) throw new Error("decided afresh against a fresh read");
+      return result;
+    });
+  }
+
+  /**
    * The job with what a change cut short left undone completed first (see domain/catch-up.ts):
    * only where a change's rows are written apart (`table`); on `memory` and `ledger` every change
    * lands whole, and nothing is spent on it per event.
@@ -108,10 +144,13 @@ export function createJobWriter(options: JobWriterOptions) {
    * the job's row, conditionally: two changes of one job decided side by side (two parallel
    * branches ending) cannot both win, so the second decides again and sees the first.
    */
-  async function commit(before: JobAggregate, change: Change, cause?: HistoryCause): Promise<SavedChanges> {
+  async function commit(before: JobAggregate, change: Change, cause?: HistoryCause, decidedOn: "read" | "kept copy" = "read"): Promise<SavedChanges> {
     const { jobId } = before.job;
     const recorded = cause ? recordChange(before, change, cause, now()) : null;
     const job = recorded?.job ?? change.job;
+    // A copy may be stale in a row the change does not write: the change lands only if none moved.
+    if (decidedOn === "kept copy" && !job) throw new Error("a change decided on a kept copy writes the job's row");
+    const fence = decidedOn === "kept copy" ? fenceOf(before, change) : undefined;
     const listed = job === undefined || (job.status === before.job.status && job.paused === before.job.paused);
     // What the job's callback asked to be told of this change: written with it.
     const callback = job?.callback;
@@ -133,6 +172,7 @@ export function createJobWriter(options: JobWriterOptions) {
       outbox: [...traced(before, change.outbox), ...deliveries],
       ...(recorded ? { history: recorded.entry } : {}),
       ...(listed ? { listingUnchanged: true } : {}),
+      ...(fence ? { fence } : {}),
     });
     dispatchCreated(before, saved);
     if (recorded && options.announce) {
@@ -223,7 +263,20 @@ export function createJobWriter(options: JobWriterOptions) {
     }
   }
 
-  return { load, withRetries, commit, announce: (notice: HubMessage) => options.announce?.(notice) };
+  return { load, withRetries, withRecent, commit, announce: (notice: HubMessage) => options.announce?.(notice) };
 }
 
 export type JobWriter = ReturnType<typeof createJobWriter>;
+
+/**
+ * The rows a change decided on `before` relies on without writing them: the job's other steps and
+ * its open directives (pending or failed: sent and withdrawn ones never change again). Webhook
+ * deliveries are left out: no decision reads them, and their sender writes them often.
+ */
+export function fenceOf(before: JobAggregate, change: Change): { steps: Step[]; outbox: OutboxEntry[] } {
+  const written = new Set([...change.steps.map((s) => s.stepId), ...change.outbox.map((o) => o.outboxId)]);
+  return {
+    steps: before.steps.filter((s) => !written.has(s.stepId)),
+    outbox: before.outbox.filter((o) => !o.webhook && (o.status === "pending" || o.status === "failed") && !written.has(o.outboxId)),
+  };
+}

@@ -16,7 +16,7 @@ import { cancelStep, hasJobEnded, hasStepEnded, withdrawEntry } from "../domain/
 import type { Dispatcher } from "../outbox/dispatcher.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { linkActiveSpan, withSpan } from "../telemetry/tracing.ts";
-import { createJobWriter } from "./job-writer.ts";
+import { createJobWriter, DECIDE_AFRESH } from "./job-writer.ts";
 
 export interface StepEventResult {
   jobId: string;
@@ -86,7 +86,7 @@ export function createStepEventService(options: StepEventServiceOptions) {
   const { store, dispatcher } = options;
   const now = options.now ?? (() => new Date());
   const writer = createJobWriter({ ...options, now });
-  const { withRetries, commit } = writer;
+  const { withRetries, withRecent, commit } = writer;
 
   /** A map step's child, read apart from its job (see JobStore.getJob), with its directives. */
   async function loadChild(jobId: string, stepId: string) {
@@ -245,9 +245,15 @@ export function createStepEventService(options: StepEventServiceOptions) {
   async function handleEvent(jobId: string, stepId: string, event: StepEvent, caller: Caller): Promise<StepEventResult> {
     if (isChildStepId(stepId)) return handleChild(jobId, stepId, event, caller);
     let wrote = false;
-    return withRetries(jobId, caller, async (aggregate) => {
+    // Decided first against the job as this process last saw it (ledger): its change writes the
+    // job's row, so a stale copy loses the write and the event is decided again, fresh.
+    return withRecent(jobId, caller, async (aggregate, decidedOn) => {
+      const kept = decidedOn === "kept copy";
       const step = aggregate.steps.find((s) => s.stepId === stepId);
-      if (!step) throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
+      if (!step) {
+        if (kept) return DECIDE_AFRESH;
+        throw new NotFoundError(`job ${jobId} has no step ${stepId}`);
+      }
       linkActiveSpan(aggregate.outbox.findLast((o) => o.stepId === stepId)?.traceparent);
       const decided = applyStepEvent(aggregate, stepId, event, {
         protocol: options.protocols.get(aggregate.job.requestType),
@@ -255,9 +261,14 @@ export function createStepEventService(options: StepEventServiceOptions) {
         retryDelaySeconds: options.retryDelaySeconds,
       });
       const base = { jobId, stepId, eventId: event.eventId };
-      if (decided.outcome !== "applied") return notApplied(base, ownWrite(decided, wrote && store.writesRowsApart === true), aggregate.job.status, step.status);
+      if (decided.outcome !== "applied") {
+        if (kept) return DECIDE_AFRESH;
+        return notApplied(base, ownWrite(decided, wrote && store.writesRowsApart === true), aggregate.job.status, step.status);
+      }
+      // A progress report writes only its step's row: decided again fresh, it reads the job.
+      if (kept && event.status === "progress") return DECIDE_AFRESH;
       wrote = true;
-      const saved = await commit(aggregate, decided, eventCause(event, caller, step.name));
+      const saved = await commit(aggregate, decided, eventCause(event, caller, step.name), decidedOn);
       const after = saved.steps.find((s) => s.stepId === stepId) ?? step;
       if (event.status === "progress" && after.progress) {
         const { job } = aggregate;

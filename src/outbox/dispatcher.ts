@@ -133,7 +133,9 @@ export function createDispatcher(options: DispatcherOptions): Dispatcher {
         const outcome = outcomes[i]!;
         if (!outcome.ok)
           logger.warn({ outboxId: item.entry.outboxId, jobId: item.job.jobId, topic, error: outcome.error, retryable: outcome.retryable }, "publish failed");
-        // Stored as sent already, by the change its worker's answer made.
+        // Stored as sent already, by the change its worker's answer made (waited for when it is
+        // still in flight here, rather than raced).
+        if (outcome.ok && !item.entry.webhook) await options.store.settled?.(item.job.jobId);
         if (outcome.ok && !item.entry.webhook && answeredFirst.delete(item.entry.outboxId)) return markOutboxSent(item.entry, now().toISOString());
         try {
           const stored = await writeOutcome(item, outcome);

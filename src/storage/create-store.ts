@@ -4,6 +4,7 @@ import type { JobStore } from "./job-store.ts";
 import { createMemoryStore } from "./memory/memory-store.ts";
 import { createMemoryOperationStore } from "./memory/operation-store.ts";
 import type { OperationStore } from "./operation-store.ts";
+import { withRecentJobs } from "./recent-jobs.ts";
 
 /**
  * The only place that knows the concrete storage adapters. The Azure ones are imported only
@@ -26,14 +27,21 @@ export async function createStore(settings: Settings): Promise<JobStore> {
       );
     }
     case "ledger": {
-      const { createSingleTableStore } = await import("./azure/single-table-store.ts");
+      const [{ createSingleTableStore }, { MAX_TRANSACTION_OPERATIONS }] = await Promise.all([
+        import("./azure/single-table-store.ts"),
+        import("./azure/limits.ts"),
+      ]);
+      // Every change of a job lands whole here: a step event may decide against the copy its dispatch left.
       return refusedAsSettings(() =>
-        createSingleTableStore({
-          connection: tableConnection!,
-          tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) },
-          jobIndexBuckets: settings.jobIndexBuckets,
-          deadlineShards: settings.deadlineShards,
-        }),
+        withRecentJobs(
+          createSingleTableStore({
+            connection: tableConnection!,
+            tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) },
+            jobIndexBuckets: settings.jobIndexBuckets,
+            deadlineShards: settings.deadlineShards,
+          }),
+          { maxRowsPerChange: MAX_TRANSACTION_OPERATIONS },
+        ),
       );
     }
   }

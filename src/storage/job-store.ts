@@ -45,6 +45,15 @@ export interface JobChanges {
   history?: HistoryEntry;
   /** The job's status and pause are as listed: its listing row need not be written again. */
   listingUnchanged?: boolean;
+  /**
+   * Rows of the job the change was decided on but does not write: it lands only if each is still
+   * at its etag (ConcurrencyConflictError otherwise, nothing written). What makes a decision taken
+   * against a kept copy (see storage/recent-jobs.ts) safe: a row moved on elsewhere that the
+   * change would have had to write (a failed directive an operator reset to pending) refuses it.
+   * `ledger` writes each back unchanged in the change's transaction (a new etag, returned in
+   * `fenced`); `memory` compares; `table`, whose rows land apart, compares before writing any.
+   */
+  fence?: { steps: Step[]; outbox: OutboxEntry[] };
 }
 
 export interface OutboxStats {
@@ -71,6 +80,8 @@ export interface SavedChanges {
   job?: Job;
   steps: Step[];
   outbox: OutboxEntry[];
+  /** The change's fence with the rows' etags now (on `ledger` the write gave them new ones). */
+  fenced?: { steps: Step[]; outbox: OutboxEntry[] };
 }
 
 export interface JobStore {
@@ -82,6 +93,21 @@ export interface JobStore {
 
   /** Creates what the backend needs (tables); safe to call on every start. */
   init(): Promise<void>;
+
+  /**
+   * The job as this process last wrote or read it, without a storage call; null when not kept.
+   * May be stale: only for a change written conditionally on its job row (see recent-jobs.ts).
+   * Absent where nothing is kept.
+   */
+  recentJob?(jobId: string): JobAggregate | null;
+  /** Drops the kept copy of a job (found stale). */
+  forgetJob?(jobId: string): void;
+  /**
+   * Resolves once the changes of this job that this process has in flight now are stored or
+   * failed (and what their callers do straight after has run): a decision taken after it sees
+   * them in the kept copy instead of losing a race to them. Absent where nothing is kept.
+   */
+  settled?(jobId: string): Promise<void>;
 
   /**
    * Stores a new job with its steps, outbox entries and job index row, after claiming `claim`'s

@@ -3,13 +3,18 @@
  * published only after the previous step succeeded, and every transition goes through the outbox.
  */
 import { describe, expect, test } from "bun:test";
+import { azurite, freshTables } from "../../dev/azurite.ts";
 import { eventually } from "../../dev/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { buildRegistry } from "../../src/config/protocols.ts";
+import { dueIndexTable, ttlIndexTable } from "../../src/config/settings.ts";
 import { stepIdFor } from "../../src/domain/ids.ts";
 import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/plan-job.ts";
+import { recordPublishFailure, resetFailedEntry } from "../../src/domain/transitions.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import { withRecentJobs } from "../../src/storage/recent-jobs.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
 
 /** document.ingest as bundled, but `embed` may be tried twice. */
@@ -229,6 +234,100 @@ for (const backend of ["memory", "table", "ledger"] as const) {
     });
   });
 }
+
+describe("step events: ledger, a job this replica kept and another changed", () => {
+  test("an event decided against the kept copy reads nothing; a copy gone stale loses its write and the event is decided again, fresh", async () => {
+    const { connection } = await azurite();
+    const tables = freshTables();
+    const options = { connection, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } };
+    const inner = createSingleTableStore(options);
+    let reads = 0;
+    const here = withRecentJobs(
+      {
+        ...inner,
+        getJob: (jobId) => {
+          reads++;
+          return inner.getJob(jobId);
+        },
+      },
+      { maxRowsPerChange: 100 },
+    );
+    const elsewhere = createSingleTableStore(options);
+    const a = await startTestRuntime({ store: here, publisher: createRecordingPublisher().publisher, protocols: retrying });
+    const b = await startTestRuntime({ store: elsewhere, publisher: null, protocols: retrying });
+    const { jobId } = (await (await a.postCommand(ingestCommand())).json()) as { jobId: string };
+    const sent = (index: number) =>
+      eventually(async () => (await elsewhere.getJob(jobId))!.outbox.filter((o) => o.stepIndex === index && o.status === "sent").length === 1, {
+        what: `step ${index} sent`,
+      });
+    const event = (runtime: typeof a, index: number, eventId: string) =>
+      runtime.request(`/v1/jobs/${jobId}/steps/${stepIdFor(jobId, index)}/events`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ eventId, status: "succeeded" }),
+      });
+
+    await sent(0);
+    reads = 0;
+    expect(await (await event(a, 0, "e0")).json()).toMatchObject({ outcome: "applied", jobStatus: "in_progress" });
+    expect(reads).toBe(0);
+
+    await sent(1);
+    // Another replica cancels the job: this one's copy still has it running.
+    expect((await b.request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).status).toBe(200);
+    expect(await (await event(a, 1, "e1")).json()).toMatchObject({ outcome: "ignored", reason: "job is cancelled" });
+    expect(reads).toBeGreaterThan(0);
+    const stored = (await elsewhere.getJob(jobId))!;
+    expect(stored.job.status).toBe("cancelled");
+    expect(stored.steps.map((s) => s.status)).toEqual(["succeeded", "cancelled", "cancelled"]);
+  });
+});
+
+describe("step events: ledger, a row of a kept job moved on elsewhere without the job's row", () => {
+  test("an operator's reset of a failed directive on another replica refuses the change decided on the copy: the failure settles the reset directive", async () => {
+    const { connection } = await azurite();
+    const tables = freshTables();
+    const options = { connection, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } };
+    const inner = createSingleTableStore(options);
+    let reads = 0;
+    const here = withRecentJobs(
+      {
+        ...inner,
+        getJob: (jobId) => {
+          reads++;
+          return inner.getJob(jobId);
+        },
+      },
+      { maxRowsPerChange: 100 },
+    );
+    const elsewhere = createSingleTableStore(options);
+    const a = await startTestRuntime({ store: here, publisher: null, protocols: retrying });
+    const { jobId } = (await (await a.postCommand(ingestCommand())).json()) as { jobId: string };
+    const now = new Date().toISOString();
+    // This replica parks the directive failed; another resets it to pending.
+    const kept = here.recentJob!(jobId)!;
+    const [failed] = (
+      await here.saveChanges(jobId, {
+        outbox: [recordPublishFailure(kept.outbox[0]!, { error: "broker said no", retryable: false, now, nextAttemptAt: now, maxAttempts: 1 })],
+      })
+    ).outbox;
+    expect(here.recentJob!(jobId)!.outbox[0]!.status).toBe("failed");
+    await elsewhere.saveChanges(jobId, { outbox: [resetFailedEntry(failed!, now)] });
+
+    reads = 0;
+    const response = await a.request(`/v1/jobs/${jobId}/steps/${stepIdFor(jobId, 0)}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ eventId: "f-0", status: "failed", error: { code: "UNREADABLE", message: "corrupt PDF" } }),
+    });
+    expect(await response.json()).toMatchObject({ outcome: "applied", jobStatus: "failed" });
+    expect(reads).toBeGreaterThan(0);
+    const stored = (await elsewhere.getJob(jobId))!;
+    expect(stored.steps.map((s) => s.status)).toEqual(["failed", "cancelled", "cancelled"]);
+    // Decided fresh, the reset directive is the one its worker answered: marked sent, not left pending.
+    expect(stored.outbox.map((o) => o.status)).toEqual(["sent"]);
+  });
+});
 
 describe("step events: bad input", () => {
   test("unknown job or step is 404; a malformed event 422; a body that names another job 400", async () => {

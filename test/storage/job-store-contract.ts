@@ -231,6 +231,28 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect([read.outbox[0]!.status, read.outbox[0]!.attempts]).toEqual(["pending", 1]);
     });
 
+    test("a fenced change lands only while every fenced row is at its etag; the rows stay as they were, with the etags it returns", async () => {
+      const store = await makeStore();
+      const { job, steps, outbox } = await storeJob(store);
+      const now = new Date().toISOString();
+      // The directive moves on without the job's row (a publish outcome, an operator's reset).
+      await store.saveChanges(job.jobId, {
+        outbox: [recordPublishFailure(outbox[0]!, { error: "x", retryable: true, now, nextAttemptAt: now, maxAttempts: 3 })],
+      });
+      const pause = { ...job, paused: true };
+      await expect(store.saveChanges(job.jobId, { job: pause, fence: { steps, outbox } })).rejects.toBeInstanceOf(ConcurrencyConflictError);
+      const before = (await store.getJob(job.jobId))!;
+      expect(before.job.paused).toBe(false);
+
+      const saved = await store.saveChanges(job.jobId, { job: pause, fence: { steps: before.steps, outbox: before.outbox } });
+      const after = (await store.getJob(job.jobId))!;
+      expect(after.job.paused).toBe(true);
+      expect(withoutEtags(after).steps).toEqual(withoutEtags(before).steps);
+      expect(withoutEtags(after).outbox).toEqual(withoutEtags(before).outbox);
+      expect(saved.fenced!.steps.map((s) => s.etag)).toEqual(after.steps.map((s) => s.etag));
+      expect(saved.fenced!.outbox.map((o) => o.etag)).toEqual(after.outbox.map((o) => o.etag));
+    });
+
     test("of two concurrent writers holding the same etag exactly one succeeds", async () => {
       const store = await makeStore();
       const { job, outbox } = await storeJob(store);

@@ -2,10 +2,12 @@
 
 import { azurite, freshTables } from "../../dev/azurite.ts";
 import { dueIndexTable, ttlIndexTable } from "../../src/config/settings.ts";
+import { MAX_TRANSACTION_OPERATIONS } from "../../src/storage/azure/limits.ts";
 import { createMultiTableStore } from "../../src/storage/azure/multi-table-store.ts";
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import type { JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
+import { withRecentJobs } from "../../src/storage/recent-jobs.ts";
 
 export type Backend = "memory" | "table" | "ledger";
 
@@ -14,7 +16,10 @@ export async function storeFor(backend: Backend): Promise<JobStore> {
   if (backend === "memory") return createMemoryStore();
   const { connection } = await azurite();
   const options = { connection, tables: freshTables() };
-  return backend === "table" ? createMultiTableStore(options) : createSingleTableStore(options);
+  // As the service makes it (create-store.ts): `ledger` keeps the jobs it saw.
+  return backend === "table"
+    ? createMultiTableStore(options)
+    : withRecentJobs(createSingleTableStore(options), { maxRowsPerChange: MAX_TRANSACTION_OPERATIONS });
 }
 
 /**

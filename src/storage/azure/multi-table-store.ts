@@ -235,6 +235,25 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
       ]);
       const saved = await guarded("save job changes", async () => {
         const result: SavedChanges = { steps: [], outbox: [] };
+        // The fence before any row: each written back as it is (a merge of no property), on its
+        // etag. Rows land apart here, so it is checked first, not with them.
+        if (changes.fence) {
+          const { fence } = changes;
+          const check = async (client: TableClient, rowKey: string, etag: string | undefined, what: string) => {
+            try {
+              return (await client.updateEntity({ partitionKey, rowKey }, "Merge", { etag: etag ?? "" })).etag ?? "";
+            } catch (error) {
+              if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
+              throw error;
+            }
+          };
+          result.fenced = {
+            steps: await Promise.all(fence.steps.map(async (step) => ({ ...step, etag: await check(steps, stepRow(step), step.etag, `step ${step.stepId}`) }))),
+            outbox: await Promise.all(
+              fence.outbox.map(async (entry) => ({ ...entry, etag: await check(outbox, outboxRow(entry), entry.etag, `outbox entry ${entry.outboxId}`) })),
+            ),
+          };
+        }
         const changedSteps = changes.steps ?? [];
         // A map's new children first, rows and directives, each kept as it is when an earlier
         // attempt wrote it: their map's row, written after, is what makes them count (its cursor

@@ -79,7 +79,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     const [only] = actions;
     if (actions.length === 1 && only) {
       const [kind, entity] = only;
-      const response = kind === "update" ? await ledger.updateEntity(entity, "Replace", only[3] as { etag: string }) : await ledger.createEntity(entity);
+      const response =
+        kind === "update" ? await ledger.updateEntity(entity, only[2] ?? "Replace", only[3] as { etag: string }) : await ledger.createEntity(entity);
       return new Map([[entity.rowKey, response.etag ?? ""]]);
     }
     return withEtags(entities, (await ledger.submitTransaction(actions)).subResponses);
@@ -163,9 +164,18 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         entities.push(entity);
         actions.push(etag === undefined ? ["create", entity] : ["update", entity, "Replace", { etag }]);
       };
+      const fenceRow = (rowKey: string, etag: string | undefined) => {
+        const entity = { partitionKey, rowKey };
+        entities.push(entity);
+        actions.push(["update", entity, "Merge", { etag: etag ?? "" }]);
+      };
       if (changes.job) add(jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag);
       for (const step of changes.steps ?? []) add(stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag);
       for (const entry of changes.outbox ?? []) add(outboxToEntity(entry, { partitionKey, rowKey: outboxRow(entry) }), entry.etag);
+      // The fence: each row written back as it is (a merge of no property), on its etag.
+      const fence = changes.fence;
+      for (const step of fence?.steps ?? []) fenceRow(stepRow(step), step.etag);
+      for (const entry of fence?.outbox ?? []) fenceRow(outboxRow(entry), entry.etag);
       if (changes.history) {
         // Its slot may hold an older entry (MAX_HISTORY_ENTRIES ago): overwritten, unconditionally;
         // the job's row, conditional in the same transaction, orders the entries.
@@ -198,6 +208,14 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         ...(changes.job ? { job: { ...changes.job, etag: etags.get(JOB_ROW)! } } : {}),
         steps: (changes.steps ?? []).map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),
         outbox: outbox.map((entry) => ({ ...entry, etag: etags.get(outboxRow(entry))! })),
+        ...(fence
+          ? {
+              fenced: {
+                steps: fence.steps.map((step) => ({ ...step, etag: etags.get(stepRow(step))! })),
+                outbox: fence.outbox.map((entry) => ({ ...entry, etag: etags.get(outboxRow(entry))! })),
+              },
+            }
+          : {}),
       };
     },
 

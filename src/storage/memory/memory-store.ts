@@ -298,7 +298,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
         assertCurrent(stored.outbox[index], entry, `outbox entry ${entry.outboxId}`);
         return index;
       });
-      const saved: SavedChanges = { steps: [], outbox: [] };
+      for (const step of changes.fence?.steps ?? [])
+        assertCurrent(
+          stored.steps.find((s) => s.stepId === step.stepId),
+          step,
+          `step ${step.stepId}`,
+        );
+      for (const entry of changes.fence?.outbox ?? [])
+        assertCurrent(
+          stored.outbox.find((o) => o.outboxId === entry.outboxId),
+          entry,
+          `outbox entry ${entry.outboxId}`,
+        );
+      const saved: SavedChanges = { steps: [], outbox: [], ...(changes.fence ? { fenced: changes.fence } : {}) };
       if (changes.job) {
         saved.job = stored.job = stamp(changes.job);
         noteEnded(saved.job);
