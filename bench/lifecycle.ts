@@ -10,7 +10,12 @@
  *  - intake alone (N commands of a protocol no worker answers), commands/s, and the burst's
  *    jobs/s end to end as a ratio of it.
  *
- *   bun run bench:lifecycle [--jobs 200] [--backend ledger|table|memory] [--events sb|http]
+ * With `--events both` it prints instead, for the same service, broker and backend, bursts of N
+ * jobs with events over Service Bus and over HTTP in turn (`--rounds`, 3 of each by default,
+ * the order alternating): each burst's jobs/s and step transition p50/p99, the median of each
+ * path, and Service Bus as a ratio of HTTP.
+ *
+ *   bun run bench:lifecycle [--jobs 200] [--backend ledger|table|memory] [--events sb|http|both] [--rounds 3]
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,11 +27,16 @@ import { startAzuriteProcess } from "./support/azurite-process.ts";
 import { freePort, startBrokerProcess } from "./support/service-process.ts";
 
 const { values } = parseArgs({
-  options: { jobs: { type: "string", default: "200" }, backend: { type: "string", default: "ledger" }, events: { type: "string", default: "sb" } },
+  options: {
+    jobs: { type: "string", default: "200" },
+    backend: { type: "string", default: "ledger" },
+    events: { type: "string", default: "sb" },
+    rounds: { type: "string", default: "3" },
+  },
 });
 if (!["ledger", "table", "memory"].includes(values.backend)) throw new Error("--backend: ledger, table or memory");
-if (!["sb", "http"].includes(values.events)) throw new Error("--events: sb or http");
-const overHttp = values.events === "http";
+if (!["sb", "http", "both"].includes(values.events)) throw new Error("--events: sb, http or both");
+let overHttp = values.events === "http";
 const JOBS = Number(values.jobs);
 const root = resolve(import.meta.dir, "..");
 
@@ -208,6 +218,67 @@ function latencies(jobIds: string[]): string {
   return `submit → first message p50 ${ms(percentile(first, 50))} p99 ${ms(percentile(first, 99))}; step transition p50 ${ms(percentile(transition, 50))} p99 ${ms(percentile(transition, 99))}`;
 }
 
+/** Step transitions (event sent → next message at the worker) of the given jobs, in ms. */
+function transitions(jobIds: string[]): number[] {
+  return jobIds
+    .map((id) => times.get(id)!)
+    .filter((t) => t.second !== undefined && t.eventSent !== undefined)
+    .map((t) => t.second! - t.eventSent!);
+}
+
+async function stop(): Promise<never> {
+  for (const worker of workers) {
+    await worker.subscription.close();
+    await worker.receiver.close();
+  }
+  await client.close();
+  service.kill("SIGTERM");
+  await service.exited;
+  await broker.stop();
+  proxy.stop(true);
+  await azurite.stop();
+  process.exit(0);
+}
+
+if (values.events === "both") {
+  const rounds = Number(values.rounds);
+  console.log(
+    `lifecycle benchmark, events over Service Bus beside HTTP: ${rounds} bursts of ${JOBS} two-step jobs each way on ${values.backend}, Bun ${Bun.version}`,
+  );
+  const figures = { sb: { rate: [] as number[], p50: [] as number[] }, http: { rate: [] as number[], p50: [] as number[] } };
+  let submitted = 0;
+  // Round 0 warms both paths up (links, connections, the JIT) and is not counted: a first burst
+  // pays for what a running service has paid long ago.
+  for (let round = -1; round < rounds; round++) {
+    for (const path of round % 2 === 0 ? (["sb", "http"] as const) : (["http", "sb"] as const)) {
+      overHttp = path === "http";
+      const before = new Set(times.keys());
+      const started = performance.now();
+      await burst("bench.two", JOBS, `${path}-${round}`);
+      submitted += JOBS;
+      await untilEnded(submitted);
+      const rate = JOBS / ((performance.now() - started) / 1000);
+      const spans = transitions([...times.keys()].filter((id) => !before.has(id)));
+      if (round >= 0) {
+        figures[path].rate.push(rate);
+        figures[path].p50.push(percentile(spans, 50));
+      }
+      console.log(
+        `  ${round < 0 ? "warm-up (not counted)" : `round ${round + 1}`}, ${path === "sb" ? "Service Bus" : "HTTP"}: ${rate.toFixed(1)} jobs/s; step transition p50 ${percentile(spans, 50).toFixed(1)} ms p99 ${percentile(spans, 99).toFixed(1)} ms`,
+      );
+    }
+  }
+  const median = (values: number[]) => percentile(values, 50);
+  const [sb, http] = [figures.sb, figures.http];
+  console.log(
+    `  medians: Service Bus ${median(sb.rate).toFixed(1)} jobs/s, transition p50 ${median(sb.p50).toFixed(1)} ms; HTTP ${median(http.rate).toFixed(1)} jobs/s, transition p50 ${median(http.p50).toFixed(1)} ms`,
+  );
+  console.log(
+    `  Service Bus / HTTP: jobs/s ${(median(sb.rate) / median(http.rate)).toFixed(2)}, transition p50 ${(median(sb.p50) / median(http.p50)).toFixed(2)}× (pairs: ${sb.p50.map((v, i) => (v / http.p50[i]!).toFixed(2)).join(", ")})`,
+  );
+  await stop();
+}
+
 console.log(
   `lifecycle benchmark: ${JOBS} two-step jobs of one tenant on ${values.backend}${values.backend === "memory" ? "" : " (Azurite behind a counting proxy)"}, events over ${overHttp ? "HTTP" : "Service Bus"}, Bun ${Bun.version}`,
 );
@@ -249,14 +320,4 @@ console.log(`  light (20 jobs/s): ${latencies(light)}`);
 const intakeOnly = JOBS / (await burst("bench.idle", JOBS, "idle"));
 console.log(`  intake alone: ${intakeOnly.toFixed(1)} commands/s; end to end / intake alone: ${(endToEnd / intakeOnly).toFixed(2)}`);
 
-for (const worker of workers) {
-  await worker.subscription.close();
-  await worker.receiver.close();
-}
-await client.close();
-service.kill("SIGTERM");
-await service.exited;
-await broker.stop();
-proxy.stop(true);
-await azurite.stop();
-process.exit(0);
+await stop();
