@@ -269,14 +269,16 @@ export function createJobWriter(options: JobWriterOptions) {
 export type JobWriter = ReturnType<typeof createJobWriter>;
 
 /**
- * The rows a change decided on `before` relies on without writing them: the job's other steps and
- * its open directives (pending or failed: sent and withdrawn ones never change again). Webhook
- * deliveries are left out: no decision reads them, and their sender writes them often.
+ * The rows a change decided on `before` relies on without writing them, that may have moved
+ * without the job's row: its failed directives (an operator's reset makes one pending again).
+ * Every other row that moves without the job's row only moves forward (a directive sent or
+ * parked failed, a step initiated, its progress or deadline, a map's count of children), and a
+ * decision that depends on such a row writes it (a cancel withdraws pending directives and
+ * cancels open steps; an answer marks its directive delivered), conditionally. Fencing those too
+ * would refuse this process's own publish outcomes and leases for nothing. Webhook deliveries
+ * are read by no decision.
  */
 export function fenceOf(before: JobAggregate, change: Change): { steps: Step[]; outbox: OutboxEntry[] } {
-  const written = new Set([...change.steps.map((s) => s.stepId), ...change.outbox.map((o) => o.outboxId)]);
-  return {
-    steps: before.steps.filter((s) => !written.has(s.stepId)),
-    outbox: before.outbox.filter((o) => !o.webhook && (o.status === "pending" || o.status === "failed") && !written.has(o.outboxId)),
-  };
+  const written = new Set(change.outbox.map((o) => o.outboxId));
+  return { steps: [], outbox: before.outbox.filter((o) => !o.webhook && o.status === "failed" && !written.has(o.outboxId)) };
 }

@@ -3,11 +3,12 @@
  * (`ledger`), so that a step event can decide against the job as the dispatch that preceded it
  * left it instead of reading it again: one storage call less per event.
  *
- * A kept copy may be stale (another replica changed the job since). A change decided on it is
- * written conditionally on every row of the copy: the rows it writes on their etags, and the
- * rest through its fence (JobChanges.fence), so that a row moved on elsewhere without the job's
- * row (a publish outcome, an operator's reset of a failed directive) refuses it too. The copy is
- * then dropped and the caller decides again against a fresh read (see JobWriter.withRecent).
+ * A kept copy may be stale (another replica changed the job since). A change decided on it
+ * writes the job's row and its own rows on their etags, and carries a fence (JobChanges.fence)
+ * on the one kind of row that moves back without the job's row: a failed directive an operator
+ * resets to pending (see fenceOf in jobs/job-writer.ts). Any of them moved elsewhere refuses it;
+ * the copy is then dropped and the caller decides again against a fresh read (see
+ * JobWriter.withRecent).
  * Anything decided from a kept copy that is not a write (an event ignored, a duplicate) is
  * decided again fresh. Map children are never kept (they are read apart, see JobStore.getJob).
  */
@@ -61,9 +62,13 @@ export function withRecentJobs(store: JobStore, options: RecentJobsOptions): Job
   function keep(aggregate: JobAggregate): void {
     const { jobId } = aggregate.job;
     drop(jobId);
-    const bytes = [aggregate.job, ...aggregate.steps, ...aggregate.outbox].reduce((sum, row) => sum + bytesOf(row), 0);
-    // A job too large to keep is read each time: it would push out many small ones.
-    if (bytes > maxBytes / 16) return;
+    // A job too large to keep is read each time: it would push out many small ones. (Measured
+    // only until it is found too large.)
+    let bytes = 0;
+    for (const row of [aggregate.job, ...aggregate.steps, ...aggregate.outbox]) {
+      bytes += bytesOf(row);
+      if (bytes > maxBytes / 16) return;
+    }
     kept.set(jobId, { aggregate: { job: aggregate.job, steps: aggregate.steps, outbox: aggregate.outbox }, bytes });
     keptBytes += bytes;
     while (kept.size > capacity || keptBytes > maxBytes) drop(kept.keys().next().value!);

@@ -1,9 +1,12 @@
 import { describe, expect, test } from "bun:test";
+import { azurite, freshTables } from "../../dev/azurite.ts";
 import { sampleJob, storeJob } from "../../dev/job-fixtures.ts";
+import { dueIndexTable, ttlIndexTable } from "../../src/config/settings.ts";
 import { ConcurrencyConflictError } from "../../src/domain/errors.ts";
 import { childStepIdFor } from "../../src/domain/ids.ts";
 import type { JobAggregate } from "../../src/domain/model.ts";
-import { applyPublished } from "../../src/domain/transitions.ts";
+import { applyPublished, recordPublishFailure } from "../../src/domain/transitions.ts";
+import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { withRecentJobs } from "../../src/storage/recent-jobs.ts";
 
@@ -21,6 +24,27 @@ describe("recent jobs", () => {
     const published = applyPublished({ job: stored.job, step: stored.steps[0]!, entry: stored.outbox[0]! }, new Date().toISOString());
     await store.saveChanges(jobId, { job: published.job, steps: [published.step], outbox: [published.entry] });
     expect(comparable(store.recentJob!(jobId))).toEqual(comparable(await inner.getJob(jobId)));
+  });
+
+  test("on ledger a fenced change gives its fenced rows new etags, and the kept copy takes them: it still equals a fresh read", async () => {
+    const { connection } = await azurite();
+    const tables = freshTables();
+    const inner = createSingleTableStore({ connection, tables: { ...tables, due: dueIndexTable(tables.ledger), ttl: ttlIndexTable(tables.ledger) } });
+    await inner.init();
+    const store = withRecentJobs(inner, { maxRowsPerChange: 100 });
+    const stored = await storeJob(store);
+    const { jobId } = stored.job;
+    const now = new Date().toISOString();
+    const [failed] = (
+      await store.saveChanges(jobId, {
+        outbox: [recordPublishFailure(stored.outbox[0]!, { error: "no", retryable: false, now, nextAttemptAt: now, maxAttempts: 1 })],
+      })
+    ).outbox;
+    const kept = store.recentJob!(jobId)!;
+    await store.saveChanges(jobId, { job: { ...kept.job, paused: true }, fence: { steps: [], outbox: [failed!] } });
+    const fresh = await inner.getJob(jobId);
+    expect(fresh!.outbox[0]!.etag).not.toBe(failed!.etag!);
+    expect(comparable(store.recentJob!(jobId))).toEqual(comparable(fresh));
   });
 
   test("a lost conditional write drops the kept copy; the next read keeps the job again", async () => {

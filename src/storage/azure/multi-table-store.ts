@@ -240,8 +240,9 @@ export function createMultiTableStore(options: MultiTableStoreOptions): JobStore
         if (changes.fence) {
           const { fence } = changes;
           const check = async (client: TableClient, rowKey: string, etag: string | undefined, what: string) => {
+            if (!etag) throw new Error(`a fenced row (${what}) needs the etag it was read with`);
             try {
-              return (await client.updateEntity({ partitionKey, rowKey }, "Merge", { etag: etag ?? "" })).etag ?? "";
+              return (await client.updateEntity({ partitionKey, rowKey }, "Merge", { etag })).etag ?? "";
             } catch (error) {
               if (lostConditionalWrite(error)) throw new ConcurrencyConflictError(`${what} was changed by another writer`, { cause: error });
               throw error;
