@@ -33,6 +33,17 @@ const commands = Number(values.commands);
 interface Call {
   start: number;
   end: number;
+  /** What the call was, and on which table: "batch Due", "update Ledger", … */
+  what: string;
+}
+
+function describeCall(method: string, url: string): string {
+  const path = decodeURIComponent(new URL(url).pathname);
+  const table = (/\/devstoreaccount1\/([A-Za-z0-9]+)/.exec(path)?.[1] ?? (path.endsWith("$batch") ? "" : "?")).replace(/^t[0-9a-f]{10}/, "");
+  if (path.endsWith("$batch")) return "batch";
+  const point = /\(PartitionKey='[^']*',RowKey='[^']*'\)$/.test(path);
+  const kind = method === "GET" ? (point ? "point read" : "query") : method === "POST" ? "insert" : method === "DELETE" ? "delete" : "update";
+  return `${kind} ${table}`;
 }
 
 /** Records every HTTP call's interval so that round trips can be counted per command. */
@@ -43,7 +54,7 @@ function callRecorder() {
       client.pipeline.addPolicy({
         name: "benchCount",
         async sendRequest(request, next) {
-          const call: Call = { start: performance.now(), end: Number.POSITIVE_INFINITY };
+          const call: Call = { start: performance.now(), end: Number.POSITIVE_INFINITY, what: describeCall(request.method, request.url) };
           calls.push(call);
           try {
             return await next(request);
@@ -97,9 +108,17 @@ async function drainCost(store: JobStore, recorder: ReturnType<typeof callRecord
   const started = performance.now();
   await sweeper.drainAll();
   const ms = performance.now() - started;
-  const calls = recorder.take().length;
+  // The index writes the drain queued (markers of sent entries dropped) are its calls too.
+  await store.close();
+  const calls = recorder.take();
   if (published !== expected) throw new Error(`the drain published ${published} of ${expected} entries`);
-  return { callsPerEntry: calls / published, msPerEntry: ms / published };
+  const byWhat = new Map<string, number>();
+  for (const call of calls) byWhat.set(call.what, (byWhat.get(call.what) ?? 0) + 1);
+  const breakdown = [...byWhat]
+    .sort((a, b) => b[1] - a[1])
+    .map(([what, n]) => `${what} ${(n / published).toFixed(2)}`)
+    .join(", ");
+  return { callsPerEntry: calls.length / published, msPerEntry: ms / published, breakdown };
 }
 
 const azurite = await startAzuriteProcess();
@@ -161,6 +180,7 @@ try {
         .padStart(13)}  ${drain.msPerEntry.toFixed(2).padStart(11)}  ${avg((c) => c.ms)
         .toFixed(2)
         .padStart(14)}`,
+      `            per entry: ${drain.breakdown}`,
     );
   }
   console.log(`\n2. drain: the ${commands} entries the intake left pending, through the sweeper, a publisher that accepts at once`);

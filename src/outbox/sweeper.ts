@@ -5,6 +5,8 @@
  * due. Finding and leasing are never concurrent within one sweeper, so it never takes an entry
  * twice; other replicas are kept off by the leases.
  */
+import { randomUUID } from "node:crypto";
+import type { OutboxWork } from "../domain/model.ts";
 import type { Logger } from "../logging/logger.ts";
 import { AGAIN, createLoop, pauseFor } from "../loops/loop.ts";
 import type { JobStore } from "../storage/job-store.ts";
@@ -71,26 +73,36 @@ export function createSweeper(options: SweeperOptions): Sweeper {
   ): Promise<{ found: number; due: number; published: Promise<PublishSummary> }> {
     const at = now();
     const startTime = Date.now();
-    const found = await options.store.findDueOutbox(cutoff ?? at, limit, publishing ? { skip: publishing } : {});
-    // Entries still held by a lease come back only when asked for everything (the operator's
-    // drain): they are not ours to take, and do not count as work found.
-    const due = found.filter((work) => !isHeld(work.entry, at.toISOString()));
-    const round =
-      due.length > 0
-        ? startRound("outbox retry round", {
-            startTime,
-            traceparents: due.map((work) => work.entry.traceparent),
-            attributes: { "lucius.entries.due": due.length },
-          })
-        : null;
-    const leased = round
-      ? await round
-          .run(() => leaseEntries(due, { store: options.store, leaseSeconds: options.leaseSeconds, now: at }))
-          .catch((error: unknown) => {
-            round.end();
-            throw error;
-          })
-      : [];
+    const skip = publishing ? { skip: publishing } : {};
+    let found: number;
+    let due: OutboxWork[];
+    let leased: OutboxWork[];
+    let round: ReturnType<typeof startRound> | null;
+    const { store } = options;
+    if (store.takeDueOutbox) {
+      // Found and leased in one pass (ledger: a lease on the due markers, no write per entry).
+      const lease = { now: at, until: new Date(at.getTime() + options.leaseSeconds * 1000), token: randomUUID() };
+      const taken = await store.takeDueOutbox(cutoff ?? at, limit, lease, skip);
+      found = taken.seen;
+      due = leased = taken.taken;
+      round = due.length > 0 ? startRound("outbox retry round", roundOptions(startTime, due)) : null;
+    } else {
+      const work = await store.findDueOutbox(cutoff ?? at, limit, skip);
+      found = work.length;
+      // Entries still held by a lease come back only when asked for everything (the operator's
+      // drain): they are not ours to take, and do not count as work found.
+      due = work.filter((item) => !isHeld(item.entry, at.toISOString()));
+      const started = due.length > 0 ? startRound("outbox retry round", roundOptions(startTime, due)) : null;
+      round = started;
+      leased = started
+        ? await started
+            .run(() => leaseEntries(due, { store, leaseSeconds: options.leaseSeconds, now: at }))
+            .catch((error: unknown) => {
+              started.end();
+              throw error;
+            })
+        : [];
+    }
     const published = leased.length === 0 ? Promise.resolve(summarize([])) : options.dispatcher.publishNow(leased).then(summarize);
     if (publishing) {
       // A drain's next sweeps pass over what this batch publishes until it is done.
@@ -102,7 +114,11 @@ export function createSweeper(options: SweeperOptions): Sweeper {
         .catch(() => {});
     }
     void published.finally(() => round?.end()).catch(() => {});
-    return { found: found.length, due: due.length, published: published.then(progress.record) };
+    return { found, due: due.length, published: published.then(progress.record) };
+  }
+
+  function roundOptions(startTime: number, due: readonly OutboxWork[]) {
+    return { startTime, traceparents: due.map((work) => work.entry.traceparent), attributes: { "lucius.entries.due": due.length } };
   }
 
   /** One round of the retry loop: a sweep, or a probe of a broker that stopped answering. */

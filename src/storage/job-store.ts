@@ -51,7 +51,8 @@ export interface JobChanges {
    * against a kept copy (see storage/recent-jobs.ts) safe: a row moved on elsewhere that the
    * change would have had to write (a failed directive an operator reset to pending) refuses it.
    * `ledger` writes each back unchanged in the change's transaction (a new etag, returned in
-   * `fenced`); `memory` compares; `table`, whose rows land apart, compares before writing any.
+   * `fenced`); `memory` compares; `table`, whose rows land apart, writes each back first (an empty
+   * merge: their contents stay as they are, their etags change) and the change only if all held.
    */
   fence?: { steps: Step[]; outbox: OutboxEntry[] };
 }
@@ -66,6 +67,15 @@ export interface OutboxStats {
 export interface DueOutboxOptions {
   /** Entries the caller is publishing already (a drain's batches in flight): not read again. */
   skip?: ReadonlySet<string>;
+}
+
+/** What a sweep stamps on the entries it takes (see JobStore.takeDueOutbox). */
+export interface DueLease {
+  /** The time of taking: what is under another lease running past it is passed over. */
+  now: Date;
+  until: Date;
+  /** Tells this sweep's leases from another's. */
+  token: string;
 }
 
 /** An open step whose deadline passed, as the deadline index points at it. */
@@ -158,6 +168,16 @@ export interface JobStore {
    * return a random choice among the most overdue, so that replicas sweeping together spread out.
    */
   findDueOutbox(now: Date, limit: number, options?: DueOutboxOptions): Promise<OutboxWork[]>;
+
+  /**
+   * Finds entries due by `cutoff` like findDueOutbox and takes them under `lease` in the same
+   * pass, where the backend can without writing each entry (`ledger`: it leases their due
+   * markers, a hundred to a call): of sweeps racing for an entry one takes it, and one that dies
+   * leaves a lease that runs out. Returns what it took, with the rows as read (the publish's
+   * outcome is written on their etags), and how many due entries it met, taken or not. Absent:
+   * the sweeper leases what findDueOutbox found, entry by entry (outbox/lease.ts).
+   */
+  takeDueOutbox?(cutoff: Date, limit: number, lease: DueLease, options?: DueOutboxOptions): Promise<{ seen: number; taken: OutboxWork[] }>;
 
   /**
    * Open steps whose `deadlineAt` is at or before `now`, earliest first, up to `limit`, through an

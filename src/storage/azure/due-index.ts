@@ -10,8 +10,9 @@
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import type { OutboxEntry, OutboxWork } from "../../domain/model.ts";
 import { createBatchedMarkerWrites } from "./batched-marker-writes.ts";
-import { deleteIfPresent, guarded, queryAll } from "./client.ts";
+import { deleteIfPresent, guarded, isMissing, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
 import { keysOf } from "./entities.ts";
+import { MAX_TRANSACTION_OPERATIONS } from "./limits.ts";
 import { type EntryPointer, READ_CONCURRENCY, type RowLayout, readPointedRows } from "./rows.ts";
 
 const DUE_SHARDS = 4;
@@ -24,6 +25,9 @@ export interface DueMarker extends EntryPointer {
   createdAt: string;
   /** When its entry was created: the age of the oldest pending entry. */
   entryCreatedAt: string;
+  /** A sweep's lease on the marker (see takeDueWork), or "" when none: held while `dueAt` is ahead. */
+  leaseToken: string;
+  etag: string;
 }
 
 /** Where a listing of markers resumes: the last marker's keys. */
@@ -45,8 +49,13 @@ function toMarker(row: TableEntityResult<Record<string, unknown>>): DueMarker {
     dueAt: String(row.dueAt ?? ""),
     createdAt: String(row.createdAt),
     entryCreatedAt: String(row.entryCreatedAt ?? row.createdAt),
+    leaseToken: typeof row.leaseToken === "string" ? row.leaseToken : "",
+    etag: row.etag ?? "",
   };
 }
+
+/** A marker a sweep leased whose lease has not run out: its entry is someone's to publish. */
+export const isMarkerHeld = (marker: DueMarker, now: string) => marker.leaseToken !== "" && marker.dueAt > now;
 
 /** A stable shard number for a key: markers spread over a few partitions, found again by key alone. */
 export function shardOf(key: string, shards: number): number {
@@ -71,12 +80,50 @@ function markerOf(entry: OutboxEntry, now: string) {
     dueAt: entry.nextAttemptAt ?? undefined,
     entryCreatedAt: entry.createdAt,
     createdAt: now,
+    // Rewritten for its entry's own due time, a marker is no one's lease any more.
+    leaseToken: "",
   };
 }
 
 export function createDueIndex(client: TableClient) {
   const writes = createBatchedMarkerWrites(client);
   let rotation = Math.floor(Math.random() * DUE_SHARDS);
+
+  const leased = (marker: DueMarker, until: string, token: string) => ({
+    partitionKey: marker.partitionKey,
+    rowKey: marker.outboxId,
+    dueAt: until,
+    leaseToken: token,
+  });
+
+  async function leaseChunk(markers: readonly DueMarker[], until: string, token: string): Promise<DueMarker[]> {
+    const [only] = markers;
+    if (markers.length > 1 || !only) {
+      try {
+        const { subResponses } = await client.submitTransaction(
+          markers.map((marker) => ["update", leased(marker, until, token), "Merge", { etag: marker.etag }]),
+        );
+        return markers.map((marker, i) => ({ ...marker, dueAt: until, leaseToken: token, etag: subResponses[i]?.etag ?? "" }));
+      } catch (error) {
+        // One marker taken or gone refuses the whole transaction: each is tried alone.
+        if (!lostConditionalWrite(error)) throw toDomainError(error, "lease due markers");
+      }
+    }
+    const one = await Promise.all(markers.map((marker) => leaseOne(marker, until, token)));
+    return one.filter((marker): marker is DueMarker => marker !== null);
+  }
+
+  async function leaseOne(marker: DueMarker, until: string, token: string): Promise<DueMarker | null> {
+    try {
+      const { etag } = await client.updateEntity(leased(marker, until, token), "Merge", { etag: marker.etag });
+      return { ...marker, dueAt: until, leaseToken: token, etag: etag ?? "" };
+    } catch (error) {
+      if (isMissing(error)) return null;
+      if (!lostConditionalWrite(error)) throw toDomainError(error, "lease due marker");
+      const current = await client.getEntity<Record<string, unknown>>(marker.partitionKey, marker.outboxId).catch(() => null);
+      return current?.leaseToken === token ? toMarker(current) : null;
+    }
+  }
 
   async function writeMarkers(marked: readonly OutboxEntry[], now: string): Promise<void> {
     await guarded("write outbox markers", () =>
@@ -153,6 +200,22 @@ export function createDueIndex(client: TableClient) {
       return markers.sort((a, b) => a.dueAt.localeCompare(b.dueAt));
     },
 
+    /**
+     * Leases the given markers for a sweep: each conditional on the ETag it was read with, its
+     * due time moved to `until` and `token` stamped, a transaction per shard (a hundred markers
+     * in one call). A transaction refused for one marker another sweep took (or that went) is
+     * replayed marker by marker; a marker found already carrying `token` is ours (a reply lost,
+     * the SDK's retry refused). Returns the markers leased, with their new ETags.
+     */
+    async leaseMarkers(markers: readonly DueMarker[], until: string, token: string): Promise<DueMarker[]> {
+      const byShard = new Map<string, DueMarker[]>();
+      for (const marker of markers) byShard.set(marker.partitionKey, [...(byShard.get(marker.partitionKey) ?? []), marker]);
+      const leased = await Promise.all(
+        [...byShard.values()].flatMap((shard) => chunks(shard, MAX_TRANSACTION_OPERATIONS)).map((chunk) => leaseChunk(chunk, until, token)),
+      );
+      return leased.flat();
+    },
+
     /** Markers of one kind after a position, in key order: pending (all due shards) or failed. */
     async markersAfter(kind: "pending" | "failed", after: MarkerPosition | null, limit: number): Promise<DueMarker[]> {
       const range = kind === "failed" ? odata`PartitionKey eq ${FAILED_PARTITION}` : PENDING_RANGE;
@@ -219,6 +282,76 @@ export async function findDueWork(
   // Cleaning is best effort: what fails now is met again by the next sweep.
   await Promise.allSettled(cleanup);
   return work.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
+}
+
+/** What a sweep stamps on the markers it takes (see takeDueWork). */
+export interface MarkerLease {
+  /** The time of taking: a marker whose lease runs past it is someone else's. */
+  now: Date;
+  until: Date;
+  token: string;
+}
+
+/**
+ * Due work taken under a lease on its markers, for a sweep: the markers due by `cutoff` are
+ * leased (leaseMarkers: a transaction per shard) before the rows they point at are read, so
+ * taking an entry writes nothing of it; its first write is the publish's outcome. Of sweeps racing
+ * for a marker one leases it; a marker still under another's lease is passed over. Cleans as
+ * findDueWork does, and leaves alone an entry under an entry lease (an operator's retry of it).
+ * `seen` counts the due markers met, taken or not, so that a drain knows whether more remain.
+ */
+export async function takeDueWork(
+  due: DueIndex,
+  layout: RowLayout,
+  cutoff: Date,
+  limit: number,
+  orphanGraceMs: number,
+  lease: MarkerLease,
+  skip: ReadonlySet<string> = new Set(),
+): Promise<{ seen: number; taken: OutboxWork[] }> {
+  const dueBy = cutoff.toISOString();
+  const now = lease.now.toISOString();
+  const until = lease.until.toISOString();
+  await due.flush();
+  const read = await due.dueMarkers(dueBy, limit * CANDIDATES_PER_ENTRY + skip.size);
+  const open = read.filter((marker) => !skip.has(marker.outboxId));
+  const candidates = spread(
+    open.filter((marker) => !isMarkerHeld(marker, now)),
+    limit,
+  );
+  const taken: OutboxWork[] = [];
+  const cleanup: Promise<unknown>[] = [];
+  for (let next = 0; next < candidates.length && taken.length < limit; ) {
+    // No more leased than can still be used: a lease left unused holds its entry back.
+    const batch = candidates.slice(next, next + limit - taken.length);
+    next += batch.length;
+    const mine = await due.leaseMarkers(batch, until, lease.token);
+    for (let i = 0; i < mine.length; i += READ_CONCURRENCY) {
+      const part = mine.slice(i, i + READ_CONCURRENCY);
+      const loaded = await Promise.all(part.map((marker) => readPointedRows(layout, marker)));
+      part.forEach((marker, b) => {
+        const { job, step, entry } = loaded[b]!;
+        if (!job || !entry || !step) {
+          if (job || lease.now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(due.deleteMarker(marker.outboxId));
+        } else if (entry.status !== "pending") {
+          due.dropMarker(marker.outboxId);
+        } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > dueBy) {
+          cleanup.push(due.markDue([entry], marker.createdAt));
+        } else if (!isLeased(entry) || entry.nextAttemptAt <= now) {
+          taken.push({ job, step, entry });
+        }
+      });
+    }
+  }
+  await Promise.allSettled(cleanup);
+  return { seen: open.length, taken: taken.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)) };
+}
+
+/** `items` in runs of at most `size`. */
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const runs: T[][] = [];
+  for (let i = 0; i < items.length; i += size) runs.push(items.slice(i, i + size));
+  return runs;
 }
 
 /** Markers read per entry wanted: the choice `spread` draws from. */

@@ -17,7 +17,7 @@ import type { JobAggregate, OutboxEntry, Step } from "../../domain/model.ts";
 import type { CreateJobResult, JobChanges, JobStore } from "../job-store.ts";
 import { BEFORE_CHILDREN, childOutboxRow, childRowKeys, childStepRow, isChildOutboxId, listChildRows, readChildren } from "./children.ts";
 import { type AzureTableOptions, alreadyExists, createTableClient, deleteRows, guarded, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
-import { findDueWork } from "./due-index.ts";
+import { findDueWork, takeDueWork } from "./due-index.ts";
 import { entityToJob, entityToOutbox, entityToStep, jobToEntity, KIND, outboxToEntity, stepToEntity } from "./entities.ts";
 import { historyEntity, readHistory } from "./history-rows.ts";
 import { checkTransaction, type Entity } from "./limits.ts";
@@ -165,9 +165,10 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
         actions.push(etag === undefined ? ["create", entity] : ["update", entity, "Replace", { etag }]);
       };
       const fenceRow = (rowKey: string, etag: string | undefined) => {
+        if (!etag) throw new Error(`a fenced row (${rowKey}) needs the etag it was read with`);
         const entity = { partitionKey, rowKey };
         entities.push(entity);
-        actions.push(["update", entity, "Merge", { etag: etag ?? "" }]);
+        actions.push(["update", entity, "Merge", { etag }]);
       };
       if (changes.job) add(jobToEntity(changes.job, { partitionKey, rowKey: JOB_ROW }), changes.job.etag);
       for (const step of changes.steps ?? []) add(stepToEntity(step, { partitionKey, rowKey: stepRow(step) }), step.etag);
@@ -220,6 +221,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
     },
 
     findDueOutbox: (now, limit, options) => findDueWork(due, layout, now, limit, graceMs, options?.skip),
+
+    takeDueOutbox: (cutoff, limit, lease, options) => takeDueWork(due, layout, cutoff, limit, graceMs, lease, options?.skip),
 
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 
