@@ -17,7 +17,7 @@
  *
  *   bun run bench:lifecycle [--jobs 200] [--backend ledger|table|memory] [--events sb|http|both] [--rounds 3]
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -218,6 +218,27 @@ function latencies(jobIds: string[]): string {
   return `submit → first message p50 ${ms(percentile(first, 50))} p99 ${ms(percentile(first, 99))}; step transition p50 ${ms(percentile(transition, 50))} p99 ${ms(percentile(transition, 99))}`;
 }
 
+/** CPU time (user + system, ms) of each process of the run so far: where the machine's two cores go. */
+function cpuNow(): Record<string, number> {
+  const ticks = (pid: number) => {
+    try {
+      // Fields 14 and 15 of /proc/<pid>/stat, after the command's closing parenthesis: clock ticks (100 a second).
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    } catch {
+      return Number.NaN;
+    }
+  };
+  const own = process.cpuUsage();
+  return { Azurite: ticks(azurite.pid), service: ticks(service.pid), broker: ticks(broker.pid), "bench (proxy, worker)": (own.user + own.system) / 1000 };
+}
+
+function cpuPer(before: Record<string, number>, after: Record<string, number>, count: number): string {
+  const parts = Object.keys(after).map((name) => [name, (after[name]! - before[name]!) / count] as const);
+  const total = parts.reduce((sum, [, ms]) => sum + ms, 0);
+  return `${parts.map(([name, ms]) => `${name} ${ms.toFixed(2)}`).join(", ")}; all ${total.toFixed(2)}`;
+}
+
 /** Step transitions (event sent → next message at the worker) of the given jobs, in ms. */
 function transitions(jobIds: string[]): number[] {
   return jobIds
@@ -285,10 +306,12 @@ console.log(
 // 1. The burst of jobs, counted (first: nothing else is going on).
 counting = true;
 const before = new Set(times.keys());
+const cpuBefore = cpuNow();
 const started = performance.now();
 const intakeSeconds = await burst("bench.two", JOBS, "life");
 await untilEnded(JOBS);
 const seconds = (performance.now() - started) / 1000;
+const cpuBurst = cpuPer(cpuBefore, cpuNow(), JOBS);
 // The last events are stored after the worker sent them: their calls count too.
 await Bun.sleep(2000);
 counting = false;
@@ -317,7 +340,23 @@ for (let i = 0; i < 100; i++) {
 await untilEnded(JOBS + 100);
 console.log(`  light (20 jobs/s): ${latencies(light)}`);
 // 3. Intake alone (commands no worker answers), as the baseline of the same emulator and machine.
-const intakeOnly = JOBS / (await burst("bench.idle", JOBS, "idle"));
+// Its calls are counted too: where the emulator is the bottleneck, the ratio follows the calls.
+const burstCalls = total;
+for (const map of Object.values(counts)) map.clear();
+counting = true;
+const cpuIntakeBefore = cpuNow();
+const intakeSeconds2 = await burst("bench.idle", JOBS, "idle");
+const cpuIntake = cpuPer(cpuIntakeBefore, cpuNow(), JOBS);
+counting = false;
+const intakeOnly = JOBS / intakeSeconds2;
+const intakeCalls = [...counts.kind.values()].reduce((a, b) => a + b, 0);
 console.log(`  intake alone: ${intakeOnly.toFixed(1)} commands/s; end to end / intake alone: ${(endToEnd / intakeOnly).toFixed(2)}`);
+if (values.backend !== "memory") {
+  console.log(
+    `    storage calls: intake alone ${(intakeCalls / JOBS).toFixed(2)} per command, ${(intakeCalls / intakeSeconds2).toFixed(0)}/s; the burst ${(burstCalls / JOBS).toFixed(2)} per job, ${(burstCalls / seconds).toFixed(0)}/s; calls per command / calls per job ${(intakeCalls / burstCalls).toFixed(2)}`,
+  );
+}
+console.log(`    CPU ms per job in the burst: ${cpuBurst}`);
+console.log(`    CPU ms per command, intake alone: ${cpuIntake}`);
 
 await stop();

@@ -28,6 +28,7 @@ export async function startAzuriteProcess() {
   }
   return {
     connection: connectionStringFor(port),
+    pid: proc.pid,
     async stop() {
       proc.kill("SIGTERM");
       await proc.exited;

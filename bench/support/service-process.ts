@@ -89,6 +89,7 @@ export async function startBrokerProcess() {
   };
   return {
     connection,
+    pid: proc.pid,
     down: () => ask("down"),
     up: () => ask("up"),
     count: async (entity: string) => Number(await ask(`count ${entity}`)),
