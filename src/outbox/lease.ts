@@ -43,12 +43,8 @@ export async function leaseEntries(items: readonly OutboxWork[], options: LeaseO
   // Tells this sweep's leases from another replica's written in the same millisecond.
   const token = randomUUID();
   const leased = await mapBounded(items, LEASE_CONCURRENCY, async (work): Promise<OutboxWork | null> => {
-    // A map child's directive left pending when its job ended (the job's end withdraws them
-    // after its own change; a crash between the two leaves some): withdrawn, never published.
-    if (hasJobEnded(work.job) && isChildStepId(work.entry.stepId)) {
-      await options.store.saveChanges(work.job.jobId, { outbox: [withdrawEntry(work.entry, "job ended before this directive was sent", now)] }).catch(() => {});
-      return null;
-    }
+    if (await withdrawnAsOrphan(work, options.store, now)) return null;
+    if (options.store.leaseDueMarker && !(await options.store.leaseDueMarker(work.entry, { now: options.now, until: new Date(until), token }))) return null;
     const lease = leaseEntry(work.entry, now, until, token);
     try {
       const saved = await options.store.saveChanges(work.job.jobId, { outbox: [lease] });
@@ -64,6 +60,17 @@ export async function leaseEntries(items: readonly OutboxWork[], options: LeaseO
     }
   });
   return leased.filter((work): work is OutboxWork => work !== null);
+}
+
+/**
+ * A map child's directive left pending when its job ended (the job's end withdraws them after
+ * its own change; a crash between the two leaves some) is withdrawn, never published: true when
+ * `work` is one (withdrawn now, or left for the next sweep if that write fails).
+ */
+export async function withdrawnAsOrphan(work: OutboxWork, store: JobStore, now: string): Promise<boolean> {
+  if (!hasJobEnded(work.job) || !isChildStepId(work.entry.stepId)) return false;
+  await store.saveChanges(work.job.jobId, { outbox: [withdrawEntry(work.entry, "job ended before this directive was sent", now)] }).catch(() => {});
+  return true;
 }
 
 /** Counts what publishing the leased entries did. */

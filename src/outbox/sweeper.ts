@@ -12,7 +12,7 @@ import { AGAIN, createLoop, pauseFor } from "../loops/loop.ts";
 import type { JobStore } from "../storage/job-store.ts";
 import { startRound } from "../telemetry/tracing.ts";
 import { BROKER_PROBE_MS, type Dispatcher } from "./dispatcher.ts";
-import { isHeld, leaseEntries, type PublishSummary, summarize } from "./lease.ts";
+import { isHeld, leaseEntries, type PublishSummary, summarize, withdrawnAsOrphan } from "./lease.ts";
 
 export type { PublishSummary } from "./lease.ts";
 
@@ -84,7 +84,8 @@ export function createSweeper(options: SweeperOptions): Sweeper {
       const lease = { now: at, until: new Date(at.getTime() + options.leaseSeconds * 1000), token: randomUUID() };
       const taken = await store.takeDueOutbox(cutoff ?? at, limit, lease, skip);
       found = taken.seen;
-      due = leased = taken.taken;
+      const orphans = await Promise.all(taken.taken.map((work) => withdrawnAsOrphan(work, store, at.toISOString())));
+      due = leased = taken.taken.filter((_, i) => !orphans[i]);
       round = due.length > 0 ? startRound("outbox retry round", roundOptions(startTime, due)) : null;
     } else {
       const work = await store.findDueOutbox(cutoff ?? at, limit, skip);

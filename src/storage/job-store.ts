@@ -180,6 +180,13 @@ export interface JobStore {
   takeDueOutbox?(cutoff: Date, limit: number, lease: DueLease, options?: DueOutboxOptions): Promise<{ seen: number; taken: OutboxWork[] }>;
 
   /**
+   * Where takeDueOutbox leases markers, the one of `entry` leased the same way, for a caller that
+   * leases the entry itself (an operator's retry of one entry): false when a sweep holds it, so
+   * that the two never publish it at once. An entry without a marker is free (true).
+   */
+  leaseDueMarker?(entry: OutboxEntry, lease: DueLease): Promise<boolean>;
+
+  /**
    * Open steps whose `deadlineAt` is at or before `now`, earliest first, up to `limit`, through an
    * index: costs what expired, never O(open steps). Index rows of steps that ended meanwhile are
    * skipped (and cleaned); finding is not taking: a step stays expired until a change is saved.

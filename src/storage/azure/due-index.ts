@@ -173,6 +173,19 @@ export function createDueIndex(client: TableClient) {
       await guarded("delete due marker", () => deleteIfPresent(client, dueShard(outboxId), outboxId));
     },
 
+    /**
+     * A marker this sweep leased whose entry it found no longer pending, removed only if no one
+     * wrote it since (If-Match its lease's ETag): an operator's reset of the entry meanwhile
+     * writes it afresh, and an unconditional delete landing after would lose the entry.
+     */
+    async deleteLeasedMarker(marker: DueMarker): Promise<void> {
+      try {
+        await client.deleteEntity(marker.partitionKey, marker.outboxId, { etag: marker.etag });
+      } catch (error) {
+        if (!lostConditionalWrite(error)) throw toDomainError(error, "delete due marker");
+      }
+    },
+
     /** A marker whose entry is no longer pending, removed with the next batch of its shard (best effort, like afterWrite's). */
     dropMarker(outboxId: string): void {
       writes.defer(["delete", { partitionKey: dueShard(outboxId), rowKey: outboxId }]);
@@ -214,6 +227,21 @@ export function createDueIndex(client: TableClient) {
         [...byShard.values()].flatMap((shard) => chunks(shard, MAX_TRANSACTION_OPERATIONS)).map((chunk) => leaseChunk(chunk, until, token)),
       );
       return leased.flat();
+    },
+
+    /**
+     * The due marker of one entry leased like leaseMarkers' (read, then a conditional write):
+     * false when a sweep holds it or takes it first; true when leased, or when there is none.
+     */
+    async leaseMarkerOf(outboxId: string, lease: MarkerLease): Promise<boolean> {
+      const row = await client.getEntity<Record<string, unknown>>(dueShard(outboxId), outboxId).catch((error: unknown) => {
+        if (isMissing(error)) return null;
+        throw toDomainError(error, "read due marker");
+      });
+      if (!row) return true;
+      const marker = toMarker(row);
+      if (isMarkerHeld(marker, lease.now.toISOString())) return false;
+      return (await leaseOne(marker, lease.until.toISOString(), lease.token)) !== null;
     },
 
     /** Markers of one kind after a position, in key order: pending (all due shards) or failed. */
@@ -334,7 +362,7 @@ export async function takeDueWork(
         if (!job || !entry || !step) {
           if (job || lease.now.getTime() - Date.parse(marker.createdAt) > orphanGraceMs) cleanup.push(due.deleteMarker(marker.outboxId));
         } else if (entry.status !== "pending") {
-          due.dropMarker(marker.outboxId);
+          cleanup.push(due.deleteLeasedMarker(marker));
         } else if (entry.nextAttemptAt === null || entry.nextAttemptAt > dueBy) {
           cleanup.push(due.markDue([entry], marker.createdAt));
         } else if (!isLeased(entry) || entry.nextAttemptAt <= now) {

@@ -224,6 +224,8 @@ export function createSingleTableStore(options: SingleTableStoreOptions): JobSto
 
     takeDueOutbox: (cutoff, limit, lease, options) => takeDueWork(due, layout, cutoff, limit, graceMs, lease, options?.skip),
 
+    leaseDueMarker: (entry, lease) => due.leaseMarkerOf(entry.outboxId, lease),
+
     findExpiredSteps: (now, limit) => deadlines.expired(layout, now, limit, graceMs),
 
     purgeEndedJobs: (endedBefore, limit) =>
