@@ -113,6 +113,15 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Job
       expect((await store.createJob(other, claimFor(other))).outcome).toBe("stored");
     });
 
+    test("a create retried with its own claim (the first one's answer lost) is stored, not refused as the key's other request", async () => {
+      const store = await makeStore();
+      const first = sampleJob();
+      await storeJob(store, first, claimFor(first));
+      const again = await store.createJob(first, claimFor(first));
+      expect(again.outcome).toBe("stored");
+      if (again.outcome === "stored") expect(again.aggregate.job.jobId).toBe(first.job.jobId);
+    });
+
     test("of 20 concurrent creates under one key exactly one stores its job", async () => {
       const store = await makeStore();
       const jobs = Array.from({ length: 20 }, () => sampleJob());

@@ -43,6 +43,9 @@ export function createIdempotencyClaims(client: TableClient): IdempotencyClaims 
         // Claims of the tenant made meanwhile share one call under load.
         if (await writes.write(["create", entity])) return { claimed: true };
         const existing = await read(record.tenantId, record.key);
+        // Our own record (job ids are never reused): a transaction stored, its reply lost, and the
+        // SDK's retry refused by what it had stored. The key is ours.
+        if (existing?.jobId === record.jobId) return { claimed: true };
         // Deleted between the insert and the read (expired meanwhile): claim it afresh.
         if (!existing)
           return (await insertIfAbsent(client, entity)).inserted ? { claimed: true } : { claimed: false, existing: (await read(record.tenantId, record.key))! };

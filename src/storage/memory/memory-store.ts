@@ -204,11 +204,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): JobStore {
       if (claim && key !== null) {
         const taken = idempotency.get(key);
         const expired = taken !== undefined && keysExpireBefore !== undefined && taken.createdAt < keysExpireBefore.toISOString();
-        // A replay is answered even when the store is full: it creates nothing.
-        if (taken && !expired) return { outcome: "key-taken", existing: taken };
+        // A replay is answered even when the store is full: it creates nothing. The key held by
+        // this very job (a create retried) is not another request's.
+        if (taken && !expired && taken.jobId !== aggregate.job.jobId) return { outcome: "key-taken", existing: taken };
       }
       if (!existing) makeRoom();
-      if (claim && key !== null) {
+      if (claim && key !== null && idempotency.get(key)?.jobId !== aggregate.job.jobId) {
         idempotency.set(key, stamp(claim));
         keysHeap.push({ dueAt: claim.createdAt, key });
       }
