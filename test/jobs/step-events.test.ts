@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { azurite, freshTables } from "../../dev/azurite.ts";
-import { eventually } from "../../dev/eventually.ts";
+import { deferred, eventually } from "../../dev/eventually.ts";
 import { ingestCommand, startTestRuntime } from "../../dev/in-process-runtime.ts";
 import { createRecordingPublisher } from "../../dev/recording-publisher.ts";
 import { buildRegistry } from "../../src/config/protocols.ts";
@@ -12,7 +12,9 @@ import { dueIndexTable, ttlIndexTable } from "../../src/config/settings.ts";
 import { stepIdFor } from "../../src/domain/ids.ts";
 import { MAX_MESSAGE_DATA_BYTES } from "../../src/domain/plan-job.ts";
 import { recordPublishFailure, resetFailedEntry } from "../../src/domain/transitions.ts";
+import type { Publisher } from "../../src/outbox/publisher.ts";
 import { createSingleTableStore } from "../../src/storage/azure/single-table-store.ts";
+import type { JobChanges, JobStore } from "../../src/storage/job-store.ts";
 import { createMemoryStore } from "../../src/storage/memory/memory-store.ts";
 import { withRecentJobs } from "../../src/storage/recent-jobs.ts";
 import { type Backend, storeFor } from "../support/stores.ts";
@@ -326,6 +328,68 @@ describe("step events: ledger, a row of a kept job moved on elsewhere without th
     expect(stored.steps.map((s) => s.status)).toEqual(["failed", "cancelled", "cancelled"]);
     // Decided fresh, the reset directive is the one its worker answered: marked sent, not left pending.
     expect(stored.outbox.map((o) => o.status)).toEqual(["sent"]);
+  });
+});
+
+describe("step events: an answer that commits while its directive's publish returns", () => {
+  test("is waited for by the dispatcher, which then stores nothing of its own for that directive", async () => {
+    const inner = createMemoryStore();
+    const held = deferred();
+    const release = deferred();
+    let holding = false;
+    let answerHeld = false;
+    const writes: JobChanges[] = [];
+    const gated: JobStore = {
+      ...inner,
+      async saveChanges(jobId, changes) {
+        writes.push(changes);
+        // The worker's answer (a change with its history entry): held until someone waits for it, or writes past it.
+        if (changes.history && !answerHeld) {
+          answerHeld = holding = true;
+          held.resolve();
+          await release.promise;
+          holding = false;
+        } else release.resolve();
+        return inner.saveChanges(jobId, changes);
+      },
+    };
+    const kept = withRecentJobs(gated, { maxRowsPerChange: 100 });
+    const store: JobStore = {
+      ...kept,
+      // The dispatcher waiting for the answer in flight lets it through.
+      settled: async (jobId) => {
+        if (holding) release.resolve();
+        return kept.settled!(jobId);
+      },
+    };
+    let answer: Promise<Response> | null = null;
+    let service: Awaited<ReturnType<typeof startTestRuntime>> | null = null;
+    const publisher: Publisher = {
+      async publish(_topic, messages) {
+        if (!answer) {
+          const body = messages[0]!.body as { jobId: string; stepId: string };
+          // The worker answers before the publish has returned.
+          answer = service!.request(`/v1/jobs/${body.jobId}/steps/${body.stepId}/events`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ eventId: "fast", status: "succeeded" }),
+          });
+          await held.promise;
+        }
+        return messages.map(() => ({ ok: true as const }));
+      },
+      async check() {},
+      async close() {},
+    };
+    service = await startTestRuntime({ store, publisher });
+    const { jobId } = (await (await service.postCommand(ingestCommand())).json()) as { jobId: string };
+    await eventually(() => answer !== null, { what: "the first directive published" });
+    expect(await (await answer!).json()).toMatchObject({ outcome: "applied" });
+    await service.runtime.dispatcher!.drain();
+    const first = (await inner.getJob(jobId))!.outbox.find((o) => o.stepIndex === 0)!;
+    expect(first.status).toBe("sent");
+    // Only the answer's change wrote the first directive: no publish outcome raced it.
+    expect(writes.filter((w) => !w.history && w.outbox?.some((o) => o.outboxId === first.outboxId))).toEqual([]);
   });
 });
 
