@@ -9,6 +9,7 @@
  */
 import { odata, type TableClient, type TableEntityResult } from "@azure/data-tables";
 import type { OutboxEntry, OutboxWork } from "../../domain/model.ts";
+import type { DueLease } from "../job-store.ts";
 import { createBatchedMarkerWrites } from "./batched-marker-writes.ts";
 import { deleteIfPresent, guarded, isMissing, lostConditionalWrite, queryAll, toDomainError } from "./client.ts";
 import { keysOf } from "./entities.ts";
@@ -97,8 +98,7 @@ export function createDueIndex(client: TableClient) {
   });
 
   async function leaseChunk(markers: readonly DueMarker[], until: string, token: string): Promise<DueMarker[]> {
-    const [only] = markers;
-    if (markers.length > 1 || !only) {
+    if (markers.length > 1) {
       try {
         const { subResponses } = await client.submitTransaction(
           markers.map((marker) => ["update", leased(marker, until, token), "Merge", { etag: marker.etag }]),
@@ -233,7 +233,7 @@ export function createDueIndex(client: TableClient) {
      * The due marker of one entry leased like leaseMarkers' (read, then a conditional write):
      * false when a sweep holds it or takes it first; true when leased, or when there is none.
      */
-    async leaseMarkerOf(outboxId: string, lease: MarkerLease): Promise<boolean> {
+    async leaseMarkerOf(outboxId: string, lease: DueLease): Promise<boolean> {
       const row = await client.getEntity<Record<string, unknown>>(dueShard(outboxId), outboxId).catch((error: unknown) => {
         if (isMissing(error)) return null;
         throw toDomainError(error, "read due marker");
@@ -312,14 +312,6 @@ export async function findDueWork(
   return work.sort((a, b) => a.entry.nextAttemptAt!.localeCompare(b.entry.nextAttemptAt!)).slice(0, limit);
 }
 
-/** What a sweep stamps on the markers it takes (see takeDueWork). */
-export interface MarkerLease {
-  /** The time of taking: a marker whose lease runs past it is someone else's. */
-  now: Date;
-  until: Date;
-  token: string;
-}
-
 /**
  * Due work taken under a lease on its markers, for a sweep: the markers due by `cutoff` are
  * leased (leaseMarkers: a transaction per shard) before the rows they point at are read, so
@@ -334,7 +326,7 @@ export async function takeDueWork(
   cutoff: Date,
   limit: number,
   orphanGraceMs: number,
-  lease: MarkerLease,
+  lease: DueLease,
   skip: ReadonlySet<string> = new Set(),
 ): Promise<{ seen: number; taken: OutboxWork[] }> {
   const dueBy = cutoff.toISOString();
